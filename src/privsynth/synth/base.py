@@ -1,0 +1,212 @@
+"""The synthesizer contract and the registry that names every method.
+
+Synthesizers follow scikit-learn's shape: the constructor stores hyperparameters only; ``fit`` learns from a
+source (reading it only through the source's queries) and sets attributes ending in ``_``; ``sample`` is
+post-processing and never touches the data again. The registry maps names (``copula``, ``aim``, ...) to classes
+so the CLI, benchmarks and service create them the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.schema import Column, Kind, Schema
+from privsynth.data.sources import Source, load_source
+from privsynth.errors import DataError, ParameterError, PrivsynthError
+
+logger = logging.getLogger(__name__)
+
+Conditions = Mapping[str, Any]
+_FORMAT = "privsynth-model"
+_FORMAT_VERSION = 1
+_MAX_REJECTION_DRAWS = 200  # batches drawn before conditional sampling gives up
+
+
+class Synthesizer(ABC):
+    """Learns a table's distribution and samples synthetic rows from it."""
+
+    name: ClassVar[str]
+    differentially_private: ClassVar[bool] = False
+
+    schema_: Schema
+    source_fingerprint_: str
+
+    def fit(
+        self,
+        source: Source | pd.DataFrame | str | Path,
+        schema: Schema | None = None,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        ledger: Any = None,
+    ) -> Self:
+        """Learn from ``source``. Columns the schema excludes (identifiers, PII, text) are left out."""
+        if not self.differentially_private and (epsilon is not None or delta is not None or ledger is not None):
+            raise ParameterError(
+                f"'{self.name}' is not differentially private and takes no epsilon, delta or ledger; "
+                "use a DP method (see `privsynth methods`) or drop those options"
+            )
+        source = load_source(source)
+        if schema is None:
+            schema = Schema.infer(source.head(100_000))
+        modelled = schema.synthesized()
+        if len(modelled) == 0:
+            raise DataError("no column is left to synthesize: the schema excludes them all")
+        missing = [c for c in modelled.names if c not in source.columns]
+        if missing:
+            raise DataError(f"the schema names column(s) {missing} that the data lacks; data has {source.columns}")
+        for col in schema.excluded():
+            logger.info("column '%s' is left out of synthesis: %s", col.name, col.reason or "synthesize: false")
+        self.schema_ = modelled
+        self.source_fingerprint_ = source.fingerprint()
+        self._fit(source, modelled, epsilon=epsilon, delta=delta, ledger=ledger)
+        return self
+
+    @abstractmethod
+    def _fit(
+        self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any
+    ) -> None:
+        """Learn the model from ``source``'s columns in ``schema``."""
+
+    @abstractmethod
+    def _sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        """Draw ``n`` unconditional rows with the schema's columns and dtypes."""
+
+    def sample(self, n: int, conditions: Conditions | None = None, seed: int | None = None) -> pd.DataFrame:
+        """Draw ``n`` rows; ``conditions`` fixes columns to values (``{"dead": "dead"}``). Same seed, same rows."""
+        self._check_fitted()
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+            raise ParameterError(f"the number of rows must be a positive whole number, not {n!r}")
+        rng = np.random.default_rng(seed)
+        if not conditions:
+            return self._sample(int(n), rng)
+        conditions = self._check_conditions(conditions)
+        return self._sample_conditional(int(n), conditions, rng)
+
+    def _sample_conditional(self, n: int, conditions: Conditions, rng: np.random.Generator) -> pd.DataFrame:
+        """Rejection sampling: draw batches and keep rows that meet the conditions (methods may do better)."""
+        kept: list[pd.DataFrame] = []
+        have = drawn = 0
+        batch = max(n, 1000)
+        for _ in range(_MAX_REJECTION_DRAWS):
+            rows = self._sample(batch, rng)
+            drawn += batch
+            mask = np.ones(len(rows), dtype=bool)
+            for column, value in conditions.items():
+                mask &= _matches(rows[column], value)
+            kept.append(rows[mask])
+            have += int(mask.sum())
+            if have >= n:
+                return pd.concat(kept, ignore_index=True).iloc[:n].reset_index(drop=True)
+            if drawn >= 20 * batch and have / drawn < 1e-4:
+                break
+        raise DataError(
+            f"the model almost never produces rows with {dict(conditions)} ({have} in {drawn} draws); "
+            "the condition is too rare for this method to sample"
+        )
+
+    def _check_conditions(self, conditions: Conditions) -> dict[str, Any]:
+        checked: dict[str, Any] = {}
+        for column, value in conditions.items():
+            if column not in self.schema_:
+                raise ParameterError(
+                    f"cannot condition on '{column}': the model has no such column ({', '.join(self.schema_.names)})"
+                )
+            checked[column] = _condition_value(self.schema_[column], value)
+        return checked
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "schema_"):
+            raise PrivsynthError(f"this {type(self).__name__} is not fitted yet; call fit() first")
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters given to the constructor (recorded in data cards)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted model to ``path`` (a pickle: load only models you trust)."""
+        self._check_fitted()
+        payload = {"format": _FORMAT, "version": _FORMAT_VERSION, "method": self.name, "model": self}
+        with Path(path).open("wb") as fh:
+            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Synthesizer:
+        """Read a model written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"model file '{path}' does not exist")
+        with path.open("rb") as fh:
+            try:
+                payload = pickle.load(fh)
+            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+                raise DataError(f"'{path}' is not a privsynth model ({exc})") from None
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise DataError(f"'{path}' is not a privsynth model")
+        model = payload["model"]
+        if not isinstance(model, cls):
+            raise DataError(f"'{path}' holds a '{payload['method']}' model, not a {cls.__name__}")
+        return model
+
+
+def _condition_value(column: Column, value: Any) -> Any:
+    """The condition value in the column's own type, or a clear error when it is outside the domain."""
+    if column.kind is Kind.CATEGORICAL:
+        categories = column.categories or []
+        for category in categories:
+            if str(category) == str(value):
+                return category
+        shown = ", ".join(map(str, categories[:20]))
+        raise ParameterError(f"'{value}' is not a category of '{column.name}'; its categories are: {shown}")
+    if column.kind in (Kind.INTEGER, Kind.FLOAT):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(f"'{column.name}' is numeric; the condition value {value!r} is not a number") from None
+        if column.bounds is not None and not float(column.bounds[0]) <= number <= float(column.bounds[1]):
+            raise ParameterError(f"{value} is outside the range of '{column.name}' {list(column.bounds)}")
+        return number
+    raise ParameterError(f"conditions on {column.kind.value} columns such as '{column.name}' are not supported")
+
+
+def _matches(values: pd.Series, value: Any) -> np.ndarray:
+    if isinstance(value, float):
+        return np.isclose(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float), value)
+    return (values.astype(str) == str(value)).to_numpy()
+
+
+# ---- registry ------------------------------------------------------------------------------------------------
+
+S = TypeVar("S", bound=type[Synthesizer])
+_REGISTRY: dict[str, type[Synthesizer]] = {}
+
+
+def register(cls: S) -> S:
+    """Class decorator: make a synthesizer available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> dict[str, type[Synthesizer]]:
+    """Registered methods by name."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create(method: str, **params: Any) -> Synthesizer:
+    """A new, unfitted synthesizer of ``method`` with hyperparameters ``params``."""
+    try:
+        cls = _REGISTRY[method]
+    except KeyError:
+        raise ParameterError(f"unknown method '{method}'; available: {', '.join(available())}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ParameterError(f"bad parameter for '{method}': {exc}") from None
+
