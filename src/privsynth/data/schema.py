@@ -66,12 +66,17 @@ class Column:
     synthesize: bool = True
     reason: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, private_domains: bool = True) -> dict[str, Any]:
+        """The column as plain data; ``private_domains=False`` replaces a non-public domain by its size."""
         out: dict[str, Any] = {"name": self.name, "kind": self.kind.value, "dtype": self.dtype}
         out["nullable"] = self.nullable
+        shown = private_domains or self.public
         if self.categories is not None:
-            out["categories"] = [_plain(v) for v in self.categories]
-        if self.bounds is not None:
+            if shown:
+                out["categories"] = [_plain(v) for v in self.categories]
+            else:
+                out["categories_count"] = len(self.categories)
+        if self.bounds is not None and shown:
             out["bounds"] = [_plain(v) for v in self.bounds]
         out["public"] = self.public
         out["pii"] = self.pii
@@ -85,16 +90,14 @@ class Column:
         if not isinstance(raw, dict) or "name" not in raw:
             raise SchemaError(f"schema column #{position + 1} must be a mapping with at least 'name' and 'kind'")
         name = str(raw["name"])
-        unknown = set(raw) - {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise SchemaError(f"schema column '{name}' has unknown field(s) {sorted(unknown)}")
         try:
-            kind = Kind(raw.get("kind"))
+            kind = Kind(str(raw.get("kind")))
         except ValueError:
             choices = ", ".join(k.value for k in Kind)
-            raise SchemaError(
-                f"schema column '{name}' has kind {raw.get('kind')!r}; use one of: {choices}"
-            ) from None
+            raise SchemaError(f"schema column '{name}' has kind {raw.get('kind')!r}; use one of: {choices}") from None
         categories = raw.get("categories")
         if categories is not None and not isinstance(categories, list):
             raise SchemaError(f"schema column '{name}': 'categories' must be a list")
@@ -187,8 +190,10 @@ class Schema:
 
     # ---- YAML --------------------------------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"privsynth_schema": SCHEMA_VERSION, "columns": [col.to_dict() for col in self.columns]}
+    def to_dict(self, private_domains: bool = True) -> dict[str, Any]:
+        """The schema as plain data; ``private_domains=False`` leaves out every domain not declared public."""
+        columns = [col.to_dict(private_domains) for col in self.columns]
+        return {"privsynth_schema": SCHEMA_VERSION, "columns": columns}
 
     def to_yaml(self) -> str:
         header = (
@@ -260,26 +265,50 @@ _TOKEN_SPLIT = re.compile(r"[^0-9a-zA-Z]+|(?<=[a-z])(?=[A-Z])")
 # Column-name tokens that mark direct personal data by themselves (a person's name, contact, government id).
 _PII_NAME_PATTERNS: dict[str, tuple[tuple[str, ...], ...]] = {
     "personal name": (
-        ("first", "name"), ("last", "name"), ("full", "name"), ("given", "name"), ("family", "name"),
-        ("middle", "name"), ("maiden", "name"), ("firstname",), ("lastname",), ("surname",), ("fullname",),
+        ("first", "name"),
+        ("last", "name"),
+        ("full", "name"),
+        ("given", "name"),
+        ("family", "name"),
+        ("middle", "name"),
+        ("maiden", "name"),
+        ("firstname",),
+        ("lastname",),
+        ("surname",),
+        ("fullname",),
         ("forename",),
     ),
     "e-mail address": (("email",), ("e", "mail"), ("mail", "address")),
     "phone number": (("phone",), ("telephone",), ("mobile", "number"), ("cell", "phone"), ("fax",)),
-    "postal address": (("address",), ("street",), ("zip", "code"), ("zipcode",), ("postcode",), ("postal", "code")),
-    "government id": (("ssn",), ("social", "security"), ("passport",), ("national", "id"), ("nin",), ("sin",)),
+    "postal address": (
+        ("address",),
+        ("street",),
+        ("zip", "code"),
+        ("zipcode",),
+        ("postcode",),
+        ("postal", "code"),
+    ),
+    "government id": (
+        ("ssn",),
+        ("social", "security"),
+        ("passport",),
+        ("national", "id"),
+        ("nin",),
+        ("sin",),
+    ),
     "date of birth": (("dob",), ("birth", "date"), ("date", "of", "birth"), ("birthdate",), ("birthday",)),
     "financial account": (("iban",), ("card", "number"), ("credit", "card"), ("account", "number")),
     "network address": (("ip", "address"), ("ip",), ("mac", "address")),
 }
 _ID_TOKENS = {"id", "uuid", "guid", "key", "mrn", "identifier", "rownames", "index"}
 
+# Most specific first: a card number also fits the loose phone pattern.
 _VALUE_PATTERNS: dict[str, re.Pattern[str]] = {
     "e-mail address": re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$"),
-    "phone number": re.compile(r"^\+?(\(?\d{1,4}\)?[\s.-]?){2,5}\d{2,4}$"),
     "government id": re.compile(r"^\d{3}-\d{2}-\d{4}$"),
     "card number": re.compile(r"^(\d[ -]?){12,18}\d$"),
     "network address": re.compile(r"^(\d{1,3}\.){3}\d{1,3}$"),
+    "phone number": re.compile(r"^\+?(\(?\d{1,4}\)?[\s.-]?){2,5}\d{2,4}$"),
 }
 _PATTERN_SHARE = 0.8  # share of non-null values that must match a PII pattern
 _NEAR_UNIQUE = 0.95  # distinct/non-null above which a string column is an identifier
@@ -315,7 +344,8 @@ def _pii_by_value(values: pd.Series) -> str | None:
             continue
         if what == "card number" and not sample[matches].map(_luhn_ok).mean() >= _PATTERN_SHARE:
             continue
-        if what == "phone number" and sample.str.replace(r"\D", "", regex=True).str.len().lt(7).any():
+        digits = sample.str.replace(r"\D", "", regex=True).str.len()
+        if what == "phone number" and not digits.between(7, 15).all():  # E.164 numbers have at most 15 digits
             continue
         return what
     return None
@@ -346,17 +376,19 @@ def _infer_column(name: str, values: pd.Series, warnings: list[str]) -> Column:
         warnings.append(f"column '{name}' has no values (all missing); it is left out of synthesis")
         return Column(name, Kind.CATEGORICAL, dtype, True, [], synthesize=False, reason="all values are missing")
 
+    col = _infer_kind(name, values, present, dtype, nullable, warnings)
     pii = _pii_by_name(name)
-    if pii is None and not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+    strings = col.kind in (Kind.CATEGORICAL, Kind.IDENTIFIER, Kind.TEXT) and not (
+        pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    )
+    if pii is None and strings:
         pii = _pii_by_value(present)
     n_unique = int(present.nunique())
     unique_share = n_unique / len(present)
     id_named = bool(set(_tokens(name)) & _ID_TOKENS)
-
-    col = _infer_kind(name, values, present, dtype, nullable, warnings)
     if n_unique == 1:
         warnings.append(
-            f"column '{name}' has a single value ({present.iloc[0]!r}); synthetic data will repeat it"
+            f"column '{name}' has a single value ({_plain(present.iloc[0])!r}); synthetic data will repeat it"
         )
     if pii is not None:
         return replace(col, pii=True, synthesize=False, reason=f"column looks like personal data ({pii})")
@@ -403,7 +435,11 @@ def _infer_kind(
         return Column(name, Kind.TEXT, dtype, nullable, synthesize=False, reason="free text (use `privsynth text`)")
     if n_unique / len(text) >= _NEAR_UNIQUE and len(text) >= 20:
         return Column(
-            name, Kind.IDENTIFIER, dtype, nullable, synthesize=False,
+            name,
+            Kind.IDENTIFIER,
+            dtype,
+            nullable,
+            synthesize=False,
             reason=f"{n_unique / len(text):.0%} of its values are distinct (an identifier or key)",
         )
     if n_unique > _MAX_CATEGORIES:

@@ -53,9 +53,9 @@ class Synthesizer(ABC):
                 f"'{self.name}' is not differentially private and takes no epsilon, delta or ledger; "
                 "use a DP method (see `privsynth methods`) or drop those options"
             )
-        source = load_source(source)
         if schema is None:
-            schema = Schema.infer(source.head(100_000))
+            schema = infer_schema(source)
+        source = load_source(source)
         modelled = schema.synthesized()
         if len(modelled) == 0:
             raise DataError("no column is left to synthesize: the schema excludes them all")
@@ -70,9 +70,7 @@ class Synthesizer(ABC):
         return self
 
     @abstractmethod
-    def _fit(
-        self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any
-    ) -> None:
+    def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
         """Learn the model from ``source``'s columns in ``schema``."""
 
     @abstractmethod
@@ -156,6 +154,13 @@ class Synthesizer(ABC):
         return model
 
 
+def infer_schema(data: Source | pd.DataFrame | str | Path, rows: int = 100_000) -> Schema:
+    """Propose a schema from a frame as given (keeping its dtypes), or from the first ``rows`` of a source."""
+    if isinstance(data, pd.DataFrame):
+        return Schema.infer(data)
+    return Schema.infer(load_source(data).head(rows))
+
+
 def _condition_value(column: Column, value: Any) -> Any:
     """The condition value in the column's own type, or a clear error when it is outside the domain."""
     if column.kind is Kind.CATEGORICAL:
@@ -178,7 +183,7 @@ def _condition_value(column: Column, value: Any) -> Any:
 
 def _matches(values: pd.Series, value: Any) -> np.ndarray:
     if isinstance(value, float):
-        return np.isclose(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float), value)
+        return np.asarray(np.isclose(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float), value))
     return (values.astype(str) == str(value)).to_numpy()
 
 
@@ -209,4 +214,3 @@ def create(method: str, **params: Any) -> Synthesizer:
         return cls(**params)
     except TypeError as exc:
         raise ParameterError(f"bad parameter for '{method}': {exc}") from None
-

@@ -121,21 +121,19 @@ class GaussianCopula(Synthesizer):
     def __init__(self, quantiles: int = 1000) -> None:
         self.quantiles = quantiles
 
-    def _fit(
-        self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any
-    ) -> None:
-        report("read data", 0, 3)
+    def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
+        report("fit copula", 0, 3, "reading data")
         df = source.to_pandas(schema.names)
         if df.empty:
             raise DataError(f"{source.name} has no rows to learn from")
-        report("fit marginals", 1, 3)
+        report("fit copula", 1, 3, "marginals")
         rng = np.random.default_rng(0)
         self.marginals_: list[_Marginal] = [_fit_marginal(col, df[col.name], self.quantiles) for col in schema]
         latent = np.column_stack([m.to_normal(df[m.column.name], rng) for m in self.marginals_])
-        report("fit correlation", 2, 3)
+        report("fit copula", 2, 3, "correlation")
         self.correlation_ = _nearest_correlation(np.corrcoef(latent, rowvar=False))
         self._cholesky = np.linalg.cholesky(self.correlation_)
-        report("fit correlation", 3, 3)
+        report("fit copula", 3, 3)
 
     def _sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         z = rng.standard_normal((n, self._cholesky.shape[0])) @ self._cholesky.T

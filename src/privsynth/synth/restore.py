@@ -23,10 +23,10 @@ def restore_dtype(values: pd.Series, column: Column) -> pd.Series:
         if "tz" in column.dtype or "UTC" in column.dtype:
             return pd.to_datetime(values).dt.tz_localize("UTC")
         if column.dtype.startswith("datetime64"):
-            return pd.to_datetime(values)
+            return pd.to_datetime(values).astype(pd.api.types.pandas_dtype(column.dtype))
         return pd.to_datetime(values).dt.strftime("%Y-%m-%dT%H:%M:%S").where(values.notna())
     try:
-        return values.astype(column.dtype)
+        return values.astype(pd.api.types.pandas_dtype(column.dtype))
     except (TypeError, ValueError):
         if pd.api.types.is_integer_dtype(column.dtype) and values.isna().any():
             return values.astype("Int64")

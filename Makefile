@@ -1,0 +1,42 @@
+# One command each for a fresh machine: `make demo` and `make test` create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned to the CPU build and installed first, so that no extra pulls a CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-slow lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-core: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed-core
+	$(BIN)/privsynth demo
+
+# ruff (lint + format check), mypy on src/, then pytest. pytest exits 5 when it collects no tests (e.g. a marker
+# filter that matches nothing): that is reported loudly and not counted as a failure.
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "WARNING: pytest collected no tests"; status=0; fi; exit $$status
+
+test-slow: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) privsynth-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Provenance: the data card written next to every release."""

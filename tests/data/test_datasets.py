@@ -1,0 +1,34 @@
+import pytest
+
+from privsynth.data.datasets import DATASETS, holdout_mask, load_dataset
+from privsynth.errors import ParameterError
+
+
+@pytest.mark.parametrize(
+    ("name", "train_shape", "holdout_rows"),
+    [("nassCDS", (20974, 14), 5243), ("covid_testing", (12419, 17), 3105), ("nafld1", (14039, 7), 3510)],
+)
+def test_bundled_split_is_fixed_80_20(name: str, train_shape: tuple[int, int], holdout_rows: int) -> None:
+    train, holdout = load_dataset(name, "train"), load_dataset(name, "holdout")
+    assert train.shape == train_shape
+    assert len(holdout) == holdout_rows
+    assert DATASETS[name].target in train.columns
+    assert "rownames" not in train.columns
+
+
+def test_split_is_disjoint_and_reproducible() -> None:
+    everything = load_dataset("nafld1", "all")
+    mask = holdout_mask("nafld1", len(everything))
+    assert mask.sum() == round(0.2 * len(everything))
+    assert (holdout_mask("nafld1", len(everything)) == mask).all()
+    assert load_dataset("nafld1", "holdout").equals(everything[mask].reset_index(drop=True))
+
+
+def test_declared_drops_are_gone() -> None:
+    assert "caseid" not in load_dataset("nassCDS").columns
+    assert not {"id", "case.id"} & set(load_dataset("nafld1").columns)
+
+
+def test_unknown_dataset_lists_the_bundled_ones() -> None:
+    with pytest.raises(ParameterError, match="unknown dataset 'iris'; bundled datasets: nassCDS"):
+        load_dataset("iris")

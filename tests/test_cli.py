@@ -1,0 +1,88 @@
+"""The CLI run as a user runs it: in a subprocess, checking files, messages and exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = "from privsynth.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_demo_writes_synthetic_data_schema_card_and_summary(tmp_path: Path) -> None:
+    result = run("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "privsynth-demo"
+    assert len(pd.read_csv(out / "synthetic.csv")) == 20974
+    assert json.loads((out / "synthetic.card.json").read_text())["generator"]["method"] == "copula"
+    assert "nassCDS" in (out / "summary.md").read_text()
+    assert run("demo", cwd=tmp_path).returncode == 0  # the demo may replace its own files
+
+
+def test_export_infer_generate_round_trip(tmp_path: Path) -> None:
+    assert run("datasets", "export", "covid_testing", "-o", "covid.csv", cwd=tmp_path).returncode == 0
+    result = run("schema", "infer", "covid.csv", "-o", "schema.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    schema = yaml.safe_load((tmp_path / "schema.yaml").read_text())
+    excluded = {c["name"] for c in schema["columns"] if not c["synthesize"]}
+    assert excluded == {"subject_id", "fake_first_name", "fake_last_name"}
+    result = run("generate", "covid.csv", "--schema", "schema.yaml", "--rows", "300", "-o", "syn.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "left out 'fake_first_name'" in result.stderr
+    assert len(pd.read_csv(tmp_path / "syn.csv")) == 300
+
+
+def test_condition_option_fixes_the_column(tmp_path: Path) -> None:
+    result = run("generate", "nassCDS", "--condition", "dead=dead", "--rows", "200", "-o", "d.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (pd.read_csv(tmp_path / "d.csv")["dead"] == "dead").all()
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ({}, ["generate", "missing.csv", "-o", "o.csv"], "file 'missing.csv' does not exist"),
+        ({"empty.csv": ""}, ["generate", "empty.csv", "-o", "o.csv"], "'empty.csv' is empty"),
+        ({"h.csv": "a,b\n"}, ["generate", "h.csv", "-o", "o.csv"], "'h.csv' has a header but no rows"),
+        (
+            {"semi.csv": "a;b\n1;2\n3;4\n"},
+            ["generate", "semi.csv", "--delimiter", ",", "-o", "o.csv"],
+            "pass --delimiter ';'",
+        ),
+        ({}, ["generate", "nassCDS", "--method", "gan", "-o", "o.csv"], "unknown method 'gan'"),
+        ({"o.csv": "keep me\n"}, ["generate", "nassCDS", "-o", "o.csv"], "'o.csv' exists already"),
+        (
+            {"s.yaml": "columns:\n  - name: speed\n    kind: float\n"},
+            ["generate", "nassCDS", "--schema", "s.yaml", "-o", "o.csv"],
+            "the schema names column(s) ['speed'] that the data lacks",
+        ),
+        (
+            {},
+            ["generate", "postgresql+psycopg://nobody@127.0.0.1:9/none", "--table", "t", "-o", "o.csv"],
+            "cannot connect to postgresql+psycopg://nobody@127.0.0.1:9/none",
+        ),
+        ({}, ["generate", "nassCDS", "--condition", "dead", "-o", "o.csv"], "--condition takes COLUMN=VALUE"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(tmp_path: Path, setup: dict[str, str], args: list[str], message: str) -> None:
+    for name, text in setup.items():
+        (tmp_path / name).write_text(text)
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    if "o.csv" in setup:
+        assert (tmp_path / "o.csv").read_text() == "keep me\n"
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    result = run("--debug", "generate", "missing.csv", "-o", "o.csv", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,0 +1,37 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import privsynth as ps
+from privsynth.errors import OutputExistsError
+
+
+def test_synthesize_writes_release_and_card_without_overwriting(tmp_path: Path) -> None:
+    train = ps.load_dataset("covid_testing")
+    release = ps.synthesize(train, "copula", rows=1000, seed=0)
+    assert not {"fake_first_name", "fake_last_name", "subject_id"} & set(release.data.columns)
+    path = release.write(tmp_path / "synth.csv")
+    card = json.loads((tmp_path / "synth.card.json").read_text())
+    assert card["rows"] == 1000 and card["generator"]["method"] == "copula"
+    assert card["source"]["fingerprint_sha256"] == ps.load_source(train).fingerprint()
+    assert {e["column"] for e in card["excluded_columns"]} == {
+        "fake_first_name",
+        "fake_last_name",
+        "subject_id",
+    }
+    assert "jhezane" not in json.dumps(card)  # the card holds no source values beyond the schema's domains
+    assert len(pd.read_csv(path)) == 1000
+    with pytest.raises(OutputExistsError, match="exists already"):
+        release.write(tmp_path / "synth.csv")
+    release.write(tmp_path / "synth.csv", overwrite=True)
+
+
+def test_output_may_not_replace_an_input(tmp_path: Path) -> None:
+    source = tmp_path / "real.csv"
+    ps.load_dataset("nafld1").to_csv(source, index=False)
+    release = ps.synthesize(source, "copula", rows=100, seed=0)
+    with pytest.raises(OutputExistsError, match="is also an input"):
+        release.write(source, overwrite=True, inputs=(source,))
+    assert len(pd.read_csv(source)) == 14039
