@@ -1,0 +1,113 @@
+"""The accountant: one budget, spent on one dataset, one mechanism at a time.
+
+Spends compose additively in rho (zero-concentrated DP, Bun and Steinke, "Concentrated Differential Privacy",
+TCC 2016, Lemma 2.3). Every mechanism in :mod:`privsynth.privacy.mechanisms` calls :meth:`Accountant.spend`
+before it draws noise, so a refused spend releases nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+
+from privsynth.errors import BudgetExceeded, ParameterError
+from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
+from privsynth.privacy.ledger import Ledger
+
+__all__ = ["Accountant", "Charge"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One spend made through an accountant: what it cost, which mechanism, and why."""
+
+    rho: float
+    mechanism: str
+    purpose: str
+
+
+class Accountant:
+    """Spends ``budget`` on ``dataset``, recording every spend in ``ledger`` before any noise is drawn.
+
+    A spend is refused (:class:`~privsynth.errors.BudgetExceeded`, nothing recorded) when it would pass this
+    budget, or the dataset's cap in the ledger. With ``reservation`` (from :meth:`Ledger.reserve`) the spends
+    draw on that reservation instead of the cap. Without a ledger the accountant only enforces its own budget,
+    which suits experiments on public data; it is safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        ledger: Ledger | None = None,
+        dataset: str | None = None,
+        reservation: int | None = None,
+        release_id: str | None = None,
+    ) -> None:
+        if ledger is not None and not dataset:
+            raise ParameterError("An accountant with a ledger needs the dataset fingerprint to charge.")
+        if ledger is None and (dataset is not None or reservation is not None):
+            raise ParameterError("dataset and reservation only make sense with a ledger; pass ledger=Ledger().")
+        self.budget = budget
+        self.ledger = ledger
+        self.dataset = dataset
+        self.reservation = reservation
+        self.release_id = release_id
+        self._charges: list[Charge] = []
+        self._spent = Fraction(0)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Accountant(spent rho={self.spent:.6g} of {self.budget}, dataset={self.dataset!r})"
+
+    @property
+    def spent(self) -> float:
+        """Rho spent so far through this accountant."""
+        return float(self._spent)
+
+    @property
+    def remaining(self) -> float:
+        """Rho left in this accountant's budget (the ledger's cap may leave less)."""
+        return max(0.0, float(Fraction(self.budget.rho) - self._spent))
+
+    @property
+    def spent_epsilon(self) -> float:
+        """Epsilon spent so far, at the budget's delta."""
+        return epsilon_from_rho_delta(self.spent, self.budget.delta)
+
+    @property
+    def charges(self) -> tuple[Charge, ...]:
+        """Every spend made through this accountant, in order, for a release's data card."""
+        return tuple(self._charges)
+
+    def spend(self, rho: float, *, mechanism: str, purpose: str) -> None:
+        """Charge ``rho`` for ``mechanism``; call it before releasing the mechanism's output.
+
+        Raises :class:`~privsynth.errors.BudgetExceeded`, recording nothing, when the charge would pass this
+        accountant's budget or the ledger's cap.
+        """
+        rho = check_positive("rho", rho)
+        with self._lock:
+            if not fits_within([self._spent], rho, self.budget.rho):
+                raise BudgetExceeded(
+                    f"{mechanism} for {purpose!r} needs rho={rho:.4g} "
+                    f"(epsilon={epsilon_from_rho_delta(rho, self.budget.delta):.4g}) but only "
+                    f"rho={self.remaining:.4g} of the budget {self.budget} is left. Nothing was released; "
+                    "give the method a larger budget or spend it on fewer measurements."
+                )
+            if self.ledger is not None and self.dataset is not None:
+                self.ledger.spend(
+                    self.dataset,
+                    rho,
+                    mechanism=mechanism,
+                    purpose=purpose,
+                    release_id=self.release_id,
+                    reservation=self.reservation,
+                )
+            self._charges.append(Charge(rho=rho, mechanism=mechanism, purpose=purpose))
+            self._spent += Fraction(rho)
+        logger.debug("accountant charged rho=%.6g for %s (%s)", rho, purpose, mechanism)

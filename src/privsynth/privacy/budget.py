@@ -1,0 +1,239 @@
+"""Privacy budgets in zero-concentrated DP, spoken to users in (epsilon, delta).
+
+Conversions follow Canonne, Kamath and Steinke, "The Discrete Gaussian for Differential Privacy" (NeurIPS
+2020, arXiv:2004.00010, Proposition 12 / Corollary 13), as implemented by ``cdp_delta``, ``cdp_rho`` and
+``cdp_eps`` in Private-PGM's ``mechanisms/cdp2adp.py``, the accounting behind AIM and MST; results agree with
+that code to the last bit. zCDP and its additive composition are from Bun and Steinke, "Concentrated
+Differential Privacy" (TCC 2016, arXiv:1605.02065).
+
+Users give (epsilon, delta); privsynth composes in rho, where composition is a sum, and converts back
+exactly. Every comparison of spends with a budget goes through :func:`fits_within`, in exact rational
+arithmetic with one relative slack, :data:`RELATIVE_TOLERANCE`, so a budget is never refused for
+floating-point error.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from privsynth.errors import ParameterError
+
+__all__ = [
+    "RELATIVE_TOLERANCE",
+    "Budget",
+    "check_delta",
+    "check_positive",
+    "epsilon_from_rho_delta",
+    "fits_within",
+    "gaussian_rho",
+    "gaussian_sigma",
+    "rho_from_epsilon_delta",
+]
+
+RELATIVE_TOLERANCE = Fraction(1, 10**9)
+"""Slack allowed when spends are compared with a cap: a total up to ``cap * (1 + 1e-9)`` fits.
+
+Totals are summed exactly (``Fraction``), so the slack only absorbs rounding in how a caller computed its
+shares (``rho / 3`` three times, say); it moves a reported epsilon by about one part in a billion.
+"""
+
+_ALPHA_MIN = 1.01
+"""Smallest Rényi order searched, as in the reference code: the optimum is above (1 + epsilon/rho)/2, so this
+only binds when epsilon <= rho, a regime whose delta is large anyway."""
+
+_MAX_EXPONENT = 700.0
+"""Above this the bound's exponential overflows a float; delta is then far above 1."""
+
+
+def check_positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """``value`` as a float, or a :class:`~privsynth.errors.ParameterError` naming ``name`` unless it is a
+    finite number > 0 (>= 0 with ``allow_zero``); used for every epsilon, delta, rho and sensitivity."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(f"{name} must be a number, got {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ParameterError(f"{name} must be a finite number {bound}, got {value!r}.")
+    return number
+
+
+def _check_delta_range(delta: float) -> float:
+    delta = check_positive("delta", delta)
+    if delta >= 1:
+        raise ParameterError(
+            f"delta must lie strictly between 0 and 1, got {delta!r}; it is the probability that the epsilon "
+            "guarantee fails, so pick something tiny such as 1e-6."
+        )
+    return delta
+
+
+def _delta(rho: float, epsilon: float) -> float:
+    """The smallest delta such that rho-zCDP implies (epsilon, delta)-DP (CKS20, Corollary 13), at most 1.
+
+    delta = min over alpha > 1 of exp((alpha-1)(alpha*rho - epsilon) + alpha*log(1 - 1/alpha)) / (alpha - 1).
+    The minimising alpha is found by bisection on the sign of the derivative of the exponent; any alpha gives
+    a valid bound, so an imperfect search can only overstate delta.
+    """
+    if rho == 0:
+        return 0.0
+    low, high = _ALPHA_MIN, (epsilon + 1) / (2 * rho) + 2
+    alpha = (low + high) / 2
+    while alpha not in (low, high):
+        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
+            low = alpha
+        else:
+            high = alpha
+        alpha = (low + high) / 2
+    exponent = (alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha)
+    if exponent > _MAX_EXPONENT:
+        return 1.0
+    return min(math.exp(exponent) / (alpha - 1), 1.0)
+
+
+def rho_from_epsilon_delta(epsilon: float, delta: float) -> float:
+    """The largest rho such that rho-zCDP implies (epsilon, delta)-DP (``cdp_rho`` in Private-PGM).
+
+    This is how much zCDP budget a user's (epsilon, delta) buys: epsilon=1, delta=1e-6 gives rho ~ 0.02436.
+    Found by bisection on rho in [0, epsilon + 1] down to adjacent floating-point numbers.
+    """
+    epsilon = check_positive("epsilon", epsilon)
+    delta = _check_delta_range(delta)
+    low, high = 0.0, epsilon + 1
+    rho = (low + high) / 2
+    while rho not in (low, high):
+        if _delta(rho, epsilon) <= delta:
+            low = rho
+        else:
+            high = rho
+        rho = (low + high) / 2
+    return low
+
+
+def epsilon_from_rho_delta(rho: float, delta: float) -> float:
+    """The smallest epsilon such that rho-zCDP implies (epsilon, delta)-DP (``cdp_eps`` in Private-PGM).
+
+    This is how spent rho is reported to users; ``rho = 0`` costs ``epsilon = 0``. The search starts from
+    the classic bound epsilon = rho + 2 sqrt(rho log(1/delta)) (Bun and Steinke 2016), which it improves on.
+    """
+    rho = check_positive("rho", rho, allow_zero=True)
+    delta = _check_delta_range(delta)
+    if rho == 0:
+        return 0.0
+    low, high = 0.0, rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    epsilon = (low + high) / 2
+    while epsilon not in (low, high):
+        if _delta(rho, epsilon) <= delta:
+            high = epsilon
+        else:
+            low = epsilon
+        epsilon = (low + high) / 2
+    return high
+
+
+def gaussian_sigma(rho: float, sensitivity: float) -> float:
+    """Standard deviation of Gaussian noise that makes a query of L2 ``sensitivity`` rho-zCDP.
+
+    From rho = sensitivity² / (2 sigma²) (Bun and Steinke 2016, Proposition 1.6; the same holds for the
+    discrete Gaussian, CKS20 Theorem 14).
+    """
+    rho = check_positive("rho", rho)
+    sensitivity = check_positive("sensitivity", sensitivity)
+    return sensitivity / math.sqrt(2 * rho)
+
+
+def gaussian_rho(sigma: float, sensitivity: float) -> float:
+    """The rho that Gaussian noise of standard deviation ``sigma`` costs on a query of L2 ``sensitivity``."""
+    sigma = check_positive("sigma", sigma)
+    sensitivity = check_positive("sensitivity", sensitivity)
+    return sensitivity**2 / (2 * sigma**2)
+
+
+def fits_within(spent: Iterable[float | Fraction], rho: float, cap: float) -> bool:
+    """Whether spending ``rho`` on top of the ``spent`` amounts stays within ``cap`` (all in rho).
+
+    Sums are exact (every float is a rational), and the total may exceed ``cap`` by :data:`RELATIVE_TOLERANCE`
+    of it; this is the only place privsynth compares spends with a budget.
+    """
+    total = sum((Fraction(amount) for amount in spent), Fraction(rho))
+    return total <= Fraction(cap) * (1 + RELATIVE_TOLERANCE)
+
+
+def check_delta(delta: float, n_rows: int) -> None:
+    """Refuse a delta that is not below 1/n for a dataset of ``n_rows`` records.
+
+    (epsilon, delta)-DP allows a mechanism that publishes each record in the clear with probability delta;
+    at delta >= 1/n that is, in expectation, a whole record. ``n_rows`` should be public (declared, or a
+    public upper bound): the check itself reveals whether the dataset has more than 1/delta rows.
+    """
+    delta = _check_delta_range(delta)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 1:
+        raise ParameterError(f"n_rows must be a positive integer, got {n_rows!r}.")
+    if delta >= 1 / n_rows:
+        raise ParameterError(
+            f"delta={delta:g} is not below 1/n = 1/{n_rows} = {1 / n_rows:.3g}: at that delta a mechanism "
+            "may publish a whole record in the clear and still meet the definition. Choose delta well below "
+            f"1/n, for example {10 ** math.floor(math.log10(0.1 / n_rows)):.0e}."
+        )
+
+
+def _round_down(value: Fraction) -> float:
+    """The largest float not above ``value``."""
+    nearest = float(value)
+    return math.nextafter(nearest, 0.0) if Fraction(nearest) > value else nearest
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """A privacy budget: rho-zCDP, reported as (epsilon, delta)-DP.
+
+    Build one with :meth:`from_epsilon_delta` (what users give) or :meth:`from_rho` (what mechanisms compose).
+    The constructor checks that rho-zCDP really implies (epsilon, delta)-DP.
+    """
+
+    epsilon: float
+    delta: float
+    rho: float
+
+    def __post_init__(self) -> None:
+        epsilon = check_positive("epsilon", self.epsilon)
+        delta = _check_delta_range(self.delta)
+        rho = check_positive("rho", self.rho)
+        if _delta(rho, epsilon) > delta * (1 + float(RELATIVE_TOLERANCE)):
+            raise ParameterError(
+                f"rho={rho!r} does not imply (epsilon={epsilon!r}, delta={delta!r})-DP; build the budget "
+                "with Budget.from_epsilon_delta or Budget.from_rho."
+            )
+
+    @classmethod
+    def from_epsilon_delta(cls, epsilon: float, delta: float) -> Budget:
+        """The budget a user asks for: the largest rho that keeps (epsilon, delta)-DP."""
+        return cls(epsilon=epsilon, delta=delta, rho=rho_from_epsilon_delta(epsilon, delta))
+
+    @classmethod
+    def from_rho(cls, rho: float, delta: float) -> Budget:
+        """A budget of rho-zCDP, with the epsilon it guarantees at ``delta``."""
+        return cls(epsilon=epsilon_from_rho_delta(rho, delta), delta=delta, rho=rho)
+
+    def split(self, fractions: Sequence[float]) -> tuple[Budget, ...]:
+        """Divide rho into shares in the given proportions, which must sum to 1.
+
+        Shares are computed exactly and rounded down, and the last one is what the others leave, so their
+        rhos add up to at most ``self.rho`` and spending every share never exceeds this budget. Each share
+        reports its own epsilon at the same delta; by composition the shares together cost this budget.
+        """
+        if len(fractions) == 0:
+            raise ParameterError("fractions must name at least one share, got an empty sequence.")
+        exact = [Fraction(check_positive("each fraction", fraction)) for fraction in fractions]
+        exact_sum = sum(exact, Fraction(0))
+        if abs(exact_sum - 1) > RELATIVE_TOLERANCE:
+            raise ParameterError(f"fractions must sum to 1, got {list(fractions)!r} (sum {float(exact_sum)!r}).")
+        total = Fraction(self.rho)
+        shares = [_round_down(total * fraction) for fraction in exact[:-1]]
+        shares.append(_round_down(total - sum(map(Fraction, shares), Fraction(0))))
+        if min(shares) <= 0:
+            raise ParameterError(f"fractions {list(fractions)!r} leave a share of rho={self.rho!r} at zero.")
+        return tuple(Budget.from_rho(share, self.delta) for share in shares)

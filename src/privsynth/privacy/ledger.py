@@ -1,0 +1,470 @@
+"""The persistent privacy ledger: every spend on every dataset, checked against a per-dataset cap.
+
+Spends compose additively in rho (zero-concentrated DP, Bun and Steinke, "Concentrated Differential Privacy",
+TCC 2016, Lemma 2.3) and are reported in epsilon at the cap's delta (Canonne, Kamath and Steinke 2020, see
+:mod:`privsynth.privacy.budget`).
+
+The cap is stored and enforced in rho, with the (epsilon, delta) the user gave kept beside it for display:
+composition is a sum in rho, so the check is one exact comparison, whereas a cap in (epsilon, delta) would
+need a conversion at every spend and cannot add up spends made at different deltas.
+
+The ledger is a SQLite file by default (``~/.privsynth/ledger.sqlite``, or ``$PRIVSYNTH_LEDGER``); any
+SQLAlchemy URL works. The check against the cap and the insert run in one transaction that holds a write lock
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on the dataset row elsewhere), so two processes
+spending at once cannot both pass the cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, cast
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Double,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from privsynth.errors import BudgetExceeded, ParameterError
+from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
+
+__all__ = ["DEFAULT_LEDGER_PATH", "LEDGER_ENV_VAR", "DatasetRecord", "Ledger", "Spend"]
+
+logger = logging.getLogger(__name__)
+
+LEDGER_ENV_VAR: Final = "PRIVSYNTH_LEDGER"
+DEFAULT_LEDGER_PATH: Final = Path("~/.privsynth/ledger.sqlite")
+
+_COMMITTED: Final = "committed"
+_RESERVED: Final = "reserved"
+_CANCELLED: Final = "cancelled"
+_SQLITE_BUSY_TIMEOUT_SECONDS: Final = 60.0
+
+_metadata = MetaData()
+
+_datasets = Table(
+    "privsynth_datasets",
+    _metadata,
+    Column("fingerprint", String(256), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("cap_rho", Double, nullable=True),
+    Column("cap_epsilon", Double, nullable=True),
+    Column("cap_delta", Double, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+_spends = Table(
+    "privsynth_spends",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(256), ForeignKey("privsynth_datasets.fingerprint"), nullable=False, index=True),
+    Column("rho", Double, nullable=False),
+    Column("epsilon", Double, nullable=True),
+    Column("delta", Double, nullable=True),
+    Column("mechanism", String(256), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reservation_id", Integer, ForeignKey("privsynth_spends.id"), nullable=True, index=True),
+    Column("release_id", String(256), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset known to the ledger, with its cap and what has been spent on it (rho)."""
+
+    fingerprint: str
+    name: str
+    cap: Budget | None
+    spent_rho: float
+    reserved_rho: float
+    created_at: datetime
+
+    @property
+    def remaining_rho(self) -> float:
+        """Rho still available under the cap (infinite without a cap, never negative)."""
+        if self.cap is None:
+            return math.inf
+        return max(0.0, self.cap.rho - self.spent_rho - self.reserved_rho)
+
+    @property
+    def spent_epsilon(self) -> float | None:
+        """Committed spends in epsilon at the cap's delta, or ``None`` without a cap."""
+        return None if self.cap is None else epsilon_from_rho_delta(self.spent_rho, self.cap.delta)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One ledger row: a mechanism's spend, or a reservation of budget for a job.
+
+    ``status`` is ``committed``, ``reserved`` or ``cancelled``. A spend made under a reservation names it in
+    ``reservation_id``; it draws on the reservation and does not count against the cap a second time.
+    ``epsilon`` is this spend alone, at ``delta`` (the cap's), for display: spends add up in rho, not epsilon.
+    """
+
+    id: int
+    dataset: str
+    rho: float
+    epsilon: float | None
+    delta: float | None
+    mechanism: str
+    purpose: str
+    status: str
+    reservation_id: int | None
+    release_id: str | None
+    created_at: datetime
+
+
+def _resolve_url(url: str | os.PathLike[str] | None) -> str:
+    """A SQLAlchemy URL from an argument, ``$PRIVSYNTH_LEDGER`` or the default path, in that order."""
+    chosen: str | os.PathLike[str] = url or os.environ.get(LEDGER_ENV_VAR) or DEFAULT_LEDGER_PATH
+    text = os.fspath(chosen)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every timestamp in the ledger is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _serialize_sqlite_transactions(engine: Engine) -> None:
+    """Make every SQLite transaction take the write lock at BEGIN, so check-then-insert cannot interleave.
+
+    pysqlite's own transaction handling is switched off (it would issue a plain deferred BEGIN), as the
+    SQLAlchemy documentation recommends for controlling SQLite's locking.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _spend_from_row(row: Row[Any]) -> Spend:
+    return Spend(
+        id=row.id,
+        dataset=row.dataset,
+        rho=row.rho,
+        epsilon=row.epsilon,
+        delta=row.delta,
+        mechanism=row.mechanism,
+        purpose=row.purpose,
+        status=row.status,
+        reservation_id=row.reservation_id,
+        release_id=row.release_id,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _cap_of(row: Row[Any]) -> Budget | None:
+    if row.cap_rho is None:
+        return None
+    return Budget(epsilon=row.cap_epsilon, delta=row.cap_delta, rho=row.cap_rho)
+
+
+def _describe(rho: float, delta: float) -> str:
+    return f"epsilon={epsilon_from_rho_delta(rho, delta):.4g} (rho={rho:.4g})"
+
+
+class Ledger:
+    """Where privsynth records privacy spends, per dataset fingerprint, and enforces each dataset's cap.
+
+    ``url`` is a SQLAlchemy URL or a file path for SQLite; without one, ``$PRIVSYNTH_LEDGER`` and then
+    ``~/.privsynth/ledger.sqlite`` are used. Tables are created on first use. A dataset without a cap accepts
+    any spend (and still records it).
+    """
+
+    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+        self.url = _resolve_url(url)
+        sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_SECONDS} if sqlite else {}
+        self._engine = create_engine(self.url, connect_args=connect_args)
+        if sqlite:
+            _serialize_sqlite_transactions(self._engine)
+        _metadata.create_all(self._engine)
+
+    def __repr__(self) -> str:
+        return f"Ledger({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def register(self, fingerprint: str, name: str) -> DatasetRecord:
+        """Make a dataset known under its fingerprint; registering it again keeps the first name and cap."""
+        if not fingerprint:
+            raise ParameterError("fingerprint must be a non-empty string identifying the dataset.")
+        with self._engine.begin() as connection:
+            exists = connection.execute(
+                select(_datasets.c.fingerprint).where(_datasets.c.fingerprint == fingerprint)
+            ).first()
+            if exists is None:
+                connection.execute(
+                    insert(_datasets).values(fingerprint=fingerprint, name=name, created_at=datetime.now(UTC))
+                )
+                logger.info("registered dataset %r (%s) in the privacy ledger", name, fingerprint)
+            return self._record(connection, self._lock(connection, fingerprint))
+
+    def set_cap(self, dataset: str, epsilon: float, delta: float) -> Budget:
+        """Cap the total privacy cost on ``dataset`` at (epsilon, delta)-DP; returns the cap with its rho.
+
+        A cap below what is already spent is allowed and simply refuses every further spend.
+        """
+        cap = Budget.from_epsilon_delta(epsilon, delta)
+        with self._engine.begin() as connection:
+            self._lock(connection, dataset)
+            connection.execute(
+                update(_datasets)
+                .where(_datasets.c.fingerprint == dataset)
+                .values(cap_rho=cap.rho, cap_epsilon=cap.epsilon, cap_delta=cap.delta)
+            )
+        logger.info("privacy cap of dataset %s set to %s", dataset, cap)
+        return cap
+
+    def spend(
+        self,
+        dataset: str,
+        rho: float,
+        *,
+        mechanism: str,
+        purpose: str,
+        release_id: str | None = None,
+        reservation: int | None = None,
+    ) -> Spend:
+        """Record that ``mechanism`` spends ``rho`` on ``dataset``, if the cap (or ``reservation``) allows it.
+
+        Call this *before* releasing anything. Raises :class:`~privsynth.errors.BudgetExceeded`, writing
+        nothing, when the spend would pass the cap, or the amount reserved under ``reservation``.
+        """
+        rho = check_positive("rho", rho)
+        with self._engine.begin() as connection:
+            row = self._lock(connection, dataset)
+            cap = _cap_of(row)
+            if reservation is None:
+                used = self._counted_rhos(connection, dataset)
+                if cap is not None and not fits_within(used, rho, cap.rho):
+                    raise BudgetExceeded(self._refusal(row.name, dataset, used, rho, cap))
+            else:
+                held = self._reservation(connection, reservation, dataset)
+                drawn = list(
+                    connection.execute(select(_spends.c.rho).where(_spends.c.reservation_id == reservation)).scalars()
+                )
+                if not fits_within(drawn, rho, held.rho):
+                    raise BudgetExceeded(
+                        f"Spending rho={rho:.4g} under reservation {reservation} on dataset '{row.name}' "
+                        f"({dataset}) refused: rho={math.fsum(drawn):.4g} of the rho={held.rho:.4g} reserved "
+                        "is already spent. Nothing was recorded or released; reserve more budget for the job."
+                    )
+            spend = self._insert(connection, dataset, rho, cap, mechanism, purpose, _COMMITTED, reservation, release_id)
+        logger.info("spent rho=%.6g on dataset %s: %s (%s)", rho, dataset, purpose, mechanism)
+        return spend
+
+    def reserve(self, dataset: str, rho: float, *, purpose: str, release_id: str | None = None) -> int:
+        """Hold ``rho`` of the cap for a job and return the reservation id.
+
+        Reserved budget counts against the cap until it is committed (:meth:`commit`) or cancelled
+        (:meth:`cancel`). The job records each mechanism with ``spend(..., reservation=id)``, which draws on
+        the reservation instead of the cap. Raises :class:`~privsynth.errors.BudgetExceeded` like
+        :meth:`spend`.
+        """
+        rho = check_positive("rho", rho)
+        with self._engine.begin() as connection:
+            row = self._lock(connection, dataset)
+            cap = _cap_of(row)
+            used = self._counted_rhos(connection, dataset)
+            if cap is not None and not fits_within(used, rho, cap.rho):
+                raise BudgetExceeded(self._refusal(row.name, dataset, used, rho, cap))
+            spend = self._insert(connection, dataset, rho, cap, "reservation", purpose, _RESERVED, None, release_id)
+        logger.info("reserved rho=%.6g on dataset %s: %s (reservation %d)", rho, dataset, purpose, spend.id)
+        return spend.id
+
+    def commit(self, reservation: int, *, release_id: str | None = None) -> None:
+        """Turn a reservation into a spend of the whole amount reserved, optionally naming the release."""
+        with self._engine.begin() as connection:
+            held = self._reservation(connection, reservation, None)
+            values: dict[str, Any] = {"status": _COMMITTED}
+            if release_id is not None:
+                values["release_id"] = release_id
+            connection.execute(update(_spends).where(_spends.c.id == reservation).values(**values))
+        logger.info("committed reservation %d (rho=%.6g) on dataset %s", reservation, held.rho, held.dataset)
+
+    def cancel(self, reservation: int) -> None:
+        """Give a reservation back to the cap; only possible while nothing has been spent under it.
+
+        Once a mechanism has drawn noise under the reservation its output may have been seen, so the budget is
+        spent for good: :meth:`commit` it instead.
+        """
+        with self._engine.begin() as connection:
+            self._reservation(connection, reservation, None)
+            drawn = connection.execute(
+                select(_spends.c.id).where(_spends.c.reservation_id == reservation).limit(1)
+            ).first()
+            if drawn is not None:
+                raise ParameterError(
+                    f"Reservation {reservation} cannot be cancelled: mechanisms have already spent under it. "
+                    "Commit it instead."
+                )
+            connection.execute(update(_spends).where(_spends.c.id == reservation).values(status=_CANCELLED))
+        logger.info("cancelled reservation %d", reservation)
+
+    def spent(self, dataset: str) -> float:
+        """Rho committed on ``dataset`` (reservations not yet committed excluded)."""
+        return self.dataset(dataset).spent_rho
+
+    def remaining(self, dataset: str) -> float:
+        """Rho still available under the cap of ``dataset``, after commitments and reservations."""
+        return self.dataset(dataset).remaining_rho
+
+    def dataset(self, fingerprint: str) -> DatasetRecord:
+        """The record of one dataset; :class:`~privsynth.errors.ParameterError` if it is not registered."""
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_datasets).where(_datasets.c.fingerprint == fingerprint)).first()
+            if row is None:
+                raise self._unknown(fingerprint)
+            return self._record(connection, row)
+
+    def datasets(self) -> list[DatasetRecord]:
+        """Every dataset in the ledger, oldest first."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(select(_datasets).order_by(_datasets.c.created_at)).all()
+            return [self._record(connection, row) for row in rows]
+
+    def entries(self, dataset: str | None = None) -> list[Spend]:
+        """Every ledger row, or those of one dataset, in the order they were written."""
+        query = select(_spends).order_by(_spends.c.id)
+        if dataset is not None:
+            query = query.where(_spends.c.dataset == dataset)
+        with self._engine.connect() as connection:
+            return [_spend_from_row(row) for row in connection.execute(query)]
+
+    def _lock(self, connection: Connection, fingerprint: str) -> Row[Any]:
+        """The dataset row, locked for the rest of the transaction (``FOR UPDATE``; a no-op on SQLite,
+        whose ``BEGIN IMMEDIATE`` already holds the database's write lock)."""
+        row = connection.execute(
+            select(_datasets).where(_datasets.c.fingerprint == fingerprint).with_for_update()
+        ).first()
+        if row is None:
+            raise self._unknown(fingerprint)
+        return row
+
+    def _reservation(self, connection: Connection, reservation: int, dataset: str | None) -> Spend:
+        """The open reservation ``reservation``, with its dataset row locked."""
+        row = connection.execute(select(_spends).where(_spends.c.id == reservation)).first()
+        if row is None or row.status != _RESERVED or row.reservation_id is not None:
+            state = "does not exist" if row is None else f"is {row.status}, not an open reservation"
+            raise ParameterError(f"Reservation {reservation} {state}; reserve budget with Ledger.reserve first.")
+        if dataset is not None and row.dataset != dataset:
+            raise ParameterError(f"Reservation {reservation} belongs to dataset {row.dataset}, not {dataset}.")
+        self._lock(connection, row.dataset)
+        held = _spend_from_row(connection.execute(select(_spends).where(_spends.c.id == reservation)).one())
+        if held.status != _RESERVED:
+            raise ParameterError(f"Reservation {reservation} is {held.status}, not an open reservation.")
+        return held
+
+    @staticmethod
+    def _counted_rhos(connection: Connection, dataset: str) -> list[float]:
+        """Rhos that count against the cap: committed spends and open reservations, not spends drawn on a
+        reservation (the reservation counts for them) nor cancelled reservations."""
+        return list(
+            connection.execute(
+                select(_spends.c.rho).where(
+                    _spends.c.dataset == dataset,
+                    _spends.c.reservation_id.is_(None),
+                    _spends.c.status.in_([_COMMITTED, _RESERVED]),
+                )
+            ).scalars()
+        )
+
+    def _record(self, connection: Connection, row: Row[Any]) -> DatasetRecord:
+        rows = connection.execute(
+            select(_spends.c.rho, _spends.c.status).where(
+                _spends.c.dataset == row.fingerprint, _spends.c.reservation_id.is_(None)
+            )
+        ).all()
+        return DatasetRecord(
+            fingerprint=row.fingerprint,
+            name=row.name,
+            cap=_cap_of(row),
+            spent_rho=math.fsum(rho for rho, status in rows if status == _COMMITTED),
+            reserved_rho=math.fsum(rho for rho, status in rows if status == _RESERVED),
+            created_at=_utc(row.created_at),
+        )
+
+    @staticmethod
+    def _insert(
+        connection: Connection,
+        dataset: str,
+        rho: float,
+        cap: Budget | None,
+        mechanism: str,
+        purpose: str,
+        status: str,
+        reservation: int | None,
+        release_id: str | None,
+    ) -> Spend:
+        delta = None if cap is None else cap.delta
+        spend = Spend(
+            id=0,
+            dataset=dataset,
+            rho=rho,
+            epsilon=None if delta is None else epsilon_from_rho_delta(rho, delta),
+            delta=delta,
+            mechanism=mechanism,
+            purpose=purpose,
+            status=status,
+            reservation_id=reservation,
+            release_id=release_id,
+            created_at=datetime.now(UTC),
+        )
+        values = {field: value for field, value in asdict(spend).items() if field != "id"}
+        # inserted_primary_key is None only for executemany.
+        key = cast(Row[Any], connection.execute(insert(_spends).values(**values)).inserted_primary_key)
+        return replace(spend, id=int(key[0]))
+
+    @staticmethod
+    def _refusal(name: str, dataset: str, used: Sequence[float], rho: float, cap: Budget) -> str:
+        spent = math.fsum(used)
+        return (
+            f"Privacy spend on dataset '{name}' ({dataset}) refused: "
+            f"spent or reserved so far {_describe(spent, cap.delta)}, "
+            f"this request {_describe(rho, cap.delta)}, together {_describe(spent + rho, cap.delta)}, "
+            f"over the cap epsilon={cap.epsilon:g} at delta={cap.delta:g} (rho={cap.rho:.4g}). "
+            "Nothing was recorded or released; spend less, or raise the cap with Ledger.set_cap."
+        )
+
+    @staticmethod
+    def _unknown(fingerprint: str) -> ParameterError:
+        return ParameterError(
+            f"Dataset {fingerprint!r} is not in the privacy ledger; register it with Ledger.register first."
+        )
