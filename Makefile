@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is pinned to the CPU build and installed first, so that no extra pulls a CUDA build.
+# Extras `make test` installs; `make test EXTRAS=dev,dp,deep` adds more. torch is pinned to the CPU build and
+# installed first whenever an extra needs it, so that nothing pulls a CUDA build.
+EXTRAS ?= dev,dp
 TORCH := torch==2.13.0
 
 .PHONY: demo test test-slow lint clean
@@ -16,7 +18,8 @@ $(VENV)/.installed-core: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,dp]'
+	case ",$(EXTRAS)," in *,deep,*|*,text,*) $(BIN)/python -m pip install --quiet $(TORCH);; esac
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
 demo: $(VENV)/.installed-core

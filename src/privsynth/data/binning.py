@@ -37,7 +37,7 @@ class Categories:
         object.__setattr__(self, "values", tuple(self.values))
         if any(_isna(v) for v in self.values):
             raise ParameterError("a category list cannot hold a missing value; use null=True for a null cell")
-        if len(set(map(_key, self.values))) != len(self.values):
+        if len(set(map(category_key, self.values))) != len(self.values):
             raise ParameterError(f"category list {list(self.values)[:10]} repeats a value")
 
     @property
@@ -59,11 +59,11 @@ class Categories:
         return sa.case(*whens, else_=self.other_index if self.other_index is not None else OUTSIDE)
 
     def encode(self, values: pd.Series) -> np.ndarray:
-        lookup = {_key(v): i for i, v in enumerate(self.values)}
+        lookup = {category_key(v): i for i, v in enumerate(self.values)}
         fallback = self.other_index if self.other_index is not None else OUTSIDE
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         # code -1 (a missing value) picks the last entry: the null cell
-        cells = [lookup.get(_key(u), fallback) for u in uniques]
+        cells = [lookup.get(category_key(u), fallback) for u in uniques]
         cells.append(self.null_index if self.null_index is not None else OUTSIDE)
         return np.asarray(cells, dtype=np.int64)[codes]
 
@@ -151,7 +151,7 @@ def _isna(value: Any) -> bool:
     return value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _key(value: Any) -> Any:
+def category_key(value: Any) -> Any:
     """Values equal as categories compare equal here (numpy scalars, 1 and 1.0)."""
     if isinstance(value, np.generic):
         value = value.item()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from privsynth.data.binning import category_key
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError
@@ -44,8 +45,8 @@ class _CategoricalMarginal:
         return 1
 
     def to_normal(self, data: pd.Series, rng: np.random.Generator) -> np.ndarray:
-        index = {(None if v is None else _key(v)): i for i, v in enumerate(self.values)}
-        codes = np.array([index[None if pd.isna(v) else _key(v)] for v in data], dtype=np.int64)
+        index = {(None if v is None else category_key(v)): i for i, v in enumerate(self.values)}
+        codes = np.array([index[None if pd.isna(v) else category_key(v)] for v in data], dtype=np.int64)
         low, high = self.cdf[codes], self.cdf[codes + 1]
         return _normal_score(low + (high - low) * rng.random(len(codes)))[:, None]
 
@@ -179,11 +180,3 @@ def _nearest_correlation(matrix: np.ndarray) -> np.ndarray:
     fixed = vectors @ np.diag(np.clip(values, 1e-6, None)) @ vectors.T
     scale = np.sqrt(np.diag(fixed))
     return np.asarray(fixed / np.outer(scale, scale))
-
-
-def _key(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
