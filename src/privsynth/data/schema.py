@@ -363,8 +363,6 @@ def _plain(value: Any) -> Scalar:
         value = value.item()
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return value
     return value  # type: ignore[no-any-return]
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 
 from privsynth.data.binning import OUTSIDE, Binning
 from privsynth.errors import DataError, ParameterError, SourceError
+from privsynth.provenance.card import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def _file_source(path: Path, relation: str) -> DuckDBSource:
         con.execute(f"CREATE VIEW source AS SELECT * FROM {relation}")
     except duckdb.Error as exc:
         raise DataError(f"'{path}' cannot be read: {_first_line(exc)}") from None
-    return DuckDBSource(con, str(path), partial(_file_digest, path))
+    return DuckDBSource(con, str(path), partial(file_sha256, path))
 
 
 def _csv_source(path: Path, delimiter: str | None) -> DuckDBSource:
@@ -454,14 +455,6 @@ def _nonblank_lines(path: Path, n: int) -> list[str]:
                 if len(found) == n:
                     break
     return found
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _digest(data: str | bytes) -> str:
