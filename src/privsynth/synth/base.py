@@ -8,6 +8,7 @@ so the CLI, benchmarks and service create them the same way.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import pickle
 from abc import ABC, abstractmethod
@@ -192,6 +193,14 @@ def _matches(values: pd.Series, value: Any) -> np.ndarray:
 S = TypeVar("S", bound=type[Synthesizer])
 _REGISTRY: dict[str, type[Synthesizer]] = {}
 
+# Methods whose module needs an optional extra are imported on first use: name -> (module, extra).
+_LAZY: dict[str, tuple[str, str]] = {
+    "mst": ("privsynth.synth.marginal", "dp"),
+    "aim": ("privsynth.synth.marginal", "dp"),
+    "deep": ("privsynth.synth.deep", "deep"),
+    "dp-deep": ("privsynth.synth.deep", "deep"),
+}
+
 
 def register(cls: S) -> S:
     """Class decorator: make a synthesizer available by its ``name``."""
@@ -199,13 +208,38 @@ def register(cls: S) -> S:
     return cls
 
 
+def _load(method: str) -> str | None:
+    """Import the module of a lazily registered method; the reason it is unavailable, or None."""
+    if method in _REGISTRY or method not in _LAZY:
+        return None
+    module, extra = _LAZY[method]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:  # not part of this version of privsynth
+            return "not built yet"
+        return f"needs the '{extra}' extra: pip install 'privsynth[{extra}]' ({exc.name} is missing)"
+    return None if method in _REGISTRY else "not built yet"
+
+
+def unavailable() -> dict[str, str]:
+    """Methods privsynth knows but cannot run here, with the reason (a missing optional extra)."""
+    reasons = {name: _load(name) for name in _LAZY}
+    return {name: reason for name, reason in sorted(reasons.items()) if reason and reason != "not built yet"}
+
+
 def available() -> dict[str, type[Synthesizer]]:
-    """Registered methods by name."""
+    """Registered methods by name (importing the optional ones whose extras are installed)."""
+    for name in _LAZY:
+        _load(name)
     return dict(sorted(_REGISTRY.items()))
 
 
 def create(method: str, **params: Any) -> Synthesizer:
     """A new, unfitted synthesizer of ``method`` with hyperparameters ``params``."""
+    reason = _load(method)
+    if reason is not None and reason != "not built yet":
+        raise ParameterError(f"method '{method}' {reason}")
     try:
         cls = _REGISTRY[method]
     except KeyError:

@@ -1,0 +1,89 @@
+"""The Typer app, the consoles and the helpers every command module shares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+from privsynth import progress
+from privsynth.data.datasets import DATASETS, load_dataset
+from privsynth.data.sources import Source, frame_source, load_source
+from privsynth.errors import ParameterError
+
+app = typer.Typer(
+    help="privsynth: synthetic data with a proven privacy cost, a measured quality and a data card.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+state = {"debug": False}
+
+DataArg = Annotated[str, typer.Argument(help="CSV/Parquet/DuckDB file, SQL URL, or a bundled dataset name.")]
+TableOpt = Annotated[str | None, typer.Option(help="Table to read (DuckDB file or SQL URL).")]
+DelimiterOpt = Annotated[str | None, typer.Option(help="CSV delimiter (detected when not given).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each step does.")] = False,
+) -> None:
+    state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_time=False, show_path=debug)],
+    )
+
+
+def open_data(data: str, table: str | None = None, delimiter: str | None = None) -> Source:
+    """A path or URL as given; a bundled dataset name (when no such file exists) as its train split."""
+    if "://" not in data and not Path(data).exists() and data in DATASETS:
+        return frame_source(load_dataset(data, "train"), f"{data} (bundled, train split)")
+    return load_source(data, table=table, delimiter=delimiter)
+
+
+@contextmanager
+def progress_bar() -> Iterator[None]:
+    """Render privsynth progress events as rich progress bars."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def show(event: progress.ProgressEvent) -> None:
+            if event.task not in tasks:
+                tasks[event.task] = bar.add_task(event.task, total=event.total)
+            description = f"{event.task} {event.detail}".strip()
+            bar.update(tasks[event.task], completed=event.completed, total=event.total, description=description)
+
+        with progress.listen(show):
+            yield
+
+
+def parse_conditions(pairs: list[str]) -> dict[str, Any]:
+    conditions: dict[str, Any] = {}
+    for pair in pairs:
+        column, sep, value = pair.partition("=")
+        if not sep or not column:
+            raise ParameterError(f"--condition takes COLUMN=VALUE, not {pair!r}")
+        conditions[column] = value
+    return conditions
