@@ -1,6 +1,7 @@
 """The CLI run as a user runs it: in a subprocess, checking files, messages and exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +10,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from privsynth.privacy import Ledger
+
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     code = "from privsynth.cli import main; main()"
+    env = {**os.environ, "COLUMNS": "200"}  # wide enough that rich does not wrap table cells
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False, env=env
     )
 
 
@@ -24,6 +28,11 @@ def test_demo_writes_synthetic_data_schema_card_and_summary(tmp_path: Path) -> N
     assert len(pd.read_csv(out / "synthetic.csv")) == 20974
     assert json.loads((out / "synthetic.card.json").read_text())["generator"]["method"] == "copula"
     assert "nassCDS" in (out / "summary.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert 0.0 < report["fidelity"]["tvd_2way"]["value"] < 0.15
+    assert 0.3 < report["privacy"]["dcr_train_share"]["value"] < 0.7
+    assert "<img" in (out / "report.html").read_text()
+    assert "DCR train share" in (out / "summary.md").read_text()
     assert run("demo", cwd=tmp_path).returncode == 0  # the demo may replace its own files
 
 
@@ -86,3 +95,42 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path, setup: dict[str, str], ar
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     result = run("--debug", "generate", "missing.csv", "-o", "o.csv", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_evaluate_writes_html_and_json_with_the_bundled_holdout(tmp_path: Path) -> None:
+    assert run("generate", "nassCDS", "--rows", "3000", "--seed", "3", "-o", "syn.csv", cwd=tmp_path).returncode == 0
+    result = run("evaluate", "--real", "nassCDS", "--synthetic", "syn.csv", "-o", "report.html", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["report"]["holdout_rows"] == 5243  # nassCDS's holdout split, used by default
+    assert report["report"]["target"] == "dead" and report["report"]["sensitive"] == "sex"
+    for key in ("tvd_1way", "tvd_2way", "tvd_3way", "detection_auc"):
+        assert report["fidelity"][key]["value"] is not None
+    assert report["utility"]["tstr"]["value"] < report["utility"]["trtr"]["value"]
+    assert "membership attack AUC" in result.stdout
+    again = run("evaluate", "--real", "nassCDS", "--synthetic", "syn.csv", "-o", "report.html", cwd=tmp_path)
+    assert again.returncode != 0 and "exists already" in " ".join(again.stderr.split())
+
+
+def test_evaluate_refuses_an_output_that_is_not_html(tmp_path: Path) -> None:
+    result = run("evaluate", "--real", "nassCDS", "--synthetic", "x.csv", "-o", "report.csv", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--output must end in .html" in " ".join(result.stderr.split())
+
+
+def test_ledger_cap_then_show(tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.sqlite")
+    result = run("ledger", "cap", "nassCDS", "--epsilon", "2", "--delta", "1e-6", "--ledger", ledger, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "capped nassCDS (bundled, train split)" in " ".join(result.stdout.split())
+    book = Ledger(ledger)
+    (record,) = book.datasets()
+    assert record.cap is not None and record.cap.epsilon == 2
+    book.spend(record.fingerprint, 0.01, mechanism="gaussian", purpose="1-way marginal of 'dead'")
+    listing = run("ledger", "show", "--ledger", ledger, cwd=tmp_path)
+    assert listing.returncode == 0 and record.fingerprint[:12] in listing.stdout
+    detail = run("ledger", "show", record.fingerprint[:8], "--ledger", ledger, cwd=tmp_path)
+    assert detail.returncode == 0, detail.stderr
+    assert "1-way marginal of 'dead'" in detail.stdout and "0.01" in detail.stdout
+    unknown = run("ledger", "show", "covid_testing", "--ledger", ledger, cwd=tmp_path)
+    assert unknown.returncode == 2 and "nothing has been spent" in " ".join(unknown.stderr.split())

@@ -21,7 +21,9 @@ from privsynth.errors import (
     SchemaError,
     SourceError,
 )
+from privsynth.evaluate import Report, evaluate, write_report
 from privsynth.pipeline import Release, synthesize
+from privsynth.privacy import Ledger
 from privsynth.synth import Synthesizer, available, create
 
 __all__ = [
@@ -29,10 +31,12 @@ __all__ = [
     "Column",
     "DataError",
     "Kind",
+    "Ledger",
     "OutputExistsError",
     "ParameterError",
     "PrivsynthError",
     "Release",
+    "Report",
     "Schema",
     "SchemaError",
     "Source",
@@ -42,7 +46,9 @@ __all__ = [
     "available",
     "create",
     "dataset_names",
+    "evaluate",
     "load_dataset",
     "load_source",
     "synthesize",
+    "write_report",
 ]

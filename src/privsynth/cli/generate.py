@@ -25,6 +25,8 @@ from privsynth.data.datasets import dataset_info, load_dataset
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
+from privsynth.evaluate import Report, evaluate, write_report
+from privsynth.evaluate.report import format_number
 from privsynth.pipeline import Release, synthesize
 from privsynth.synth import available
 
@@ -98,7 +100,7 @@ def demo(
     ),
     rows: Annotated[int | None, typer.Option(help="Synthetic rows (default: as many as the train split).")] = None,
 ) -> None:
-    """Run the whole flow on the bundled nassCDS data and write the results into OUTPUT_DIR.
+    """Run the whole flow on the bundled nassCDS data (schema, generate, evaluate) and write it into OUTPUT_DIR.
 
     The demo owns its folder: it replaces the files it wrote on an earlier run, and nothing else.
     """
@@ -114,10 +116,39 @@ def demo(
         release = synthesize(train, "copula", rows, schema=schema, seed=0)
     written = release.write(output_dir / "synthetic.csv", overwrite=True)
     console.print(f"[bold]3. generate[/bold]: Gaussian copula, {len(release.data)} rows -> {written}")
-    summary = _demo_summary(train, release, info.target, time.perf_counter() - started)
+    with progress_bar():
+        report = evaluate(
+            train,
+            release.data,
+            holdout=load_dataset("nassCDS", "holdout"),
+            target=info.target,
+            sensitive=info.sensitive,
+            schema=schema,
+            seed=0,
+        )
+    html, data = write_report(report, output_dir / "report.html", overwrite=True)
+    console.print(f"[bold]4. evaluate[/bold]: fidelity, utility, equity and privacy attacks -> {html} (+ {data.name})")
+    summary = _demo_summary(train, release, info.target, time.perf_counter() - started) + _report_lines(report)
     (output_dir / "summary.md").write_text(summary, encoding="utf-8")
     console.print(summary)
     console.print(f"[bold green]done[/bold green]: see {output_dir}/")
+
+
+def _report_lines(report: Report) -> str:
+    keys = {
+        "fidelity.tvd_2way": "2-way marginal TVD (lower is better)",
+        "fidelity.detection_auc": "detection AUC (0.5: indistinguishable)",
+        "utility.tstr": "train-synthetic-test-real AUC",
+        "utility.trtr": "train-real-test-real AUC",
+        "privacy.dcr_train_share": "DCR train share (0.5 ideal)",
+        "privacy.mia_auc": "membership attack AUC (0.5 ideal)",
+    }
+    lines = ["", "| report metric | value |", "|---|---|"]
+    for key, label in keys.items():
+        value = report[key]
+        lines.append(f"| {label} | {format_number(value) if value is not None else '-'} |")
+    lines += ["", "The full report (plots, definitions, intervals) is in report.html and report.json.", ""]
+    return "\n".join(lines)
 
 
 def _demo_summary(train: Any, release: Release, target: str, seconds: float) -> str:
