@@ -7,6 +7,7 @@ import datetime
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -183,3 +184,17 @@ def test_numeric_bins_agree_in_pandas_and_sql(edges: list[float], values: list[f
     # values equal to an edge are included: the boundary is where pandas and SQL could disagree
     series = pd.concat([series, pd.Series(edges, dtype="float64")], ignore_index=True)
     np.testing.assert_array_equal(_encoded_cells(series, bins), _sql_cells(series, bins))
+
+
+def test_dates_held_as_text_are_binned_as_times() -> None:
+    frame = pd.DataFrame({"d": ["2020-01-05", "2021-06-01", None, "2019-03-03", "2025-12-31"]})
+    edges = (pd.Timestamp("2019-01-01"), pd.Timestamp("2020-06-01"), pd.Timestamp("2022-01-01"))
+    counts = frame_source(frame, "t").counts(["d"], [NumericBins(edges, null=True)])
+    assert counts.tolist() == [2, 2, 1]  # 2025 is clipped into the last cell; the missing value has its own
+
+
+def test_many_numeric_bins_render_as_a_shallow_tree() -> None:
+    bins = uniform_bins(0.0, 1024.0, 1024)
+    frame = pd.DataFrame({"x": np.arange(1024, dtype=float) + 0.5})
+    assert (frame_source(frame, "t").counts(["x"], [bins]) == 1).all()
+    assert str(bins.sql(sa.column("x"))).count("CASE") == 1024  # one CASE per tree node, depth log2(1024)

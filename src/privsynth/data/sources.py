@@ -134,6 +134,22 @@ class Source(ABC):
             )
         return out
 
+    def value_counts(self, column: str) -> list[tuple[Any, int]]:
+        """Rows per distinct value of ``column`` (one GROUP BY on the raw value), missing values as ``None``.
+
+        This is the histogram DP key discovery needs when a column's categories are not public; its keys and
+        counts are private and may only be released through a mechanism. Like :meth:`counts` it runs inside
+        the engine and returns one row per distinct value, in no particular order.
+        """
+        self._check_columns([column])
+        table = self._relation()
+        query = (
+            sa.select(table.c[column].label("v"), sa.func.count().label("n"))
+            .select_from(table)
+            .group_by(sa.literal_column("1"))
+        )
+        return [(row[0], int(row[1])) for row in self._run_counts(query)]
+
     def _columns_or_all(self, columns: Sequence[str] | None) -> list[str]:
         names = self.columns if columns is None else list(columns)
         self._check_columns(names)
@@ -189,7 +205,9 @@ class DuckDBSource(Source):
         self._frame = frame
         try:
             with self._cursor() as cursor:
-                self._columns = [str(c) for c in cursor.sql("SELECT * FROM source LIMIT 0").columns]
+                relation = cursor.sql("SELECT * FROM source LIMIT 0")
+                self._columns = [str(c) for c in relation.columns]
+                self._text = {str(c) for c, t in zip(relation.columns, relation.types, strict=True) if t == "VARCHAR"}
         except duckdb.Error as exc:
             raise DataError(f"{name} cannot be read: {_first_line(exc)}") from None
 
@@ -198,7 +216,7 @@ class DuckDBSource(Source):
         return list(self._columns)
 
     def _relation(self) -> sa.FromClause:
-        return sa.table("source", *(sa.column(c) for c in self._columns))
+        return sa.table("source", *(sa.column(c, sa.String() if c in self._text else None) for c in self._columns))
 
     def num_rows(self) -> int:
         return int(self._fetch("SELECT count(*) FROM source")[0][0])

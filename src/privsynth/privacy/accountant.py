@@ -1,8 +1,13 @@
 """The accountant: one budget, spent on one dataset, one mechanism at a time.
 
 Spends compose additively in rho (zero-concentrated DP, Bun and Steinke, "Concentrated Differential Privacy",
-TCC 2016, Lemma 2.3). Every mechanism in :mod:`privsynth.privacy.mechanisms` calls :meth:`Accountant.spend`
-before it draws noise, so a refused spend releases nothing.
+TCC 2016, Lemma 2.3). A mechanism that is delta-approximately rho-zCDP (DP key discovery) also spends delta,
+from the part of the budget's delta set aside for that (``Budget.approx_delta``); approximate zCDP composes by
+adding rhos and adding deltas (ibid., Section 8). After spending rho and delta in all, a run is (epsilon,
+``budget.delta``)-DP with epsilon converted from rho at ``budget.delta`` less the delta spent.
+
+Every mechanism in :mod:`privsynth.privacy.mechanisms` calls :meth:`Accountant.spend` before it draws noise, so
+a refused spend releases nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Charge:
-    """One spend made through an accountant: what it cost, which mechanism, and why."""
+    """One spend made through an accountant: what it cost (rho, and delta for approximate mechanisms),
+    which mechanism, and why."""
 
     rho: float
     mechanism: str
     purpose: str
+    delta: float = 0.0
 
 
 class Accountant:
@@ -59,10 +66,12 @@ class Accountant:
         self.release_id = release_id
         self._charges: list[Charge] = []
         self._spent = Fraction(0)
+        self._spent_delta = Fraction(0)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Accountant(spent rho={self.spent:.6g} of {self.budget}, dataset={self.dataset!r})"
+        delta = f", delta={self.spent_delta:.3g}" if self.budget.approx_delta else ""
+        return f"Accountant(spent rho={self.spent:.6g}{delta} of {self.budget}, dataset={self.dataset!r})"
 
     @property
     def spent(self) -> float:
@@ -75,23 +84,42 @@ class Accountant:
         return max(0.0, float(Fraction(self.budget.rho) - self._spent))
 
     @property
+    def spent_delta(self) -> float:
+        """Delta spent so far by approximate mechanisms, out of ``budget.approx_delta``."""
+        return float(self._spent_delta)
+
+    @property
+    def remaining_delta(self) -> float:
+        """Delta still available to approximate mechanisms (``budget.approx_delta`` less what they spent)."""
+        return max(0.0, float(Fraction(self.budget.approx_delta) - self._spent_delta))
+
+    @property
     def spent_epsilon(self) -> float:
-        """Epsilon spent so far, at the budget's delta."""
-        return epsilon_from_rho_delta(self.spent, self.budget.delta)
+        """Epsilon spent so far at the budget's delta: rho converted at the delta approximate spends left."""
+        return epsilon_from_rho_delta(self.spent, float(Fraction(self.budget.delta) - self._spent_delta))
 
     @property
     def charges(self) -> tuple[Charge, ...]:
         """Every spend made through this accountant, in order, for a release's data card."""
         return tuple(self._charges)
 
-    def spend(self, rho: float, *, mechanism: str, purpose: str) -> None:
-        """Charge ``rho`` for ``mechanism``; call it before releasing the mechanism's output.
+    def spend(self, rho: float, *, mechanism: str, purpose: str, delta: float = 0.0) -> None:
+        """Charge ``rho`` (and ``delta``, for an approximate mechanism) for ``mechanism``; call it before
+        releasing the mechanism's output.
 
         Raises :class:`~privsynth.errors.BudgetExceeded`, recording nothing, when the charge would pass this
-        accountant's budget or the ledger's cap.
+        accountant's budget, the delta its budget sets aside (``approx_delta``), or the ledger's cap. The
+        ledger keeps rho; a delta spend is named in the mechanism it records.
         """
         rho = check_positive("rho", rho)
+        delta = check_positive("delta", delta, allow_zero=True)
         with self._lock:
+            if delta > 0 and not fits_within([self._spent_delta], delta, self.budget.approx_delta):
+                raise BudgetExceeded(
+                    f"{mechanism} for {purpose!r} needs delta={delta:.4g} but only delta={self.remaining_delta:.4g} "
+                    f"of the budget {self.budget} is set aside for mechanisms with a delta cost. Nothing was "
+                    "released; build the budget with Budget.from_epsilon_delta(..., approx_delta=...)."
+                )
             if not fits_within([self._spent], rho, self.budget.rho):
                 raise BudgetExceeded(
                     f"{mechanism} for {purpose!r} needs rho={rho:.4g} "
@@ -108,6 +136,7 @@ class Accountant:
                     release_id=self.release_id,
                     reservation=self.reservation,
                 )
-            self._charges.append(Charge(rho=rho, mechanism=mechanism, purpose=purpose))
+            self._charges.append(Charge(rho=rho, mechanism=mechanism, purpose=purpose, delta=delta))
             self._spent += Fraction(rho)
-        logger.debug("accountant charged rho=%.6g for %s (%s)", rho, purpose, mechanism)
+            self._spent_delta += Fraction(delta)
+        logger.debug("accountant charged rho=%.6g, delta=%.3g for %s (%s)", rho, delta, purpose, mechanism)

@@ -7,9 +7,14 @@ that code to the last bit. zCDP and its additive composition are from Bun and St
 Differential Privacy" (TCC 2016, arXiv:1605.02065).
 
 Users give (epsilon, delta); privsynth composes in rho, where composition is a sum, and converts back
-exactly. Every comparison of spends with a budget goes through :func:`fits_within`, in exact rational
-arithmetic with one relative slack, :data:`RELATIVE_TOLERANCE`, so a budget is never refused for
-floating-point error.
+exactly. A few mechanisms (DP key discovery by a noisy threshold) also fail with a small probability of their
+own: they are delta-approximately rho-zCDP (Bun and Steinke 2016, Section 8), and approximate zCDP composes by
+adding the rhos and adding the deltas. A :class:`Budget` sets ``approx_delta`` of its delta aside for them and
+converts rho at the rest: a run that is ``approx_delta``-approximately rho-zCDP is then (epsilon, delta)-DP with
+epsilon from rho at ``delta - approx_delta``.
+
+Every comparison of spends with a budget goes through :func:`fits_within`, in exact rational arithmetic with
+one relative slack, :data:`RELATIVE_TOLERANCE`, so a budget is never refused for floating-point error.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "gaussian_rho",
     "gaussian_sigma",
     "rho_from_epsilon_delta",
+    "split_exactly",
 ]
 
 RELATIVE_TOLERANCE = Fraction(1, 10**9)
@@ -197,26 +203,44 @@ class Budget:
     epsilon: float
     delta: float
     rho: float
+    approx_delta: float = 0.0
+    """The part of ``delta`` set aside for mechanisms with a delta cost of their own (approximate zCDP, spent
+    with ``Accountant.spend(..., delta=...)``); rho is converted at the rest, ``delta - approx_delta``."""
 
     def __post_init__(self) -> None:
         epsilon = check_positive("epsilon", self.epsilon)
         delta = _check_delta_range(self.delta)
         rho = check_positive("rho", self.rho)
-        if _delta(rho, epsilon) > delta * (1 + float(RELATIVE_TOLERANCE)):
+        conversion = _conversion_delta(delta, self.approx_delta)
+        if _delta(rho, epsilon) > conversion * (1 + float(RELATIVE_TOLERANCE)):
+            held = f" of which approx_delta={self.approx_delta!r} is set aside" if self.approx_delta else ""
             raise ParameterError(
-                f"rho={rho!r} does not imply (epsilon={epsilon!r}, delta={delta!r})-DP; build the budget "
+                f"rho={rho!r} does not imply (epsilon={epsilon!r}, delta={delta!r}{held})-DP; build the budget "
                 "with Budget.from_epsilon_delta or Budget.from_rho."
             )
 
-    @classmethod
-    def from_epsilon_delta(cls, epsilon: float, delta: float) -> Budget:
-        """The budget a user asks for: the largest rho that keeps (epsilon, delta)-DP."""
-        return cls(epsilon=epsilon, delta=delta, rho=rho_from_epsilon_delta(epsilon, delta))
+    @property
+    def conversion_delta(self) -> float:
+        """The delta at which rho is converted to epsilon: ``delta`` less what ``approx_delta`` sets aside."""
+        return _conversion_delta(self.delta, self.approx_delta)
 
     @classmethod
-    def from_rho(cls, rho: float, delta: float) -> Budget:
-        """A budget of rho-zCDP, with the epsilon it guarantees at ``delta``."""
-        return cls(epsilon=epsilon_from_rho_delta(rho, delta), delta=delta, rho=rho)
+    def from_epsilon_delta(cls, epsilon: float, delta: float, *, approx_delta: float = 0.0) -> Budget:
+        """The budget a user asks for: the largest rho that keeps (epsilon, delta)-DP.
+
+        ``approx_delta`` (default 0) sets part of delta aside for mechanisms with a delta cost, such as DP key
+        discovery (:func:`privsynth.synth.domain.discovery_delta` says how much); rho is then the largest that
+        keeps (epsilon, delta - approx_delta)-DP, slightly smaller.
+        """
+        rho = rho_from_epsilon_delta(epsilon, _conversion_delta(delta, approx_delta))
+        return cls(epsilon=epsilon, delta=delta, rho=rho, approx_delta=approx_delta)
+
+    @classmethod
+    def from_rho(cls, rho: float, delta: float, *, approx_delta: float = 0.0) -> Budget:
+        """A budget of rho-zCDP (plus ``approx_delta`` for approximate mechanisms), with the epsilon it
+        guarantees at ``delta``."""
+        epsilon = epsilon_from_rho_delta(rho, _conversion_delta(delta, approx_delta))
+        return cls(epsilon=epsilon, delta=delta, rho=rho, approx_delta=approx_delta)
 
     def split(self, fractions: Sequence[float]) -> tuple[Budget, ...]:
         """Divide rho into shares in the given proportions, which must sum to 1.
@@ -224,6 +248,7 @@ class Budget:
         Shares are computed exactly and rounded down, and the last one is what the others leave, so their
         rhos add up to at most ``self.rho`` and spending every share never exceeds this budget. Each share
         reports its own epsilon at the same delta; by composition the shares together cost this budget.
+        ``approx_delta`` is divided in the same proportions, the same way.
         """
         if len(fractions) == 0:
             raise ParameterError("fractions must name at least one share, got an empty sequence.")
@@ -231,9 +256,37 @@ class Budget:
         exact_sum = sum(exact, Fraction(0))
         if abs(exact_sum - 1) > RELATIVE_TOLERANCE:
             raise ParameterError(f"fractions must sum to 1, got {list(fractions)!r} (sum {float(exact_sum)!r}).")
-        total = Fraction(self.rho)
-        shares = [_round_down(total * fraction) for fraction in exact[:-1]]
-        shares.append(_round_down(total - sum(map(Fraction, shares), Fraction(0))))
+        shares = split_exactly(self.rho, exact)
         if min(shares) <= 0:
             raise ParameterError(f"fractions {list(fractions)!r} leave a share of rho={self.rho!r} at zero.")
-        return tuple(Budget.from_rho(share, self.delta) for share in shares)
+        approx = split_exactly(self.approx_delta, exact)
+        return tuple(
+            Budget.from_rho(share, self.delta, approx_delta=held) for share, held in zip(shares, approx, strict=True)
+        )
+
+
+def split_exactly(amount: float, fractions: Sequence[float | Fraction]) -> list[float]:
+    """``amount`` (a rho, or a delta) in the proportions ``fractions`` (summing to 1): each share rounded down
+    and the last what the others leave, so the shares never add up to more than ``amount``.
+
+    This is :meth:`Budget.split` for a bare amount, when no (epsilon, delta) needs reporting per share.
+    """
+    exact = [Fraction(fraction) for fraction in fractions]
+    if not exact or abs(sum(exact, Fraction(0)) - 1) > RELATIVE_TOLERANCE:
+        raise ParameterError(f"fractions must be a non-empty list summing to 1, got {list(fractions)!r}.")
+    total = Fraction(amount)
+    shares = [_round_down(total * fraction) for fraction in exact[:-1]]
+    shares.append(_round_down(total - sum(map(Fraction, shares), Fraction(0))))
+    return shares
+
+
+def _conversion_delta(delta: float, approx_delta: float) -> float:
+    """``delta - approx_delta``, after checking that ``approx_delta`` leaves part of ``delta`` to convert at."""
+    delta = _check_delta_range(delta)
+    approx_delta = check_positive("approx_delta", approx_delta, allow_zero=True)
+    if approx_delta >= delta:
+        raise ParameterError(
+            f"approx_delta={approx_delta!r} must be smaller than delta={delta!r}: it is the part of delta set "
+            "aside for mechanisms with a delta cost, and the rest is needed to convert rho to epsilon."
+        )
+    return delta - approx_delta

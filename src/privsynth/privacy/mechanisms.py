@@ -7,6 +7,12 @@
   Concentrating, and Truncating", ALT 2021), the accounting AIM uses (McKenna et al., VLDB 2022).
 - Laplace mechanism (Dwork, McSherry, Nissim and Smith, TCC 2006), discrete on integers; epsilon-DP implies
   epsilon²/2-zCDP (Bun and Steinke, TCC 2016, Proposition 1.4).
+- Gaussian threshold mechanism for key discovery over an unknown domain: discrete Gaussian noise on the count of
+  each key present, then only keys whose noisy count reaches a threshold are released (the stability-based
+  histogram of Korolova, Kenthapadi, Mishra and Ntoulas, WWW 2009, and Bun, Nissim and Stemmer, PODS 2016, in
+  the zCDP form of Rogers, "A Unifying Privacy Analysis Framework for Unknown Domain Algorithms in Differential
+  Privacy", arXiv:2309.09170), OpenDP's ``make_gaussian_threshold``. It is delta-approximately rho-zCDP: delta
+  is the chance that a key held by one record clears the threshold.
 
 Each mechanism takes the rho to spend, sets the noise scale from it, and checks with OpenDP's own privacy map
 that the measurement costs at most that rho, widening the scale by a hair when OpenDP's conservative rounding
@@ -14,7 +20,8 @@ would report a little more. It then charges the accountant, which records the sp
 it, and only then draws the noise.
 
 Importing this module enables OpenDP's ``contrib`` feature for the whole process: in OpenDP 0.16 the
-measurements used here (``make_gaussian``, ``make_noisy_max``, ``make_laplace``) are ``contrib`` components,
+measurements used here (``make_gaussian``, ``make_noisy_max``, ``make_laplace``, ``make_gaussian_threshold``)
+are ``contrib`` components,
 whose proofs are published but not yet through OpenDP's formal vetting. No other feature is needed: in
 particular ``floating-point`` is not, because float inputs are handled by OpenDP's exact samplers on a grid,
 and ``honest-but-curious`` is not, because no user function is passed to OpenDP.
@@ -24,8 +31,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
+from statistics import NormalDist
 from typing import Any, cast
 
 import numpy as np
@@ -40,7 +48,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("privsynth's noise mechanisms need OpenDP: pip install 'privsynth[dp]'.") from error
 
-__all__ = ["exponential_mechanism", "gaussian_mechanism", "laplace_mechanism"]
+__all__ = ["exponential_mechanism", "gaussian_mechanism", "gaussian_threshold_mechanism", "laplace_mechanism"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +84,14 @@ def _release(measurement: Any, array: Vector) -> Vector:
 def _calibrate(
     make: Callable[[float], Any],
     scale: float,
-    sensitivity: float,
+    sensitivity: Any,
     rho: float,
-    cost: Callable[[float], Fraction],
+    cost: Callable[[Any], Fraction],
 ) -> tuple[Any, float]:
     """The measurement at the smallest scale from ``scale`` up whose OpenDP privacy map is within ``rho``.
 
-    ``cost`` turns the map's output at ``sensitivity`` into rho, exactly, so the comparison has no rounding.
+    ``cost`` turns the map's output at ``sensitivity`` (the input distance, a number or a tuple) into rho,
+    exactly, so the comparison has no rounding.
     """
     for _ in range(_CALIBRATION_STEPS):
         measurement = make(scale)
@@ -197,3 +206,77 @@ def laplace_mechanism(
     accountant.spend(rho, mechanism=f"laplace(scale={scale:.6g}, l1_sensitivity={sensitivity:g})", purpose=purpose)
     logger.debug("laplace mechanism releases %d values with scale=%.6g", array.size, scale)
     return _release(measurement, array)
+
+
+_MAX_THRESHOLD = 2**62
+"""Upper end of the search for a threshold: no count in an int64 histogram can reach it."""
+
+
+def gaussian_threshold_mechanism(
+    counts: Mapping[str, int],
+    *,
+    rho: float,
+    delta: float,
+    accountant: Accountant,
+    purpose: str,
+) -> dict[str, int]:
+    """Release the keys of ``counts`` whose count plus discrete Gaussian noise reaches a threshold, with
+    their noisy counts; charges ``rho`` and ``delta`` first.
+
+    Measures: a histogram over an unknown set of keys (the distinct values of a column, say), given as the
+    keys present with their counts; keys absent from the data are never released.
+    Sensitivity: one record adds 1 to one key (L0 1, L2 1, L-infinity 1 under add/remove-one): a histogram of
+    one column. A key held by a single record exists in one neighbouring dataset only; the threshold makes its
+    release improbable.
+    Cost: delta-approximately rho-zCDP (Rogers 2023), with sigma = 1 / sqrt(2 rho) and the smallest integer
+    threshold at which OpenDP's map puts the chance that a key held by one record is released, P(1 + Z >=
+    threshold), at most ``delta``. Roughly, threshold = 1 + sigma * z(1 - delta).
+    """
+    if not isinstance(counts, Mapping):
+        raise ParameterError(f"counts must map keys to counts, got {type(counts).__name__}.")
+    table: dict[str, int] = {}
+    for key, count in counts.items():
+        if not isinstance(key, str) or isinstance(count, bool) or not isinstance(count, int | np.integer):
+            raise ParameterError(f"counts must map strings to integers; got {key!r}: {count!r}.")
+        table[key] = int(count)
+    rho = check_positive("rho", rho)
+    delta = check_positive("delta", delta)
+    if delta >= 1:
+        raise ParameterError(f"delta must be below 1, got {delta!r}.")
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
+    metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
+    d_in = (1, 1, 1)
+
+    def make(scale: float, threshold: int) -> Any:
+        return dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=threshold)
+
+    measurement, sigma = _calibrate(
+        lambda scale: make(scale, _MAX_THRESHOLD), gaussian_sigma(rho, 1.0), d_in, rho, lambda out: Fraction(out[0])
+    )
+    # Binary search between 1 (the map refuses thresholds below the L-infinity sensitivity) and the first
+    # doubling of the normal-tail guess that is enough.
+    high = max(2, math.ceil(1 + sigma * NormalDist().inv_cdf(1 - delta)))
+    while make(sigma, high).map(d_in)[1] > delta:
+        if high >= _MAX_THRESHOLD:  # pragma: no cover - only for a delta below what a float can hold
+            raise PrivsynthError(f"no threshold keeps delta at {delta!r} with sigma={sigma!r}.")
+        high = min(2 * high, _MAX_THRESHOLD)
+    low = 1
+    while low < high:
+        middle = (low + high) // 2
+        if make(sigma, middle).map(d_in)[1] <= delta:
+            high = middle
+        else:
+            low = middle + 1
+    measurement = make(sigma, low)
+    spent_rho, spent_delta = measurement.map(d_in)
+    if Fraction(spent_rho) > Fraction(rho) or spent_delta > delta:  # pragma: no cover - guards OpenDP's map
+        raise PrivsynthError(f"OpenDP reports (rho={spent_rho!r}, delta={spent_delta!r}) for this threshold.")
+    accountant.spend(
+        rho,
+        delta=delta,
+        mechanism=f"gaussian_threshold(sigma={sigma:.6g}, threshold={low}, delta={delta:.3g}, l2_sensitivity=1)",
+        purpose=purpose,
+    )
+    logger.debug("threshold mechanism over %d keys with sigma=%.6g, threshold=%d", len(table), sigma, low)
+    released = measurement(table)
+    return {str(key): int(value) for key, value in released.items()}
