@@ -1,4 +1,4 @@
-"""Shared fixtures for tests that need a database server."""
+"""Shared fixtures: a private ledger per test, and a throwaway PostgreSQL server for the database tests."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ _PG_HELP = (
     "install PostgreSQL (Debian: `apt-get install postgresql`) and psycopg (`pip install 'psycopg[binary]'`) "
     "to run the PostgreSQL tests"
 )
+
+
+@pytest.fixture(autouse=True)
+def _private_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every CLI subprocess it starts) records spends and releases in its own ledger file."""
+    monkeypatch.setenv("PRIVSYNTH_LEDGER", str(tmp_path / "ledger.sqlite"))
 
 
 def _pg_bin_dir() -> Path | None:

@@ -5,7 +5,16 @@ import pandas as pd
 import pytest
 
 import privsynth as ps
-from privsynth.errors import OutputExistsError
+from privsynth.errors import OutputExistsError, ParameterError
+from privsynth.privacy.ledger import LEDGER_ENV_VAR
+
+
+@pytest.fixture(autouse=True)
+def private_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Releases register in a ledger database of the test's own, not in ~/.privsynth."""
+    path = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv(LEDGER_ENV_VAR, str(path))
+    return path
 
 
 def test_synthesize_writes_release_and_card_without_overwriting(tmp_path: Path) -> None:
@@ -22,6 +31,8 @@ def test_synthesize_writes_release_and_card_without_overwriting(tmp_path: Path) 
         "subject_id",
     }
     assert "jhezane" not in json.dumps(card)  # the card holds no source values beyond the schema's domains
+    assert "jhezane" not in (tmp_path / "synth.card.html").read_text()
+    assert card["generation"] == 1 and card["release_id"] == release.release_id
     assert len(pd.read_csv(path)) == 1000
     with pytest.raises(OutputExistsError, match="exists already"):
         release.write(tmp_path / "synth.csv")
@@ -35,3 +46,17 @@ def test_output_may_not_replace_an_input(tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="is also an input"):
         release.write(source, overwrite=True, inputs=(source,))
     assert len(pd.read_csv(source)) == 14039
+
+
+def test_a_ledger_is_refused_by_a_method_without_differential_privacy(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="'copula' is not differentially private and takes no epsilon"):
+        ps.synthesize(ps.load_dataset("nafld1"), "copula", rows=10, ledger=tmp_path / "ledger.sqlite")
+
+
+def test_synthesize_from_a_release_registers_the_lineage(tmp_path: Path, private_ledger: Path) -> None:
+    first = ps.synthesize(ps.load_dataset("nafld1"), "copula", rows=500, seed=0)
+    first.write(tmp_path / "first.parquet")
+    second = ps.synthesize(tmp_path / "first.parquet", "copula", seed=1)
+    assert second.generation == 2 and [p.release_id for p in second.ancestry.parents] == [first.release_id]
+    assert len(second.data) == 500
+    assert private_ledger.is_file()

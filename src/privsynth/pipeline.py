@@ -1,36 +1,91 @@
 """The one place that wires the stages together: source -> schema -> fit -> sample -> release (+ card).
 
 Each stage is usable alone; this module only chains them and records what happened, so that the CLI, the
-Python API and (later) the service produce the same release and the same card.
+Python API and (later) the service produce the same release and the same card. It also keeps the release's
+label attached: every written release is registered (in the privacy ledger's database), and a model fitted on
+a known release makes a release one generation further from real data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shutil
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pandas as pd
 
 from privsynth._version import __version__
-from privsynth.data.output import check_output, write_table
+from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import ParameterError
+from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
-from privsynth.provenance.card import DataCard, card_path, file_sha256
+from privsynth.provenance.card import DataCard, card_html_path, card_path, file_sha256, plain
+from privsynth.provenance.datasheet import answer_datasheet, check_answers
+from privsynth.provenance.lineage import (
+    ATTRS_KEY,
+    PROVENANCE_COLUMN,
+    Ancestry,
+    Registry,
+    ReleaseRecord,
+    file_fingerprints,
+    open_registry,
+    trace,
+    write_release_table,
+)
 from privsynth.synth import Synthesizer, create
 from privsynth.synth.base import infer_schema
 
+if TYPE_CHECKING:
+    from privsynth.evaluate import Report
+
 logger = logging.getLogger(__name__)
+
+RETENTION_POLICIES: Final = ("keep", "delete-model")
+Retention = Literal["keep", "delete-model"]
+
+# The evaluation metrics a card summarises (all of the report's values would include none of its real-data tables,
+# but a short list is what a reader of the card needs).
+CARD_METRICS: Final = (
+    "fidelity.column_score",
+    "fidelity.tvd_1way",
+    "fidelity.tvd_2way",
+    "fidelity.tvd_3way",
+    "fidelity.correlation_diff",
+    "fidelity.detection_auc",
+    "diversity.category_coverage",
+    "diversity.rare_category_recall",
+    "diversity.quantile_error",
+    "utility.tstr",
+    "utility.trtr",
+    "equity.tstr_gap",
+    "privacy.exact_copy_rate",
+    "privacy.dcr_train_share",
+    "privacy.mia_auc",
+    "privacy.singling_out_risk",
+    "privacy.linkability_risk",
+    "privacy.inference_risk",
+)
 
 
 @dataclass
 class Release:
-    """Synthetic rows plus everything the data card records about how they were made."""
+    """Synthetic rows plus everything the data card records about how they were made.
+
+    ``ancestry`` says which known releases the source descends from (``generation`` is one more than theirs);
+    ``retention`` is what happens to the fitted model once the release is written: ``keep`` it, or
+    ``delete-model`` (the model file saved by :meth:`save_model` or ``synthesize(save_model=...)``, the files
+    the synthesizer lists in ``intermediates_``, and the fitted state in memory).
+    """
 
     data: pd.DataFrame
     model: Synthesizer
@@ -43,41 +98,209 @@ class Release:
     delta: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    release_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    ancestry: Ancestry = field(default_factory=Ancestry)
+    retention: Retention = "keep"
+    model_path: Path | None = None
+    datasheet: dict[str, str] = field(default_factory=dict)
+    ledger_url: str | None = None
+    registry: Registry | None = None
+    report: Report | None = None
+    deleted: dict[str, Any] | None = None
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def generation(self) -> int:
+        """1 for a model fitted on real data, k + 1 for one fitted on a generation-k release."""
+        return self.ancestry.generation
 
     @property
     def excluded(self) -> list[dict[str, str]]:
         return [{"column": c.name, "reason": c.reason or "synthesize: false"} for c in self.schema.excluded()]
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The label written into Parquet metadata and frame attributes (no data, no paths)."""
+        return {
+            "release_id": self.release_id,
+            "generation": self.generation,
+            "parents": [p.release_id for p in self.ancestry.parents if p.release_id],
+            "method": self.model.name,
+            "created": self.created,
+            "source_fingerprint_sha256": self.source_fingerprint,
+            "privsynth_version": __version__,
+        }
+
+    def attach_report(self, report: Report) -> None:
+        """Summarise an evaluation report (:func:`privsynth.evaluate.evaluate`) on the card.
+
+        Only the metric values are copied, not the report's tables, which hold statistics of the real data.
+        Cards already written are written again with the summary.
+        """
+        from privsynth.evaluate import Report
+
+        if not isinstance(report, Report):
+            raise ParameterError(f"attach_report takes a privsynth.evaluate.Report, not {type(report).__name__}")
+        self.report = report
+        for path in self.written:
+            self.card(path).write_beside(path)
+
+    def save_model(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Save the fitted model to ``path`` (retention ``delete-model`` deletes it once the release is written)."""
+        if self.deleted is not None:
+            raise ParameterError("the fitted model was deleted under retention 'delete-model'; fit again to save one")
+        path = check_output(path, overwrite)
+        self.model.save(path)
+        self.model_path = path
+        return path
+
     def card(self, release_file: Path) -> DataCard:
-        return DataCard(
+        card = DataCard(
+            kind="synthetic",
+            release_id=self.release_id,
             release_file=release_file.name,
             release_sha256=file_sha256(release_file),
             rows=len(self.data),
             columns=list(self.data.columns),
             generator={
                 "method": self.model.name,
-                "parameters": self.model.get_params(),
+                "parameters": plain(self.model.get_params()),
                 "seed": self.seed,
                 "conditions": self.conditions,
                 "differentially_private": self.model.differentially_private,
                 "privsynth_version": __version__,
                 "timings_seconds": self.timings,
             },
-            source={"name": self.source_name, "fingerprint_sha256": self.source_fingerprint},
+            source={
+                "name": self.source_name,
+                "fingerprint_sha256": self.source_fingerprint,
+                "generation": self.ancestry.source_generation,
+                "synthetic_share": self.ancestry.synthetic_share,
+            },
             schema=self.schema.to_dict(private_domains=False),
             excluded_columns=self.excluded,
-            privacy={"epsilon": self.epsilon, "delta": self.delta}
-            if self.model.differentially_private
-            else {"differentially_private": False, "note": "no formal privacy guarantee"},
+            privacy=self._privacy(),
             created=self.created,
+            generation=self.generation,
+            parents=[p.to_dict() for p in self.ancestry.parents],
+            metrics=self._metrics(),
+            retention=self._retention(),
+            notes=self._notes(),
         )
+        card.datasheet = answer_datasheet(card.to_dict(), self.datasheet)
+        return card
 
     def write(self, path: str | Path, overwrite: bool = False, inputs: tuple[str | Path, ...] = ()) -> Path:
-        """Write the rows (CSV or Parquet by suffix) and ``<name>.card.json`` beside them; returns the data path."""
+        """Write the rows (CSV or Parquet by suffix) and ``<name>.card.json`` / ``.card.html`` beside them.
+
+        The release is registered (when it has a registry) under its content fingerprints; with retention
+        ``delete-model`` the fitted model and its files are deleted before the card, which records it, is
+        written. Returns the data path.
+        """
         check_output(card_path(path), overwrite)
-        written = write_table(self.data, path, overwrite, inputs)
-        self.card(written).write(card_path(written))
+        check_output(card_html_path(path), overwrite)
+        data = self.data.copy(deep=False)
+        data.attrs = {}
+        written = write_release_table(data, path, self.provenance, overwrite, inputs)
+        if self.registry is not None:
+            record = ReleaseRecord(
+                release_id=self.release_id,
+                kind="synthetic",
+                generation=self.generation,
+                parents=tuple(p.release_id for p in self.ancestry.parents if p.release_id),
+                method=self.model.name,
+                path=str(written.resolve()),
+                created_at=datetime.fromisoformat(self.created),
+            )
+            self.registry.register(record, file_fingerprints(written, data))
+        if self.retention == "delete-model" and self.deleted is None:
+            self._delete_model()
+        self.card(written).write_beside(written)
+        if written not in self.written:
+            self.written.append(written)
         return written
+
+    def _delete_model(self) -> None:
+        """Delete the saved model file, the synthesizer's intermediate files, and the fitted state in memory."""
+        files = [self.model_path] if self.model_path is not None else []
+        files += [Path(p) for p in getattr(self.model, "intermediates_", [])]
+        deleted: list[str] = []
+        for path in files:
+            if path.is_dir():
+                shutil.rmtree(path)
+                deleted.append(path.name)
+            elif path.exists():
+                path.unlink()
+                deleted.append(path.name)
+        self.model = create(self.model.name, **self.model.get_params())
+        self.deleted = {"files": deleted, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        logger.info("retention delete-model: deleted the fitted model (%s)", ", ".join(deleted) or "in memory only")
+
+    def _privacy(self) -> dict[str, Any]:
+        spends = plain(list(getattr(self.model, "spends_", None) or []))
+        if not self.model.differentially_private:
+            return {"differentially_private": False, "note": "no formal privacy guarantee", "spends": spends}
+        rho = sum(float(s.get("rho", 0.0)) for s in spends)
+        return {
+            "differentially_private": True,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "rho_spent": rho if spends else None,
+            "spends": spends,
+            "ledger": self.ledger_url,
+            "dataset_fingerprint_sha256": self.source_fingerprint,
+            "note": "each spend was recorded in the ledger before anything was released"
+            if self.ledger_url
+            else "no ledger: the spends were checked against this budget only, not recorded",
+        }
+
+    def _metrics(self) -> dict[str, Any]:
+        if self.report is None:
+            return {}
+        values = self.report.values()
+        return {
+            "summary": plain({key: values[key] for key in CARD_METRICS if key in values}),
+            "evaluated_rows": plain(
+                {k: self.report.meta.get(k) for k in ("real_rows", "synthetic_rows", "holdout_rows")}
+            ),
+            "seed": self.report.meta.get("seed"),
+            "note": self.report.disclaimer(),
+        }
+
+    def _retention(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "policy": self.retention,
+            "model_file": self.model_path.name if self.model_path is not None else None,
+        }
+        if self.deleted is not None:
+            out["deleted_files"] = self.deleted["files"]
+            out["deleted_at"] = self.deleted["at"]
+            out["note"] = "the fitted model and its intermediate files were deleted after the release was written"
+        elif self.model_path is None:
+            out["note"] = "the fitted model was not saved to disk"
+        else:
+            out["note"] = "the fitted model is kept; delete it when the release is final"
+        return out
+
+    def _notes(self) -> list[str]:
+        notes = list(self.ancestry.notes)
+        if self.generation >= 2:
+            notes.append(_generation_warning(self.generation, self.ancestry))
+        return notes
+
+
+def _generation_warning(generation: int, ancestry: Ancestry) -> str:
+    found = ", ".join(sorted({p.found_by for p in ancestry.parents}))
+    share = (
+        f" ({ancestry.synthetic_share:.0%} of the source rows are synthetic)"
+        if ancestry.synthetic_share is not None
+        else ""
+    )
+    return (
+        f"generation {generation}: the model was fitted on synthetic data{share}, recognised by {found}. "
+        "Models trained on synthetic output lose tails and rare categories generation after generation; "
+        "fit on real data, or mix real and synthetic rows under a cap (privsynth mix)."
+    )
 
 
 def check_schema(schema: Schema, source: Source, rows: int = 100_000) -> None:
@@ -87,7 +310,7 @@ def check_schema(schema: Schema, source: Source, rows: int = 100_000) -> None:
 
 
 def synthesize(
-    data: Source | pd.DataFrame | str | Path,
+    data: Source | pd.DataFrame | str | Path | Release,
     method: str = "copula",
     rows: int | None = None,
     *,
@@ -97,30 +320,64 @@ def synthesize(
     epsilon: float | None = None,
     delta: float | None = None,
     params: dict[str, Any] | None = None,
+    ledger: Ledger | str | os.PathLike[str] | Literal[False] | None = None,
+    registry: Registry | str | os.PathLike[str] | Literal[False] | None = None,
+    retention: Retention = "keep",
+    save_model: str | Path | None = None,
+    datasheet: Mapping[str, str] | None = None,
     **source_options: Any,
 ) -> Release:
-    """Fit ``method`` on ``data`` and sample ``rows`` synthetic rows (default: as many as the source has)."""
-    source = load_source(data, **source_options)
+    """Fit ``method`` on ``data`` and sample ``rows`` synthetic rows (default: as many as the source has).
+
+    ``data`` may be an earlier :class:`Release`, which makes this one its next generation.
+    ``ledger`` (a :class:`~privsynth.privacy.Ledger`, a URL or a path) is where a DP method records its spends;
+    a DP method without one uses the default ledger (``$PRIVSYNTH_LEDGER`` or ``~/.privsynth/ledger.sqlite``),
+    and ``False`` records nothing (for experiments on public data).
+    ``registry`` is the release registry (a :class:`~privsynth.provenance.lineage.Registry`, a URL or a path;
+    default: the ledger's database; ``False``: none), used to recognise a source that is a known release and to
+    register this one when it is written.
+    ``retention`` is ``keep`` or ``delete-model`` (see :class:`Release`); ``save_model`` saves the fitted model
+    there right after fitting. ``datasheet`` answers datasheet questions by id
+    (:data:`privsynth.provenance.datasheet.QUESTIONS`); the others are answered from what is known.
+    """
+    if retention not in RETENTION_POLICIES:
+        raise ParameterError(f"retention must be one of {', '.join(RETENTION_POLICIES)}, not {retention!r}")
+    answers = check_answers(datasheet)
+    if save_model is not None:
+        save_model = check_output(save_model, overwrite=False)
+    model = create(method, **(params or {}))
+    ledger_object = _open_ledger(ledger, model.differentially_private)
+    lineage = None if registry is False else open_registry(registry, ledger_object)
+    given = data.data if isinstance(data, Release) else data
+    source = load_source(given, **source_options)
     if isinstance(schema, str | Path):
         schema = Schema.load(schema)
     if schema is None:
-        schema = infer_schema(data if isinstance(data, pd.DataFrame) else source)
+        schema = infer_schema(given if isinstance(given, pd.DataFrame) else source)
+    schema = _without_provenance_label(schema)
     check_schema(schema, source)
-    model = create(method, **(params or {}))
+    ancestry = trace(data, source, lineage)
+    if ancestry.generation >= 2:
+        logger.warning("%s", _generation_warning(ancestry.generation, ancestry))
     if rows is None:
         if model.differentially_private:
             raise ParameterError("say how many rows to generate (--rows); the true row count is private")
         rows = source.num_rows()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    model.fit(source, schema, epsilon=epsilon, delta=delta)
+    fit_options: dict[str, Any] = {"epsilon": epsilon, "delta": delta}
+    if ledger_object is not None:
+        fit_options["ledger"] = ledger_object
+    model.fit(source, schema, **fit_options)
     timings["fit"] = round(time.perf_counter() - start, 3)
+    if save_model is not None:
+        model.save(save_model)
     start = time.perf_counter()
     report("sample", 0, 1)
     synthetic = model.sample(rows, conditions=conditions, seed=seed)
     report("sample", 1, 1)
     timings["sample"] = round(time.perf_counter() - start, 3)
-    return Release(
+    release = Release(
         data=synthetic,
         model=model,
         source_name=source.name,
@@ -131,4 +388,44 @@ def synthesize(
         epsilon=epsilon,
         delta=delta,
         timings=timings,
+        ancestry=ancestry,
+        retention=retention,
+        model_path=Path(save_model) if save_model is not None else None,
+        datasheet=answers,
+        ledger_url=_display_url(ledger_object),
+        registry=lineage,
     )
+    synthetic.attrs[ATTRS_KEY] = release.provenance
+    return release
+
+
+def _without_provenance_label(schema: Schema) -> Schema:
+    """The schema with a ``_provenance`` column (a label written by ``mix``, not data) left out of synthesis."""
+    if PROVENANCE_COLUMN not in schema or not schema[PROVENANCE_COLUMN].synthesize:
+        return schema
+    label = dataclasses.replace(
+        schema[PROVENANCE_COLUMN], synthesize=False, reason="provenance label (real / synthetic-gen<k>), not data"
+    )
+    return Schema([label if col.name == PROVENANCE_COLUMN else col for col in schema])
+
+
+def _open_ledger(ledger: Ledger | str | os.PathLike[str] | Literal[False] | None, dp: bool) -> Ledger | None:
+    """The ledger a fit records its spends in: as given, the default one for a DP method, or none."""
+    if ledger is False:
+        return None
+    if isinstance(ledger, str | os.PathLike):
+        return Ledger(ledger)
+    if ledger is None:
+        return Ledger() if dp else None
+    if not isinstance(ledger, Ledger):
+        raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
+    return ledger
+
+
+def _display_url(ledger: Any) -> str | None:
+    url = getattr(ledger, "url", None)
+    if not isinstance(url, str):
+        return None
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +31,8 @@ from privsynth.evaluate.report import format_number
 from privsynth.pipeline import Release, synthesize
 from privsynth.synth import available
 
+logger = logging.getLogger(__name__)
+
 # ---- generate ----------------------------------------------------------------------------------------------------
 
 
@@ -41,13 +44,33 @@ def generate(
     rows: Annotated[int | None, typer.Option(help="Rows to generate (default: as many as the data has).")] = None,
     schema: Annotated[Path | None, typer.Option(help="Reviewed schema YAML (inferred when not given).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: the same seed gives the same rows.")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Privacy budget of a DP method (aim, mst, dp-deep).")] = None,
+    delta: Annotated[float | None, typer.Option(help="Delta of a DP method (default: the method's, 1e-6).")] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="Privacy ledger (SQLAlchemy URL or SQLite file) that records a DP method's spends and the release "
+            "registry. Default: $PRIVSYNTH_LEDGER or ~/.privsynth/ledger.sqlite."
+        ),
+    ] = None,
     condition: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE to fix in every row; repeatable.")] = None,
     save_model: Annotated[Path | None, typer.Option(help="Also save the fitted model here.")] = None,
+    retention: Annotated[
+        str,
+        typer.Option(
+            help="keep: leave the fitted model; delete-model: delete it (and --save-model's file) once the release "
+            "is written. Recorded in the data card."
+        ),
+    ] = "keep",
+    datasheet: Annotated[
+        list[str] | None,
+        typer.Option(help="QUESTION=ANSWER for the card's datasheet, e.g. motivation.creators='Data team'; repeats."),
+    ] = None,
     table: TableOpt = None,
     delimiter: DelimiterOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json)."""
+    """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html)."""
     check_output(output, overwrite, inputs=[data])
     if save_model is not None:
         check_output(save_model, overwrite, inputs=[data])
@@ -58,13 +81,34 @@ def generate(
     _report_exclusions(loaded)
     with progress_bar():
         release = synthesize(
-            source, method, rows, schema=loaded, seed=seed, conditions=parse_conditions(condition or [])
+            source,
+            method,
+            rows,
+            schema=loaded,
+            seed=seed,
+            conditions=parse_conditions(condition or []),
+            epsilon=epsilon,
+            delta=delta,
+            ledger=ledger,
+            retention=retention,  # type: ignore[arg-type]  # checked by synthesize
+            datasheet=_answers(datasheet or []),
         )
-    written = release.write(output, overwrite, inputs=(data,))
     if save_model is not None:
-        release.model.save(save_model)
+        release.save_model(save_model, overwrite)
+    written = release.write(output, overwrite, inputs=(data,))
+    if save_model is not None and release.deleted is None:
         console.print(f"saved the fitted model to {save_model}")
     _print_release(release, written)
+
+
+def _answers(pairs: list[str]) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    for pair in pairs:
+        question, sep, answer = pair.partition("=")
+        if not sep or not question:
+            raise ParameterError(f"--datasheet takes QUESTION=ANSWER (e.g. motivation.creators=...), not {pair!r}")
+        answers[question] = answer
+    return answers
 
 
 def _report_exclusions(schema: Schema) -> None:
@@ -76,8 +120,14 @@ def _print_release(release: Release, written: Path) -> None:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in release.timings.items())
     console.print(
         f"wrote {len(release.data)} synthetic rows x {release.data.shape[1]} columns to {written} "
-        f"({release.model.name}; {timings}); card: {written.with_name(written.stem + '.card.json')}"
+        f"({release.model.name}; {timings}); card: {written.with_name(written.stem + '.card.json')} and .card.html"
     )
+    for spend in getattr(release.model, "spends_", []):
+        logger.info("spent rho %.4g on %s (%s)", spend["rho"], spend["purpose"], spend["mechanism"])
+    if release.epsilon is not None:
+        console.print(f"privacy: epsilon {release.epsilon:g}, delta {release.delta:g}, recorded in the ledger")
+    if release.deleted is not None:
+        console.print("retention delete-model: the fitted model was deleted after the release was written")
 
 
 @app.command()
