@@ -1,10 +1,14 @@
-"""The Anonymeter risk arithmetic reproduces the numbers anonymeter's own tests publish."""
+"""The Anonymeter risk arithmetic reproduces the numbers anonymeter's own tests publish; the singling-out size
+correction predicts what a larger control set shows."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from privsynth.evaluate.attacks import Rate, evaluation, residual_risk, success_rate
+from privsynth.data.datasets import load_dataset
+from privsynth.evaluate._data import prepare
+from privsynth.evaluate.attacks import Rate, evaluation, residual_risk, singling_out, success_rate
 
 
 @pytest.mark.parametrize(
@@ -44,3 +48,29 @@ def test_attack_no_better_than_guessing_says_so() -> None:
     result = evaluation("inference", 500, 100, 120, 100)
     assert result.risk == 0.0
     assert "no better than random guessing" in result.note
+
+
+def test_singling_out_control_rescaled_to_training_size_matches_a_control_that_large() -> None:
+    """The control count from 1,500 fresh rows, rescaled to 5,000, is about what 5,000 fresh rows show.
+
+    A fit stuck where the curve falls as 1 / (n + 1) (anonymeter's curve_fit start; anonymeter 1.1 always) scales
+    it by about 1,500 / 5,000 instead: a ratio near 0.3.
+    """
+    train = load_dataset("nafld1")
+    order = np.random.default_rng(0).permutation(len(train))
+    members, fresh_large, fresh_small = (
+        train.iloc[order[start:stop]].reset_index(drop=True)
+        for start, stop in ((0, 5000), (5000, 10000), (10000, 11500))
+    )
+    large = prepare(members, members.copy(), fresh_large, None, None, None)
+    small = prepare(members, members.copy(), fresh_small, None, None, None)
+    rescaled, measured = 0.0, 0.0
+    for seed in range(4):  # the same queries for both control sets: the rng is used alike until the correction
+        at_size = singling_out(large, large.real, large.holdout, np.random.default_rng(seed), 200)
+        corrected = singling_out(small, small.real, small.holdout, np.random.default_rng(seed), 200)
+        assert at_size is not None and corrected is not None
+        assert at_size.n_success == corrected.n_success == 200  # memorised: every query singles out its row
+        measured += at_size.n_control or 0.0
+        rescaled += corrected.n_control or 0.0
+    assert measured == pytest.approx(176, abs=1)  # 5,000 fresh rows: no rescaling beyond a deduplicated row or two
+    assert 0.6 < rescaled / measured < 1.4
