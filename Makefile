@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Extras `make test` installs; `make test EXTRAS=dev,dp,deep` adds more. torch is pinned to the CPU build and
 # installed first whenever an extra needs it, so that nothing pulls a CUDA build.
-EXTRAS ?= dev,dp
+EXTRAS ?= dev,dp,deep
 TORCH := torch==2.13.0
 
 .PHONY: demo test test-slow lint clean

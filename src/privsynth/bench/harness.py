@@ -1,0 +1,657 @@
+"""The benchmark: generators x datasets x privacy budgets x seeds, each run evaluated the same way.
+
+Every run fits a method on a bundled dataset's train split, samples ``rows`` rows (default: as many as the train
+split), and scores them with :func:`privsynth.evaluate.evaluate` against the train split with the fixed holdout,
+the dataset's target and its sensitive column. privsynth methods come from :func:`privsynth.synth.create`; peers
+run in their own environments through :func:`privsynth.bench.peers.run_peer`. Non-DP methods run once per seed
+whatever the budgets; DP methods once per budget and seed, with ``delta``.
+
+Results are appended to ``results.jsonl`` one line per run as it finishes (a crash keeps what was done, and
+``resume`` skips it next time), then written as ``results.csv`` and ``leaderboard.html``. A failing run is
+recorded with its error and does not stop the others. Each dataset also gets a reference row, ``real-holdout``:
+the real holdout scored as if it were synthetic, the noise floor any fidelity number should be read against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from privsynth import __version__
+from privsynth.bench import peers
+from privsynth.data.datasets import dataset_info, load_dataset
+from privsynth.data.schema import Schema
+from privsynth.errors import OutputExistsError, ParameterError
+from privsynth.evaluate import Report, evaluate
+from privsynth.progress import report as progress
+from privsynth.synth import available, create
+
+logger = logging.getLogger(__name__)
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_CSV = "results.csv"
+LEADERBOARD_HTML = "leaderboard.html"
+REFERENCE_METHOD = "real-holdout"
+DEFAULT_DELTA = 1e-6
+# The metrics the CSV and the leaderboard show first (the JSONL keeps every metric of the report).
+KEY_METRICS = (
+    "utility.tstr",
+    "utility.trtr",
+    "fidelity.tvd_1way",
+    "fidelity.tvd_2way",
+    "fidelity.tvd_3way",
+    "fidelity.detection_auc",
+    "fidelity.correlation_diff",
+    "diversity.category_coverage",
+    "diversity.nn_recall",
+    "privacy.dcr_train_share",
+    "privacy.exact_copy_rate",
+    "privacy.mia_auc",
+)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One cell of the grid; ``epsilon`` is None for non-DP methods and the reference row."""
+
+    dataset: str
+    method: str
+    epsilon: float | None
+    seed: int
+
+    def label(self) -> str:
+        budget = "" if self.epsilon is None else f" eps={self.epsilon:g}"
+        return f"{self.dataset} {self.method}{budget} seed={self.seed}"
+
+
+def is_dp(method: str) -> bool:
+    """Whether ``method`` (privsynth or peer) is differentially private; raises for unknown names."""
+    if peers.is_peer(method):
+        return peers.peer_method(method).differentially_private
+    methods = available()
+    if method not in methods:
+        known = ", ".join([*methods, *peers.PEER_METHODS])
+        raise ParameterError(f"unknown method '{method}'; privsynth methods and peers: {known}")
+    return bool(methods[method].differentially_private)
+
+
+def plan_runs(
+    datasets: Sequence[str], methods: Sequence[str], epsilons: Sequence[float], seeds: Sequence[int]
+) -> list[RunKey]:
+    """The grid in run order: per dataset, each method's budgets and seeds (non-DP methods once per seed)."""
+    for name in datasets:
+        dataset_info(name)
+    if not methods:
+        raise ParameterError("give at least one method")
+    for epsilon in epsilons:
+        if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+            raise ParameterError(f"every epsilon must be a positive number, not {epsilon!r}")
+    dp = {method: is_dp(method) for method in methods}
+    if any(dp.values()) and not epsilons:
+        raise ParameterError(f"DP method(s) {[m for m in methods if dp[m]]} need at least one epsilon")
+    keys: list[RunKey] = []
+    for dataset in datasets:
+        for method in methods:
+            budgets: Sequence[float | None] = [float(e) for e in epsilons] if dp[method] else [None]
+            keys.extend(RunKey(dataset, method, epsilon, seed) for epsilon in budgets for seed in seeds)
+    return keys
+
+
+def run_bench(
+    datasets: Sequence[str],
+    methods: Sequence[str],
+    epsilons: Sequence[float] = (1.0,),
+    seeds: int | Sequence[int] = 1,
+    rows: int | None = None,
+    out_dir: str | Path = "bench",
+    *,
+    delta: float = DEFAULT_DELTA,
+    overwrite: bool = False,
+    resume: bool = False,
+    timeout: float | None = None,
+    evaluate_seed: int = 0,
+    limit: int | None = None,
+    peer_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the grid, writing ``results.jsonl`` as it goes, then ``results.csv`` and ``leaderboard.html``.
+
+    ``seeds`` is a count (seeds 0..K-1) or the seeds themselves; ``rows`` the synthetic rows per run (default:
+    the train split's size). ``timeout`` bounds each peer run in seconds. ``limit`` keeps only the first
+    ``limit`` rows of each split (for quick checks; results on a slice are not comparable with full runs).
+    ``out_dir`` must not hold results unless ``overwrite`` (start afresh) or ``resume`` (keep finished runs,
+    redo failed and missing ones). ``peer_options`` maps a peer to constructor arguments over its defaults
+    (``{"sdv-ctgan": {"epochs": 100}}``); they are recorded in each row's details. Returns every row of the
+    results file.
+    """
+    seed_list = _seed_list(seeds)
+    for name, value in (("rows", rows), ("limit", limit)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ParameterError(f"{name} must be a positive whole number, not {value!r}")
+    if not 0 < delta < 1:
+        raise ParameterError(f"delta must be between 0 and 1, not {delta!r}")
+    keys = plan_runs(datasets, methods, epsilons, seed_list)
+    unknown = [m for m in (peer_options or {}) if m not in methods or not peers.is_peer(m)]
+    if unknown:
+        raise ParameterError(f"peer options given for {unknown}, which are not peers in this run ({list(methods)})")
+    folder = Path(out_dir)
+    results_path = folder / RESULTS_JSONL
+    done = _prepare_output(folder, overwrite=overwrite, resume=resume)
+    for method in dict.fromkeys(methods):
+        if peers.is_peer(method) and (problem := peers.peer_status(method)) is not None:
+            logger.warning("%s; its runs will be recorded as failed", problem)
+    total = len(keys) + len(datasets)
+    finished = 0
+    for dataset in datasets:
+        info = dataset_info(dataset)
+        train = load_dataset(dataset, "train").iloc[:limit].reset_index(drop=True)
+        holdout = load_dataset(dataset, "holdout").iloc[:limit].reset_index(drop=True)
+        schema = Schema.infer(train)
+        context = _Context(
+            dataset, train, holdout, schema, info.target, info.sensitive, rows or len(train), dict(peer_options or {})
+        )
+        todo = [k for k in keys if k.dataset == dataset]
+        reference = RunKey(dataset, REFERENCE_METHOD, None, 0)
+        for key in [*todo, reference]:
+            progress("bench", finished, total, key.label())
+            options = context.peer_options.get(key.method, {})
+            if _key_id(key, options) in done:
+                logger.info("%s: already in %s, skipped", key.label(), results_path)
+            else:
+                if key.method == REFERENCE_METHOD:
+                    row = _reference_row(context, key, evaluate_seed)
+                else:
+                    row = _run_one(context, key, delta=delta, timeout=timeout, evaluate_seed=evaluate_seed)
+                _append(results_path, row)
+                done.add(_key_id(key, options))
+            finished += 1
+    progress("bench", total, total, "writing results")
+    results = read_results(results_path)
+    write_csv(results, folder / RESULTS_CSV)
+    from privsynth.bench.leaderboard import write_leaderboard
+
+    write_leaderboard(results, folder / LEADERBOARD_HTML)
+    progress("bench", total, total, "done")
+    return results
+
+
+@dataclass(frozen=True)
+class _Context:
+    dataset: str
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    schema: Schema
+    target: str
+    sensitive: str | None
+    rows: int
+    peer_options: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, bool):
+        raise ParameterError(f"seeds must be a count or a list of whole numbers, not {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ParameterError(f"the number of seeds must be at least 1, not {seeds}")
+        return list(range(seeds))
+    chosen = list(seeds)
+    if not chosen or not all(isinstance(s, int) and not isinstance(s, bool) for s in chosen):
+        raise ParameterError(f"seeds must be a count or a non-empty list of whole numbers, not {seeds!r}")
+    return chosen
+
+
+def _prepare_output(folder: Path, *, overwrite: bool, resume: bool) -> set[str]:
+    """Make ``folder``; return the ids of finished runs to skip when resuming."""
+    if overwrite and resume:
+        raise ParameterError("choose either overwrite (start afresh) or resume (keep finished runs), not both")
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / RESULTS_JSONL
+    if results.exists() and not (overwrite or resume):
+        raise OutputExistsError(
+            f"{results} already exists; pass overwrite to start afresh or resume to keep its finished runs"
+        )
+    if overwrite:
+        for name in (RESULTS_JSONL, RESULTS_CSV, LEADERBOARD_HTML):
+            (folder / name).unlink(missing_ok=True)
+        return set()
+    if not results.exists():
+        return set()
+    return {_row_id(row) for row in read_results(results) if row.get("status") == "ok"}
+
+
+def _key_id(key: RunKey, options: Mapping[str, Any]) -> str:
+    """What makes a run the same run when resuming: the cell and the peer options it ran with."""
+    return json.dumps([key.dataset, key.method, key.epsilon, key.seed, dict(options)], sort_keys=True)
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    epsilon = None if row.get("epsilon") is None else float(row["epsilon"])
+    key = RunKey(row["dataset"], row["method"], epsilon, row["seed"])
+    return _key_id(key, row.get("options") or {})
+
+
+def _base_row(context: _Context, key: RunKey, delta: float | None) -> dict[str, Any]:
+    return {
+        "dataset": key.dataset,
+        "method": key.method,
+        "source": "reference"
+        if key.method == REFERENCE_METHOD
+        else "peer"
+        if peers.is_peer(key.method)
+        else "privsynth",
+        "dp": key.epsilon is not None,
+        "epsilon": key.epsilon,
+        "delta": delta if key.epsilon is not None else None,
+        "seed": key.seed,
+        "options": dict(context.peer_options.get(key.method, {})),
+        "train_rows": len(context.train),
+        "rows": context.rows,
+        "status": "ok",
+        "error": None,
+        "fit_seconds": None,
+        "sample_seconds": None,
+        "evaluate_seconds": None,
+        "total_seconds": None,
+        "metrics": {},
+        "details": {},
+        "privsynth_version": __version__,
+        "finished_at": None,
+    }
+
+
+def _run_one(
+    context: _Context, key: RunKey, *, delta: float, timeout: float | None, evaluate_seed: int
+) -> dict[str, Any]:
+    """Fit, sample and evaluate one cell; any failure is recorded in the row, never raised."""
+    row = _base_row(context, key, delta)
+    started = time.perf_counter()
+    try:
+        synthetic, fit_seconds, sample_seconds, details = _generate(context, key, delta=delta, timeout=timeout)
+        row.update(fit_seconds=round(fit_seconds, 3), sample_seconds=round(sample_seconds, 3), details=details)
+        budget = {"epsilon": key.epsilon, "delta": delta} if key.epsilon is not None else None
+        evaluated = time.perf_counter()
+        report = evaluate(
+            context.train,
+            synthetic,
+            holdout=context.holdout,
+            target=context.target,
+            sensitive=context.sensitive,
+            schema=context.schema,
+            seed=evaluate_seed,
+            privacy_budget=budget,
+        )
+        row["evaluate_seconds"] = round(time.perf_counter() - evaluated, 3)
+        row["metrics"] = _metric_values(report)
+        row["rows"] = len(synthetic)
+    except Exception as exc:  # a failing method must not stop the bench: record it and go on
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        logger.warning("%s failed: %s", key.label(), row["error"])
+    row["total_seconds"] = round(time.perf_counter() - started, 3)
+    row["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return row
+
+
+def _generate(
+    context: _Context, key: RunKey, *, delta: float, timeout: float | None
+) -> tuple[pd.DataFrame, float, float, dict[str, Any]]:
+    """Synthetic rows from ``key.method`` with its fit and sample seconds and what the method reports."""
+    if peers.is_peer(key.method):
+        result = peers.run_peer(
+            key.method,
+            context.train,
+            context.schema,
+            context.rows,
+            seed=key.seed,
+            epsilon=key.epsilon,
+            delta=delta if key.epsilon is not None else None,
+            timeout=timeout,
+            options=context.peer_options.get(key.method),
+        )
+        return result.data, result.fit_seconds, result.sample_seconds, result.details
+    synthesizer = create(key.method)
+    start = time.perf_counter()
+    if key.epsilon is not None:
+        synthesizer.fit(context.train, context.schema, epsilon=key.epsilon, delta=delta)
+    else:
+        synthesizer.fit(context.train, context.schema)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    synthetic = synthesizer.sample(context.rows, seed=key.seed)
+    sample_seconds = time.perf_counter() - start
+    details = {"params": _plain(synthesizer.get_params())}
+    return synthetic, fit_seconds, sample_seconds, details
+
+
+def _reference_row(context: _Context, key: RunKey, evaluate_seed: int) -> dict[str, Any]:
+    """The real holdout scored as if it were synthetic: fidelity and diversity of an independent real sample.
+
+    Utility and privacy need rows the "generator" never saw, which the holdout cannot be for itself: the row's
+    ``utility.tstr`` is the TRTR of the runs (a model trained on the real train split), the ceiling to aim at.
+    """
+    row = _base_row(context, key, None)
+    row["rows"] = len(context.holdout)
+    started = time.perf_counter()
+    try:
+        report = evaluate(
+            context.train,
+            context.holdout,
+            target=context.target,
+            sensitive=context.sensitive,
+            schema=context.schema,
+            seed=evaluate_seed,
+        )
+        row["metrics"] = _metric_values(report)
+        row["evaluate_seconds"] = round(time.perf_counter() - started, 3)
+        row["details"] = {"note": "real holdout rows scored as synthetic; utility.tstr is filled with the TRTR"}
+    except Exception as exc:  # the reference is informative; its failure must not stop the bench either
+        row["status"] = "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        logger.warning("%s failed: %s", key.label(), row["error"])
+    row["total_seconds"] = round(time.perf_counter() - started, 3)
+    row["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return row
+
+
+def _metric_values(report: Report) -> dict[str, float | None]:
+    return {key: None if v is None or not math.isfinite(v) else float(v) for key, v in report.values().items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready hyperparameters (tuples as lists, anything else unknown as its repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, allow_nan=False) + "\n")
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.jsonl``; the reference rows get the dataset's TRTR as their TSTR."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    trtr: dict[str, float] = {}
+    for row in rows:
+        value = row.get("metrics", {}).get("utility.trtr")
+        if row["method"] != REFERENCE_METHOD and value is not None:
+            trtr.setdefault(row["dataset"], value)
+    for row in rows:
+        if row["method"] == REFERENCE_METHOD and row["dataset"] in trtr:
+            row["metrics"]["utility.tstr"] = trtr[row["dataset"]]
+            row["metrics"]["utility.trtr"] = trtr[row["dataset"]]
+    return rows
+
+
+def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One line per run: identity, timing, status, the key metrics first and then every other metric."""
+    metric_keys = list(KEY_METRICS) + sorted({k for r in rows for k in r.get("metrics", {})} - set(KEY_METRICS))
+    identity = [
+        "dataset",
+        "method",
+        "source",
+        "dp",
+        "epsilon",
+        "delta",
+        "seed",
+        "rows",
+        "train_rows",
+        "status",
+        "fit_seconds",
+        "sample_seconds",
+        "evaluate_seconds",
+        "total_seconds",
+    ]
+    records = [
+        {
+            **{k: row.get(k) for k in identity},
+            **{k: row.get("metrics", {}).get(k) for k in metric_keys},
+            "error": row.get("error"),
+        }
+        for row in rows
+    ]
+    return pd.DataFrame.from_records(records, columns=[*identity, *metric_keys, "error"])
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    target = Path(path)
+    results_frame(rows).to_csv(target, index=False)
+    return target
+
+
+# ---- rows scaling ------------------------------------------------------------------------------------------------
+
+SCALING_JSON = "scaling.json"
+SCALING_PNG = "scaling.png"
+
+
+@dataclass(frozen=True)
+class ScalingPoint:
+    """Utility of synthetic sets of one size: mean TSTR over seeds and the loss ``1 - TSTR``."""
+
+    rows: int
+    tstr: float
+    loss: float
+    tstr_by_seed: list[float]
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """``loss(n) = a * n ** -b + c``: ``c`` is the plateau more synthetic rows cannot get below."""
+
+    a: float
+    b: float
+    c: float
+    errors: dict[str, float | None]
+
+    def __call__(self, rows: float | np.ndarray) -> Any:
+        return self.a * np.power(np.asarray(rows, dtype=float), -self.b) + self.c
+
+
+@dataclass
+class ScalingResult:
+    """Utility against synthetic rows for one fitted model, the fitted power law and where it was written."""
+
+    dataset: str
+    method: str
+    epsilon: float | None
+    points: list[ScalingPoint]
+    law: PowerLaw | None
+    trtr: float | None
+    fit_seconds: float
+    paths: list[Path]
+
+    def predict(self, rows: float) -> float:
+        return float("nan") if self.law is None else float(self.law(rows))
+
+    def describe(self) -> str:
+        if self.law is None:
+            return "the power law could not be fitted (fewer than 3 sizes or no convergence)"
+        law = self.law
+        reference = "" if self.trtr is None else f"; a model trained on the real train split loses {1 - self.trtr:.4f}"
+        spread = law.errors.get("c")
+        if spread is None or spread > max(0.02, law.c):
+            shown = "unknown" if spread is None else f"{spread:.2g}"
+            return (
+                f"loss(n) = {law.a:.4g} * n^-{law.b:.3g} + {law.c:.4f}, but these sizes do not determine the plateau "
+                f"(standard error of c: {shown}): the loss is still falling; try larger sizes or more seeds{reference}"
+            )
+        return (
+            f"loss(n) = {law.a:.4g} * n^-{law.b:.3g} + {law.c:.4f}: the plateau (1 - TSTR with unlimited synthetic "
+            f"rows) is {law.c:.4f} +- {spread:.2g}, TSTR {1 - law.c:.4f}{reference}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "method": self.method,
+            "epsilon": self.epsilon,
+            "loss": "1 - utility.tstr (AUC for classification targets, R^2 for regression)",
+            "points": [vars(p) for p in self.points],
+            "power_law": None
+            if self.law is None
+            else {"a": self.law.a, "b": self.law.b, "plateau_c": self.law.c, "standard_errors": self.law.errors},
+            "trtr": self.trtr,
+            "fit_seconds": round(self.fit_seconds, 3),
+            "description": self.describe(),
+            "privsynth_version": __version__,
+        }
+
+
+def fit_power_law(rows: Sequence[float], loss: Sequence[float]) -> PowerLaw | None:
+    """Least-squares fit of ``loss = a * rows ** -b + c`` (scipy's ``curve_fit``) with a, b, c >= 0.
+
+    Returns None with fewer than three sizes or when the fit does not converge.
+    """
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    x = np.asarray(rows, dtype=float)
+    y = np.asarray(loss, dtype=float)
+    if len(x) < 3 or len(np.unique(x)) < 3:
+        return None
+
+    def law(n: np.ndarray, a: float, b: float, c: float) -> Any:
+        return a * np.power(n, -b) + c
+
+    c0 = max(0.0, float(y.min()) * 0.9)
+    b0 = 0.5
+    a0 = max(1e-9, float(y.max() - c0)) * float(x.min()) ** b0
+    try:
+        with warnings.catch_warnings():
+            # With as many sizes as parameters the covariance is undefined: the errors are None then.
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, covariance = curve_fit(
+                law, x, y, p0=(a0, b0, c0), bounds=([0.0, 0.0, 0.0], [np.inf, 4.0, np.inf]), maxfev=20_000
+            )
+    except (RuntimeError, ValueError) as exc:
+        logger.info("power-law fit failed: %s", exc)
+        return None
+    with np.errstate(invalid="ignore"):
+        spread = np.sqrt(np.diag(covariance))
+    errors = {name: float(e) if np.isfinite(e) else None for name, e in zip("abc", spread, strict=True)}
+    return PowerLaw(float(params[0]), float(params[1]), float(params[2]), errors)
+
+
+def run_scaling(
+    dataset: str,
+    method: str,
+    rows_grid: Sequence[int],
+    *,
+    epsilon: float | None = None,
+    delta: float = DEFAULT_DELTA,
+    seeds: int | Sequence[int] = 2,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    evaluate_seed: int = 0,
+) -> ScalingResult:
+    """TSTR of synthetic sets of growing size drawn from one fitted model, with a power law fitted to 1 - TSTR.
+
+    A privsynth method is fitted once and sampled at each size with each seed; a peer runs once for the
+    largest size times the number of seeds, and each set is a disjoint slice of that output. Writes
+    ``scaling.json`` and ``scaling.png`` into ``out_dir`` when given.
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    from privsynth.evaluate._data import prepare
+    from privsynth.evaluate.utility import utility
+
+    sizes = sorted({int(n) for n in rows_grid})
+    if not sizes or sizes[0] < 10:
+        raise ParameterError(f"rows_grid needs sizes of at least 10 rows, not {list(rows_grid)!r}")
+    seed_list = _seed_list(seeds)
+    if is_dp(method) != (epsilon is not None):
+        need = "needs an epsilon" if epsilon is None else "is not differentially private and takes no epsilon"
+        raise ParameterError(f"'{method}' {need}")
+    folder = None if out_dir is None else Path(out_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if (folder / SCALING_JSON).exists() and not overwrite:
+            raise OutputExistsError(f"{folder / SCALING_JSON} already exists; pass overwrite to replace it")
+    info = dataset_info(dataset)
+    train = load_dataset(dataset, "train")
+    holdout = load_dataset(dataset, "holdout")
+    schema = Schema.infer(train)
+    context = _Context(dataset, train, holdout, schema, info.target, info.sensitive, max(sizes) * len(seed_list))
+    started = time.perf_counter()
+    progress("scaling", 0, len(sizes) * len(seed_list) + 1, f"fitting {method}")
+    draw = _sampler(context, method, epsilon, delta, sizes, seed_list)
+    fit_seconds = time.perf_counter() - started
+    points: list[ScalingPoint] = []
+    trtr: float | None = None
+    step = 1
+    for n in sizes:
+        scores: list[float] = []
+        for index, seed in enumerate(seed_list):
+            progress("scaling", step, len(sizes) * len(seed_list) + 1, f"{n:,} rows, seed {seed}")
+            data = prepare(train, draw(n, index, seed), holdout, info.target, None, schema)
+            with threadpool_limits(limits=1, user_api="openmp"):
+                section, _ = utility(data, evaluate_seed)
+            values = {m.key: m.value for m in section.metrics}
+            tstr_value, trtr_value = values.get("utility.tstr"), values.get("utility.trtr")
+            scores.append(float("nan") if tstr_value is None else float(tstr_value))
+            if trtr is None and trtr_value is not None:
+                trtr = float(trtr_value)
+            step += 1
+        mean = float(np.nanmean(scores)) if not all(math.isnan(s) for s in scores) else float("nan")
+        points.append(ScalingPoint(n, mean, 1.0 - mean, scores))
+    usable = [p for p in points if math.isfinite(p.loss)]
+    law = fit_power_law([p.rows for p in usable], [p.loss for p in usable])
+    result = ScalingResult(dataset, method, epsilon, points, law, trtr, fit_seconds, [])
+    if folder is not None:
+        (folder / SCALING_JSON).write_text(json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
+        from privsynth.bench.leaderboard import scaling_plot
+
+        (folder / SCALING_PNG).write_bytes(scaling_plot(result))
+        result.paths = [folder / SCALING_JSON, folder / SCALING_PNG]
+    progress("scaling", step, step, "done")
+    return result
+
+
+def _sampler(
+    context: _Context, method: str, epsilon: float | None, delta: float, sizes: Sequence[int], seeds: Sequence[int]
+) -> Callable[[int, int, int], pd.DataFrame]:
+    """A function (rows, seed index, seed) -> synthetic rows, all from one fitted model."""
+    if peers.is_peer(method):
+        result = peers.run_peer(
+            method,
+            context.train,
+            context.schema,
+            max(sizes) * len(seeds),
+            seed=seeds[0],
+            epsilon=epsilon,
+            delta=delta if epsilon is not None else None,
+        )
+        pool = result.data
+
+        def from_pool(n: int, index: int, seed: int) -> pd.DataFrame:
+            start = index * max(sizes)
+            return pool.iloc[start : start + n].reset_index(drop=True)
+
+        return from_pool
+    synthesizer = create(method)
+    if epsilon is not None:
+        synthesizer.fit(context.train, context.schema, epsilon=epsilon, delta=delta)
+    else:
+        synthesizer.fit(context.train, context.schema)
+
+    def from_model(n: int, index: int, seed: int) -> pd.DataFrame:
+        return synthesizer.sample(n, seed=seed)
+
+    return from_model

@@ -1,0 +1,267 @@
+"""The bench leaderboard: results averaged over seeds, ranked per dataset, as a table and one offline HTML page.
+
+Plots are drawn with matplotlib's Agg canvas and embedded as base64 PNG, as the evaluation report does, so the
+page opens offline. The privacy-utility plot puts epsilon on the x axis and TSTR and 3-way TVD on the y axes,
+one line per DP method; non-DP methods and the real-data reference appear as horizontal lines (no budget).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+
+from privsynth.bench.harness import KEY_METRICS, REFERENCE_METHOD, ScalingResult
+
+# Higher is better for these; lower for the rest of KEY_METRICS except the ones with 0.5 ideal.
+_HIGHER = {"utility.tstr", "utility.trtr", "diversity.category_coverage", "diversity.nn_recall"}
+_HALF = {"fidelity.detection_auc", "privacy.dcr_train_share", "privacy.mia_auc"}
+_LABELS = {
+    "utility.tstr": "TSTR",
+    "utility.trtr": "TRTR",
+    "fidelity.tvd_1way": "1-way TVD",
+    "fidelity.tvd_2way": "2-way TVD",
+    "fidelity.tvd_3way": "3-way TVD",
+    "fidelity.detection_auc": "detection AUC",
+    "fidelity.correlation_diff": "assoc. diff",
+    "diversity.category_coverage": "category coverage",
+    "diversity.nn_recall": "k-NN recall",
+    "privacy.dcr_train_share": "DCR train share",
+    "privacy.exact_copy_rate": "exact copies",
+    "privacy.mia_auc": "MIA AUC",
+}
+_TIMES = ("fit_seconds", "sample_seconds", "evaluate_seconds", "seconds")
+
+_environment = jinja2.Environment(
+    loader=jinja2.PackageLoader("privsynth.bench", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_environment.filters["number"] = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def leaderboard_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (dataset, method, epsilon): means over successful seeds, ranked per dataset by TSTR.
+
+    Ties in TSTR (and rows without one) are ordered by 3-way TVD; runs with peer options are rows of their own.
+    The reference row is listed last with rank ``ref``; cells whose every run failed are listed with rank ``-``
+    and their last error.
+    """
+    groups: dict[tuple[str, str, float | None], list[dict[str, Any]]] = {}
+    for row in results:
+        groups.setdefault((row["dataset"], method_label(row), row.get("epsilon")), []).append(row)
+    table: list[dict[str, Any]] = []
+    for (dataset, method, epsilon), rows in groups.items():
+        ok = [r for r in rows if r.get("status") == "ok"]
+        entry: dict[str, Any] = {
+            "dataset": dataset,
+            "method": method,
+            "epsilon": "-" if epsilon is None else f"{epsilon:g}",
+            "epsilon_value": epsilon,
+            "source": rows[0].get("source", ""),
+            "runs": f"{len(ok)}/{len(rows)}",
+            "error": None if ok else rows[-1].get("error"),
+        }
+        for key in KEY_METRICS:
+            entry[key] = _mean([r.get("metrics", {}).get(key) for r in ok])
+        for key in _TIMES[:-1]:
+            entry[key] = _mean([r.get(key) for r in ok])
+        entry["seconds"] = _mean([r.get("total_seconds") for r in ok])
+        table.append(entry)
+    ranked: list[dict[str, Any]] = []
+    for dataset in dict.fromkeys(e["dataset"] for e in table):
+        entries = [e for e in table if e["dataset"] == dataset]
+        scored = [e for e in entries if e["method"] != REFERENCE_METHOD and e["error"] is None]
+        scored.sort(key=lambda e: (-_or(e["utility.tstr"], -math.inf), _or(e["fidelity.tvd_3way"], math.inf)))
+        for rank, entry in enumerate(scored, start=1):
+            entry["rank"] = str(rank)
+        failed = [e for e in entries if e["method"] != REFERENCE_METHOD and e["error"] is not None]
+        for entry in failed:
+            entry["rank"] = "-"
+        reference = [e for e in entries if e["method"] == REFERENCE_METHOD]
+        for entry in reference:
+            entry["rank"] = "ref"
+        ranked.extend([*scored, *failed, *reference])
+    return ranked
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """The method with the options it ran with, ``sdv-ctgan (epochs=30)``, so variants are not averaged together."""
+    options = row.get("options") or {}
+    if not options:
+        return str(row["method"])
+    return f"{row['method']} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(present)) if present else None
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def write_leaderboard(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write the leaderboard page (tables per dataset, privacy-utility and timing plots) to ``path``."""
+    target = Path(path)
+    target.write_text(render_leaderboard(results), encoding="utf-8")
+    return target
+
+
+def render_leaderboard(results: Sequence[dict[str, Any]]) -> str:
+    table = leaderboard_table(results)
+    datasets = list(dict.fromkeys(e["dataset"] for e in table))
+    failures = [r for r in results if r.get("status") != "ok"]
+    colours = _colours([e["method"] for e in table])  # one colour per method on every dataset's plot
+    context = {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "runs": len(results),
+        "failures": failures,
+        "datasets": [
+            {
+                "name": name,
+                "rows": [e for e in table if e["dataset"] == name],
+                "tradeoff_image": _tradeoff_plot([e for e in table if e["dataset"] == name], name, colours),
+            }
+            for name in datasets
+        ],
+        "metrics": [(key, _LABELS[key], _reading(key)) for key in KEY_METRICS],
+        "timing_image": _timing_plot(table) if table else None,
+        "versions": sorted({r.get("privsynth_version", "") for r in results}),
+        "peer_versions": sorted(
+            {
+                f"{r['details']['library']} {r['details']['version']}"
+                for r in results
+                if r.get("source") == "peer" and r.get("details", {}).get("library")
+            }
+        ),
+    }
+    return _environment.get_template("leaderboard.html.j2").render(**context)
+
+
+def _reading(key: str) -> str:
+    return "higher is better" if key in _HIGHER else "0.5 is ideal" if key in _HALF else "lower is better"
+
+
+def _png(figure: Figure) -> str:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _tradeoff_plot(entries: Sequence[dict[str, Any]], dataset: str, colours: dict[str, str]) -> str | None:
+    """epsilon against TSTR and against 3-way TVD; budget-free methods as dashed horizontal lines."""
+    usable = [e for e in entries if e["error"] is None]
+    if not usable:
+        return None
+    figure = Figure(figsize=(10, 3.4))
+    panels = figure.subplots(1, 2)
+    epsilons = sorted({e["epsilon_value"] for e in usable if e["epsilon_value"] is not None})
+    span = (min(epsilons) / 1.5, max(epsilons) * 1.5) if epsilons else (0.5, 2.0)
+    for axes, key in zip(panels, ("utility.tstr", "fidelity.tvd_3way"), strict=True):
+        for method in dict.fromkeys(e["method"] for e in usable):
+            points = sorted(
+                (e["epsilon_value"], e[key]) for e in usable if e["method"] == method and e["epsilon_value"] is not None
+            )
+            points = [(x, y) for x, y in points if y is not None]
+            flat = [e[key] for e in usable if e["method"] == method and e["epsilon_value"] is None]
+            if points:
+                axes.plot(*zip(*points, strict=True), marker="o", color=colours[method], label=method)
+            elif flat and flat[0] is not None:
+                style = ":" if method == REFERENCE_METHOD else "--"
+                label = f"{method} (real data)" if method == REFERENCE_METHOD else f"{method} (no DP)"
+                axes.hlines(flat[0], *span, colors=colours[method], linestyles=style, label=label)
+        axes.set_xscale("log")
+        axes.set_xlim(*span)
+        axes.xaxis.set_major_locator(FixedLocator(epsilons or [1.0]))
+        axes.xaxis.set_major_formatter(FixedFormatter([f"{e:g}" for e in epsilons] or [""]))
+        axes.xaxis.set_minor_locator(NullLocator())
+        axes.set_xlabel("epsilon (log scale)", fontsize=8)
+        axes.set_ylabel(f"{_LABELS[key]} ({_reading(key)})", fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+    panels[0].set_title(f"{dataset}: utility (train on synthetic, test on real)", fontsize=9)
+    panels[1].set_title(f"{dataset}: 3-way marginal distance", fontsize=9)
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(5, max(1, len(labels))), fontsize=7, frameon=False)
+    figure.subplots_adjust(bottom=0.3)
+    return _png(figure)
+
+
+def _timing_plot(table: Sequence[dict[str, Any]]) -> str | None:
+    """Mean fit, sample and evaluate seconds per method and dataset (log scale)."""
+    entries = [e for e in table if e["error"] is None and e["method"] != REFERENCE_METHOD]
+    if not entries:
+        return None
+    labels = [
+        f"{e['dataset']} {e['method']}" + ("" if e["epsilon"] == "-" else f" eps={e['epsilon']}") for e in entries
+    ]
+    positions = np.arange(len(entries))
+    figure = Figure(figsize=(9, max(2.5, 0.28 * len(entries) + 1)))
+    axes = figure.subplots()
+    left = np.zeros(len(entries))
+    for key, colour in (("fit_seconds", "#4c72b0"), ("sample_seconds", "#dd8452"), ("evaluate_seconds", "#55a868")):
+        values = np.array([_or(e[key], 0.0) for e in entries])
+        axes.barh(positions, values, left=left, color=colour, label=key.replace("_seconds", ""))
+        left += values
+    axes.set_yticks(positions, labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel("seconds (mean over seeds)", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.legend(fontsize=7, frameon=False)
+    axes.set_title("wall time per run", fontsize=9)
+    return _png(figure)
+
+
+def _colours(methods: Sequence[str]) -> dict[str, str]:
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
+    unique = [m for m in dict.fromkeys(methods) if m != REFERENCE_METHOD]
+    colours = {method: palette[i % len(palette)] for i, method in enumerate(unique)}
+    colours[REFERENCE_METHOD] = "#222222"
+    return colours
+
+
+def scaling_plot(result: ScalingResult) -> bytes:
+    """PNG of 1 - TSTR against synthetic rows (log x), per-seed points, the fitted power law and its plateau."""
+    figure = Figure(figsize=(6, 3.6))
+    axes = figure.subplots()
+    rows = np.array([p.rows for p in result.points], dtype=float)
+    for point in result.points:
+        seeds = [1 - s for s in point.tstr_by_seed if math.isfinite(s)]
+        axes.scatter([point.rows] * len(seeds), seeds, color="#4c72b0", alpha=0.4, s=12)
+    axes.plot(rows, [p.loss for p in result.points], "o", color="#4c72b0", label="1 - TSTR (mean over seeds)")
+    if result.law is not None:
+        grid = np.geomspace(rows.min(), rows.max() * 4, 200)
+        law = result.law
+        axes.plot(grid, law(grid), color="#dd8452", label=f"{law.a:.3g} n^-{law.b:.2g} + {law.c:.4f}")
+        spread = law.errors.get("c")
+        plus = "" if spread is None else f" +- {spread:.2g}"
+        axes.axhline(law.c, color="#dd8452", linestyle=":", label=f"plateau c = {law.c:.4f}{plus}")
+    if result.trtr is not None:
+        axes.axhline(1 - result.trtr, color="#55a868", linestyle="--", label=f"real train rows: {1 - result.trtr:.4f}")
+    axes.set_xscale("log")
+    axes.set_xlabel("synthetic rows", fontsize=8)
+    axes.set_ylabel("utility loss 1 - TSTR", fontsize=8)
+    budget = "" if result.epsilon is None else f", epsilon {result.epsilon:g}"
+    axes.set_title(f"{result.dataset}: {result.method}{budget}", fontsize=9)
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, frameon=False)
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()

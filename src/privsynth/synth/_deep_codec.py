@@ -1,0 +1,325 @@
+"""Tokens for the deep generators: each column becomes a small vocabulary, and tokens decode back to values.
+
+- Categories are tokens; categories seen fewer than ``rare`` times share one *other* token, which decodes to one
+  of them by frequency (the network never learns a rare value's own associations).
+- Numbers (and datetimes, as nanoseconds) with at most ``bins`` distinct values are tokens for their exact
+  values. Others are cut into up to ``bins`` quantile bins; a bin decodes through its own quantile function
+  (``within`` points), so values are spread inside the bin as the real ones are: exactly for bins that hold
+  few distinct values, linearly interpolated for continuous ones. Never a constant midpoint.
+- A missing value is its own token.
+
+These codecs read the data (categories, quantiles): they serve the non-private ``deep`` method. ``dp-deep``
+uses :class:`DomainCodec`, built on the public or DP-learned domains of :mod:`privsynth.synth.domain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.binning import OUTSIDE, Categories, category_key
+from privsynth.data.schema import Column, Kind
+from privsynth.errors import DataError, ParameterError
+from privsynth.synth.domain import ColumnDomain
+from privsynth.synth.restore import restore_dtype
+
+
+class Codec(Protocol):
+    """How one column maps to tokens ``0 .. size-1`` and back."""
+
+    @property
+    def column(self) -> Column: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """Token of each value."""
+        ...
+
+    def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        """Values for ``tokens`` in the column's dtype (post-processing)."""
+        ...
+
+    def condition(self, value: Any) -> tuple[int, Any]:
+        """The token that holds a condition ``value`` and the exact value to output for it."""
+        ...
+
+    def restore(self, values: pd.Series) -> pd.Series:
+        """Condition values (one per row) in the column's dtype."""
+        ...
+
+    def categories(self) -> list[Any]:
+        """The categories this codec can produce (empty for numbers)."""
+        ...
+
+
+def fit_codec(column: Column, data: pd.Series, *, bins: int, within: int, rare: int) -> Codec:
+    """The codec for ``column`` learned from its values ``data`` (non-private)."""
+    if column.kind is Kind.CATEGORICAL:
+        return CategoryCodec.fit(column, data, rare)
+    if column.kind.numeric:
+        return NumberCodec.fit(column, data, bins, within)
+    raise DataError(f"the deep generator cannot model {column.kind.value} column '{column.name}'; exclude it")
+
+
+@dataclass
+class CategoryCodec:
+    """Tokens: one per frequent category, then *other* (rare and unseen categories), then *missing*."""
+
+    column: Column
+    values: list[Any]
+    rare_values: list[Any]
+    rare_weights: np.ndarray
+    other: bool
+    null: bool
+
+    @classmethod
+    def fit(cls, column: Column, data: pd.Series, rare: int) -> CategoryCodec:
+        counts = data.dropna().map(category_key).value_counts(sort=True)
+        frequent = [v for v, c in counts.items() if c >= rare]
+        rare_counts = counts[counts < rare]
+        seen = {category_key(v) for v in counts.index}
+        unseen = [v for v in column.categories or [] if category_key(v) not in seen]
+        return cls(
+            column,
+            values=frequent,
+            rare_values=list(rare_counts.index) + unseen,
+            rare_weights=np.concatenate([rare_counts.to_numpy(dtype=float), np.zeros(len(unseen))]),
+            other=len(rare_counts) > 0 or len(unseen) > 0,
+            null=bool(data.isna().any()),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.values) + int(self.other) + int(self.null)
+
+    @property
+    def _other_token(self) -> int:
+        return len(self.values)
+
+    @property
+    def _null_token(self) -> int:
+        return len(self.values) + int(self.other)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        lookup = {category_key(v): i for i, v in enumerate(self.values)}
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        cells = [lookup.get(category_key(u), self._other_token if self.other else OUTSIDE) for u in uniques]
+        cells.append(self._null_token if self.null else OUTSIDE)
+        tokens = np.asarray(cells, dtype=np.int64)[codes]
+        if (tokens == OUTSIDE).any():
+            raise DataError(f"column '{self.column.name}' holds a value the model was not fitted on")
+        return tokens
+
+    def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        out = np.empty(len(tokens), dtype=object)
+        out[:] = None
+        known = tokens < len(self.values)
+        out[known] = _objects(self.values)[tokens[known]]
+        if self.other:
+            hit = np.flatnonzero(tokens == self._other_token)
+            weights = self.rare_weights if self.rare_weights.sum() > 0 else np.ones(len(self.rare_values))
+            picks = rng.choice(len(self.rare_values), size=len(hit), p=weights / weights.sum())
+            out[hit] = _objects(self.rare_values)[picks]
+        return restore_dtype(pd.Series(out, dtype=object, name=self.column.name), self.column)
+
+    def condition(self, value: Any) -> tuple[int, Any]:
+        key = category_key(value)
+        for i, v in enumerate(self.values):
+            if category_key(v) == key:
+                return i, v
+        for v in self.rare_values:
+            if category_key(v) == key:
+                return self._other_token, v
+        raise ParameterError(f"'{value}' is not a category of '{self.column.name}' the model knows")
+
+    def restore(self, values: pd.Series) -> pd.Series:
+        return restore_dtype(values.rename(self.column.name), self.column)
+
+    def categories(self) -> list[Any]:
+        seen_rare = [v for v, w in zip(self.rare_values, self.rare_weights, strict=True) if w > 0]
+        return [*self.values, *seen_rare]
+
+
+@dataclass
+class NumberCodec:
+    """Tokens for exact values (``points``) or quantile bins (``edges``) with a quantile function per bin."""
+
+    column: Column
+    points: np.ndarray | None
+    edges: np.ndarray | None
+    support: list[np.ndarray]  # per bin: values at the cumulative probabilities ``cdf``
+    cdf: list[np.ndarray]
+    continuous: np.ndarray  # per bin: interpolate between support points (else draw them as a step function)
+    null: bool
+
+    @classmethod
+    def fit(cls, column: Column, data: pd.Series, bins: int, within: int) -> NumberCodec:
+        numbers = as_numbers(column, data)
+        present = numbers[~np.isnan(numbers)]
+        null = bool(np.isnan(numbers).any())
+        if present.size == 0:
+            raise DataError(f"column '{column.name}' has no values to learn from; exclude it in the schema")
+        distinct = np.unique(present)
+        if len(distinct) <= bins:
+            return cls(column, distinct, None, [], [], np.zeros(0, dtype=bool), null)
+        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+        index = _bin_of(edges, present)
+        support: list[np.ndarray] = []
+        cdf: list[np.ndarray] = []
+        continuous = np.zeros(len(edges) - 1, dtype=bool)
+        for b in range(len(edges) - 1):
+            inside = np.sort(present[index == b])
+            if inside.size == 0:  # a bin between repeated quantiles: decode uniformly over its width
+                support.append(edges[b : b + 2].copy())
+                cdf.append(np.array([0.0, 1.0]))
+                continuous[b] = True
+                continue
+            values, counts = np.unique(inside, return_counts=True)
+            if len(values) <= within:
+                support.append(values)
+                cdf.append(np.cumsum(counts) / counts.sum())
+            else:
+                grid = np.linspace(0.0, 1.0, within + 1)
+                support.append(np.quantile(inside, grid))
+                cdf.append(grid)
+                continuous[b] = True
+        return cls(column, None, edges, support, cdf, continuous, null)
+
+    @property
+    def bins(self) -> int:
+        return len(self.points) if self.points is not None else len(self.support)
+
+    @property
+    def size(self) -> int:
+        return self.bins + int(self.null)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        numbers = as_numbers(self.column, values)
+        missing = np.isnan(numbers)
+        if missing.any() and not self.null:
+            raise DataError(f"column '{self.column.name}' has missing values the model was not fitted on")
+        tokens = self._token_of(np.nan_to_num(numbers))
+        tokens[missing] = self.bins
+        return tokens
+
+    def _token_of(self, numbers: np.ndarray) -> np.ndarray:
+        if self.edges is not None:
+            return _bin_of(self.edges, numbers)
+        points = np.asarray(self.points)
+        right = np.clip(np.searchsorted(points, numbers), 0, len(points) - 1)
+        left = np.clip(right - 1, 0, len(points) - 1)
+        closer = np.abs(points[left] - numbers) <= np.abs(points[right] - numbers)
+        return np.where(closer, left, right).astype(np.int64)
+
+    def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        nulls = tokens >= self.bins
+        values = np.full(len(tokens), np.nan)
+        if self.points is not None:
+            values[~nulls] = self.points[tokens[~nulls]]
+        else:
+            u = rng.random(len(tokens))
+            for b in np.unique(tokens[~nulls]):
+                rows = tokens == b
+                if self.continuous[b]:
+                    values[rows] = np.interp(u[rows], self.cdf[b], self.support[b])
+                else:
+                    pick = np.minimum(np.searchsorted(self.cdf[b], u[rows], side="right"), len(self.cdf[b]) - 1)
+                    values[rows] = self.support[b][pick]
+            if self.column.kind is Kind.INTEGER:
+                values = np.round(values)
+        return from_numbers(self.column, values)
+
+    def condition(self, value: Any) -> tuple[int, Any]:
+        number = float(as_numbers(self.column, pd.Series([value]))[0])
+        return int(self._token_of(np.array([number]))[0]), value
+
+    def restore(self, values: pd.Series) -> pd.Series:
+        return from_numbers(self.column, as_numbers(self.column, values))
+
+    def categories(self) -> list[Any]:
+        return []
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """``values`` as a 1-d object array (whatever the values are)."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def _bin_of(edges: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """Bin ``[edges[i], edges[i+1])`` of each number; the last bin also holds the top edge, outliers clip."""
+    return np.clip(np.searchsorted(edges, numbers, side="right") - 1, 0, len(edges) - 2).astype(np.int64)
+
+
+@dataclass
+class DomainCodec:
+    """A codec over a public or DP-learned :class:`~privsynth.synth.domain.ColumnDomain` (``dp-deep``)."""
+
+    domain: ColumnDomain
+
+    @property
+    def column(self) -> Column:
+        return self.domain.column
+
+    @property
+    def size(self) -> int:
+        return self.domain.size
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        tokens = self.domain.encode(values)
+        if (tokens == OUTSIDE).any():
+            bad = values[tokens == OUTSIDE].iloc[0]
+            raise DataError(
+                f"column '{self.column.name}' holds {bad!r}, which fits none of its domain's cells; "
+                "add it to the schema's public categories or allow missing values (nullable: true)"
+            )
+        return np.asarray(tokens, dtype=np.int64)
+
+    def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        return self.domain.decode(tokens, rng)
+
+    def condition(self, value: Any) -> tuple[int, Any]:
+        return self.domain.cell_of(value), value
+
+    def restore(self, values: pd.Series) -> pd.Series:
+        # Bounds that are not public were read from the data: never clip to them.
+        column = self.column if self.column.public else dataclasses.replace(self.column, bounds=None)
+        if column.kind.numeric:
+            return from_numbers(column, as_numbers(column, values))
+        return restore_dtype(values.rename(column.name), column)
+
+    def categories(self) -> list[Any]:
+        binning = self.domain.binning
+        return [*binning.values, *self.domain.other_values] if isinstance(binning, Categories) else []
+
+
+def as_numbers(column: Column, data: pd.Series) -> np.ndarray:
+    """Numbers as floats (datetimes as nanoseconds since the epoch), NaN for missing."""
+    if column.kind is Kind.DATETIME:
+        stamps = pd.to_datetime(data, format="mixed")
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        out = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
+        out[stamps.isna().to_numpy()] = np.nan
+        return out
+    numbers = pd.to_numeric(data, errors="coerce")
+    bad = data.notna() & numbers.isna()
+    if bad.any():
+        raise DataError(f"column '{column.name}' is {column.kind.value} but holds {data[bad].iloc[0]!r}")
+    return numbers.to_numpy(dtype=float)
+
+
+def from_numbers(column: Column, values: np.ndarray) -> pd.Series:
+    """Numbers back to the column's values and dtype (datetimes from nanoseconds)."""
+    if column.kind is Kind.DATETIME:
+        stamps = pd.Series(pd.to_datetime(values, unit="ns"), name=column.name)
+        return restore_dtype(stamps, column)
+    return restore_dtype(pd.Series(values, name=column.name), column)

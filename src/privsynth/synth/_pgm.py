@@ -1,0 +1,484 @@
+"""Private-PGM estimation through ``mbi``, and the fitted graphical model in plain numpy.
+
+``mbi`` 2 (McKenna, Sheldon and Miklau, "Graphical-model based estimation and inference for differential
+privacy", ICML 2019) finds the graphical model whose marginals best fit a set of noisy marginals, by mirror
+descent compiled with JAX. Everything after that step runs here, in numpy, on the model's junction tree:
+marginals of any attribute set (AIM scores hundreds of candidates a round, and mbi compiles one JAX program per
+out-of-model marginal), conditioning on evidence, and sampling from a seeded generator. A fitted :class:`Model`
+holds numpy arrays only, so it pickles, and sampling needs neither JAX nor the data.
+
+Importing this module switches JAX to 64-bit floats and off its persistent compilation cache, for the whole
+process, as mbi asks: in 32 bits its estimates stall on tables of more than about 100,000 rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+# mbi compiles many small programs, which a persistent compilation cache only slows down (mbi warns otherwise).
+jax.config.update("jax_enable_compilation_cache", False)  # type: ignore[no-untyped-call]
+
+import mbi  # type: ignore[import-untyped]  # noqa: E402  (after the float64 switch: mbi warns on import otherwise)
+from mbi import estimation, junction_tree, marginal_loss  # noqa: E402
+
+__all__ = ["Clique", "Model", "NoisyMarginal", "estimate", "independent", "model_size_mb", "total_from"]
+
+Clique = tuple[str, ...]
+Factor = tuple[Clique, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NoisyMarginal:
+    """A marginal released with Gaussian noise of standard deviation ``sigma``, flattened in ``clique`` order.
+
+    ``weights`` scale the model's cells before they are compared with ``values`` (MST measures a merged cell
+    of k rare values as its count over sqrt(k)); ``None`` is a plain marginal.
+    """
+
+    clique: Clique
+    values: np.ndarray
+    sigma: float
+    weights: np.ndarray | None = None
+
+
+def total_from(measurements: Sequence[NoisyMarginal]) -> float:
+    """The number of records, estimated from noisy marginals as their inverse-variance weighted total.
+
+    Only plain marginals count (a weighted one does not sum to the total); post-processing, so free.
+    """
+    plain = [m for m in measurements if m.weights is None]
+    if not plain:
+        return 1.0
+    sums = np.array([float(np.sum(m.values)) for m in plain])
+    variances = np.array([m.sigma**2 * m.values.size for m in plain])
+    return max(1.0, float(np.average(sums, weights=1.0 / variances)))
+
+
+def model_size_mb(domain: Mapping[str, int], cliques: Sequence[Clique]) -> float:
+    """Memory of the junction tree a model over ``cliques`` needs, in MB (8 bytes a cell), as AIM counts it.
+
+    The same number as mbi's ``junction_tree.hypothetical_model_size`` (a test checks it), computed on the
+    clique graph directly: that function depends on the graph only, and AIM asks it for every candidate in
+    every round, where mbi's networkx version took most of a round's time.
+    """
+    attrs = list(domain)
+    neighbours: dict[str, set[str]] = {a: set() for a in attrs}
+    for clique in cliques:
+        for a in clique:
+            neighbours[a].update(b for b in clique if b != a)
+    edges = sum(len(n) for n in neighbours.values()) // 2
+    if edges and edges == len(attrs) - 1 and _connected(neighbours):
+        # A tree: mbi eliminates leaves first, so its maximal cliques are the edges.
+        cells = sum(domain[a] * domain[b] for a in attrs for b in neighbours[a] if attrs.index(a) < attrs.index(b))
+        return cells * 8 / 2**20
+    found: list[frozenset[str]] = []
+    left = list(attrs)
+    graph = {a: set(n) for a, n in neighbours.items()}
+    while left:
+        # mbi's greedy order: the attribute whose neighbourhood has the fewest cells, first in domain order on ties
+        chosen = min(left, key=lambda a: math.prod(domain[b] for b in graph[a] | {a}))
+        group = graph[chosen] | {chosen}
+        found.append(frozenset(group))
+        for a in graph[chosen]:
+            graph[a] |= graph[chosen] - {a}
+            graph[a].discard(chosen)
+        del graph[chosen]
+        left.remove(chosen)
+    maximal = {c for c in found if not any(c < other for other in found)}
+    return sum(math.prod(domain[a] for a in c) for c in maximal) * 8 / 2**20
+
+
+def _connected(neighbours: Mapping[str, set[str]]) -> bool:
+    start = next(iter(neighbours))
+    seen, queue = {start}, [start]
+    for node in queue:
+        for other in neighbours[node] - seen:
+            seen.add(other)
+            queue.append(other)
+    return len(seen) == len(neighbours)
+
+
+def estimate(
+    domain: Mapping[str, int],
+    measurements: Sequence[NoisyMarginal],
+    total: float,
+    *,
+    iters: int,
+    warm_start: Model | None = None,
+) -> Model:
+    """The model whose marginals best fit ``measurements`` in inverse-variance weighted least squares.
+
+    Runs mbi's mirror descent (Armijo step sizes) for ``iters`` steps (rounded up to mbi's blocks of 50), from
+    ``warm_start``'s potentials when given (their cliques must be covered by the measurements'), with the
+    record count fixed to ``total``. It drives ``MirrorDescent``'s compiled steps itself rather than through
+    its ``estimate`` loop, whose initialisation and final marginals run op by op or as separate programs and
+    compile dozens of small XLA programs for every new model structure (most of a fit's time on a small
+    machine): here one program is compiled per structure. The first state is built in numpy (the step
+    recomputes the marginals and the loss from the potentials, so only their shapes matter). Repeated
+    measurements of one marginal enter as their inverse-variance weighted mean, which changes the loss by a
+    constant only and keeps the compiled program when AIM measures a marginal again.
+    """
+    space = _mbi_domain(domain)
+    linear = [
+        mbi.LinearMeasurement(
+            np.asarray(m.values, dtype=np.float64),
+            m.clique,
+            float(m.sigma),
+            query=mbi.WeightedQuery(np.asarray(m.weights)) if m.weights is not None else mbi.DatavectorQuery(),
+        )
+        for m in _pooled(measurements)
+    ]
+    loss = marginal_loss.from_linear_measurements(linear, space)
+    shapes = {cl: tuple(domain[a] for a in cl) for cl in loss.cliques}
+    tables = {cl: np.zeros(shape) for cl, shape in shapes.items()}
+    if warm_start is not None:
+        for clique, values in warm_start.potentials.items():
+            home = min((c for c in tables if set(clique) <= set(c)), key=lambda c: math.prod(shapes[c]))
+            tables[home] = tables[home] + _expand((clique, values), home)
+    state = estimation.MirrorDescentState(
+        mu=_clique_vector(space, {cl: np.zeros(shape) for cl, shape in shapes.items()}),
+        potentials=_clique_vector(space, tables),
+        alpha=2.0 / (loss.lipschitz * total),
+        loss=np.float64(0.0),
+    )
+    for _ in range(math.ceil(iters / estimation.CALLBACK_EVERY)):
+        state = _ESTIMATOR._multi_step(state, loss, float(total))
+    fitted = state.potentials
+    potentials = {tuple(cl): np.asarray(fitted[cl].values, dtype=np.float64) for cl in fitted.cliques}
+    return Model(dict(domain), potentials, float(total))
+
+
+_ESTIMATOR = estimation.MirrorDescent()
+
+
+def _clique_vector(space: mbi.Domain, tables: Mapping[Clique, np.ndarray]) -> mbi.CliqueVector:
+    factors = {cl: mbi.Factor(space.project(cl), np.asarray(values, dtype=np.float64)) for cl, values in tables.items()}
+    return mbi.CliqueVector(space, list(factors), factors)
+
+
+def independent(domain: Mapping[str, int], measurements: Sequence[NoisyMarginal], total: float) -> Model:
+    """The model that :func:`estimate` converges to from 1-way measurements alone, solved directly.
+
+    With only 1-way marginals the least-squares problem separates by column: each estimate is the (weighted)
+    projection of its noisy marginal onto the non-negative vectors summing to ``total``, and the model is
+    their product. Solving it in numpy spares MST's selection step an XLA compilation.
+    """
+    potentials: dict[Clique, np.ndarray] = {}
+    for m in _pooled(measurements):
+        if len(m.clique) != 1:
+            raise ValueError(f"independent() takes 1-way measurements only, got {m.clique}")
+        weights = np.ones(m.values.size) if m.weights is None else np.asarray(m.weights, dtype=np.float64)
+        fitted = _simplex_projection(m.values / weights, weights**2, total)
+        potentials[m.clique] = np.log(np.maximum(fitted / total, 1e-300))
+    for attr in domain:
+        potentials.setdefault((attr,), np.zeros(domain[attr]))
+    return Model(dict(domain), potentials, float(total))
+
+
+def _simplex_projection(target: np.ndarray, weights: np.ndarray, total: float) -> np.ndarray:
+    """argmin sum w (x - target)^2 over x >= 0 with sum x = total: x = max(0, target - t / w) for the t that
+    makes it sum to ``total`` (found by bisection; the sum decreases in t)."""
+    low = float(np.min(weights * (target - total)))
+    high = float(np.max(weights * target))
+    for _ in range(200):
+        middle = (low + high) / 2
+        if np.maximum(target - middle / weights, 0.0).sum() > total:
+            low = middle
+        else:
+            high = middle
+    fitted = np.maximum(target - high / weights, 0.0)
+    return fitted * (total / fitted.sum()) if fitted.sum() > 0 else np.full(target.size, total / target.size)
+
+
+def _pooled(measurements: Sequence[NoisyMarginal]) -> list[NoisyMarginal]:
+    """One measurement per marginal: repeats replaced by their inverse-variance weighted mean."""
+    groups: dict[tuple[Clique, bool], list[NoisyMarginal]] = {}
+    for m in measurements:
+        groups.setdefault((m.clique, m.weights is None), []).append(m)
+    pooled = []
+    for group in groups.values():
+        if len(group) == 1 or group[0].weights is not None:
+            pooled += group
+            continue
+        precision = np.array([1 / m.sigma**2 for m in group])
+        values = sum(p * m.values for p, m in zip(precision, group, strict=True)) / precision.sum()
+        pooled.append(NoisyMarginal(group[0].clique, np.asarray(values), float(precision.sum() ** -0.5)))
+    return pooled
+
+
+def _mbi_domain(domain: Mapping[str, int]) -> mbi.Domain:
+    return mbi.Domain(tuple(domain), tuple(int(n) for n in domain.values()))
+
+
+class Model:
+    """A graphical model: log-potentials over cliques, calibrated on its junction tree.
+
+    ``potentials`` are mbi's (log-space tables over the estimated cliques, axes in clique order); ``total`` is
+    the (noisy) number of records the marginals sum to. Marginals, conditionals and samples are exact for the
+    distribution the potentials define.
+    """
+
+    def __init__(self, domain: Mapping[str, int], potentials: Mapping[Clique, np.ndarray], total: float) -> None:
+        self.domain = dict(domain)
+        self.potentials = dict(potentials)
+        self.total = total
+        tree, _ = junction_tree.make_junction_tree(_mbi_domain(self.domain), list(self.potentials))
+        self.cliques: list[Clique] = [tuple(c) for c in tree.nodes]
+        self.edges: list[tuple[Clique, Clique]] = [(tuple(a), tuple(b)) for a, b in tree.edges]
+        self._order = _rooted(self.cliques, self.edges)
+        self.marginals = self._calibrate({})
+
+    @property
+    def size_mb(self) -> float:
+        """Memory of the junction tree's tables, in MB."""
+        return sum(self._size(c) for c in self.cliques) * 8 / 2**20
+
+    def _size(self, clique: Clique) -> int:
+        return math.prod(self.domain[a] for a in clique)
+
+    def project(self, attrs: Sequence[str]) -> np.ndarray:
+        """The marginal over ``attrs`` (axes in that order), scaled to sum to the total."""
+        attrs = tuple(attrs)
+        return self.total * _transpose(self._probabilities(attrs, self.marginals), attrs)[1]
+
+    def sample(
+        self, n: int, rng: np.random.Generator, evidence: Mapping[str, Sequence[int]] | None = None
+    ) -> np.ndarray:
+        """``n`` records as cell indices, shape (n, attributes in domain order), drawn given ``evidence``.
+
+        ``evidence`` restricts attributes to some of their cells (one cell fixes the attribute); every
+        attribute is drawn from the model's distribution conditioned on it (the junction tree is recalibrated
+        with the evidence, then sampled root to leaves).
+        """
+        marginals = self.marginals if not evidence else self._calibrate(evidence)
+        drawn: dict[str, np.ndarray] = {}
+        for node, parent in self._order:
+            table = marginals[node]
+            known = tuple(a for a in node if a in drawn) if parent is not None else ()
+            fresh = tuple(a for a in node if a not in known)
+            if not fresh:
+                continue
+            table = _transpose((node, table), known + fresh)[1]
+            rows = math.prod(self.domain[a] for a in known)
+            table = table.reshape(rows, -1)
+            parents = (
+                np.ravel_multi_index(tuple(drawn[a] for a in known), tuple(self.domain[a] for a in known))
+                if known
+                else np.zeros(n, dtype=np.int64)
+            )
+            picks = _draw_rows(table, parents, rng)
+            for attr, values in zip(fresh, np.unravel_index(picks, tuple(self.domain[a] for a in fresh)), strict=True):
+                drawn[attr] = values.astype(np.int64)
+        return np.column_stack([drawn[a] for a in self.domain])
+
+    def _calibrate(self, evidence: Mapping[str, Sequence[int]]) -> dict[Clique, np.ndarray]:
+        """Probability tables of the maximal cliques (Shafer-Shenoy message passing in log space)."""
+        log = {c: np.zeros(tuple(self.domain[a] for a in c)) for c in self.cliques}
+        for clique, values in self.potentials.items():
+            home = min((c for c in self.cliques if set(clique) <= set(c)), key=self._size)
+            log[home] = log[home] + _expand((clique, values), home)
+        for attr, cells in evidence.items():
+            home = next(c for c in self.cliques if attr in c)
+            mask = np.full(self.domain[attr], -np.inf)
+            mask[np.asarray(cells, dtype=np.int64)] = 0.0
+            log[home] = log[home] + _expand(((attr,), mask), home)
+        children: dict[Clique, list[Clique]] = {c: [] for c in self.cliques}
+        for node, parent in self._order:
+            if parent is not None:
+                children[parent].append(node)
+        up: dict[Clique, Factor] = {}
+        for node, parent in reversed(self._order):
+            if parent is not None:
+                belief = _sum_log([log[node], *(_expand(up[c], node) for c in children[node])])
+                up[node] = _logsumexp_to((node, belief), _shared(node, parent))
+        down: dict[Clique, Factor] = {}
+        marginals: dict[Clique, np.ndarray] = {}
+        for node, parent in self._order:
+            incoming = [_expand(down[node], node)] if parent is not None else []
+            for child in children[node]:
+                others = [_expand(up[c], node) for c in children[node] if c != child]
+                down[child] = _logsumexp_to((node, _sum_log([log[node], *incoming, *others])), _shared(node, child))
+            belief = _sum_log([log[node], *incoming, *(_expand(up[c], node) for c in children[node])])
+            norm = _logsumexp(belief, tuple(range(belief.ndim)))
+            if not np.isfinite(norm):
+                raise ValueError("the evidence has probability zero under the model")
+            marginals[node] = np.exp(belief - norm)
+        return marginals
+
+    def _probabilities(self, attrs: Clique, marginals: Mapping[Clique, np.ndarray]) -> Factor:
+        """The distribution of ``attrs``, summed from one clique or carried along the tree between cliques."""
+        covering = [c for c in self.cliques if set(attrs) <= set(c)]
+        if covering:
+            home = min(covering, key=self._size)
+            return _sum_to((home, marginals[home]), attrs)
+        components = self._components()
+        result: Factor = ((), np.ones(()))
+        for members in components:
+            inside = tuple(a for a in attrs if any(a in c for c in members))
+            if inside:
+                part = self._within_component(inside, members, marginals)
+                result = (result[0] + part[0], np.multiply.outer(result[1], part[1]))
+        return result
+
+    def _within_component(self, attrs: Clique, members: list[Clique], marginals: Mapping[Clique, np.ndarray]) -> Factor:
+        """Exact marginal of ``attrs`` inside one tree: the joint of the smallest subtree holding them,
+        as P(root) times P(node | separator) down the subtree, summed out node by node from the leaves."""
+        chosen: list[Clique] = []
+        left = set(attrs)
+        while left:
+            best = max(members, key=lambda c: (len(left & set(c)), -self._size(c)))
+            chosen.append(best)
+            left -= set(best)
+        neighbours: dict[Clique, list[Clique]] = {c: [] for c in members}
+        for a, b in self.edges:
+            if a in neighbours:
+                neighbours[a].append(b)
+                neighbours[b].append(a)
+        root = chosen[0]
+        parent_of: dict[Clique, Clique | None] = {root: None}
+        queue = [root]
+        for node in queue:
+            for other in neighbours[node]:
+                if other not in parent_of:
+                    parent_of[other] = node
+                    queue.append(other)
+        keep: set[Clique] = set()
+        for target in chosen:
+            step: Clique | None = target
+            while step is not None and step not in keep:
+                keep.add(step)
+                step = parent_of[step]
+        order = [c for c in queue if c in keep]
+        wanted = set(attrs)
+        message: dict[Clique, Factor] = {}
+        for node in reversed(order):
+            parent = parent_of[node]
+            factors: list[Factor] = [(node, marginals[node])]
+            if parent is not None:
+                separator = _shared(node, parent)
+                below = _sum_to((node, marginals[node]), separator)
+                factors.append((separator, np.divide(1.0, below[1], out=np.zeros_like(below[1]), where=below[1] > 0)))
+            factors += [message[c] for c in order if parent_of.get(c) == node]
+            product = _product(factors)
+            if parent is None:
+                return _sum_to(product, tuple(a for a in product[0] if a in wanted))
+            keep_attrs = tuple(a for a in product[0] if a in wanted or a in parent)
+            message[node] = _sum_to(product, keep_attrs)
+        raise AssertionError("unreachable: the root ends the loop")
+
+    def _components(self) -> list[list[Clique]]:
+        """The junction forest's trees, as lists of cliques."""
+        found: list[list[Clique]] = []
+        owner: dict[Clique, int] = {}
+        for node, parent in self._order:
+            if parent is None:
+                owner[node] = len(found)
+                found.append([node])
+            else:
+                owner[node] = owner[parent]
+                found[owner[node]].append(node)
+        return found
+
+
+def _rooted(nodes: list[Clique], edges: list[tuple[Clique, Clique]]) -> list[tuple[Clique, Clique | None]]:
+    """Breadth-first (node, parent) pairs over every tree of the forest, roots first with parent None."""
+    neighbours: dict[Clique, list[Clique]] = {c: [] for c in nodes}
+    for a, b in edges:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    order: list[tuple[Clique, Clique | None]] = []
+    seen: set[Clique] = set()
+    for root in nodes:
+        if root in seen:
+            continue
+        seen.add(root)
+        queue: list[tuple[Clique, Clique | None]] = [(root, None)]
+        for node, parent in queue:
+            order.append((node, parent))
+            for other in neighbours[node]:
+                if other not in seen:
+                    seen.add(other)
+                    queue.append((other, node))
+    return order
+
+
+def _shared(a: Clique, b: Clique) -> Clique:
+    return tuple(x for x in a if x in b)
+
+
+def _transpose(factor: Factor, attrs: Clique) -> Factor:
+    """The factor with its axes in the order of ``attrs`` (the same attributes)."""
+    names, values = factor
+    return attrs, np.transpose(values, tuple(names.index(a) for a in attrs))
+
+
+def _expand(factor: Factor, target: Clique) -> np.ndarray:
+    """The factor's table broadcastable against a table over ``target`` (a superset of its attributes)."""
+    names, values = factor
+    ordered = tuple(a for a in target if a in names)
+    values = _transpose(factor, ordered)[1]
+    shape = tuple(values.shape[ordered.index(a)] if a in names else 1 for a in target)
+    return values.reshape(shape)
+
+
+def _sum_log(tables: list[np.ndarray]) -> np.ndarray:
+    total = tables[0]
+    for table in tables[1:]:
+        total = total + table
+    return total
+
+
+def _logsumexp(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """log(sum(exp(values))) over ``axes``; -inf where every term is -inf (an impossible configuration)."""
+    if not axes:
+        return values
+    peak = np.max(values, axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(values - peak), axis=axes, keepdims=True)) + peak
+    return np.asarray(np.squeeze(out, axis=axes))
+
+
+def _logsumexp_to(factor: Factor, keep: Clique) -> Factor:
+    names, values = factor
+    axes = tuple(i for i, a in enumerate(names) if a not in keep)
+    return tuple(a for a in names if a in keep), _logsumexp(values, axes)
+
+
+def _sum_to(factor: Factor, keep: Clique) -> Factor:
+    names, values = factor
+    axes = tuple(i for i, a in enumerate(names) if a not in keep)
+    return tuple(a for a in names if a in keep), values.sum(axis=axes) if axes else values
+
+
+def _product(factors: list[Factor]) -> Factor:
+    scope: list[str] = []
+    for names, _ in factors:
+        scope += [a for a in names if a not in scope]
+    attrs = tuple(scope)
+    out = np.ones(())
+    for factor in factors:
+        out = out * _expand(factor, attrs)
+    return attrs, out
+
+
+def _draw_rows(table: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each entry of ``rows``, a column of ``table`` drawn with probability proportional to that row.
+
+    Rows with no mass are uniform. One searchsorted over the rows' CDFs laid end to end (row r spans [r, r+1])
+    draws every record at once, whatever the number of rows.
+    """
+    width = table.shape[1]
+    mass = table.sum(axis=1, keepdims=True)
+    probabilities = np.where(mass > 0, table / np.where(mass > 0, mass, 1.0), 1.0 / width)
+    cdf = np.cumsum(probabilities, axis=1)
+    cdf[:, -1] = 1.0
+    laid = (np.arange(table.shape[0])[:, None] + cdf).ravel()
+    position = np.searchsorted(laid, rows + rng.random(len(rows)), side="right")
+    return np.asarray(np.clip(position - rows * width, 0, width - 1))

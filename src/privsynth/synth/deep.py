@@ -1,0 +1,482 @@
+"""Deep tabular generators: an any-order autoregressive network over tokenized columns (``deep``, ``dp-deep``).
+
+Each column becomes tokens (categories; numbers as exact values or fine quantile bins decoded within the bin;
+missing as a token), and one network predicts every column from any subset of the others. It is trained on a
+random column order per row, so sampling can put any columns first: ``sample(n, conditions=...)`` fixes their
+tokens and draws the rest given them, exactly and at the cost of an unconditional draw, however rare the
+condition. Reference: Tiwald, Krchova, Kulkarni, Sidorenko and others, "TabularARGN: A Flexible and Efficient
+Auto-Regressive Framework for Generating High-Fidelity Synthetic Data", arXiv:2501.12012 (2025), itself in the
+line of order-agnostic NADE (Uria, Murray and Larochelle, ICML 2014).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from privsynth.data.schema import Kind, Schema
+from privsynth.data.sources import Source
+from privsynth.errors import DataError, ParameterError
+from privsynth.progress import report
+from privsynth.synth._deep_codec import Codec, fit_codec
+from privsynth.synth._deep_net import (
+    AnyOrderNet,
+    fit_early_stopping,
+    sample_tokens,
+    torch_threads,
+)
+from privsynth.synth.base import Conditions, Synthesizer, register
+
+logger = logging.getLogger(__name__)
+
+_ORDER_CANDIDATES = 24  # random column orders scored on the validation rows when picking the sampling order
+
+
+class _AnyOrderSynthesizer(Synthesizer):
+    """Sampling, conditioning and rebalancing shared by ``deep`` and ``dp-deep`` (set ``codecs_``, ``net_``)."""
+
+    codecs_: list[Codec]
+    net_: AnyOrderNet
+    order_: list[int]
+
+    def _sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        return self._draw(n, {}, rng)
+
+    def _sample_conditional(self, n: int, conditions: Conditions, rng: np.random.Generator) -> pd.DataFrame:
+        return self._draw(n, {column: [value] * n for column, value in conditions.items()}, rng)
+
+    def _draw(self, n: int, given: Mapping[str, Sequence[Any]], rng: np.random.Generator) -> pd.DataFrame:
+        """``n`` rows whose columns in ``given`` take the listed values (one per row); the rest are drawn."""
+        names = self.schema_.names
+        fixed: dict[int, np.ndarray] = {}
+        exact: dict[int, pd.Series] = {}
+        for name, values in given.items():
+            j = names.index(name)
+            codes, uniques = pd.factorize(pd.Series(list(values), dtype=object), use_na_sentinel=False)
+            conditions = [self.codecs_[j].condition(value) for value in uniques]
+            fixed[j] = np.array([token for token, _ in conditions], dtype=np.int64)[codes]
+            wanted = pd.Series([value for _, value in conditions], dtype=object).iloc[codes]
+            exact[j] = self.codecs_[j].restore(wanted.reset_index(drop=True))
+        order = list(fixed) + [j for j in self.order_ if j not in fixed]
+
+        def draw(probs: np.ndarray) -> np.ndarray:
+            cumulative = np.cumsum(probs, axis=1)
+            u = rng.random(len(probs))[:, None] * cumulative[:, -1:]
+            return np.asarray(np.minimum((cumulative <= u).sum(axis=1), probs.shape[1] - 1), dtype=np.int64)
+
+        with torch_threads():
+            tokens = sample_tokens(self.net_, order, fixed, n, draw)
+        columns = {
+            names[j]: exact[j] if j in exact else codec.decode(tokens[:, j], rng).reset_index(drop=True)
+            for j, codec in enumerate(self.codecs_)
+        }
+        return pd.DataFrame(columns)
+
+    def rebalance(self, column: str, mix: Mapping[Any, float] | str, n: int, seed: int | None = None) -> pd.DataFrame:
+        """``n`` rows in which categorical ``column`` follows the class ``mix``, the other columns drawn given it.
+
+        ``mix`` maps each wanted category to its share of the rows (shares >= 0 summing to 1; categories left
+        out get none), or is ``"uniform"``: every category the model knows, equally. Row counts are the shares
+        times ``n`` rounded by largest remainder, so they sum to ``n``; rows come shuffled. Each row is an exact
+        conditional draw, so a rare class costs no more than a common one. Same seed, same rows.
+        """
+        self._check_fitted()
+        if column not in self.schema_:
+            raise ParameterError(f"cannot rebalance '{column}': the model has no such column")
+        if self.schema_[column].kind is not Kind.CATEGORICAL:
+            raise ParameterError(
+                f"rebalance needs a categorical column; '{column}' is {self.schema_[column].kind.value} "
+                "(condition on a value with sample(..., conditions=...) instead)"
+            )
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+            raise ParameterError(f"the number of rows must be a positive whole number, not {n!r}")
+        shares = self._mix_shares(column, mix)
+        counts = _largest_remainder(np.array(list(shares.values())), int(n))
+        rng = np.random.default_rng(seed)
+        values = np.repeat(np.array(list(shares), dtype=object), counts)
+        values = values[rng.permutation(len(values))]
+        return self._draw(int(n), {column: list(values)}, rng)
+
+    def _mix_shares(self, column: str, mix: Mapping[Any, float] | str) -> dict[Any, float]:
+        if isinstance(mix, str):
+            if mix != "uniform":
+                raise ParameterError(f"mix must be 'uniform' or a mapping from category to share, not {mix!r}")
+            known = self.known_categories(column)
+            return dict.fromkeys(known, 1.0 / len(known))
+        if not isinstance(mix, Mapping) or not mix:
+            raise ParameterError(f"mix must be 'uniform' or a non-empty mapping from category to share, not {mix!r}")
+        shares: dict[Any, float] = {}
+        for value, share in mix.items():
+            category = self._check_conditions({column: value})[column]
+            self.codecs_[self.schema_.names.index(column)].condition(category)
+            if isinstance(share, bool) or not isinstance(share, int | float) or not share >= 0 or share == math.inf:
+                raise ParameterError(f"the share of '{value}' in '{column}' must be a number >= 0, not {share!r}")
+            shares[category] = shares.get(category, 0.0) + float(share)
+        total = sum(shares.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ParameterError(f"the shares of '{column}' must sum to 1, not {total:g}: {dict(mix)}")
+        return {value: share / total for value, share in shares.items() if share > 0}
+
+    def known_categories(self, column: str) -> list[Any]:
+        """The categories of ``column`` the model can generate (what ``rebalance(mix="uniform")`` spreads over)."""
+        return self.codecs_[self.schema_.names.index(column)].categories()
+
+
+def _largest_remainder(shares: np.ndarray, n: int) -> np.ndarray:
+    """Whole counts proportional to ``shares`` that sum to ``n`` (Hamilton's method)."""
+    exact = shares / shares.sum() * n
+    counts = np.floor(exact).astype(np.int64)
+    counts[np.argsort(-(exact - counts), kind="stable")[: n - int(counts.sum())]] += 1
+    return np.asarray(counts, dtype=np.int64)
+
+
+@register
+class DeepSynthesizer(_AnyOrderSynthesizer):
+    """Any-order autoregressive network over tokenized columns (non-private); strong multi-column fidelity.
+
+    Parameters
+    ----------
+    bins:
+        Most tokens per numeric column: columns with at most this many distinct values keep them exactly,
+        others get this many quantile bins.
+    within:
+        Quantile points per numeric bin used to spread decoded values inside the bin.
+    rare:
+        Categories seen fewer times than this share one token (they are generated by frequency).
+    hidden, depth, dropout:
+        Width and number of hidden layers (the first, then ``depth - 1`` residual blocks), dropout rate.
+    epochs, batch_size, learning_rate, patience:
+        Adam with a cosine learning rate over ``epochs``; stops early when the validation loss has not improved
+        for ``patience`` epochs. The first epochs (a fifth, at most 5) train on random column orders, after which
+        the order that fits the validation rows best becomes the sampling order and training focuses on it
+        (with random columns moved to the front, as conditions are).
+    validation:
+        Share of rows held out for early stopping and for choosing the sampling order.
+    max_seconds:
+        Stop training after about this long (None: no limit); the best epoch so far is kept.
+    seed:
+        Seeds the split, the initial weights and the training orders: same data and seed, same model.
+    """
+
+    name = "deep"
+
+    def __init__(
+        self,
+        bins: int = 48,
+        within: int = 16,
+        rare: int = 5,
+        hidden: int = 128,
+        depth: int = 1,
+        dropout: float = 0.0,
+        epochs: int = 30,
+        batch_size: int = 1024,
+        learning_rate: float = 5e-3,
+        patience: int = 6,
+        validation: float = 0.1,
+        max_seconds: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.bins = bins
+        self.within = within
+        self.rare = rare
+        self.hidden = hidden
+        self.depth = depth
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation = validation
+        self.max_seconds = max_seconds
+        self.seed = seed
+
+    def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
+        self._check_params()
+        report("fit deep", 0, 3, "reading data")
+        df = source.to_pandas(schema.names)
+        if len(df) < 10:
+            raise DataError(f"{source.name} has {len(df)} rows; the deep generator needs at least 10 to learn from")
+        report("fit deep", 1, 3, "encoding")
+        self.codecs_ = [
+            fit_codec(col, df[col.name], bins=self.bins, within=self.within, rare=self.rare) for col in schema
+        ]
+        tokens = torch.from_numpy(np.column_stack([c.encode(df[c.column.name]) for c in self.codecs_]))
+        rng = np.random.default_rng(self.seed)
+        shuffled = torch.from_numpy(rng.permutation(len(df)))
+        held = max(1, round(self.validation * len(df)))
+        validation, train = tokens[shuffled[:held]], tokens[shuffled[held:]]
+        report("fit deep", 2, 3, "training")
+        with torch_threads(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self.seed)
+            self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, self.dropout)
+            self.history_, self.order_ = fit_early_stopping(
+                self.net_,
+                train,
+                validation,
+                epochs=self.epochs,
+                warmup=max(1, min(self.epochs // 5, 5)),
+                candidates=_ORDER_CANDIDATES,
+                batch_size=self.batch_size,
+                learning_rate=self.learning_rate,
+                patience=self.patience,
+                max_seconds=self.max_seconds,
+                generator=generator,
+            )
+        logger.info(
+            "deep: %d epochs in %.1f s (%s); validation loss %.3f; sampling order %s",
+            len(self.history_.validation_loss),
+            self.history_.seconds,
+            self.history_.stopped,
+            min(self.history_.validation_loss),
+            [schema.names[j] for j in self.order_],
+        )
+        report("fit deep", 3, 3)
+
+    def _check_params(self) -> None:
+        for name in ("bins", "within", "rare", "hidden", "depth", "epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ParameterError(f"{name} must be a positive whole number, not {value!r}")
+        if not 0 < self.validation < 1:
+            raise ParameterError(f"validation must be a share between 0 and 1, not {self.validation!r}")
+        if not 0 <= self.dropout < 1:
+            raise ParameterError(f"dropout must be in [0, 1), not {self.dropout!r}")
+        if not self.learning_rate > 0:
+            raise ParameterError(f"learning_rate must be > 0, not {self.learning_rate!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ParameterError(f"max_seconds must be > 0 or None, not {self.max_seconds!r}")
+
+
+DEFAULT_DELTA = 1e-6
+MAX_DELTA = 1e-5
+"""Largest delta accepted: delta must be well below 1/n and n is private; 1e-5 keeps delta < 1/n up to 100,000
+rows (a warning says so when the noisy row count shows a larger table)."""
+
+_COUNT_SHARE = 0.01  # share of rho for the noisy row count that sets the sampling rate
+
+
+@register
+class DPDeepSynthesizer(_AnyOrderSynthesizer):
+    """The ``deep`` network trained with DP-SGD on public or DP-learned domains: (epsilon, delta)-DP.
+
+    The fit spends its budget in three parts, all through the accountant (and so the ledger):
+
+    1. Domains: columns without a public domain (and numeric columns whose quantile bins are learned inside
+       public bounds) get theirs from :func:`privsynth.synth.domain.learn_domains`, with ``preprocessing`` of
+       rho (nothing when every domain is public). Categories, bounds and bins never come from the data unnoised.
+    2. A row count with Gaussian noise (1% of rho) sets the Poisson sampling rate ``batch_size / n`` and the
+       number of steps; the true n is never used.
+    3. DP-SGD on the rest: per-row gradient clipping at ``max_grad_norm`` and Gaussian noise, with the smallest
+       noise multiplier whose RDP fits the rho left (see :mod:`privsynth.synth._deep_privacy` for why this
+       composes soundly with the zCDP spends: the charge is DP-SGD's RDP over alpha up to the conversion order,
+       and the fit is (epsilon, delta)-DP as the budget states).
+
+    There is no validation split, early stopping or choice of sampling order (each would read the data without
+    noise): training runs ``epochs`` passes, and sampling follows the schema's column order. ``privacy_``
+    records the noise multiplier, sampling rate, steps and the epsilon opacus's accountant gives for the fit.
+
+    Parameters
+    ----------
+    bins:
+        Bins per numeric column of a learned domain (see :func:`~privsynth.synth.domain.learn_domains`).
+    hidden, depth:
+        Width and depth of the network (small: DP-SGD noise grows with the number of weights).
+    epochs, batch_size, learning_rate, max_grad_norm:
+        DP-SGD: expected passes over the data, expected batch size, Adam's step size, clipping norm.
+    preprocessing:
+        Share of rho spent on learning domains, when some column needs it.
+    seed:
+        Seeds the initial weights only; DP-SGD's sampling and noise are seeded by the operating system.
+    """
+
+    name = "dp-deep"
+    differentially_private = True
+
+    def __init__(
+        self,
+        bins: int = 16,
+        hidden: int = 128,
+        depth: int = 1,
+        epochs: int = 10,
+        batch_size: int = 512,
+        learning_rate: float = 3e-3,
+        max_grad_norm: float = 1.0,
+        preprocessing: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        self.bins = bins
+        self.hidden = hidden
+        self.depth = depth
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.max_grad_norm = max_grad_norm
+        self.preprocessing = preprocessing
+        self.seed = seed
+
+    def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
+        from privsynth.privacy.budget import Budget, check_positive
+        from privsynth.synth.domain import discovery_delta, needs_budget
+
+        for name in ("bins", "hidden", "depth", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ParameterError(f"{name} must be a positive whole number, not {value!r}")
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("max_grad_norm", self.max_grad_norm)
+        if not 0 < self.preprocessing < 1:
+            raise ParameterError(f"preprocessing must be a share between 0 and 1, not {self.preprocessing!r}")
+        if epsilon is None:
+            raise ParameterError("dp-deep is differentially private and needs a budget: pass epsilon (and delta)")
+        delta = DEFAULT_DELTA if delta is None else check_positive("delta", delta)
+        if delta > MAX_DELTA:
+            raise ParameterError(
+                f"delta={delta:g} is too large: delta must be well below 1/n, and the row count n is private, so "
+                f"dp-deep accepts at most delta={MAX_DELTA:g}; use delta=1e-6, or smaller for larger tables"
+            )
+        budget = Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
+        paid = needs_budget(schema, self.bins)
+        with _dp_accountant(budget, _open_ledger(ledger), self.source_fingerprint_, source.name) as (acc, cap):
+            self._train(source, schema, budget, acc, cap, paid)
+
+    def _train(self, source: Source, schema: Schema, budget: Any, accountant: Any, cap: Any, paid: list[str]) -> None:
+        from privsynth.privacy.budget import split_exactly
+        from privsynth.privacy.mechanisms import gaussian_mechanism
+        from privsynth.synth._deep_codec import DomainCodec
+        from privsynth.synth._deep_net import fit_dp_sgd
+        from privsynth.synth._deep_privacy import calibrate_sigma, conversion_order, opacus_epsilon, sgd_rho
+        from privsynth.synth.domain import learn_domains
+
+        domain_share = self.preprocessing if paid else 0.0
+        rho_domains, rho_count, _ = split_exactly(
+            budget.rho, [domain_share, _COUNT_SHARE, 1 - domain_share - _COUNT_SHARE]
+        )
+        report("fit dp-deep", 0, 3, "domains")
+        domains = learn_domains(source, schema, accountant if paid else None, rho=rho_domains, bins=self.bins)
+        self.codecs_ = [DomainCodec(domains[name]) for name in schema.names]
+        report("fit dp-deep", 1, 3, "row count")
+        noisy = gaussian_mechanism(
+            np.array([source.num_rows()], dtype=np.int64),
+            sensitivity=1.0,
+            rho=rho_count,
+            accountant=accountant,
+            purpose="row count, for the DP-SGD sampling rate",
+        )
+        rows = max(int(noisy[0]), 2 * self.batch_size)
+        if budget.delta * rows >= 1:
+            logger.warning(
+                "delta=%g is not below 1/n for this table (about %d rows by the noisy count): choose a smaller delta",
+                budget.delta,
+                rows,
+            )
+        sample_rate = self.batch_size / rows
+        steps = math.ceil(self.epochs / sample_rate)
+        max_order = conversion_order(budget.rho, budget.epsilon)
+        if cap is not None:
+            max_order = max(max_order, conversion_order(cap.rho, cap.epsilon))
+        rho_sgd = accountant.remaining
+        sigma = calibrate_sigma(sample_rate, steps, rho_sgd, max_order)
+        charge = sgd_rho(sample_rate, sigma, steps, max_order)
+        accountant.spend(
+            charge,
+            mechanism=(
+                f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
+                f"max_grad_norm={self.max_grad_norm:g}, rdp_orders<={max_order:.4g})"
+            ),
+            purpose="train the dp-deep network",
+        )
+        tokens = torch.from_numpy(
+            np.column_stack([c.encode(df_col) for c, df_col in _columns(source, schema, self.codecs_)])
+        )
+        report("fit dp-deep", 2, 3, "DP-SGD")
+        with torch_threads(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, 0.0)
+            self.initial_state_ = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
+            self.history_ = fit_dp_sgd(
+                self.net_,
+                tokens,
+                sample_rate=sample_rate,
+                steps=steps,
+                noise_multiplier=sigma,
+                max_grad_norm=self.max_grad_norm,
+                learning_rate=self.learning_rate,
+                expected_batch_size=self.batch_size,
+                order=list(range(len(schema))),
+            )
+        self.order_ = list(range(len(schema)))
+        spent = accountant.spent
+        self.privacy_ = {
+            "epsilon": budget.epsilon,
+            "delta": budget.delta,
+            "rho": budget.rho,
+            "rho_spent": spent,
+            "rho_dp_sgd": charge,
+            "noise_multiplier": sigma,
+            "sample_rate": sample_rate,
+            "steps": steps,
+            "max_grad_norm": self.max_grad_norm,
+            "max_order": max_order,
+            "epsilon_opacus": opacus_epsilon(
+                sample_rate, sigma, steps, budget.conversion_delta, rho_before=spent - charge
+            ),
+            "charges": [
+                {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
+                for c in accountant.charges
+            ],
+        }
+        report("fit dp-deep", 3, 3)
+
+
+def _columns(source: Source, schema: Schema, codecs: list[Codec]) -> list[tuple[Codec, pd.Series]]:
+    """Each codec with its column of ``source`` (the rows DP-SGD trains on)."""
+    df = source.to_pandas(schema.names)
+    return [(codec, df[codec.column.name]) for codec in codecs]
+
+
+def _open_ledger(ledger: Any) -> Any:
+    """``ledger`` as a :class:`~privsynth.privacy.ledger.Ledger` (or None): a Ledger, a URL or a file path."""
+    from privsynth.privacy.ledger import Ledger
+
+    if ledger is None or isinstance(ledger, Ledger):
+        return ledger
+    if isinstance(ledger, str | os.PathLike):
+        return Ledger(ledger)
+    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
+
+
+@contextmanager
+def _dp_accountant(budget: Any, ledger: Any, dataset: str, name: str) -> Iterator[tuple[Any, Any]]:
+    """An accountant for one fit and the dataset's cap (None without a ledger or a cap).
+
+    With a ledger the whole budget is reserved first (a spent cap fails before anything is read) and committed
+    at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
+    """
+    from privsynth.privacy.accountant import Accountant
+
+    if ledger is None:
+        yield Accountant(budget), None
+        return
+    ledger.register(dataset, name)
+    reservation = ledger.reserve(
+        dataset, budget.rho, purpose=f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+    )
+    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
+    try:
+        yield accountant, ledger.dataset(dataset).cap
+    except BaseException:
+        if accountant.charges:
+            ledger.commit(reservation)
+        else:
+            ledger.cancel(reservation)
+        raise
+    ledger.commit(reservation)

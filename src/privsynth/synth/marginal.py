@@ -1,0 +1,651 @@
+"""MST and AIM: differentially private synthetic data from noisy marginals and a graphical model.
+
+MST: McKenna, Miklau and Sheldon, "Winning the NIST Contest: A scalable and general approach to differentially
+private synthetic data", Journal of Privacy and Confidentiality 11(3), 2021. AIM: McKenna, Mullins, Sheldon and
+Miklau, "AIM: An Adaptive and Iterative Mechanism for Differentially Private Synthetic Data", PVLDB 15(11), 2022.
+Both *select* marginals with the exponential mechanism, *measure* them with Gaussian noise and *estimate* a
+graphical model from the noisy answers with Private-PGM (:mod:`privsynth.synth._pgm`), with the budget splits of
+the reference code (``mst.py`` and ``aim.py`` in the ``mbi`` repository's examples); synthetic rows are drawn
+from the model, which is post-processing.
+
+Around the papers, privsynth adds:
+
+- Data are read only through ``Source.counts`` (one GROUP BY per marginal, run by DuckDB or the database), so
+  the same fit works on a frame, a Parquet file larger than memory or a database table. The row count is
+  private: it is estimated from the noisy 1-way marginals.
+- Column domains are public in the schema (free) or learned under DP from a share of the budget
+  (:func:`privsynth.synth.domain.learn_domains`); decoding draws numbers inside their bin, never a midpoint.
+- The whole budget is reserved in the ledger before any noise is drawn, so a spent cap fails up front and two
+  jobs cannot both overdraw it; every measurement and selection is one ledger row under that reservation.
+- ``sample(n, conditions=...)`` is exact: the junction tree is conditioned on the evidence, then sampled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.binning import Categories
+from privsynth.data.schema import Schema
+from privsynth.data.sources import Source
+from privsynth.errors import DataError, ParameterError
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
+from privsynth.privacy.ledger import Ledger
+from privsynth.privacy.mechanisms import exponential_mechanism, gaussian_mechanism
+from privsynth.progress import report
+from privsynth.synth import _pgm
+from privsynth.synth._pgm import Clique, NoisyMarginal
+from privsynth.synth.base import Conditions, Synthesizer, register
+from privsynth.synth.domain import (
+    DEFAULT_BINS,
+    NUMERIC_BINS,
+    ColumnDomain,
+    cells_to_frame,
+    discovery_delta,
+    learn_domains,
+    needs_budget,
+)
+
+__all__ = ["AIM", "DEFAULT_DELTA", "MAX_DELTA", "MST"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DELTA = 1e-6
+MAX_DELTA = 1e-5
+"""Largest delta accepted. Delta must be well below 1/n, but n is private and is not read: 1e-5 keeps
+delta < 1/n for tables of up to 100,000 rows; a larger table needs a smaller delta (a warning says so when the
+noisy row count shows it)."""
+
+_SUPPORT_SIGMAS = 3.0
+"""MST merges the values of a column whose noisy count is below this many standard deviations (paper, §4)."""
+
+_MAX_DEFAULT_WORKLOAD = 1000
+"""AIM's default workload holds every 3-way marginal up to this many (19 columns); wider tables get every
+2-way marginal and this many 3-way ones drawn with a fixed seed (the choice does not look at the data)."""
+
+
+class _MarginalMethod(Synthesizer):
+    """What MST and AIM share: the budget, the ledger, the domains, the model and sampling from it.
+
+    ``fit(source, schema, epsilon=..., delta=1e-6, ledger=None)``: ``epsilon`` is required; ``delta`` at most
+    :data:`MAX_DELTA`; ``ledger`` a :class:`~privsynth.privacy.Ledger`, a SQLAlchemy URL or a SQLite path.
+    ``preprocessing_share`` of rho learns the domains the schema does not declare public (only spent when
+    there are any), ``bins`` cells per numeric column, ``numeric_bins`` ``"quantile"`` (DP quantiles, also
+    inside public bounds) or ``"uniform"`` (equal width inside public bounds, free). After fitting:
+    ``spends_`` (each charge: mechanism, purpose, rho, delta), ``epsilon_``, ``delta_``, ``rho_``,
+    ``rows_estimate_`` (the noisy row count), ``domains_``, ``measurements_`` and ``model_``.
+    """
+
+    differentially_private = True
+
+    model_: _pgm.Model
+    domains_: dict[str, ColumnDomain]
+    compression_: dict[str, np.ndarray]
+    measurements_: list[NoisyMarginal]
+    spends_: list[dict[str, Any]]
+    epsilon_: float
+    delta_: float
+    rho_: float
+    rows_estimate_: float
+
+    def __init__(self, *, preprocessing_share: float, bins: int, numeric_bins: str, iters: int) -> None:
+        share = check_positive("preprocessing_share", preprocessing_share)
+        if share >= 1:
+            raise ParameterError(f"preprocessing_share must be below 1 (a share of the budget), got {share!r}")
+        if numeric_bins not in NUMERIC_BINS:
+            raise ParameterError(f"numeric_bins must be one of {', '.join(NUMERIC_BINS)}, got {numeric_bins!r}")
+        self.preprocessing_share = share
+        self.bins = _whole("bins", bins, minimum=2)
+        self.numeric_bins = numeric_bins
+        self.iters = _whole("iters", iters, minimum=1)
+
+    def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
+        budget = _budget(self.name, schema, epsilon, delta)
+        self._check(schema.names)
+        with _accountant(budget, _open_ledger(ledger), self.source_fingerprint_, source.name, self.name) as accountant:
+            preprocessing = 0.0
+            if needs_budget(schema, self.bins, numeric_bins=self.numeric_bins):
+                preprocessing = budget.split([self.preprocessing_share, 1 - self.preprocessing_share])[0].rho
+            domains = learn_domains(
+                source, schema, accountant, rho=preprocessing, bins=self.bins, numeric_bins=self.numeric_bins
+            )
+            left = _floor(Fraction(budget.rho) - sum((Fraction(c.rho) for c in accountant.charges), Fraction(0)))
+            counts = _Counts(source, domains)
+            model, measurements, compression = self._run(counts, accountant, Budget.from_rho(left, budget.delta))
+        self.model_ = model
+        self.domains_ = domains
+        self.compression_ = compression
+        self.measurements_ = measurements
+        self.spends_ = [
+            {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta} for c in accountant.charges
+        ]
+        self.epsilon_, self.delta_, self.rho_ = budget.epsilon, budget.delta, budget.rho
+        self.rows_estimate_ = model.total
+        if budget.delta * model.total >= 1:
+            logger.warning(
+                "delta=%g is not below 1/n for this table (about %d rows by the noisy count): choose delta below "
+                "%.0e for a meaningful guarantee",
+                budget.delta,
+                model.total,
+                10 ** math.floor(math.log10(0.1 / model.total)),
+            )
+
+    def _check(self, columns: list[str]) -> None:
+        """Refuse settings that do not fit these columns, before anything is reserved or spent."""
+
+    @abstractmethod
+    def _run(
+        self, counts: _Counts, accountant: Accountant, budget: Budget
+    ) -> tuple[_pgm.Model, list[NoisyMarginal], dict[str, np.ndarray]]:
+        """Spend ``budget`` on selections and measurements; return the model, what was measured (on the
+        model's domain) and each compressed column's map from original cell to model cell."""
+
+    def _sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        return self._draw(n, {}, rng)
+
+    def _sample_conditional(self, n: int, conditions: Conditions, rng: np.random.Generator) -> pd.DataFrame:
+        """Exact conditional sampling: the model conditioned on the condition cells, and the exact values."""
+        return self._draw(n, conditions, rng)
+
+    def _draw(self, n: int, conditions: Conditions, rng: np.random.Generator) -> pd.DataFrame:
+        columns = list(self.domains_)
+        fixed = {c: self.domains_[c].cell_of(v) for c, v in conditions.items()}
+        evidence: dict[str, list[int]] = {}
+        for column in columns:
+            mapping = self.compression_.get(column, np.arange(self.domains_[column].size))
+            if column in fixed:
+                evidence[column] = [int(mapping[fixed[column]])]
+            elif (blank := _blank_cell(self.domains_[column])) is not None:
+                # Never draw a cell that decodes to no value (see _blank_cell), unless nothing else is left.
+                allowed = sorted(set(mapping[np.arange(len(mapping)) != blank].tolist()))
+                if allowed and len(allowed) < int(mapping.max()) + 1:
+                    evidence[column] = allowed
+        try:
+            cells = self.model_.sample(n, rng, evidence)
+        except ValueError:
+            raise DataError(f"the model gives the conditions {dict(conditions)} probability zero") from None
+        for j, column in enumerate(columns):
+            if column in fixed:
+                cells[:, j] = fixed[column]
+            elif column in self.compression_:
+                cells[:, j] = _decompress(
+                    cells[:, j], self.compression_[column], rng, _blank_cell(self.domains_[column])
+                )
+        frame = cells_to_frame(self.domains_, cells, rng, columns)
+        for column, value in conditions.items():
+            frame[column] = _exact(frame[column], value, column, n)
+        return frame
+
+
+@register
+class MST(_MarginalMethod):
+    """MST: all 1-way marginals, a maximum spanning tree of 2-way marginals, a tree-shaped graphical model.
+
+    A third of the budget measures every 1-way marginal; values measured below 3 sigma are merged into one
+    cell; a third selects the tree's d - 1 edges, one exponential-mechanism draw each, scored by how badly the
+    1-way model misses each 2-way marginal (L1, sensitivity 1); a third measures the selected 2-way marginals.
+    ``iters``: mirror-descent steps of the final estimate (the reference code's 5000 would triple the time
+    for no visible change on the bundled tables). With two columns the tree is forced and its budget is
+    shared by the two measurements; with one, the 1-way marginal gets it all.
+    """
+
+    name = "mst"
+
+    def __init__(
+        self,
+        *,
+        preprocessing_share: float = 0.1,
+        bins: int = DEFAULT_BINS,
+        numeric_bins: str = "quantile",
+        iters: int = 2000,
+    ) -> None:
+        super().__init__(preprocessing_share=preprocessing_share, bins=bins, numeric_bins=numeric_bins, iters=iters)
+
+    def _run(
+        self, counts: _Counts, accountant: Accountant, budget: Budget
+    ) -> tuple[_pgm.Model, list[NoisyMarginal], dict[str, np.ndarray]]:
+        columns = counts.columns
+        d = len(columns)
+        steps = 2 * d + 1
+        report("mst", 0, steps, "measuring 1-way marginals")
+        shares = budget.split([1 / 3, 1 / 3, 1 / 3]) if d > 2 else budget.split([1 / d] * d)
+        ones = _measure([(c,) for c in columns], counts, shares[0], accountant)
+        total = _pgm.total_from(ones)
+        compression, ones = _compress(ones, counts.sizes)
+        domain = {c: int(compression[c].max()) + 1 if c in compression else counts.sizes[c] for c in columns}
+
+        def compressed(clique: Clique) -> np.ndarray:
+            return _compress_table(counts(clique), clique, compression, domain)
+
+        report("mst", d, steps, "selecting the spanning tree")
+        if d > 2:
+            first = _pgm.independent(domain, ones, total)
+            tree = _select_tree(columns, compressed, first, shares[1], accountant)
+        else:
+            tree = [tuple(columns)] if d == 2 else []
+        report("mst", 2 * d - 1, steps, "measuring the tree's 2-way marginals")
+        twos = _measure(tree, compressed, shares[-1], accountant) if tree else []
+        report("mst", 2 * d, steps, "estimating the model")
+        model = _pgm.estimate(domain, ones + twos, total, iters=self.iters)
+        report("mst", steps, steps, "done")
+        return model, ones + twos, compression
+
+
+@register
+class AIM(_MarginalMethod):
+    """AIM: adaptively measure the workload marginals the current model answers worst, until the budget is spent.
+
+    Each round spends 1/rounds of the budget (rounds = 16 d by default), a tenth on selecting a candidate
+    (any marginal inside a workload marginal, weighted by its overlap with the workload) and nine tenths on
+    measuring it. When a measurement barely moves the model, the round budget is quadrupled (sigma halves);
+    when less than two rounds' worth is left, one last round spends the rest. The model may grow to
+    ``max_model_size`` MB in proportion to the budget used; candidates that would make it larger are left out
+    of that round, and a warning says so when the full cap still kept candidates out at the end.
+    ``workload``: column tuples to be accurate on (default: every 2- and 3-way marginal, see
+    :data:`_MAX_DEFAULT_WORKLOAD`). ``iters``: mirror-descent steps per round (warm-started); the final
+    estimate takes 2.5 times as many.
+    """
+
+    name = "aim"
+
+    rounds_: int
+    size_capped_: int
+
+    def __init__(
+        self,
+        *,
+        rounds: int | None = None,
+        max_model_size: float = 80.0,
+        workload: Sequence[Sequence[str]] | None = None,
+        preprocessing_share: float = 0.1,
+        bins: int = DEFAULT_BINS,
+        numeric_bins: str = "quantile",
+        iters: int = 1000,
+    ) -> None:
+        super().__init__(preprocessing_share=preprocessing_share, bins=bins, numeric_bins=numeric_bins, iters=iters)
+        self.rounds = None if rounds is None else _whole("rounds", rounds, minimum=1)
+        self.max_model_size = check_positive("max_model_size", max_model_size)
+        self.workload = None if workload is None else [tuple(str(c) for c in clique) for clique in workload]
+
+    def _check(self, columns: list[str]) -> None:
+        if self.rounds is not None and self.rounds < len(columns):
+            raise ParameterError(
+                f"rounds={self.rounds} is below the number of columns ({len(columns)}): AIM measures every 1-way "
+                f"marginal at the first round's noise, so it needs at least {len(columns)} rounds"
+            )
+        self._workload(columns)
+
+    def _run(
+        self, counts: _Counts, accountant: Accountant, budget: Budget
+    ) -> tuple[_pgm.Model, list[NoisyMarginal], dict[str, np.ndarray]]:
+        columns, domain = counts.columns, counts.sizes
+        d = len(columns)
+        rounds = self.rounds or 16 * d
+        workload = self._workload(columns)
+        candidates = _candidates(workload, columns)
+        maximal = _maximal(workload)
+        for done, clique in enumerate(maximal):
+            report("aim", 0, rounds, f"counting workload marginal {done + 1} of {len(maximal)}")
+            counts(clique)
+        rho = Fraction(budget.rho)
+        round_rho = rho / rounds
+        # Every 1-way marginal first, each at the first rounds' sigma (0.9 of a round's rho).
+        first = Budget.from_rho(_floor(round_rho), budget.delta).split([0.1, 0.9])[1].rho
+        measurements = _measure([(c,) for c in columns], counts, Budget.from_rho(first * d, budget.delta), accountant)
+        used = sum((Fraction(c.rho) for c in accountant.charges[-d:]), Fraction(0))
+        model = _pgm.estimate(domain, measurements, _pgm.total_from(measurements), iters=self.iters)
+        t, final, excluded = 0, False, 0
+        while not final:
+            t += 1
+            left = rho - used
+            final = left < 2 * round_rho
+            select, measure = Budget.from_rho(_floor(left if final else round_rho), budget.delta).split([0.1, 0.9])
+            used += Fraction(select.rho) + Fraction(measure.rho)
+            report("aim", t, rounds, f"rho left {float(rho - used):.4f}")
+            limit = self.max_model_size * float(used / rho)
+            allowed = _within_size(candidates, model, limit)
+            excluded = len(candidates) - len(allowed)
+            if excluded:
+                logger.debug("AIM round %d: model-size limit %.3g MB leaves out %d candidates", t, limit, excluded)
+            sigma = gaussian_sigma(measure.rho, 1.0)
+            clique = _worst_approximated(allowed, counts, model, sigma, select, accountant, t)
+            measurements += _measure([clique], counts, measure, accountant)
+            before = model.project(clique)
+            model = _pgm.estimate(
+                domain, measurements, _pgm.total_from(measurements), iters=self.iters, warm_start=model
+            )
+            moved = float(np.abs(model.project(clique) - before).sum())
+            if not final and moved <= sigma * math.sqrt(2 / math.pi) * before.size:
+                round_rho *= 4
+                logger.debug("AIM round %d: %s barely moved the model; round budget x4", t, clique)
+        report("aim", t, t, "estimating the final model")
+        model = _pgm.estimate(
+            domain, measurements, _pgm.total_from(measurements), iters=self.iters * 5 // 2, warm_start=model
+        )
+        if excluded:
+            logger.warning(
+                "AIM's model-size cap of %g MB bound: %d of %d candidate marginals would have made the model "
+                "larger and were left out of the last round; raise max_model_size to allow them",
+                self.max_model_size,
+                excluded,
+                len(candidates),
+            )
+        self.size_capped_ = excluded
+        self.rounds_ = t
+        return model, measurements, {}
+
+    def _workload(self, columns: list[str]) -> list[Clique]:
+        """The workload as cliques in column order: the user's, or every 2- and 3-way marginal."""
+        if self.workload is not None:
+            cliques = []
+            for item in self.workload:
+                unknown = [c for c in item if c not in columns]
+                if unknown or not item or len(set(item)) != len(item):
+                    problem = f"unknown column(s) {unknown}" if unknown else "it is empty or repeats a column"
+                    raise ParameterError(f"workload marginal {item} cannot be used: {problem}; columns are {columns}")
+                cliques.append(tuple(c for c in columns if c in item))
+            return list(dict.fromkeys(cliques))
+        if len(columns) < 3:
+            return [tuple(columns)]
+        pairs: list[Clique] = list(itertools.combinations(columns, 2))
+        triples: list[Clique] = list(itertools.combinations(columns, 3))
+        if len(triples) > _MAX_DEFAULT_WORKLOAD:
+            picked = np.random.default_rng(0).choice(len(triples), _MAX_DEFAULT_WORKLOAD, replace=False)
+            triples = [triples[i] for i in sorted(picked)]
+        return pairs + triples
+
+
+class _Counts:
+    """Exact marginals of the private data, cached for one fit and never released: each goes through a mechanism.
+
+    A marginal inside one already counted is summed from it rather than queried again.
+    """
+
+    def __init__(self, source: Source, domains: Mapping[str, ColumnDomain]) -> None:
+        self._source = source
+        self._domains = domains
+        self.columns = list(domains)
+        self.sizes = {c: d.size for c, d in domains.items()}
+        self._cache: dict[Clique, np.ndarray] = {}
+
+    def __call__(self, clique: Clique) -> np.ndarray:
+        if clique in self._cache:
+            return self._cache[clique]
+        held = [c for c in self._cache if set(clique) <= set(c)]
+        if held:
+            home = min(held, key=len)
+            axes = tuple(i for i, a in enumerate(home) if a not in clique)
+            summed = self._cache[home].sum(axis=axes)
+            kept = [a for a in home if a in clique]
+            table = np.transpose(summed, [kept.index(a) for a in clique])
+        else:
+            table = self._source.counts(list(clique), [self._domains[c].binning for c in clique])
+        self._cache[clique] = table
+        return table
+
+
+def _measure(
+    cliques: Sequence[Clique], answer: Callable[[Clique], np.ndarray], budget: Budget, accountant: Accountant
+) -> list[NoisyMarginal]:
+    """The Gaussian mechanism on each marginal, ``budget`` split evenly between them.
+
+    Sensitivity 1 per marginal: adding or removing a record changes one cell by one. Each costs its share of
+    rho, so together they cost ``budget.rho`` (zCDP composition).
+    """
+    shares = budget.split([1 / len(cliques)] * len(cliques)) if len(cliques) > 1 else (budget,)
+    out = []
+    for clique, share in zip(cliques, shares, strict=True):
+        noisy = gaussian_mechanism(
+            answer(clique), sensitivity=1.0, rho=share.rho, accountant=accountant, purpose=_purpose(clique)
+        )
+        out.append(NoisyMarginal(clique, noisy.ravel().astype(np.float64), gaussian_sigma(share.rho, 1.0)))
+    return out
+
+
+def _purpose(clique: Clique) -> str:
+    return f"{len(clique)}-way marginal of {' x '.join(repr(c) for c in clique)}"
+
+
+def _compress(ones: list[NoisyMarginal], sizes: Mapping[str, int]) -> tuple[dict[str, np.ndarray], list[NoisyMarginal]]:
+    """MST's domain compression: values measured below 3 sigma merge into one cell (post-processing).
+
+    The merged cell's measurement is the sum of its noisy counts over sqrt(k), compared with the model's count
+    over sqrt(k), so its noise keeps standard deviation sigma.
+    """
+    compression: dict[str, np.ndarray] = {}
+    out = []
+    for m in ones:
+        (column,) = m.clique
+        rare = m.values < _SUPPORT_SIGMAS * m.sigma
+        k = int(rare.sum())
+        if k < 2:
+            out.append(m)
+            continue
+        kept = int((~rare).sum())
+        mapping = np.full(sizes[column], kept, dtype=np.int64)
+        mapping[~rare] = np.arange(kept)
+        compression[column] = mapping
+        scale = 1 / math.sqrt(k)
+        values = np.append(m.values[~rare], m.values[rare].sum() * scale)
+        weights = np.append(np.ones(kept), scale)
+        out.append(NoisyMarginal(m.clique, values, m.sigma, weights))
+    return compression, out
+
+
+def _compress_table(
+    table: np.ndarray, clique: Clique, compression: Mapping[str, np.ndarray], domain: Mapping[str, int]
+) -> np.ndarray:
+    """An exact marginal re-counted on the compressed domain (merged cells summed)."""
+    if not any(c in compression for c in clique):
+        return table
+    out = np.zeros(tuple(domain[c] for c in clique), dtype=table.dtype)
+    index = [compression[c] if c in compression else np.arange(table.shape[i]) for i, c in enumerate(clique)]
+    np.add.at(out, np.ix_(*index), table)
+    return out
+
+
+def _blank_cell(domain: ColumnDomain) -> int | None:
+    """The ``other`` cell of a column whose other values were never released: it decodes to no value (a
+    missing one), so sampling leaves it out whenever the column has another cell to draw."""
+    binning = domain.binning
+    if isinstance(binning, Categories) and binning.other_index is not None and not domain.other_values:
+        return binning.other_index
+    return None
+
+
+def _decompress(cells: np.ndarray, mapping: np.ndarray, rng: np.random.Generator, blank: int | None) -> np.ndarray:
+    """Original cells for model cells: a kept value is itself, the merged cell one of its values uniformly
+    (not the ``blank`` cell, which decodes to no value, unless it is the only one)."""
+    merged = int(mapping.max())
+    members = np.flatnonzero(mapping == merged)
+    if blank is not None and len(members) > 1:
+        members = members[members != blank]
+    kept = np.flatnonzero(mapping != merged)
+    out = np.empty_like(cells)
+    rare = cells == merged
+    out[~rare] = kept[cells[~rare]] if len(kept) else 0
+    out[rare] = members[rng.integers(0, len(members), int(rare.sum()))]
+    return out
+
+
+def _select_tree(
+    columns: list[str],
+    answer: Callable[[Clique], np.ndarray],
+    model: _pgm.Model,
+    budget: Budget,
+    accountant: Accountant,
+) -> list[Clique]:
+    """MST's selection: Kruskal's algorithm with each edge drawn by the exponential mechanism.
+
+    Score of a pair: the L1 distance between its exact 2-way marginal and the 1-way model's estimate
+    (sensitivity 1: the model is built from noisy answers only). ``budget`` is split over the d - 1 draws.
+    """
+    pairs = list(itertools.combinations(columns, 2))
+    scores = {pair: float(np.abs(answer(pair) - model.project(pair)).sum()) for pair in pairs}
+    group = {c: c for c in columns}
+
+    def find(c: str) -> str:
+        while group[c] != c:
+            group[c] = group[group[c]]
+            c = group[c]
+        return c
+
+    steps = len(columns) - 1
+    chosen: list[Clique] = []
+    for step, share in enumerate(budget.split([1 / steps] * steps)):
+        open_pairs = [p for p in pairs if find(p[0]) != find(p[1])]
+        pick = exponential_mechanism(
+            np.array([scores[p] for p in open_pairs]),
+            sensitivity=1.0,
+            rho=share.rho,
+            accountant=accountant,
+            purpose=f"select edge {step + 1} of {steps} of the spanning tree",
+        )
+        a, b = open_pairs[pick]
+        group[find(a)] = find(b)
+        chosen.append((a, b))
+    return chosen
+
+
+def _maximal(cliques: Sequence[Clique]) -> list[Clique]:
+    """The cliques not inside another one."""
+    return [c for c in cliques if not any(set(c) < set(other) for other in cliques)]
+
+
+def _candidates(workload: Sequence[Clique], columns: list[str]) -> dict[Clique, int]:
+    """AIM's candidates: every marginal inside a workload marginal, weighted by its overlap with the workload."""
+    found: set[Clique] = set()
+    for clique in workload:
+        for size in range(1, len(clique) + 1):
+            found.update(itertools.combinations(clique, size))
+    ordered = sorted(found, key=lambda c: (len(c), [columns.index(a) for a in c]))
+    return {c: sum(len(set(c) & set(w)) for w in workload) for c in ordered}
+
+
+def _within_size(candidates: Mapping[Clique, int], model: _pgm.Model, limit: float) -> dict[Clique, int]:
+    """Candidates the model can take within ``limit`` MB, and those inside its cliques (free to re-measure)."""
+    cliques = list(model.potentials)
+    allowed = {}
+    for clique, weight in candidates.items():
+        inside = any(set(clique) <= set(c) for c in cliques)
+        if inside or (
+            math.prod(model.domain[a] for a in clique) * 8 / 2**20 <= limit
+            and _pgm.model_size_mb(model.domain, [*cliques, clique]) <= limit
+        ):
+            allowed[clique] = weight
+    return allowed
+
+
+def _worst_approximated(
+    candidates: Mapping[Clique, int],
+    answer: Callable[[Clique], np.ndarray],
+    model: _pgm.Model,
+    sigma: float,
+    budget: Budget,
+    accountant: Accountant,
+    round_number: int,
+) -> Clique:
+    """AIM's selection: the exponential mechanism on weight x (L1 error - expected noise error).
+
+    The L1 error changes by at most one when a record is added or removed, so a score's sensitivity is its
+    weight and the mechanism's is the largest weight.
+    """
+    keys = list(candidates)
+    scores = []
+    for clique in keys:
+        exact = answer(clique)
+        bias = math.sqrt(2 / math.pi) * sigma * exact.size
+        scores.append(candidates[clique] * (float(np.abs(exact - model.project(clique)).sum()) - bias))
+    pick = exponential_mechanism(
+        np.array(scores),
+        sensitivity=float(max(candidates.values())),
+        rho=budget.rho,
+        accountant=accountant,
+        purpose=f"select round {round_number}",
+    )
+    return keys[pick]
+
+
+# ---- budget and ledger -----------------------------------------------------------------------------------------
+
+
+def _budget(method: str, schema: Schema, epsilon: float | None, delta: float | None) -> Budget:
+    """The run's budget; with categories to discover, part of delta is set aside for key discovery."""
+    if epsilon is None:
+        raise ParameterError(
+            f"'{method}' is differentially private and needs a privacy budget: pass epsilon (for example "
+            "epsilon=1.0; smaller is more private)"
+        )
+    delta = DEFAULT_DELTA if delta is None else check_positive("delta", delta)
+    if delta > MAX_DELTA:
+        raise ParameterError(
+            f"delta={delta:g} is too large: delta must be well below 1/n, and the row count n is private, so "
+            f"privsynth accepts at most delta={MAX_DELTA:g} (below 1/n up to 100,000 rows); use delta=1e-6, or "
+            "smaller for larger tables"
+        )
+    return Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
+
+
+def _open_ledger(ledger: Any) -> Ledger | None:
+    if ledger is None or isinstance(ledger, Ledger):
+        return ledger
+    if isinstance(ledger, str | os.PathLike):
+        return Ledger(ledger)
+    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
+
+
+@contextmanager
+def _accountant(budget: Budget, ledger: Ledger | None, dataset: str, name: str, method: str) -> Iterator[Accountant]:
+    """An accountant for one fit; with a ledger, the whole budget is reserved first and committed at the end.
+
+    The reservation fails with BudgetExceeded, recording nothing, when the dataset's cap cannot hold the
+    budget. If the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
+    """
+    if ledger is None:
+        yield Accountant(budget)
+        return
+    ledger.register(dataset, name)
+    reservation = ledger.reserve(
+        dataset, budget.rho, purpose=f"{method} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+    )
+    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
+    try:
+        yield accountant
+    except BaseException:
+        if accountant.charges:
+            ledger.commit(reservation)
+        else:
+            ledger.cancel(reservation)
+        raise
+    ledger.commit(reservation)
+
+
+def _floor(value: Fraction) -> float:
+    """The largest float not above ``value``, so a share computed from exact arithmetic never overdraws."""
+    nearest = float(value)
+    return math.nextafter(nearest, 0.0) if Fraction(nearest) > value else nearest
+
+
+def _whole(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ParameterError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _exact(decoded: pd.Series, value: Any, column: str, n: int) -> pd.Series:
+    """The condition value itself for every row, in the decoded column's dtype."""
+    try:
+        return pd.Series([value] * n, dtype=decoded.dtype)
+    except (TypeError, ValueError):
+        raise ParameterError(f"the condition {value!r} cannot be stored in '{column}' ({decoded.dtype})") from None

@@ -1,0 +1,283 @@
+"""MST and AIM on nassCDS: budget, ledger, fidelity, decoding, conditional sampling, sources, model-size cap."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from privsynth.data.datasets import load_dataset
+from privsynth.data.schema import Schema
+from privsynth.data.sources import Source, load_source
+from privsynth.errors import BudgetExceeded, ParameterError
+from privsynth.privacy.budget import Budget
+from privsynth.privacy.ledger import Ledger
+from privsynth.synth import Synthesizer, create
+from privsynth.synth.domain import ColumnDomain
+from privsynth.synth.marginal import AIM, MST
+
+COLUMNS = ["dvcat", "weight", "dead", "sex", "ageOFocc", "injSeverity"]
+SMALL = ["dvcat", "dead", "sex", "injSeverity"]
+
+
+@pytest.fixture(scope="module")
+def nass() -> pd.DataFrame:
+    return load_dataset("nassCDS")[COLUMNS]
+
+
+def public(df: pd.DataFrame) -> Schema:
+    """The schema with every domain declared public (the free path: no preprocessing budget)."""
+    return Schema([dataclasses.replace(c, public=True) for c in Schema.infer(df).synthesized()])
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+    return Ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
+
+
+@pytest.fixture(scope="module")
+def mst(nass: pd.DataFrame, ledger: Ledger) -> MST:
+    model = MST(numeric_bins="uniform").fit(nass, public(nass), epsilon=1.0, ledger=ledger)
+    assert isinstance(model, MST)
+    return model
+
+
+@pytest.fixture(scope="module")
+def aim(nass: pd.DataFrame) -> AIM:
+    small = nass[SMALL]
+    model = AIM(rounds=2 * len(SMALL), numeric_bins="uniform").fit(small, public(small), epsilon=3.0)
+    assert isinstance(model, AIM)
+    return model
+
+
+def two_way_tvd(domains: dict[str, ColumnDomain], real: pd.DataFrame, fake: pd.DataFrame | None) -> float:
+    """Mean total variation distance of the 2-way marginals on the model's cells; ``fake=None`` scores the
+    product of the real 1-way marginals (every column independent)."""
+    distances = []
+    for a, b in itertools.combinations(domains, 2):
+        size = domains[a].size * domains[b].size
+        real_cells = domains[a].encode(real[a]) * domains[b].size + domains[b].encode(real[b])
+        p = np.bincount(real_cells, minlength=size) / len(real)
+        if fake is None:
+            q = (
+                np.outer(
+                    np.bincount(domains[a].encode(real[a]), minlength=domains[a].size),
+                    np.bincount(domains[b].encode(real[b]), minlength=domains[b].size),
+                ).ravel()
+                / len(real) ** 2
+            )
+        else:
+            fake_cells = domains[a].encode(fake[a]) * domains[b].size + domains[b].encode(fake[b])
+            q = np.bincount(fake_cells, minlength=size) / len(fake)
+        distances.append(0.5 * np.abs(p - q).sum())
+    return float(np.mean(distances))
+
+
+def spent(model: MST | AIM) -> Fraction:
+    return sum((Fraction(s["rho"]) for s in model.spends_), Fraction(0))
+
+
+def test_mst_fits_and_samples_at_epsilon_1_with_dtypes(nass: pd.DataFrame, mst: MST) -> None:
+    synthetic = mst.sample(len(nass), seed=0)
+    assert synthetic.dtypes.to_dict() == nass.dtypes.to_dict()
+    assert synthetic["weight"].between(0, nass["weight"].max()).all()
+    assert (synthetic["ageOFocc"] == synthetic["ageOFocc"].round()).all()
+    # numbers are drawn inside their bin, not set to a midpoint
+    assert synthetic["weight"].nunique() > 0.9 * len(synthetic)
+    assert synthetic["dead"].eq("dead").mean() == pytest.approx(nass["dead"].eq("dead").mean(), abs=0.01)
+    assert synthetic["injSeverity"].isna().mean() == pytest.approx(nass["injSeverity"].isna().mean(), abs=0.01)
+    # the row count is private: estimated from the noisy 1-way marginals, within a few sigma
+    assert abs(mst.rows_estimate_ - len(nass)) < 100
+    assert mst.epsilon_ == 1.0 and mst.delta_ == 1e-6
+    assert mst.rho_ == pytest.approx(0.02436, abs=1e-5)
+
+
+def test_budget_is_spent_exactly_and_never_exceeded(mst: MST, aim: AIM) -> None:
+    for model in (mst, aim):
+        assert spent(model) <= Fraction(model.rho_)
+        assert float(spent(model)) == pytest.approx(model.rho_, rel=1e-9)
+    purposes = [s["purpose"] for s in mst.spends_]
+    assert purposes[:6] == [f"1-way marginal of {c!r}" for c in COLUMNS]
+    assert sum(p.startswith("select edge") for p in purposes) == len(COLUMNS) - 1
+    assert sum(p.startswith("2-way marginal") for p in purposes) == len(COLUMNS) - 1
+    assert all(s["rho"] > 0 and s["mechanism"].startswith(("gaussian", "exponential")) for s in mst.spends_)
+    rounds = [s for s in aim.spends_ if s["purpose"].startswith("select round")]
+    assert len(rounds) == aim.rounds_ >= 2
+
+
+def test_ledger_holds_a_row_for_every_measurement(mst: MST, ledger: Ledger) -> None:
+    rows = ledger.entries(mst.source_fingerprint_)
+    reservations = [r for r in rows if r.reservation_id is None]
+    assert len(reservations) == 1
+    assert reservations[0].status == "committed" and reservations[0].rho == mst.rho_
+    under = [r for r in rows if r.reservation_id == reservations[0].id]
+    assert [(r.purpose, r.rho) for r in under] == [(s["purpose"], s["rho"]) for s in mst.spends_]
+    assert ledger.dataset(mst.source_fingerprint_).spent_rho == pytest.approx(mst.rho_, rel=1e-12)
+
+
+def test_spent_cap_refuses_before_any_noise(nass: pd.DataFrame, tmp_path: Path) -> None:
+    book = Ledger(tmp_path / "capped.sqlite")
+    fingerprint = load_source(nass).fingerprint()
+    book.register(fingerprint, "nassCDS slice")
+    book.set_cap(fingerprint, epsilon=0.5, delta=1e-6)
+    with pytest.raises(BudgetExceeded, match="refused"):
+        MST(numeric_bins="uniform").fit(nass, public(nass), epsilon=1.0, ledger=book)
+    assert book.entries(fingerprint) == []
+    # a ledger given as a URL works the same way
+    with pytest.raises(BudgetExceeded):
+        create("aim").fit(nass, public(nass), epsilon=1.0, ledger=f"sqlite:///{tmp_path / 'capped.sqlite'}")
+    assert book.entries(fingerprint) == []
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "delta", "message"),
+    [
+        (None, None, "needs a privacy budget"),
+        (0.0, None, "epsilon must be a finite number > 0"),
+        (-1.0, None, "epsilon must be a finite number > 0"),
+        (float("nan"), None, "epsilon must be a finite number > 0"),
+        (1.0, 1e-3, "delta=0.001 is too large"),
+        (1.0, 0.0, "delta must be a finite number > 0"),
+    ],
+)
+def test_bad_budget_is_refused(nass: pd.DataFrame, epsilon: float | None, delta: float | None, message: str) -> None:
+    with pytest.raises(ParameterError, match=message):
+        MST().fit(nass, public(nass), epsilon=epsilon, delta=delta)
+
+
+def test_bad_settings_are_refused(nass: pd.DataFrame) -> None:
+    with pytest.raises(ParameterError, match="max_model_size must be a finite number > 0"):
+        AIM(max_model_size=0)
+    with pytest.raises(ParameterError, match="numeric_bins must be one of"):
+        MST(numeric_bins="equal")
+    with pytest.raises(ParameterError, match="rounds=3 is below the number of columns"):
+        AIM(rounds=3).fit(nass, public(nass), epsilon=1.0)
+    with pytest.raises(ParameterError, match=r"unknown column\(s\) \['speed'\]"):
+        AIM(workload=[("dead", "speed")]).fit(nass, public(nass), epsilon=1.0)
+
+
+def test_mst_and_aim_beat_independent_columns_at_epsilon_3(nass: pd.DataFrame, aim: AIM) -> None:
+    mst = MST(numeric_bins="uniform").fit(nass, public(nass), epsilon=3.0)
+    assert isinstance(mst, MST)
+    synthetic = mst.sample(len(nass), seed=1)
+    independent = two_way_tvd(mst.domains_, nass, None)
+    # measured: 0.014 against 0.035 for independent columns
+    assert independent > 0.02
+    assert two_way_tvd(mst.domains_, nass, synthetic) < 0.5 * independent
+    small = nass[SMALL]
+    # measured: 0.0075 against 0.065
+    independent = two_way_tvd(aim.domains_, small, None)
+    assert independent > 0.04
+    assert two_way_tvd(aim.domains_, small, aim.sample(len(small), seed=1)) < 0.3 * independent
+
+
+def test_conditional_sampling_is_exact(mst: MST) -> None:
+    rows = mst.sample(20_000, conditions={"dead": "dead"}, seed=0)
+    assert len(rows) == 20_000 and rows["dead"].eq("dead").all()
+    # the other columns follow the model's conditional distribution given the condition
+    assert "dead" not in mst.compression_ and "sex" not in mst.compression_
+    joint = mst.model_.project(("dead", "sex"))
+    dead = mst.domains_["dead"].cell_of("dead")
+    expected = joint[dead] / joint[dead].sum()
+    observed = np.bincount(mst.domains_["sex"].encode(rows["sex"]), minlength=len(expected)) / len(rows)
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+    # numeric conditions hold exactly, in the column's dtype, and a rare cell needs no rejection sampling
+    rare = mst.sample(300, conditions={"ageOFocc": 30, "weight": 57_000.5, "dead": "dead"}, seed=1)
+    assert rare["ageOFocc"].eq(30).all() and rare["ageOFocc"].dtype == np.int64
+    assert rare["weight"].eq(57_000.5).all() and rare["dead"].eq("dead").all()
+    with pytest.raises(ParameterError, match="not a category of 'dead'"):
+        mst.sample(5, conditions={"dead": "undead"})
+
+
+def test_same_seed_same_rows_and_pickle_round_trip(mst: MST, tmp_path: Path) -> None:
+    assert mst.sample(500, seed=3).equals(mst.sample(500, seed=3))
+    assert not mst.sample(500, seed=3).equals(mst.sample(500, seed=4))
+    assert mst.sample(50, conditions={"sex": "f"}, seed=5).equals(mst.sample(50, conditions={"sex": "f"}, seed=5))
+    mst.save(tmp_path / "mst.pkl")
+    assert Synthesizer.load(tmp_path / "mst.pkl").sample(200, seed=2).equals(mst.sample(200, seed=2))
+
+
+def test_fits_a_parquet_file_through_counts_only(
+    nass: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "nass.parquet"
+    nass.to_parquet(path)
+
+    def no_rows(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the marginal methods must read the data only through Source.counts")
+
+    for reader in ("to_pandas", "iter_chunks", "head"):
+        monkeypatch.setattr(Source, reader, no_rows)
+    model = MST(numeric_bins="uniform").fit(path, public(nass), epsilon=1.0)
+    synthetic = model.sample(1000, seed=0)
+    assert synthetic.dtypes.to_dict() == nass.dtypes.to_dict()
+    assert model.source_fingerprint_ == load_source(path).fingerprint()
+
+
+def test_learns_private_domains_and_pays_for_them(nass: pd.DataFrame) -> None:
+    schema = Schema.infer(nass).synthesized()
+    model = MST().fit(nass, schema, epsilon=1.0)
+    assert isinstance(model, MST)
+    budget = Budget.from_epsilon_delta(1.0, 1e-6, approx_delta=1e-7)
+    assert model.rho_ == budget.rho
+    paid = [s for s in model.spends_ if s["purpose"].startswith("domain of")]
+    assert {s["purpose"].split("'")[1] for s in paid} == set(COLUMNS)
+    assert 0.09 * model.rho_ < float(sum(Fraction(s["rho"]) for s in paid)) <= 0.1 * model.rho_ * (1 + 1e-9)
+    assert sum(s["delta"] for s in model.spends_) <= 1e-7
+    assert float(spent(model)) == pytest.approx(model.rho_, rel=1e-9) and spent(model) <= Fraction(model.rho_)
+    synthetic = model.sample(5000, seed=0)
+    assert synthetic.dtypes.to_dict() == nass.dtypes.to_dict()
+    assert synthetic["dead"].isin(["alive", "dead"]).all()
+
+
+def test_aim_model_size_cap_binds_with_a_message(nass: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
+    small = nass[SMALL]
+    cap = 0.001  # MB: 131 cells, less than two of the 3-way marginals (80 cells each) together
+    with caplog.at_level(logging.WARNING, logger="privsynth.synth.marginal"):
+        model = AIM(rounds=2 * len(SMALL), max_model_size=cap, numeric_bins="uniform").fit(
+            small, public(small), epsilon=3.0
+        )
+    assert isinstance(model, AIM)
+    assert model.size_capped_ > 0
+    assert f"model-size cap of {cap:g} MB bound: {model.size_capped_} of" in caplog.text
+    assert model.model_.size_mb <= cap
+
+
+def test_junction_tree_answers_are_exact() -> None:
+    """Marginals, conditionals and model sizes of the numpy junction tree, against brute force and mbi."""
+    from mbi import Domain, junction_tree
+
+    from privsynth.synth import _pgm
+
+    rng = np.random.default_rng(1)
+    domain = {"a": 3, "b": 2, "c": 4, "d": 2, "e": 3, "f": 2}
+    cliques = [("a", "b"), ("b", "c"), ("c", "d"), ("a", "c"), ("e",), ("d", "f")]
+    potentials = {cl: rng.normal(0, 1, tuple(domain[x] for x in cl)) for cl in cliques}
+    model = _pgm.Model(domain, potentials, 1000.0)
+    names = list(domain)
+    joint = np.zeros(tuple(domain.values()))
+    for clique, values in potentials.items():
+        shape = [domain[x] if x in clique else 1 for x in names]
+        joint = joint + np.transpose(values, [clique.index(x) for x in names if x in clique]).reshape(shape)
+    joint = np.exp(joint) / np.exp(joint).sum()
+    for attrs in [("e", "a"), ("f", "a", "b"), ("b", "e", "d"), ("c",)]:
+        axes = tuple(i for i, x in enumerate(names) if x not in attrs)
+        present = [x for x in names if x in attrs]
+        truth = np.transpose(joint.sum(axis=axes), [present.index(x) for x in attrs])
+        np.testing.assert_allclose(model.project(attrs), 1000 * truth, atol=1e-9)
+    cells = model.sample(200_000, np.random.default_rng(0), {"c": [2], "f": [0, 1]})
+    assert (cells[:, 2] == 2).all()
+    given = joint[:, :, 2, :, :, :] / joint[:, :, 2, :, :, :].sum()
+    observed = np.bincount(cells[:, 0], minlength=3) / len(cells)
+    np.testing.assert_allclose(observed, given.sum(axis=(1, 2, 3, 4)), atol=0.005)
+    for _ in range(100):
+        picked = [tuple(sorted(rng.choice(names, size=int(rng.integers(1, 4)), replace=False), key=names.index))]
+        chosen = cliques[: int(rng.integers(0, len(cliques)))] + picked
+        expected = junction_tree.hypothetical_model_size(Domain(names, list(domain.values())), chosen)
+        assert _pgm.model_size_mb(domain, chosen) == pytest.approx(expected, rel=1e-12)
