@@ -124,8 +124,9 @@ def _print_release(release: Release, written: Path) -> None:
     )
     for spend in getattr(release.model, "spends_", []):
         logger.info("spent rho %.4g on %s (%s)", spend["rho"], spend["purpose"], spend["mechanism"])
-    if release.epsilon is not None:
-        console.print(f"privacy: epsilon {release.epsilon:g}, delta {release.delta:g}, recorded in the ledger")
+    epsilon, delta = getattr(release.model, "epsilon_", None), getattr(release.model, "delta_", None)
+    if epsilon is not None and delta is not None:
+        console.print(f"privacy: ({epsilon:g}, {delta:g})-DP, every spend recorded in the ledger")
     if release.deleted is not None:
         console.print("retention delete-model: the fitted model was deleted after the release was written")
 
