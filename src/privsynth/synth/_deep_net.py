@@ -1,13 +1,16 @@
-"""The any-order autoregressive network behind ``deep`` and ``dp-deep``, and its training loop.
+"""The any-order autoregressive network behind ``deep`` and ``dp-deep``, and its training loops.
 
-Every column has an embedding table. To predict column ``j``, the network sees the embeddings of the columns
-*visible* to it (the ones before ``j`` in an order), zeros for the others, and the visibility mask itself; a
-column-specific input layer, a shared trunk and a column-specific output layer turn that into logits over
-``j``'s tokens. Training draws a fresh random order per row (Uria, Murray and Larochelle, "A Deep and Tractable
-Density Estimator", ICML 2014; the flexible-order mode of Tiwald et al., "TabularARGN", arXiv:2501.12012), so
-at sampling time any subset of columns can come first: that is what makes conditioning exact.
+Every token of every column has an embedding. To predict column ``j``, the network adds up the embeddings of
+the tokens of the columns *visible* to it (the ones before ``j`` in an order) and an embedding of ``j``, applies
+a ReLU (optionally shared residual blocks), and a linear head per column gives logits over ``j``'s tokens. One
+(columns x columns) product per row computes this for every target at once. Training draws an order per row
+(Uria, Murray and Larochelle, "A Deep and Tractable Density Estimator", ICML 2014; the flexible-order mode of
+Tiwald et al., "TabularARGN", arXiv:2501.12012): fully random at first, then mostly the sampling order with a
+random set of columns moved to the front (:func:`conditional_ranks`), so sampling in that order is accurate
+and any subset of columns can still come first: that is what makes conditioning exact.
 
-All layers are ``nn.Embedding`` and ``nn.Linear``, so opacus computes per-sample gradients for DP-SGD.
+Every layer is an ``nn.Embedding``, ``nn.Linear`` or ``nn.LayerNorm``, so opacus computes per-sample gradients
+for DP-SGD.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Deep tabular generators: an any-order autoregressive network over tokenized columns (``deep``, ``dp-deep``).
 
 Each column becomes tokens (categories; numbers as exact values or fine quantile bins decoded within the bin;
-missing as a token), and one network predicts every column from any subset of the others. It is trained on a
-random column order per row, so sampling can put any columns first: ``sample(n, conditions=...)`` fixes their
-tokens and draws the rest given them, exactly and at the cost of an unconditional draw, however rare the
-condition. Reference: Tiwald, Krchova, Kulkarni, Sidorenko and others, "TabularARGN: A Flexible and Efficient
-Auto-Regressive Framework for Generating High-Fidelity Synthetic Data", arXiv:2501.12012 (2025), itself in the
-line of order-agnostic NADE (Uria, Murray and Larochelle, ICML 2014).
+missing as a token), and one network predicts every column from any subset of the others. It is trained on column
+orders drawn per row, so sampling can put any columns first: ``sample(n, conditions=...)`` fixes their tokens and
+draws the rest given them, exactly and at the cost of an unconditional draw, however rare the condition;
+``rebalance(column, mix, n)`` does the same for a target class mix. Reference: Tiwald, Krchova, Kulkarni,
+Sidorenko and others, "TabularARGN: A Flexible and Efficient Auto-Regressive Framework for Generating High-
+Fidelity Synthetic Data", arXiv:2501.12012 (2025), itself in the line of order-agnostic NADE (Uria, Murray and
+Larochelle, ICML 2014).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import torch
 from privsynth.data.schema import Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget, check_positive, split_exactly
+from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
-from privsynth.synth._deep_codec import Codec, fit_codec
-from privsynth.synth._deep_net import (
-    AnyOrderNet,
-    fit_early_stopping,
-    sample_tokens,
-    torch_threads,
-)
+from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
+from privsynth.synth._deep_net import AnyOrderNet, fit_dp_sgd, fit_early_stopping, sample_tokens, torch_threads
+from privsynth.synth._deep_privacy import calibrate_sigma, conversion_order, opacus_epsilon, sgd_rho
 from privsynth.synth.base import Conditions, Synthesizer, register
+from privsynth.synth.domain import discovery_delta, learn_domains, needs_budget
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ _ORDER_CANDIDATES = 24  # random column orders scored on the validation rows whe
 
 
 class _AnyOrderSynthesizer(Synthesizer):
-    """Sampling, conditioning and rebalancing shared by ``deep`` and ``dp-deep`` (set ``codecs_``, ``net_``)."""
+    """Sampling, conditioning and rebalancing shared by ``deep`` and ``dp-deep`` (set ``codecs_``, ``net_`` and
+    ``order_``, the column indices in sampling order)."""
 
     codecs_: list[Codec]
     net_: AnyOrderNet
@@ -324,9 +326,6 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         self.seed = seed
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
-        from privsynth.privacy.budget import Budget, check_positive
-        from privsynth.synth.domain import discovery_delta, needs_budget
-
         for name in ("bins", "hidden", "depth", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -348,13 +347,16 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         with _dp_accountant(budget, _open_ledger(ledger), self.source_fingerprint_, source.name) as (acc, cap):
             self._train(source, schema, budget, acc, cap, paid)
 
-    def _train(self, source: Source, schema: Schema, budget: Any, accountant: Any, cap: Any, paid: list[str]) -> None:
-        from privsynth.privacy.budget import split_exactly
-        from privsynth.privacy.mechanisms import gaussian_mechanism
-        from privsynth.synth._deep_codec import DomainCodec
-        from privsynth.synth._deep_net import fit_dp_sgd
-        from privsynth.synth._deep_privacy import calibrate_sigma, conversion_order, opacus_epsilon, sgd_rho
-        from privsynth.synth.domain import learn_domains
+    def _train(
+        self,
+        source: Source,
+        schema: Schema,
+        budget: Budget,
+        accountant: Accountant,
+        cap: Budget | None,
+        paid: list[str],
+    ) -> None:
+        from privsynth.privacy.mechanisms import gaussian_mechanism  # needs OpenDP (the dp extra)
 
         domain_share = self.preprocessing if paid else 0.0
         rho_domains, rho_count, _ = split_exactly(
@@ -394,14 +396,11 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             ),
             purpose="train the dp-deep network",
         )
-        tokens = torch.from_numpy(
-            np.column_stack([c.encode(df_col) for c, df_col in _columns(source, schema, self.codecs_)])
-        )
+        tokens = torch.from_numpy(np.column_stack([c.encode(col) for c, col in _columns(source, schema, self.codecs_)]))
         report("fit dp-deep", 2, 3, "DP-SGD")
         with torch_threads(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, 0.0)
-            self.initial_state_ = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
             self.history_ = fit_dp_sgd(
                 self.net_,
                 tokens,
@@ -443,10 +442,8 @@ def _columns(source: Source, schema: Schema, codecs: list[Codec]) -> list[tuple[
     return [(codec, df[codec.column.name]) for codec in codecs]
 
 
-def _open_ledger(ledger: Any) -> Any:
+def _open_ledger(ledger: Any) -> Ledger | None:
     """``ledger`` as a :class:`~privsynth.privacy.ledger.Ledger` (or None): a Ledger, a URL or a file path."""
-    from privsynth.privacy.ledger import Ledger
-
     if ledger is None or isinstance(ledger, Ledger):
         return ledger
     if isinstance(ledger, str | os.PathLike):
@@ -455,14 +452,14 @@ def _open_ledger(ledger: Any) -> Any:
 
 
 @contextmanager
-def _dp_accountant(budget: Any, ledger: Any, dataset: str, name: str) -> Iterator[tuple[Any, Any]]:
+def _dp_accountant(
+    budget: Budget, ledger: Ledger | None, dataset: str, name: str
+) -> Iterator[tuple[Accountant, Budget | None]]:
     """An accountant for one fit and the dataset's cap (None without a ledger or a cap).
 
     With a ledger the whole budget is reserved first (a spent cap fails before anything is read) and committed
     at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
     """
-    from privsynth.privacy.accountant import Accountant
-
     if ledger is None:
         yield Accountant(budget), None
         return

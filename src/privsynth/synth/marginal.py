@@ -70,6 +70,11 @@ noisy row count shows it)."""
 _SUPPORT_SIGMAS = 3.0
 """MST merges the values of a column whose noisy count is below this many standard deviations (paper, §4)."""
 
+_ROUND_TOL = 1e-4
+"""AIM's estimate in a round stops once 100 mirror-descent steps improve the loss by less than this share of it:
+warm-started from the last round's model it usually gets there in a few hundred steps, not ``iters``. The
+final estimate runs all its steps."""
+
 _MAX_DEFAULT_WORKLOAD = 1000
 """AIM's default workload holds every 3-way marginal up to this many (19 columns); wider tables get every
 2-way marginal and this many 3-way ones drawn with a fixed seed (the choice does not look at the data)."""
@@ -323,7 +328,7 @@ class AIM(_MarginalMethod):
             measurements += _measure([clique], counts, measure, accountant)
             before = model.project(clique)
             model = _pgm.estimate(
-                domain, measurements, _pgm.total_from(measurements), iters=self.iters, warm_start=model
+                domain, measurements, _pgm.total_from(measurements), iters=self.iters, warm_start=model, tol=_ROUND_TOL
             )
             moved = float(np.abs(model.project(clique) - before).sum())
             if not final and moved <= sigma * math.sqrt(2 / math.pi) * before.size:
