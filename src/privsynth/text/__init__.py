@@ -1,0 +1,1 @@
+"""Private synthetic text: local models, Private Evolution, DP fine-tuning, filters."""
