@@ -55,9 +55,30 @@ def test_condition_option_fixes_the_column(tmp_path: Path) -> None:
     assert (pd.read_csv(tmp_path / "d.csv")["dead"] == "dead").all()
 
 
+def test_rebalance_option_generates_the_requested_class_mix(tmp_path: Path) -> None:
+    args = ["generate", "covid_testing", "--method", "deep", "--rows", "400", "--seed", "3", "-o", "r.csv"]
+    result = run(*args, "--rebalance", "result", "--mix", "positive=0.5", "--mix", "negative=0.5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    counts = pd.read_csv(tmp_path / "r.csv")["result"].value_counts().to_dict()
+    assert counts == {"positive": 200, "negative": 200}  # the real share of positive tests is 5.7%
+    card = json.loads((tmp_path / "r.card.json").read_text())
+    assert card["generator"]["rebalance"] == {"column": "result", "mix": {"positive": 0.5, "negative": 0.5}}
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
+        (
+            {},
+            ["generate", "nassCDS", "--rebalance", "dead", "-o", "o.csv"],
+            "method 'copula' cannot rebalance 'dead': use one that draws exact conditionals (deep, dp-deep)",
+        ),
+        ({}, ["generate", "nassCDS", "--mix", "dead=0.5", "-o", "o.csv"], "--mix needs --rebalance COLUMN"),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "deep", "--rebalance", "dead", "--mix", "dead=half", "-o", "o.csv"],
+            "--mix takes VALUE=SHARE with a number as the share",
+        ),
         ({}, ["generate", "missing.csv", "-o", "o.csv"], "file 'missing.csv' does not exist"),
         ({"empty.csv": ""}, ["generate", "empty.csv", "-o", "o.csv"], "'empty.csv' is empty"),
         ({"h.csv": "a,b\n"}, ["generate", "h.csv", "-o", "o.csv"], "'h.csv' has a header but no rows"),

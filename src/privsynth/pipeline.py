@@ -42,7 +42,7 @@ from privsynth.provenance.lineage import (
     trace,
     write_release_table,
 )
-from privsynth.synth import Synthesizer, create
+from privsynth.synth import Synthesizer, available, create
 from privsynth.synth.base import infer_schema
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Release:
     seed: int | None
     conditions: dict[str, Any] | None
     epsilon: float | None = None
+    rebalance: dict[str, Any] | None = None
     delta: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -167,6 +168,7 @@ class Release:
                 "parameters": plain(self.model.get_params()),
                 "seed": self.seed,
                 "conditions": self.conditions,
+                "rebalance": self.rebalance,
                 "differentially_private": self.model.differentially_private,
                 "privsynth_version": __version__,
                 "timings_seconds": self.timings,
@@ -317,6 +319,8 @@ def synthesize(
     schema: Schema | str | Path | None = None,
     seed: int | None = None,
     conditions: dict[str, Any] | None = None,
+    rebalance: str | None = None,
+    mix: Mapping[Any, float] | str = "uniform",
     epsilon: float | None = None,
     delta: float | None = None,
     params: dict[str, Any] | None = None,
@@ -339,6 +343,9 @@ def synthesize(
     ``retention`` is ``keep`` or ``delete-model`` (see :class:`Release`); ``save_model`` saves the fitted model
     there right after fitting. ``datasheet`` answers datasheet questions by id
     (:data:`privsynth.provenance.datasheet.QUESTIONS`); the others are answered from what is known.
+    ``rebalance`` names a categorical column whose classes the rows follow in proportions ``mix`` (a mapping from
+    category to share, or ``"uniform"``) instead of the learned ones, for methods that draw exact conditionals
+    (``deep``, ``dp-deep``); the card records it.
     """
     if retention not in RETENTION_POLICIES:
         raise ParameterError(f"retention must be one of {', '.join(RETENTION_POLICIES)}, not {retention!r}")
@@ -346,6 +353,8 @@ def synthesize(
     if save_model is not None:
         save_model = check_output(save_model, overwrite=False)
     model = create(method, **(params or {}))
+    if rebalance is not None:
+        _check_rebalance(model, rebalance, conditions)
     ledger_object = _open_ledger(ledger, model.differentially_private)
     lineage = None if registry is False else open_registry(registry, ledger_object)
     given = data.data if isinstance(data, Release) else data
@@ -374,7 +383,10 @@ def synthesize(
         model.save(save_model)
     start = time.perf_counter()
     report("sample", 0, 1)
-    synthetic = model.sample(rows, conditions=conditions, seed=seed)
+    if rebalance is not None:
+        synthetic = model.rebalance(rebalance, mix, rows, seed=seed)  # type: ignore[attr-defined]
+    else:
+        synthetic = model.sample(rows, conditions=conditions, seed=seed)
     report("sample", 1, 1)
     timings["sample"] = round(time.perf_counter() - start, 3)
     release = Release(
@@ -385,6 +397,7 @@ def synthesize(
         schema=schema,
         seed=seed,
         conditions=conditions,
+        rebalance=None if rebalance is None else {"column": rebalance, "mix": _plain_mix(mix)},
         epsilon=epsilon,
         delta=delta,
         timings=timings,
@@ -397,6 +410,21 @@ def synthesize(
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release
+
+
+def _check_rebalance(model: Synthesizer, column: str, conditions: Mapping[str, Any] | None) -> None:
+    if not hasattr(model, "rebalance"):
+        rebalancing = ", ".join(name for name, cls in available().items() if hasattr(cls, "rebalance"))
+        raise ParameterError(
+            f"method '{model.name}' cannot rebalance '{column}': use one that draws exact conditionals "
+            f"({rebalancing}), or fix one value with conditions (--condition {column}=VALUE)"
+        )
+    if conditions:
+        raise ParameterError("give either conditions or rebalance, not both")
+
+
+def _plain_mix(mix: Mapping[Any, float] | str) -> dict[str, float] | str:
+    return mix if isinstance(mix, str) else {str(value): float(share) for value, share in mix.items()}
 
 
 def _without_provenance_label(schema: Schema) -> Schema:

@@ -54,6 +54,17 @@ def generate(
         ),
     ] = None,
     condition: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE to fix in every row; repeatable.")] = None,
+    rebalance: Annotated[
+        str | None,
+        typer.Option(
+            help="Categorical COLUMN whose classes the rows follow in the --mix proportions (default: uniform) "
+            "instead of the learned ones (deep, dp-deep).",
+        ),
+    ] = None,
+    mix: Annotated[
+        list[str] | None,
+        typer.Option(help="VALUE=SHARE of the --rebalance column, e.g. dead=0.5; repeatable (default: uniform)."),
+    ] = None,
     save_model: Annotated[Path | None, typer.Option(help="Also save the fitted model here.")] = None,
     retention: Annotated[
         str,
@@ -87,6 +98,8 @@ def generate(
             schema=loaded,
             seed=seed,
             conditions=parse_conditions(condition or []),
+            rebalance=rebalance,
+            mix=_mix(mix, rebalance),
             epsilon=epsilon,
             delta=delta,
             ledger=ledger,
@@ -99,6 +112,23 @@ def generate(
     if save_model is not None and release.deleted is None:
         console.print(f"saved the fitted model to {save_model}")
     _print_release(release, written)
+
+
+def _mix(pairs: list[str] | None, rebalance: str | None) -> dict[str, float] | str:
+    if not pairs:
+        return "uniform"
+    if rebalance is None:
+        raise ParameterError("--mix needs --rebalance COLUMN (the column whose classes it mixes)")
+    mix: dict[str, float] = {}
+    for pair in pairs:
+        value, sep, share = pair.rpartition("=")
+        try:
+            mix[value] = float(share)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ParameterError(f"--mix takes VALUE=SHARE with a number as the share (e.g. dead=0.5), not {pair!r}")
+    return mix
 
 
 def _answers(pairs: list[str]) -> dict[str, str]:
