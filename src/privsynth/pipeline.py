@@ -27,6 +27,7 @@ from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import ParameterError
+from privsynth.privacy.accountant import open_ledger
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
 from privsynth.provenance.card import DataCard, card_html_path, card_path, file_sha256, plain
@@ -441,13 +442,9 @@ def _open_ledger(ledger: Ledger | str | os.PathLike[str] | Literal[False] | None
     """The ledger a fit records its spends in: as given, the default one for a DP method, or none."""
     if ledger is False:
         return None
-    if isinstance(ledger, str | os.PathLike):
-        return Ledger(ledger)
     if ledger is None:
         return Ledger() if dp else None
-    if not isinstance(ledger, Ledger):
-        raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
-    return ledger
+    return open_ledger(ledger)
 
 
 def _display_url(ledger: Any) -> str | None:

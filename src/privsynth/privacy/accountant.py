@@ -13,7 +13,10 @@ a refused spend releases nothing.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -21,7 +24,7 @@ from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
 from privsynth.privacy.ledger import Ledger
 
-__all__ = ["Accountant", "Charge"]
+__all__ = ["Accountant", "Charge", "fit_accountant", "open_ledger"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +143,40 @@ class Accountant:
             self._spent += Fraction(rho)
             self._spent_delta += Fraction(delta)
         logger.debug("accountant charged rho=%.6g, delta=%.3g for %s (%s)", rho, delta, purpose, mechanism)
+
+
+def open_ledger(ledger: Ledger | str | os.PathLike[str] | None) -> Ledger | None:
+    """``ledger`` as a :class:`Ledger` (or None): a Ledger, a SQLAlchemy URL or a file path."""
+    if ledger is None or isinstance(ledger, Ledger):
+        return ledger
+    if isinstance(ledger, str | os.PathLike):
+        return Ledger(ledger)
+    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
+
+
+@contextmanager
+def fit_accountant(
+    budget: Budget, ledger: Ledger | None, dataset: str, name: str, purpose: str
+) -> Iterator[tuple[Accountant, Budget | None]]:
+    """An accountant for one fit on ``dataset`` (fingerprint; ``name`` for people) and the dataset's cap (None
+    without a ledger or a cap).
+
+    With a ledger the whole budget is reserved first (a spent cap fails before anything is read) and committed
+    at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
+    Without a charge, it is cancelled. ``purpose`` names the fit in the ledger's reservation row.
+    """
+    if ledger is None:
+        yield Accountant(budget), None
+        return
+    ledger.register(dataset, name)
+    reservation = ledger.reserve(dataset, budget.rho, purpose=purpose)
+    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
+    try:
+        yield accountant, ledger.dataset(dataset).cap
+    except BaseException:
+        if accountant.charges:
+            ledger.commit(reservation)
+        else:
+            ledger.cancel(reservation)
+        raise
+    ledger.commit(reservation)

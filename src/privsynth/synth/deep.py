@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,9 +24,8 @@ import torch
 from privsynth.data.schema import Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
-from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
 from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
 from privsynth.synth._deep_net import AnyOrderNet, fit_dp_sgd, fit_early_stopping, sample_tokens, torch_threads
@@ -344,7 +341,11 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             )
         budget = Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
         paid = needs_budget(schema, self.bins)
-        with _dp_accountant(budget, _open_ledger(ledger), self.source_fingerprint_, source.name) as (acc, cap):
+        purpose = f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        with fit_accountant(budget, open_ledger(ledger), self.source_fingerprint_, source.name, purpose) as (
+            acc,
+            cap,
+        ):
             self._train(source, schema, budget, acc, cap, paid)
 
     def _train(
@@ -440,40 +441,3 @@ def _columns(source: Source, schema: Schema, codecs: list[Codec]) -> list[tuple[
     """Each codec with its column of ``source`` (the rows DP-SGD trains on)."""
     df = source.to_pandas(schema.names)
     return [(codec, df[codec.column.name]) for codec in codecs]
-
-
-def _open_ledger(ledger: Any) -> Ledger | None:
-    """``ledger`` as a :class:`~privsynth.privacy.ledger.Ledger` (or None): a Ledger, a URL or a file path."""
-    if ledger is None or isinstance(ledger, Ledger):
-        return ledger
-    if isinstance(ledger, str | os.PathLike):
-        return Ledger(ledger)
-    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
-
-
-@contextmanager
-def _dp_accountant(
-    budget: Budget, ledger: Ledger | None, dataset: str, name: str
-) -> Iterator[tuple[Accountant, Budget | None]]:
-    """An accountant for one fit and the dataset's cap (None without a ledger or a cap).
-
-    With a ledger the whole budget is reserved first (a spent cap fails before anything is read) and committed
-    at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
-    """
-    if ledger is None:
-        yield Accountant(budget), None
-        return
-    ledger.register(dataset, name)
-    reservation = ledger.reserve(
-        dataset, budget.rho, purpose=f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-    )
-    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
-    try:
-        yield accountant, ledger.dataset(dataset).cap
-    except BaseException:
-        if accountant.charges:
-            ledger.commit(reservation)
-        else:
-            ledger.cancel(reservation)
-        raise
-    ledger.commit(reservation)
