@@ -316,7 +316,7 @@ def test_deep_handles_datetimes_and_missing_numbers() -> None:
     """nafld1 follow-up as dates (a fixed start plus futime days), with its missing weights and BMIs."""
     nafld = load_dataset("nafld1").sample(1500, random_state=0).reset_index(drop=True)
     nafld["last_seen"] = pd.Timestamp("1990-01-01") + pd.to_timedelta(nafld["futime"], unit="D")
-    model = create("deep", **{**FAST, "epochs": 4}).fit(nafld)
+    model = create("deep", **FAST).fit(nafld)
     synthetic = model.sample(1500, seed=0)
     assert synthetic.dtypes.to_dict() == nafld.dtypes.to_dict()
     assert synthetic["last_seen"].between(nafld["last_seen"].min(), nafld["last_seen"].max()).all()

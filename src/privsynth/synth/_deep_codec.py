@@ -175,7 +175,7 @@ class NumberCodec:
         distinct = np.unique(present)
         if len(distinct) <= bins:
             return cls(column, distinct, None, [], [], np.zeros(0, dtype=bool), null)
-        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+        edges = _edges(present, bins)
         index = _bin_of(edges, present)
         support: list[np.ndarray] = []
         cdf: list[np.ndarray] = []
@@ -259,6 +259,20 @@ def _objects(values: list[Any]) -> np.ndarray:
     for i, value in enumerate(values):
         out[i] = value
     return out
+
+
+def _edges(present: np.ndarray, bins: int) -> np.ndarray:
+    """Bin edges for ``present``: a bin of its own for every value held by at least 1/``bins`` of the rows (a
+    spike: 45 for a negative PCR cycle threshold, 0 for a count), quantile bins over the other values.
+
+    Plain quantile edges would merge a spike with its neighbours into one token, and the model could no longer
+    tell the spike's rows (negative tests) from the rows next to it (positive ones).
+    """
+    values, counts = np.unique(present, return_counts=True)
+    spikes = values[counts * bins >= present.size]
+    rest = present[~np.isin(present, spikes)]
+    quantiles = np.quantile(rest, np.linspace(0.0, 1.0, max(bins - len(spikes), 1) + 1)) if rest.size else np.zeros(0)
+    return np.unique(np.concatenate([quantiles, spikes, np.nextafter(spikes, np.inf)]))
 
 
 def _bin_of(edges: np.ndarray, numbers: np.ndarray) -> np.ndarray:
