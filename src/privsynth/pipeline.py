@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ import pandas as pd
 
 from privsynth._version import __version__
 from privsynth.data.output import check_output
-from privsynth.data.schema import Schema
+from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import open_ledger
@@ -76,6 +77,21 @@ CARD_METRICS: Final = (
     "privacy.linkability_risk",
     "privacy.inference_risk",
 )
+TEXT_CARD_METRICS: Final = (
+    "fidelity.frechet_distance",
+    "fidelity.frechet_distance_holdout",
+    "fidelity.embedding_precision",
+    "fidelity.embedding_recall",
+    "fidelity.detection_auc",
+    "diversity.near_duplicate_rate",
+    "utility.tstr",
+    "utility.trtr",
+    "privacy.exact_copy_rate",
+    "privacy.near_copy_rate",
+    "privacy.near_copy_rate_baseline",
+    "privacy.mia_auc",
+    "privacy.canary_exposure_max",
+)
 
 
 @dataclass
@@ -89,7 +105,7 @@ class Release:
     """
 
     data: pd.DataFrame
-    model: Synthesizer
+    model: Synthesizer | TextModel
     source_name: str
     source_fingerprint: str
     schema: Schema
@@ -110,6 +126,8 @@ class Release:
     report: Report | None = None
     deleted: dict[str, Any] | None = None
     written: list[Path] = field(default_factory=list)
+    filters: dict[str, Any] | None = None
+    card_metrics: tuple[str, ...] = ()
 
     @property
     def generation(self) -> int:
@@ -189,6 +207,7 @@ class Release:
             metrics=self._metrics(),
             retention=self._retention(),
             notes=self._notes(),
+            filters=self.filters,
         )
         card.datasheet = answer_datasheet(card.to_dict(), self.datasheet)
         return card
@@ -262,7 +281,7 @@ class Release:
             return {}
         values = self.report.values()
         return {
-            "summary": plain({key: values[key] for key in CARD_METRICS if key in values}),
+            "summary": plain({key: values[key] for key in self.card_metrics or CARD_METRICS if key in values}),
             "evaluated_rows": plain(
                 {k: self.report.meta.get(k) for k in ("real_rows", "synthetic_rows", "holdout_rows")}
             ),
@@ -454,3 +473,157 @@ def _display_url(ledger: Any) -> str | None:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# ---- text ---------------------------------------------------------------------------------------------------------
+
+TEXT_METHODS: Final = ("pe", "dp-lora")
+TEXT_OVERSAMPLE: Final = 1.25  # texts generated per text asked for, so that the filters still leave enough
+
+
+@dataclass
+class TextModel:
+    """A fitted text generator (Private Evolution or DP LoRA) as a :class:`Release` records it."""
+
+    name: str
+    generator: Any
+
+    differentially_private: bool = True
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in vars(self.generator).items()
+            if not key.startswith("_") and not key.endswith("_") and key not in ("generator", "embedder")
+        }
+
+    @property
+    def spends_(self) -> list[dict[str, Any]]:
+        privacy = getattr(self.generator, "privacy_", None)
+        if isinstance(privacy, dict):
+            return list(privacy.get("charges", []))
+        return [
+            {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
+            for c in getattr(self.generator, "charges_", ())
+        ]
+
+    def save(self, path: str | Path) -> None:
+        raise ParameterError(f"saving a fitted '{self.name}' text model is not supported; keep the release instead")
+
+
+def synthesize_text(
+    data: Source | pd.DataFrame | str | Path,
+    *,
+    text_column: str,
+    label_column: str | None = None,
+    labels: list[str] | None = None,
+    method: str = "pe",
+    rows: int,
+    epsilon: float,
+    delta: float = 1e-6,
+    ledger: Ledger | str | os.PathLike[str] | Literal[False] | None = None,
+    seed: int = 0,
+    names: tuple[str, ...] = (),
+    params: dict[str, Any] | None = None,
+    **source_options: Any,
+) -> Release:
+    """Fit a private text generator on the ``text_column`` of ``data`` and release ``rows`` filtered texts.
+
+    ``method`` is ``pe`` (Private Evolution with the local model) or ``dp-lora`` (DP-SGD LoRA fine-tuning of it).
+    With ``label_column``, ``labels`` is the label set declared public (the generators write texts per label;
+    a text whose label is not in it still counts in the budget but is not learned from). The texts are
+    filtered (PII scrubbed, too short, low-quality, duplicate texts removed: post-processing, free under DP,
+    counted on the card); :data:`TEXT_OVERSAMPLE` times ``rows`` are generated so that ``rows`` usually remain.
+    Budget spends go to ``ledger`` as for tabular methods (default ledger; ``False``: none).
+    """
+    from privsynth.text.filters import apply_filters
+
+    if method not in TEXT_METHODS:
+        raise ParameterError(f"unknown text method {method!r}; choose one of {', '.join(TEXT_METHODS)}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ParameterError(f"rows must be a whole number of at least 1, not {rows!r}")
+    if label_column is not None and not labels:
+        raise ParameterError(
+            f"declare the public label set of '{label_column}' (labels=[...], --labels A,B): reading it from the "
+            "private texts would leak it"
+        )
+    source = load_source(data, **source_options)
+    wanted = [text_column] + ([label_column] if label_column else [])
+    missing = [c for c in wanted if c not in source.columns]
+    if missing:
+        raise ParameterError(f"the data has no column {missing[0]!r}; its columns are {', '.join(source.columns)}")
+    frame = source.to_pandas(wanted)
+    texts = frame[text_column]
+    private_labels = None if label_column is None else frame[label_column].astype("string").tolist()
+    ledger_object = _open_ledger(ledger, True)
+    model = _text_generator(method, seed, params or {})
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    model.fit(
+        texts.tolist(),
+        private_labels,
+        public_labels=labels,
+        epsilon=epsilon,
+        delta=delta,
+        ledger=ledger_object,
+        dataset=source.fingerprint(),
+    )
+    timings["fit"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    report("sample", 0, 1)
+    generated = model.sample(math.ceil(rows * TEXT_OVERSAMPLE), seed=seed)
+    report("sample", 1, 1)
+    timings["sample"] = round(time.perf_counter() - start, 3)
+    kept, counts = apply_filters(generated["text"].tolist(), names=names)
+    keep = _kept_rows(generated["text"].tolist(), kept)
+    synthetic = generated.iloc[keep].copy()
+    synthetic["text"] = kept
+    synthetic = synthetic.head(rows).reset_index(drop=True)
+    synthetic = synthetic.rename(columns={"text": text_column, "label": label_column or "label"})
+    if len(synthetic) < rows:
+        logger.warning(
+            "the filters left %d of the %d texts asked for (see the card's filter counts)", len(synthetic), rows
+        )
+    columns = [Column(text_column, Kind.TEXT, dtype="str")]
+    if label_column is not None:
+        columns.append(Column(label_column, Kind.CATEGORICAL, dtype="str", categories=list(labels or []), public=True))
+    return Release(
+        data=synthetic,
+        model=TextModel(method, model),
+        source_name=source.name,
+        source_fingerprint=source.fingerprint(),
+        schema=Schema(columns),
+        seed=seed,
+        conditions=None,
+        epsilon=epsilon,
+        delta=delta,
+        timings=timings,
+        ledger_url=_display_url(ledger_object),
+        registry=None if ledger is False else open_registry(None, ledger_object),
+        filters=counts.to_dict(),
+        card_metrics=TEXT_CARD_METRICS,
+    )
+
+
+def _text_generator(method: str, seed: int, params: dict[str, Any]) -> Any:
+    if method == "pe":
+        from privsynth.text.private_evolution import PrivateEvolution
+
+        return PrivateEvolution(seed=seed, **params)
+    from privsynth.text.dp_finetune import DPLoRA
+
+    return DPLoRA(seed=seed, **params)
+
+
+def _kept_rows(texts: list[str], kept: list[str]) -> list[int]:
+    """Positions in ``texts`` of the filtered texts ``kept`` (filters keep order; scrubbing may change a text)."""
+    from privsynth.text.filters import scrub_pii
+
+    positions: list[int] = []
+    i = 0
+    for text in kept:
+        while i < len(texts) and texts[i] != text and scrub_pii(texts[i])[0] != text:
+            i += 1
+        positions.append(i)
+        i += 1
+    return positions

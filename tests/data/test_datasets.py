@@ -1,6 +1,6 @@
 import pytest
 
-from privsynth.data.datasets import DATASETS, holdout_mask, load_dataset
+from privsynth.data.datasets import DATASETS, dataset_names, holdout_mask, load_dataset
 from privsynth.errors import ParameterError
 
 
@@ -32,3 +32,27 @@ def test_declared_drops_are_gone() -> None:
 def test_unknown_dataset_lists_the_bundled_ones() -> None:
     with pytest.raises(ParameterError, match="unknown dataset 'iris'; bundled datasets: nassCDS"):
         load_dataset("iris")
+
+
+def test_trump_tweets_is_a_text_corpus_with_a_fixed_split() -> None:
+    train, holdout = load_dataset("trump_tweets", "train"), load_dataset("trump_tweets", "holdout")
+    assert (len(train), len(holdout)) == (16609, 4152)
+    assert list(train.columns) == ["source", "text", "created_at", "retweet_count", "favorite_count", "is_retweet"]
+    info = DATASETS["trump_tweets"]
+    assert (info.kind, info.text, info.target) == ("text", "text", "source")
+    assert all(isinstance(t, str) and t.strip() for t in train["text"])
+    assert train["source"].value_counts().index[:3].tolist() == [
+        "Twitter Web Client",
+        "Twitter for Android",
+        "Twitter for iPhone",
+    ]
+    assert not set(train["text"].head(200)) & set(holdout["text"].head(200))
+
+
+def test_dataset_names_by_kind_keeps_text_out_of_the_tables() -> None:
+    assert dataset_names("table") == ["nassCDS", "covid_testing", "nafld1"]
+    assert dataset_names("text") == ["trump_tweets"]
+    assert dataset_names() == [*dataset_names("table"), "trump_tweets"]
+    assert all(DATASETS[name].text is None for name in dataset_names("table"))
+    with pytest.raises(ParameterError, match="kind must be 'table', 'text' or None, not 'image'"):
+        dataset_names("image")  # type: ignore[arg-type]

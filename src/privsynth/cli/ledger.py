@@ -43,8 +43,19 @@ def _find(ledger: Ledger, dataset: str, register: bool) -> DatasetRecord:
     return ledger.register(fingerprint, source.name)
 
 
-def _epsilon(rho: float, record: DatasetRecord) -> str:
-    return f"{epsilon_from_rho_delta(rho, record.cap.delta):.4g}" if record.cap is not None and rho > 0 else "0"
+def _remaining_epsilon(record: DatasetRecord) -> str:
+    """The remaining rho as epsilon at the delta that committed and reserved approximate deltas leave."""
+    if record.cap is None:
+        return "unbounded"
+    left = record.cap.delta - record.spent_approx_delta - record.reserved_approx_delta
+    if left <= 0 or record.remaining_rho <= 0:
+        return "0"
+    return f"{epsilon_from_rho_delta(record.remaining_rho, left):.4g}"
+
+
+def _spent_epsilon(record: DatasetRecord) -> str:
+    spent = record.spent_epsilon
+    return "-" if spent is None else f"{spent:.4g}"
 
 
 @ledger_app.command("show")
@@ -55,23 +66,31 @@ def show(
     """List the datasets in the ledger with cap, spent and remaining budget; or every spend on one dataset."""
     book = Ledger(ledger)
     if dataset is None:
-        table = Table("dataset", "fingerprint", "cap (epsilon, delta)", "spent epsilon", "remaining epsilon", "rho")
+        table = Table(
+            "dataset",
+            "fingerprint",
+            "cap (epsilon, delta)",
+            "spent epsilon",
+            "remaining epsilon",
+            "rho",
+            "approx delta",
+        )
         for record in book.datasets():
             cap = f"({record.cap.epsilon:g}, {record.cap.delta:g})" if record.cap is not None else "no cap"
-            remaining = _epsilon(record.remaining_rho, record) if record.cap is not None else "unbounded"
             table.add_row(
                 record.name,
                 record.fingerprint[:12],
                 cap,
-                _epsilon(record.spent_rho, record) if record.cap is not None else "-",
-                remaining,
+                _spent_epsilon(record),
+                _remaining_epsilon(record),
                 f"{record.spent_rho:.4g}",
+                f"{record.spent_approx_delta:.4g}",
             )
         console.print(table)
         console.print(f"ledger: {book!r}")
         return
     record = _find(book, dataset, register=False)
-    table = Table("#", "when (UTC)", "mechanism", "purpose", "rho", "epsilon", "status", "release")
+    table = Table("#", "when (UTC)", "mechanism", "purpose", "rho", "epsilon", "approx delta", "status", "release")
     for spend in book.entries(record.fingerprint):
         table.add_row(
             str(spend.id),
@@ -80,12 +99,16 @@ def show(
             spend.purpose,
             f"{spend.rho:.4g}",
             f"{spend.epsilon:.4g}" if spend.epsilon is not None else "-",
+            f"{spend.approx_delta:.4g}",
             spend.status,
             spend.release_id or "",
         )
     console.print(table)
     cap = f"cap ({record.cap.epsilon:g}, {record.cap.delta:g}), " if record.cap is not None else "no cap, "
-    console.print(f"{record.name} ({record.fingerprint[:12]}): {cap}spent rho {record.spent_rho:.4g}")
+    console.print(
+        f"{record.name} ({record.fingerprint[:12]}): {cap}spent rho {record.spent_rho:.4g}, "
+        f"approximate delta {record.spent_approx_delta:.4g}, epsilon {_spent_epsilon(record)}"
+    )
 
 
 @ledger_app.command("cap")
@@ -102,5 +125,6 @@ def cap(
     updated = book.dataset(record.fingerprint)
     console.print(
         f"capped {updated.name} ({updated.fingerprint[:12]}) at epsilon {budget.epsilon:g}, delta {budget.delta:g} "
-        f"(rho {budget.rho:.4g}); spent so far: rho {updated.spent_rho:.4g}, remaining rho {updated.remaining_rho:.4g}"
+        f"(rho {budget.rho:.4g}); spent so far: rho {updated.spent_rho:.4g}, approximate delta "
+        f"{updated.spent_approx_delta:.4g}, remaining rho {updated.remaining_rho:.4g}"
     )

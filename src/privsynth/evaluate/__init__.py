@@ -8,5 +8,6 @@ empirical checks against particular attacks, not guarantees.
 from privsynth.evaluate.metric import Metric
 from privsynth.evaluate.report import Report, write_report
 from privsynth.evaluate.run import evaluate
+from privsynth.evaluate.text import evaluate_text
 
-__all__ = ["Metric", "Report", "evaluate", "write_report"]
+__all__ = ["Metric", "Report", "evaluate", "evaluate_text", "write_report"]

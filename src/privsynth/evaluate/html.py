@@ -55,6 +55,8 @@ HALF_FAIR, HALF_POOR = 0.55, 0.65
 RISK_FAIR, RISK_POOR = 0.1, 0.3
 # ... and exact copies whose interval lies above that of fresh real rows are fair, by more than this share poor.
 COPY_MARGIN = 0.01
+# Canary exposures whose p-value (no memorisation: exposure exponential with rate ln 2) is below these.
+CANARY_FAIR, CANARY_POOR = 0.05, 0.001
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("privsynth.evaluate", "templates"),
@@ -146,6 +148,7 @@ def render(report: Report) -> str:
         "checks": checks,
         "dcr_image": _dcr_plot(privacy["dcr_histogram"]) if privacy.get("dcr_histogram") else None,
         "attack_image": _attack_plot(report) if privacy.get("attacks") else None,
+        "text": _text_context(report) if report.kind == "text" else None,
     }
     return _environment.get_template("report.html.j2").render(**context)
 
@@ -185,7 +188,9 @@ def headline(panels: Sequence[Panel]) -> tuple[Level, str]:
 
 
 def _fidelity_panel(report: Report) -> Panel:
-    numbers = _numbers(report, ("fidelity.column_score", "fidelity.tvd_2way", "fidelity.detection_auc"))
+    keys = ("fidelity.column_score", "fidelity.tvd_2way", "fidelity.kernel_distance", "fidelity.detection_auc")
+    numbers = _numbers(report, keys)
+    rows = "texts" if report.kind == "text" else "rows"
     detection = _value(report, "fidelity.detection_auc")
     if detection is None:
         return Panel("Fidelity", "none", "No detection score: too few rows to train the classifier.", numbers)
@@ -194,18 +199,18 @@ def _fidelity_panel(report: Report) -> Panel:
         # ones. The distributions match; whether that is a leak is the privacy panel's question.
         level: Level = "good"
         verdict = (
-            f"Matches the real rows, many of them exactly: a classifier scores AUC {_format(detection)}, far below "
-            "chance, because synthetic rows repeat real ones."
+            f"Matches the real {rows}, many of them exactly: a classifier scores AUC {_format(detection)}, far below "
+            f"chance, because synthetic {rows} repeat real ones."
         )
     elif detection <= DETECTION_GOOD:
         level = "good"
-        verdict = f"Hard to tell from real rows: a classifier reaches AUC {_format(detection)} (0.5 is chance)."
+        verdict = f"Hard to tell from real {rows}: a classifier reaches AUC {_format(detection)} (0.5 is chance)."
     elif detection <= DETECTION_FAIR:
         level = "fair"
-        verdict = f"A classifier picks up differences from the real rows (AUC {_format(detection)}; 0.5 is chance)."
+        verdict = f"A classifier picks up differences from the real {rows} (AUC {_format(detection)}; 0.5 is chance)."
     else:
         level = "poor"
-        verdict = f"A classifier tells synthetic rows from real ones easily (AUC {_format(detection)})."
+        verdict = f"A classifier tells synthetic {rows} from real ones easily (AUC {_format(detection)})."
     return Panel("Fidelity", level, verdict, numbers)
 
 
@@ -223,14 +228,22 @@ def _utility_panel(report: Report) -> Panel:
     kept = (tstr - chance) / (trtr - chance)
     level: Level = "good" if kept >= UTILITY_GOOD else "fair" if kept >= UTILITY_FAIR else "poor"
     verdict = (
-        f"A model trained on synthetic rows keeps {max(kept, 0.0):.0%} of the real model's gain over chance "
+        f"A model trained on synthetic {'texts' if report.kind == 'text' else 'rows'} keeps {max(kept, 0.0):.0%} of "
+        "the real model's gain over chance "
         f"({measure} {_format(tstr)} against {_format(trtr)} on the holdout)."
     )
     return Panel("Utility", level, verdict, numbers)
 
 
 def _privacy_panel(report: Report, checks: Sequence[Check]) -> Panel:
-    keys = ("privacy.exact_copy_rate", "privacy.dcr_train_share", "privacy.mia_auc")
+    keys = (
+        "privacy.exact_copy_rate",
+        "privacy.substring_copy_rate",
+        "privacy.near_copy_rate",
+        "privacy.dcr_train_share",
+        "privacy.mia_auc",
+        "privacy.canary_exposure_max",
+    )
     numbers = _numbers(report, keys)
     risks = [(key, m) for key in _ATTACK_KEYS if (m := report.metrics.get(key)) is not None and m.value is not None]
     if risks:
@@ -294,21 +307,41 @@ _ATTACK_KEYS = {
 def privacy_checks(report: Report) -> list[Check]:
     """Each privacy metric against what fresh real data shows, with a level and, when flagged, the reason."""
     checks: list[Check] = []
-    copies = report.metrics.get("privacy.exact_copy_rate")
-    if copies is not None and copies.value is not None:
-        baseline = report.metrics.get("privacy.exact_copy_rate_baseline")
+    text = report.kind == "text"
+    copy_checks = [
+        (
+            "privacy.exact_copy_rate",
+            "exact copies of private texts" if text else "exact copies of training rows",
+            "are exact copies of private texts" if text else "are exact copies of training rows",
+        ),
+        (
+            "privacy.substring_copy_rate",
+            f"texts sharing {report.meta.get('copy_words', '')} words in a row with a private text",
+            f"share a run of {report.meta.get('copy_words', '')} words with a private text",
+        ),
+        (
+            "privacy.near_copy_rate",
+            f"near copies (cosine \u2265 {float(report.meta.get('near_copy_threshold', 0.95)):g})",
+            "are near copies of a private text",
+        ),
+    ]
+    unit, fresh_unit = ("synthetic texts", "holdout texts") if text else ("synthetic rows", "holdout rows")
+    for key, label, what in copy_checks:
+        copies = report.metrics.get(key)
+        if copies is None or copies.value is None:
+            continue
+        baseline = report.metrics.get(f"{key}_baseline")
         fresh = baseline.value if baseline is not None and baseline.value is not None else 0.0
         fresh_high = baseline.interval[1] if baseline is not None and baseline.interval else fresh
         excess = (copies.interval[0] if copies.interval else copies.value) - fresh_high
         level: Level = "poor" if excess > COPY_MARGIN else "fair" if excess > 0 else "good"
         checks.append(
             Check(
-                "exact copies of training rows",
+                label,
                 f"{copies.value:.1%}",
-                f"{fresh:.1%} of holdout rows" if baseline is not None and baseline.value is not None else "0%",
+                f"{fresh:.1%} of {fresh_unit}" if baseline is not None and baseline.value is not None else "0%",
                 level,
-                f"{copies.value:.1%} of synthetic rows are exact copies of training rows "
-                f"(fresh real rows: {fresh:.1%})",
+                f"{copies.value:.1%} of {unit} {what} (fresh real {'texts' if text else 'rows'}: {fresh:.1%})",
             )
         )
     for key, label in (("privacy.dcr_train_share", "DCR train share"), ("privacy.mia_auc", "membership attack AUC")):
@@ -329,6 +362,20 @@ def privacy_checks(report: Report) -> list[Check]:
         low = m.interval[0] if m.interval else m.value
         level = "poor" if low > RISK_POOR else "fair" if low > RISK_FAIR else "good"
         checks.append(Check(f"{label} risk", _with_interval(m), "0", level, f"{label} risk is {_with_interval(m)}"))
+    canary = report.details.get("privacy", {}).get("canary")
+    if canary:
+        p_value = min(canary["p_max"], canary["p_mean"])
+        level = "poor" if p_value < CANARY_POOR else "fair" if p_value < CANARY_FAIR else "good"
+        largest = max(canary["exposures"])
+        checks.append(
+            Check(
+                f"canary exposure ({len(canary['exposures'])} canaries)",
+                f"largest {largest:.1f} bits, mean {_format(sum(canary['exposures']) / len(canary['exposures']))}",
+                "mean about 1.44 bits",
+                level,
+                f"canary exposure up to {largest:.1f} bits (p = {p_value:.2g} if nothing was memorised)",
+            )
+        )
     return checks
 
 
@@ -559,4 +606,90 @@ def _attack_plot(report: Report) -> str:
         axes.text(value, y - 0.3, f" {_format(value)}", va="center", fontsize=_TICK)
     risk = "risk: (main \u2212 control) / (1 \u2212 control); 0 is ideal"
     _style(axes, "attack risks with 95% intervals", xlabel=risk)
+    return _png(figure)
+
+
+# ---- text reports -----------------------------------------------------------------------------------------------
+
+# (label, metric key, floor key): each text distance beside what the real holdout scores.
+_TEXT_ROWS = {
+    "fidelity": [
+        ("Frechet distance (embeddings)", "fidelity.frechet_distance", "fidelity.frechet_distance_holdout"),
+        ("kernel distance x1000 (embeddings)", "fidelity.kernel_distance", "fidelity.kernel_distance_holdout"),
+        ("precision (k-NN manifold)", "fidelity.embedding_precision", "fidelity.embedding_precision_holdout"),
+        ("recall (k-NN manifold)", "fidelity.embedding_recall", "fidelity.embedding_recall_holdout"),
+        ("detection AUC", "fidelity.detection_auc", ""),
+        ("word-count KS distance", "fidelity.length_ks", ""),
+    ],
+    "diversity": [
+        ("near-duplicate texts", "diversity.near_duplicate_rate", "diversity.near_duplicate_rate_holdout"),
+        ("distinct word bigrams", "diversity.distinct_bigrams", "diversity.distinct_bigrams_holdout"),
+    ],
+}
+
+
+def _text_context(report: Report) -> dict[str, Any]:
+    """Tables and plots of a text report (see :mod:`privsynth.evaluate.text`)."""
+    fidelity = report.details.get("fidelity", {})
+    privacy = report.details.get("privacy", {})
+    rows: dict[str, list[tuple[str, Metric, Metric | None]]] = {}
+    for section, entries in _TEXT_ROWS.items():
+        rows[section] = [
+            (label, report.metrics[key], report.metrics.get(floor) if floor else None)
+            for label, key, floor in entries
+            if key in report.metrics
+        ]
+    threshold = float(report.meta.get("near_copy_threshold", 0.95))
+    return {
+        "rows": rows,
+        "projection_image": _projection_plot(fidelity["projection"]) if fidelity.get("projection") else None,
+        "length_image": _length_plot(fidelity["lengths"]) if fidelity.get("lengths") else None,
+        "similarity_image": _similarity_plot(privacy["similarity_histogram"], threshold)
+        if privacy.get("similarity_histogram")
+        else None,
+        "closest": privacy.get("closest", []),
+        "canary": privacy.get("canary"),
+        "utility_note": report.metrics["utility.tstr"].note if "utility.tstr" in report.metrics else "",
+    }
+
+
+_TEXT_COLOURS = {"private": REAL_COLOUR, "synthetic": SYNTHETIC_COLOUR, "holdout": HOLDOUT_COLOUR}
+
+
+def _projection_plot(projection: dict[str, list[list[float]]]) -> str:
+    figure = Figure(figsize=(5.2, 4.0), layout="constrained")
+    axes = figure.subplots()
+    for name in ("private", "holdout", "synthetic"):
+        points = np.asarray(projection.get(name, []))
+        if len(points):
+            axes.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5, color=_TEXT_COLOURS[name], label=name)
+    _style(axes, "embeddings on the private texts' first two principal axes", "axis 2", "axis 1")
+    axes.legend(fontsize=_TICK, frameon=False, markerscale=2.5)
+    return _png(figure)
+
+
+def _length_plot(lengths: dict[str, Any]) -> str:
+    edges = np.asarray(lengths["edges"])
+    figure = Figure(figsize=(5.2, 4.0), layout="constrained")
+    axes = figure.subplots()
+    series = lengths["series"]
+    axes.stairs(series["private"], edges, fill=True, color=REAL_COLOUR, alpha=0.45, label="private")
+    if "holdout" in series:
+        axes.stairs(series["holdout"], edges, color=HOLDOUT_COLOUR, linewidth=1.2, label="holdout")
+    axes.stairs(series["synthetic"], edges, color=SYNTHETIC_COLOUR, linewidth=1.6, label="synthetic")
+    _style(axes, "text length", "share of texts", "words")
+    axes.legend(fontsize=_TICK, frameon=False)
+    return _png(figure)
+
+
+def _similarity_plot(histogram: dict[str, Any], threshold: float) -> str:
+    edges = np.asarray(histogram["edges"])
+    figure = Figure(figsize=(5.4, 3.6), layout="constrained")
+    axes = figure.subplots()
+    colours = {"synthetic to private": SYNTHETIC_COLOUR, "holdout to private": HOLDOUT_COLOUR}
+    for name, shares in histogram["series"].items():
+        axes.stairs(shares, edges, color=colours.get(name), linewidth=1.6, label=name)
+    axes.axvline(threshold, color="#c62828", linewidth=1, linestyle="--", label=f"near copy (\u2265 {threshold:g})")
+    _style(axes, "similarity to the closest private text", "share of texts", "cosine similarity (1 = same meaning)")
+    axes.legend(fontsize=_TICK, frameon=False, loc="upper left")
     return _png(figure)

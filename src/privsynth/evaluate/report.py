@@ -33,6 +33,12 @@ SUMMARY: dict[str, list[tuple[str, str]]] = {
         ("fidelity.tvd_3way", "3-way TVD"),
         ("fidelity.correlation_diff", "association difference"),
         ("fidelity.detection_auc", "detection AUC"),
+        ("fidelity.frechet_distance", "Frechet distance"),
+        ("fidelity.frechet_distance_holdout", "  real holdout"),
+        ("fidelity.kernel_distance", "kernel distance x1000"),
+        ("fidelity.kernel_distance_holdout", "  real holdout"),
+        ("fidelity.embedding_precision", "embedding precision"),
+        ("fidelity.embedding_recall", "embedding recall"),
     ],
     "diversity": [
         ("diversity.category_coverage", "category coverage"),
@@ -40,6 +46,9 @@ SUMMARY: dict[str, list[tuple[str, str]]] = {
         ("diversity.quantile_error", "tail quantile error"),
         ("diversity.nn_precision", "k-NN precision"),
         ("diversity.nn_recall", "k-NN recall"),
+        ("diversity.near_duplicate_rate", "near-duplicate texts"),
+        ("diversity.near_duplicate_rate_holdout", "  real holdout"),
+        ("diversity.distinct_bigrams", "distinct bigrams"),
     ],
     "utility": [
         ("utility.tstr", "TSTR"),
@@ -54,11 +63,16 @@ SUMMARY: dict[str, list[tuple[str, str]]] = {
     "privacy": [
         ("privacy.exact_copy_rate", "exact copy rate"),
         ("privacy.exact_copy_rate_baseline", "  fresh real rows"),
+        ("privacy.substring_copy_rate", "word-run copies"),
+        ("privacy.substring_copy_rate_baseline", "  fresh real texts"),
+        ("privacy.near_copy_rate", "near copies"),
+        ("privacy.near_copy_rate_baseline", "  fresh real texts"),
         ("privacy.dcr_train_share", "DCR train share"),
         ("privacy.mia_auc", "membership attack AUC"),
         ("privacy.singling_out_risk", "singling-out risk"),
         ("privacy.linkability_risk", "linkability risk"),
         ("privacy.inference_risk", "inference risk"),
+        ("privacy.canary_exposure_max", "largest canary exposure"),
     ],
 }
 READING = {"higher": "higher is better", "lower": "lower is better", "half": "0.5 is ideal"}
@@ -88,6 +102,12 @@ class Report:
     def values(self) -> dict[str, float | None]:
         """Every metric's value by dotted key."""
         return {key: m.value for key, m in self.metrics.items()}
+
+    @property
+    def kind(self) -> str:
+        """``table`` for :func:`~privsynth.evaluate.evaluate`, ``text`` for
+        :func:`~privsynth.evaluate.text.evaluate_text`."""
+        return str(self.meta.get("kind", "table"))
 
     @property
     def privacy_budget(self) -> dict[str, float] | None:
@@ -123,10 +143,12 @@ class Report:
     def summary(self) -> str:
         """A short plain-text summary for the terminal (also valid rich markup: no square brackets)."""
         meta = self.meta
-        head = [f"real {meta.get('real_rows', 0):,} rows", f"synthetic {meta.get('synthetic_rows', 0):,}"]
+        unit = "texts" if meta.get("kind") == "text" else "rows"
+        head = [f"real {meta.get('real_rows', 0):,} {unit}", f"synthetic {meta.get('synthetic_rows', 0):,}"]
         if meta.get("holdout_rows"):
             head.append(f"holdout {meta['holdout_rows']:,}")
-        head.append(f"{len(meta.get('columns', []))} columns")
+        if meta.get("kind") != "text":
+            head.append(f"{len(meta.get('columns', []))} columns")
         for role in ("target", "sensitive"):
             if meta.get(role):
                 head.append(f"{role} {meta[role]}")

@@ -7,7 +7,8 @@ adding rhos and adding deltas (ibid., Section 8). After spending rho and delta i
 ``budget.delta``)-DP with epsilon converted from rho at ``budget.delta`` less the delta spent.
 
 Every mechanism in :mod:`privsynth.privacy.mechanisms` calls :meth:`Accountant.spend` before it draws noise, so
-a refused spend releases nothing.
+a refused spend releases nothing. With a ledger, each spend's rho and delta are recorded there too, and the
+ledger adds them up across runs against the dataset's cap.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ class Accountant:
         releasing the mechanism's output.
 
         Raises :class:`~privsynth.errors.BudgetExceeded`, recording nothing, when the charge would pass this
-        accountant's budget, the delta its budget sets aside (``approx_delta``), or the ledger's cap. The
-        ledger keeps rho; a delta spend is named in the mechanism it records.
+        accountant's budget, the delta its budget sets aside (``approx_delta``), or the ledger's cap (or
+        reservation), which it checks in rho and in delta.
         """
         rho = check_positive("rho", rho)
         delta = check_positive("delta", delta, allow_zero=True)
@@ -138,6 +139,7 @@ class Accountant:
                     purpose=purpose,
                     release_id=self.release_id,
                     reservation=self.reservation,
+                    delta=delta,
                 )
             self._charges.append(Charge(rho=rho, mechanism=mechanism, purpose=purpose, delta=delta))
             self._spent += Fraction(rho)
@@ -161,7 +163,8 @@ def fit_accountant(
     """An accountant for one fit on ``dataset`` (fingerprint; ``name`` for people) and the dataset's cap (None
     without a ledger or a cap).
 
-    With a ledger the whole budget is reserved first (a spent cap fails before anything is read) and committed
+    With a ledger the whole budget, its rho and the delta it sets aside for approximately zCDP mechanisms
+    (``approx_delta``), is reserved first (a spent cap fails before anything is read) and committed
     at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
     Without a charge, it is cancelled. ``purpose`` names the fit in the ledger's reservation row.
     """
@@ -169,7 +172,7 @@ def fit_accountant(
         yield Accountant(budget), None
         return
     ledger.register(dataset, name)
-    reservation = ledger.reserve(dataset, budget.rho, purpose=purpose)
+    reservation = ledger.reserve(dataset, budget.rho, delta=budget.approx_delta, purpose=purpose)
     accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
     try:
         yield accountant, ledger.dataset(dataset).cap

@@ -69,13 +69,15 @@ class DataCard:
     retention: dict[str, Any] = field(default_factory=dict)
     datasheet: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     mix: dict[str, Any] | None = None
+    filters: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, versioned by ``privsynth_card``."""
         out: dict[str, Any] = plain({"privsynth_card": CARD_VERSION, **asdict(self)})
-        if out["mix"] is None:
-            del out["mix"]
+        for optional in ("mix", "filters"):
+            if out[optional] is None:
+                del out[optional]
         return out
 
     def to_json(self) -> str:

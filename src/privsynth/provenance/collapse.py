@@ -34,7 +34,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from privsynth._version import __version__
-from privsynth.data.datasets import DATASETS, load_dataset
+from privsynth.data.datasets import DATASETS, dataset_names, load_dataset
 from privsynth.data.schema import Kind, Schema
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate._data import Prepared, prepare
@@ -166,8 +166,9 @@ def run_collapse(
     if isinstance(generations, bool) or not isinstance(generations, int) or generations < 1:
         raise ParameterError(f"generations must be a whole number of at least 1, not {generations!r}")
     if isinstance(dataset, str):
-        if dataset not in DATASETS:
-            raise ParameterError(f"unknown dataset '{dataset}'; bundled: {', '.join(DATASETS)}")
+        if dataset not in DATASETS or DATASETS[dataset].kind != "table":
+            tables = ", ".join(dataset_names("table"))
+            raise ParameterError(f"unknown table '{dataset}'; the collapse lab runs on a bundled table: {tables}")
         real, name = load_dataset(dataset, "train"), dataset
     else:
         real, name = dataset.reset_index(drop=True), name or "data frame"

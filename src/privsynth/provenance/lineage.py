@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from privsynth.data.output import check_output, write_table
 from privsynth.data.sources import PARQUET_SUFFIXES, DuckDBSource, Source, frame_source
 from privsynth.errors import DataError
-from privsynth.privacy.ledger import _resolve_url
+from privsynth.privacy.ledger import resolve_url
 from privsynth.provenance.card import card_path, file_sha256
 
 __all__ = [
@@ -177,7 +177,7 @@ class Registry:
     """
 
     def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
-        self.url = _resolve_url(url)
+        self.url = resolve_url(url)
         sqlite = make_url(self.url).get_backend_name() == "sqlite"
         connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_SECONDS} if sqlite else {}
         self._engine = create_engine(self.url, connect_args=connect_args)

@@ -25,10 +25,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -39,9 +37,8 @@ from privsynth.data.binning import Categories
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
-from privsynth.privacy.ledger import Ledger
 from privsynth.privacy.mechanisms import exponential_mechanism, gaussian_mechanism
 from privsynth.progress import report
 from privsynth.synth import _pgm
@@ -73,7 +70,8 @@ _SUPPORT_SIGMAS = 3.0
 _ROUND_TOL = 1e-4
 """AIM's estimate in a round stops once 100 mirror-descent steps improve the loss by less than this share of it:
 warm-started from the last round's model it usually gets there in a few hundred steps, not ``iters``. The
-final estimate runs all its steps."""
+final estimate runs all its steps. Measured on six nassCDS columns at epsilon 1 (96 rounds, two fits each on a
+busy machine): 3-way TVD 0.027 and 0.027 with it, 0.029 and 0.028 with every round running ``iters`` steps."""
 
 _MAX_DEFAULT_WORKLOAD = 1000
 """AIM's default workload holds every 3-way marginal up to this many (19 columns); wider tables get every
@@ -118,7 +116,9 @@ class _MarginalMethod(Synthesizer):
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
         budget = _budget(self.name, schema, epsilon, delta)
         self._check(schema.names)
-        with _accountant(budget, _open_ledger(ledger), self.source_fingerprint_, source.name, self.name) as accountant:
+        purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        ledger = open_ledger(ledger)
+        with fit_accountant(budget, ledger, self.source_fingerprint_, source.name, purpose) as (accountant, _):
             preprocessing = 0.0
             if needs_budget(schema, self.bins, numeric_bins=self.numeric_bins):
                 preprocessing = budget.split([self.preprocessing_share, 1 - self.preprocessing_share])[0].rho
@@ -600,40 +600,6 @@ def _budget(method: str, schema: Schema, epsilon: float | None, delta: float | N
             "smaller for larger tables"
         )
     return Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
-
-
-def _open_ledger(ledger: Any) -> Ledger | None:
-    if ledger is None or isinstance(ledger, Ledger):
-        return ledger
-    if isinstance(ledger, str | os.PathLike):
-        return Ledger(ledger)
-    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
-
-
-@contextmanager
-def _accountant(budget: Budget, ledger: Ledger | None, dataset: str, name: str, method: str) -> Iterator[Accountant]:
-    """An accountant for one fit; with a ledger, the whole budget is reserved first and committed at the end.
-
-    The reservation fails with BudgetExceeded, recording nothing, when the dataset's cap cannot hold the
-    budget. If the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
-    """
-    if ledger is None:
-        yield Accountant(budget)
-        return
-    ledger.register(dataset, name)
-    reservation = ledger.reserve(
-        dataset, budget.rho, purpose=f"{method} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-    )
-    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
-    try:
-        yield accountant
-    except BaseException:
-        if accountant.charges:
-            ledger.commit(reservation)
-        else:
-            ledger.cancel(reservation)
-        raise
-    ledger.commit(reservation)
 
 
 def _floor(value: Fraction) -> float:
