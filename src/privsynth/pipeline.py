@@ -575,8 +575,7 @@ def synthesize_text(
     report("sample", 1, 1)
     timings["sample"] = round(time.perf_counter() - start, 3)
     kept, counts = apply_filters(generated["text"].tolist(), names=names)
-    keep = _kept_rows(generated["text"].tolist(), kept)
-    synthetic = generated.iloc[keep].copy()
+    synthetic = generated.iloc[counts.kept_index].copy()
     synthetic["text"] = kept
     synthetic = synthetic.head(rows).reset_index(drop=True)
     synthetic = synthetic.rename(columns={"text": text_column, "label": label_column or "label"})
@@ -613,17 +612,3 @@ def _text_generator(method: str, seed: int, params: dict[str, Any]) -> Any:
     from privsynth.text.dp_finetune import DPLoRA
 
     return DPLoRA(seed=seed, **params)
-
-
-def _kept_rows(texts: list[str], kept: list[str]) -> list[int]:
-    """Positions in ``texts`` of the filtered texts ``kept`` (filters keep order; scrubbing may change a text)."""
-    from privsynth.text.filters import scrub_pii
-
-    positions: list[int] = []
-    i = 0
-    for text in kept:
-        while i < len(texts) and texts[i] != text and scrub_pii(texts[i])[0] != text:
-            i += 1
-        positions.append(i)
-        i += 1
-    return positions

@@ -173,3 +173,11 @@ def test_bad_input_names_the_position_and_value() -> None:
         apply_filters(["a b c"], near_duplicate_threshold=1.5)
     with pytest.raises(ParameterError, match="max_words must be"):
         apply_filters(["a b c"], min_words=5, max_words=2)
+
+
+def test_kept_index_points_at_the_kept_inputs() -> None:
+    texts = ["a fine first sentence here", "", "a fine first sentence here", "call me at jane@example.com today now"]
+    kept, counts = apply_filters(texts)
+    assert counts.kept_index == [0, 3]
+    assert kept == [texts[0], "call me at [EMAIL] today now"]
+    assert "kept_index" not in counts.to_dict()

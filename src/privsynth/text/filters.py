@@ -109,6 +109,7 @@ class FilterCounts:
     texts_scrubbed: int
     used_private_data: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    kept_index: list[int] = field(default_factory=list, repr=False)  # positions of the kept texts in the input
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,7 +175,8 @@ def apply_filters(
     seen: set[str] = set()
     index = NearDuplicateIndex(near_duplicate_threshold) if deduplicate and near_duplicate_threshold else None
     kept: list[str] = []
-    for text in texts:
+    kept_index: list[int] = []
+    for position, text in enumerate(texts):
         if not text.strip():
             removed["empty"] += 1
             continue
@@ -201,6 +203,7 @@ def apply_filters(
         if index is not None and grams is not None:
             index.add(grams)
         kept.append(text)
+        kept_index.append(position)
     settings: dict[str, Any] = {
         "scrub_pii": scrub,
         "names": len(name_list),
@@ -222,6 +225,7 @@ def apply_filters(
         texts_scrubbed=scrubbed_texts,
         used_private_data=private_texts is not None,
         settings=settings,
+        kept_index=kept_index,
     )
     return kept, counts
 
