@@ -21,8 +21,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ import pandas as pd
 import torch
 
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
@@ -124,14 +123,15 @@ class DPLoRA:
         public_labels: Sequence[str] | None = None,
         epsilon: float | None,
         delta: float | None = None,
-        ledger: Ledger | None = None,
-        dataset: str = "texts",
+        ledger: Ledger | str | None = None,
+        dataset: str | None = None,
     ) -> DPLoRA:
         """Fine-tune on ``texts`` (one record each), optionally with a label per text.
 
         With ``epsilon`` the fit is (epsilon, delta)-DP: 1% of rho buys a noisy text count (it sets the sampling
-        rate), DP-SGD gets the rest; spends go through an accountant and, with ``ledger``, are reserved and
-        committed under the texts' fingerprint (registered as ``dataset``). ``epsilon=None`` trains without DP
+        rate), DP-SGD gets the rest; spends go through an accountant and, with ``ledger`` (a Ledger, URL or
+        path), are reserved and committed under ``dataset`` (the ledger's key for the corpus; default: a
+        fingerprint of the texts and labels). ``epsilon=None`` trains without DP
         (a baseline; nothing is spent). Labels need ``public_labels``, the label values declared public: a
         label set read from the texts would itself leak.
         """
@@ -162,8 +162,12 @@ class DPLoRA:
                 f"at most delta={MAX_DELTA:g} is accepted; use 1e-6 or smaller for larger corpora"
             )
         budget = Budget.from_epsilon_delta(epsilon, delta)
-        fingerprint = _fingerprint(texts, labels)
-        with _reserved(budget, ledger, fingerprint, dataset) as (accountant, cap), torch_threads():
+        fingerprint = dataset or _fingerprint(texts, labels)
+        purpose = f"dp-lora fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        with (
+            fit_accountant(budget, open_ledger(ledger), fingerprint, "texts", purpose) as (accountant, cap),
+            torch_threads(),
+        ):
             self._fit_dp(encoded, budget, accountant, cap)
         return self
 
@@ -619,31 +623,6 @@ def _fingerprint(texts: Sequence[str], labels: Sequence[Any] | None) -> str:
     if labels is not None:
         frame["label"] = [str(value) for value in labels]
     return frame_fingerprint(frame)
-
-
-@contextmanager
-def _reserved(
-    budget: Budget, ledger: Ledger | None, dataset: str, name: str
-) -> Iterator[tuple[Accountant, Budget | None]]:
-    """An accountant for one fit and the dataset's cap; with a ledger the whole budget is reserved first and
-    committed at the end (also when the fit fails after a spend: noise was drawn)."""
-    if ledger is None:
-        yield Accountant(budget), None
-        return
-    ledger.register(dataset, name)
-    reservation = ledger.reserve(
-        dataset, budget.rho, purpose=f"dp-lora fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-    )
-    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
-    try:
-        yield accountant, ledger.dataset(dataset).cap
-    except BaseException:
-        if accountant.charges:
-            ledger.commit(reservation)
-        else:
-            ledger.cancel(reservation)
-        raise
-    ledger.commit(reservation)
 
 
 # ---- canary exposure (Carlini et al. 2019) ------------------------------------------------------------------------
