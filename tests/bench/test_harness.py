@@ -101,6 +101,21 @@ def test_resume_skips_finished_runs(bench_dir: Path, tmp_path: Path) -> None:
     assert (folder / "leaderboard.html").exists()
 
 
+def test_rerun_redoes_a_method_and_its_new_row_supersedes_the_old(bench_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "rerun"
+    folder.mkdir()
+    lines = (bench_dir / "results.jsonl").read_text().splitlines()
+    (folder / "results.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParameterError, match="not methods of this run"):
+        run_bench(["nafld1"], ["copula"], out_dir=folder, resume=True, rerun=["aim"])
+    results = run_bench(["nafld1"], ["copula"], out_dir=folder, resume=True, limit=1500, rerun=["copula"])
+    logged = (folder / "results.jsonl").read_text().splitlines()
+    assert len(logged) == len(lines) + 1
+    copula = [r for r in results if r["method"] == "copula"]
+    assert len(copula) == 1 and copula[0] == json.loads(logged[-1])
+    assert copula[0]["cpu_seconds"] > 0
+
+
 def test_runs_with_other_peer_options_are_other_runs_when_resuming() -> None:
     key = RunKey("nassCDS", "sdv-ctgan", None, 0)
     row = {"dataset": "nassCDS", "method": "sdv-ctgan", "epsilon": None, "seed": 0, "options": {"epochs": 30}}

@@ -50,8 +50,8 @@ def mst(nass: pd.DataFrame, ledger: Ledger) -> MST:
 
 @pytest.fixture(scope="module")
 def aim(nass: pd.DataFrame) -> AIM:
-    small = nass[SMALL]
-    model = AIM(rounds=2 * len(SMALL), numeric_bins="uniform").fit(small, public(small), epsilon=3.0)
+    # Time-boxed: 12 rounds rather than 16 d = 96 (about 25 s on a quiet core, 60 s on a busy one).
+    model = AIM(rounds=2 * len(COLUMNS), numeric_bins="uniform").fit(nass, public(nass), epsilon=1.0)
     assert isinstance(model, AIM)
     return model
 
@@ -75,6 +75,17 @@ def two_way_tvd(domains: dict[str, ColumnDomain], real: pd.DataFrame, fake: pd.D
         else:
             fake_cells = domains[a].encode(fake[a]) * domains[b].size + domains[b].encode(fake[b])
             q = np.bincount(fake_cells, minlength=size) / len(fake)
+        distances.append(0.5 * np.abs(p - q).sum())
+    return float(np.mean(distances))
+
+
+def marginal_tvd(domains: dict[str, ColumnDomain], real: pd.DataFrame, fake: pd.DataFrame, k: int) -> float:
+    """Mean total variation distance of every k-way marginal on the model's cells."""
+    distances = []
+    for combo in itertools.combinations(domains, k):
+        sizes = tuple(domains[c].size for c in combo)
+        cells = [np.ravel_multi_index(tuple(domains[c].encode(f[c]) for c in combo), sizes) for f in (real, fake)]
+        p, q = (np.bincount(c, minlength=int(np.prod(sizes))) / len(c) for c in cells)
         distances.append(0.5 * np.abs(p - q).sum())
     return float(np.mean(distances))
 
@@ -170,11 +181,20 @@ def test_mst_and_aim_beat_independent_columns_at_epsilon_3(nass: pd.DataFrame, a
     # measured: 0.014 against 0.035 for independent columns
     assert independent > 0.02
     assert two_way_tvd(mst.domains_, nass, synthetic) < 0.5 * independent
-    small = nass[SMALL]
-    # measured: 0.0075 against 0.065
-    independent = two_way_tvd(aim.domains_, small, None)
-    assert independent > 0.04
-    assert two_way_tvd(aim.domains_, small, aim.sample(len(small), seed=1)) < 0.3 * independent
+    # AIM at epsilon 1 (the fixture), measured: 0.013 against 0.035
+    independent = two_way_tvd(aim.domains_, nass, None)
+    assert two_way_tvd(aim.domains_, nass, aim.sample(len(nass), seed=1)) < 0.5 * independent
+
+
+def test_aim_is_at_least_as_good_as_mst_on_3_way_marginals_at_epsilon_1(nass: pd.DataFrame, mst: MST, aim: AIM) -> None:
+    """The issue's target on the model's cells, same budget and public domains; DP noise is not seeded, so the
+    margin allows for one draw against another."""
+    aim_rows, mst_rows = aim.sample(len(nass), seed=2), mst.sample(len(nass), seed=2)
+    # measured: AIM 0.028 (2-way 0.013), MST 0.034 (2-way 0.016); 12 rounds ran as 6 (budget x4 when stalled)
+    aim_3, mst_3 = marginal_tvd(aim.domains_, nass, aim_rows, 3), marginal_tvd(mst.domains_, nass, mst_rows, 3)
+    assert aim_3 < 0.032
+    assert aim_3 <= 1.05 * mst_3
+    assert marginal_tvd(aim.domains_, nass, aim_rows, 2) < 0.016
 
 
 def test_conditional_sampling_is_exact(mst: MST) -> None:
@@ -281,3 +301,43 @@ def test_junction_tree_answers_are_exact() -> None:
         chosen = cliques[: int(rng.integers(0, len(cliques)))] + picked
         expected = junction_tree.hypothetical_model_size(Domain(names, list(domain.values())), chosen)
         assert _pgm.model_size_mb(domain, chosen) == pytest.approx(expected, rel=1e-12)
+
+
+def test_marginals_across_cliques_stay_finite_next_to_near_impossible_cells() -> None:
+    """A separator cell of probability about 1e-321 (a subnormal float, as AIM's models reach after many rounds)
+    once overflowed 1 / P(separator) and turned AIM's selection scores into NaN."""
+    from privsynth.synth import _pgm
+
+    rng = np.random.default_rng(0)
+    domain = {"a": 3, "b": 3, "c": 3, "d": 3}
+    potentials = {clique: rng.normal(0, 1, (3, 3)) for clique in [("a", "b"), ("b", "c"), ("c", "d")]}
+    potentials[("a", "b")][:, 2] -= 740.0
+    model = _pgm.Model(domain, potentials, 1000.0)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to zero is harmless
+        table = model.project(("a", "d"))
+    assert np.isfinite(table).all() and table.sum() == pytest.approx(1000.0)
+    # brute force over the 81 cells of the joint
+    joint = sum(
+        np.expand_dims(values, tuple(i for i, x in enumerate(domain) if x not in clique))
+        for clique, values in potentials.items()
+    )
+    joint = np.exp(joint - joint.max())
+    np.testing.assert_allclose(table, 1000 * joint.sum(axis=(1, 2)) / joint.sum(), rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_aim_beats_mst_on_3_way_marginals_of_all_nasscds_columns_at_epsilon_1() -> None:
+    """Every nassCDS column (public domains, so preprocessing cannot decide), AIM with its defaults against MST.
+
+    About 10 minutes. The bench (``benchmarks/results/bench_issue5``, learned domains, the train split, scored by
+    ``evaluate`` on 16 quantile bins) measured AIM 0.040 against MST 0.059 at epsilon 1.
+    """
+    train = load_dataset("nassCDS", "train")
+    schema = public(train)
+    aim = AIM(numeric_bins="uniform").fit(train, schema, epsilon=1.0)
+    mst = MST(numeric_bins="uniform").fit(train, schema, epsilon=1.0)
+    assert isinstance(aim, AIM) and isinstance(mst, MST)
+    aim_rows, mst_rows = aim.sample(len(train), seed=0), mst.sample(len(train), seed=0)
+    aim_3, mst_3 = marginal_tvd(aim.domains_, train, aim_rows, 3), marginal_tvd(mst.domains_, train, mst_rows, 3)
+    assert np.isfinite(aim_3)
+    assert aim_3 <= 1.05 * mst_3

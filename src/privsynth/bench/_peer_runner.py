@@ -155,12 +155,39 @@ def _bin_count(column: dict[str, Any]) -> int:
 
 # ---- OpenDP dp.mbi --------------------------------------------------------------------------------------------
 
+_SPLIT_MARGIN = 1e-9  # relative share of each MST selection's budget left unspent (see _leave_margin_in_mst_split)
+
+
+def _leave_margin_in_mst_split() -> None:
+    """Work around OpenDP 0.16's MST refusing its own budget split.
+
+    ``_make_mst_select`` gives each of its d - 1 selections ``prior(d_out / (d - 1))`` (one float below the
+    exact share), but the composition adds the d - 1 shares rounding up at every addition, so with 13 or more
+    selections the sum regularly exceeds ``d_out`` by a few floats ("insufficient budget for query:
+    0.0012177863399917385 > 0.0012177863399917377"), whatever rho is. ``prior`` as seen by the MST module is
+    replaced by one that also leaves ``_SPLIT_MARGIN`` of the value unspent: MST spends at most that share
+    less than it may (1e-9 of its budget), never more.
+    """
+    from opendp.extras.mbi import _mst
+
+    namespace = vars(_mst)
+    exact_prior = namespace["prior"]
+    if getattr(exact_prior, "_privsynth_margin", False):
+        return
+
+    def prior_with_margin(x: float) -> float:
+        return float(exact_prior(x * (1 - _SPLIT_MARGIN)))
+
+    prior_with_margin._privsynth_margin = True  # type: ignore[attr-defined]
+    namespace["prior"] = prior_with_margin
+
 
 def _run_opendp(spec: dict[str, Any], train: pd.DataFrame) -> tuple[pd.DataFrame, float, float, dict[str, Any]]:
     import opendp.prelude as dp
     import polars as pl  # type: ignore[import-not-found]
 
     dp.enable_features("contrib")
+    _leave_margin_in_mst_split()
     keys: dict[str, list[Any]] = {}
     cuts: dict[str, list[float]] = {}
     frame = pl.from_pandas(train)
@@ -220,6 +247,7 @@ def _run_opendp(spec: dict[str, Any], train: pd.DataFrame) -> tuple[pd.DataFrame
         "model": spec["model"].upper(),
         "rho": rho,
         "rho_attempts": attempts,
+        "split_margin": _SPLIT_MARGIN if spec["model"] == "mst" else 0.0,
         "numeric_bins": {name: len(edges) - 1 for name, edges in cuts.items()},
     }
     return sampled, fit_seconds, sample_seconds, details

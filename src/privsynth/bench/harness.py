@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +124,7 @@ def run_bench(
     evaluate_seed: int = 0,
     limit: int | None = None,
     peer_options: Mapping[str, Mapping[str, Any]] | None = None,
+    rerun: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run the grid, writing ``results.jsonl`` as it goes, then ``results.csv`` and ``leaderboard.html``.
 
@@ -130,9 +132,10 @@ def run_bench(
     the train split's size). ``timeout`` bounds each peer run in seconds. ``limit`` keeps only the first
     ``limit`` rows of each split (for quick checks; results on a slice are not comparable with full runs).
     ``out_dir`` must not hold results unless ``overwrite`` (start afresh) or ``resume`` (keep finished runs,
-    redo failed and missing ones). ``peer_options`` maps a peer to constructor arguments over its defaults
-    (``{"sdv-ctgan": {"epochs": 100}}``); they are recorded in each row's details. Returns every row of the
-    results file.
+    redo failed and missing ones). ``rerun`` names methods whose finished runs are done again when resuming
+    (after a change to the method); a new row supersedes the old one. ``peer_options`` maps a peer to
+    constructor arguments over its defaults (``{"sdv-ctgan": {"epochs": 100}}``); they are recorded in each
+    row's details. Returns the latest row of every run in the results file.
     """
     seed_list = _seed_list(seeds)
     for name, value in (("rows", rows), ("limit", limit)):
@@ -146,7 +149,14 @@ def run_bench(
         raise ParameterError(f"peer options given for {unknown}, which are not peers in this run ({list(methods)})")
     folder = Path(out_dir)
     results_path = folder / RESULTS_JSONL
-    done = _prepare_output(folder, overwrite=overwrite, resume=resume)
+    stray = [m for m in rerun if m not in methods]
+    if stray:
+        raise ParameterError(f"rerun names {stray}, which are not methods of this run ({list(methods)})")
+    done = {
+        run
+        for run in _prepare_output(folder, overwrite=overwrite, resume=resume)
+        if json.loads(run)[1] not in set(rerun)
+    }
     for method in dict.fromkeys(methods):
         if peers.is_peer(method) and (problem := peers.peer_status(method)) is not None:
             logger.warning("%s; its runs will be recorded as failed", problem)
@@ -262,6 +272,7 @@ def _base_row(context: _Context, key: RunKey, delta: float | None) -> dict[str, 
         "sample_seconds": None,
         "evaluate_seconds": None,
         "total_seconds": None,
+        "cpu_seconds": None,
         "metrics": {},
         "details": {},
         "privsynth_version": __version__,
@@ -276,8 +287,14 @@ def _run_one(
     row = _base_row(context, key, delta)
     started = time.perf_counter()
     try:
+        cpu_before = _cpu_seconds()
         synthetic, fit_seconds, sample_seconds, details = _generate(context, key, delta=delta, timeout=timeout)
-        row.update(fit_seconds=round(fit_seconds, 3), sample_seconds=round(sample_seconds, 3), details=details)
+        row.update(
+            fit_seconds=round(fit_seconds, 3),
+            sample_seconds=round(sample_seconds, 3),
+            cpu_seconds=round(_cpu_seconds() - cpu_before, 3),
+            details=details,
+        )
         budget = {"epsilon": key.epsilon, "delta": delta} if key.epsilon is not None else None
         evaluated = time.perf_counter()
         report = evaluate(
@@ -300,6 +317,16 @@ def _run_one(
     row["total_seconds"] = round(time.perf_counter() - started, 3)
     row["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return row
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children: a peer runs as a child process.
+
+    Read around fit and sample, it is the CPU a method used, which on a shared machine says more than wall time.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _generate(
@@ -386,8 +413,12 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``results.jsonl``; the reference rows get the dataset's TRTR as their TSTR."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of a ``results.jsonl``, the latest for each run; the reference rows get the dataset's TRTR as their
+    TSTR."""
+    logged = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    # The file is a log: a run redone (after a failure, or by ``rerun``) supersedes its earlier rows.
+    latest = {_row_id(row): row for row in logged}
+    rows = list(latest.values())
     trtr: dict[str, float] = {}
     for row in rows:
         value = row.get("metrics", {}).get("utility.trtr")
@@ -418,6 +449,7 @@ def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         "sample_seconds",
         "evaluate_seconds",
         "total_seconds",
+        "cpu_seconds",
     ]
     records = [
         {

@@ -40,7 +40,7 @@ _LABELS = {
     "privacy.exact_copy_rate": "exact copies",
     "privacy.mia_auc": "MIA AUC",
 }
-_TIMES = ("fit_seconds", "sample_seconds", "evaluate_seconds", "seconds")
+_TIMES = ("fit_seconds", "sample_seconds", "evaluate_seconds", "cpu_seconds", "seconds")
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("privsynth.bench", "templates"),

@@ -50,6 +50,9 @@ def bench_run(
     output: OutDirOpt = Path("bench"),
     overwrite: OverwriteOpt = False,
     resume: Annotated[bool, typer.Option("--resume", help="Keep finished runs in OUTPUT, do the rest.")] = False,
+    rerun: Annotated[
+        str, typer.Option(help="With --resume: comma-separated methods whose finished runs are done again.")
+    ] = "",
     timeout: TimeoutOpt = None,
     limit: Annotated[
         int | None, typer.Option(help="Use only the first N rows of each split (quick checks, not comparable).")
@@ -77,6 +80,7 @@ def bench_run(
             timeout=timeout,
             limit=limit,
             peer_options=_peer_options(peer_option or []),
+            rerun=_names(rerun, "rerun") if rerun else (),
         )
     _print_leaderboard(leaderboard_table(results))
     failed = [r for r in results if r["status"] != "ok"]

@@ -370,11 +370,13 @@ class Model:
         message: dict[Clique, Factor] = {}
         for node in reversed(order):
             parent = parent_of[node]
-            factors: list[Factor] = [(node, marginals[node])]
+            table = marginals[node]
             if parent is not None:
-                separator = _shared(node, parent)
-                below = _sum_to((node, marginals[node]), separator)
-                factors.append((separator, np.divide(1.0, below[1], out=np.zeros_like(below[1]), where=below[1] > 0)))
+                # P(node | separator), divided in one step: a cell's probability is at most its separator's, so
+                # the ratio stays in [0, 1] where 1 / P(separator) alone overflows for near-impossible cells.
+                below = _expand(_sum_to((node, table), _shared(node, parent)), node)
+                table = np.divide(table, below, out=np.zeros_like(table), where=below > 0)
+            factors: list[Factor] = [(node, table)]
             factors += [message[c] for c in order if parent_of.get(c) == node]
             product = _product(factors)
             if parent is None:

@@ -108,10 +108,6 @@ BOUNDS_FALSE_CELL_RATE = 1e-5
 """The same for the coarse histogram that sets bounds, stricter: a cell of pure noise far from the data would
 stretch the bounds to it."""
 
-POOLED_MASS_SHARE = 0.99
-"""Bounds are located on the finest pooling of coarse cells that finds at least this share of the most mass any
-pooling finds (see ``_Histogram.pooled_weights``)."""
-
 THIN_MASS_WARNING = 0.5
 """Warn when the cells above the noise hold less than this share of a column's noisy row count: its budget is
 too small for the bounds to be reliable."""
@@ -606,21 +602,36 @@ class _Histogram:
         return np.where(self.noisy >= cut, self.noisy, 0).astype(float)
 
     def pooled_weights(self, false_cell_rate: float) -> np.ndarray:
-        """:meth:`weights` on blocks of 1, 2, 4, 8 or 16 adjacent cells, spread evenly over each block's cells:
-        the smallest block that locates nearly as much mass as any (at least :data:`POOLED_MASS_SHARE` of it).
+        """Noisy mass located level by level on blocks of 1, 2, 4, 8 and 16 adjacent cells, finest first; or a
+        single block size's :meth:`weights`, spread evenly over each block, when it locates more by over three
+        standard deviations of its noise.
 
-        A block's noise grows as the square root of its size while the mass of data spread thinly over many
-        cells grows with it, so pooling finds such data above the noise when single cells do not.
+        At each level a block's mass not yet located (the noisy counts of its open cells) is located when it rises
+        above the noise of those cells, and spread over them: mass found in one cell stays there, so a wide block's
+        noise cannot spread a column whose values all sit in one cell over 16 cells (nassCDS ``yearacc``, all in
+        [1448, 2048), got bounds 256 to 65,536 in about 40% of fits when the largest noisy total decided). A thin
+        tail spread over many cells (nassCDS ``weight``) rises above the noise only pooled, hence the second rule.
         """
-        found: list[np.ndarray] = []
+        n = len(self.noisy)
+        noisy = self.noisy.astype(float)
+        located = np.zeros(n)
         for size in _POOL_SIZES:
-            starts = np.arange(0, len(self.noisy), size)
-            sizes = np.diff(np.append(starts, len(self.noisy)))
-            pooled = np.add.reduceat(self.noisy, starts).astype(float)
-            cut = self.sigma * np.sqrt(sizes) * NormalDist().inv_cdf(1 - false_cell_rate / len(starts))
-            found.append(np.repeat(np.where(pooled >= cut, pooled, 0.0) / sizes, sizes))
-        best = max(float(weights.sum()) for weights in found)
-        return next(weights for weights in found if weights.sum() >= POOLED_MASS_SHARE * best)
+            starts = np.arange(0, n, size)
+            free = located == 0
+            open_cells = np.add.reduceat(free.astype(float), starts)
+            residual = np.add.reduceat(np.where(free, noisy, 0.0), starts)
+            z = NormalDist().inv_cdf(1 - false_cell_rate / len(starts))
+            found = (open_cells > 0) & (residual >= self.sigma * np.sqrt(np.maximum(open_cells, 1.0)) * z)
+            share = np.where(found, residual / np.maximum(open_cells, 1.0), 0.0)
+            located = located + np.repeat(share, np.diff(np.append(starts, n))) * free
+        for size in _POOL_SIZES[1:]:
+            starts = np.arange(0, n, size)
+            sizes = np.diff(np.append(starts, n))
+            pooled = np.add.reduceat(noisy, starts)
+            kept = pooled >= self.sigma * np.sqrt(sizes) * NormalDist().inv_cdf(1 - false_cell_rate / len(starts))
+            if pooled[kept].sum() > located.sum() + 3 * self.sigma * math.sqrt(float(sizes[kept].sum())):
+                return np.repeat(np.where(kept, pooled, 0.0) / sizes, sizes)
+        return located
 
 
 def _measure(
