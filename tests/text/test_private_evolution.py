@@ -1,0 +1,205 @@
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("opendp")
+
+from privsynth.data.datasets import load_dataset
+from privsynth.errors import DataError, ParameterError
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget
+from privsynth.privacy.ledger import Ledger
+from privsynth.text.llm import Embedder, LlamaCppGenerator, local_generator
+from privsynth.text.private_evolution import (
+    PrivateEvolution,
+    gdp_delta,
+    measure,
+    pe_epsilon,
+    pe_noise_multiplier,
+)
+
+# Aug-PE's published noise multipliers (AI-secure/aug-pe, notebook/dp_budget.ipynb; the values its run scripts use):
+# T = 10 iterations, delta = 1 / (N log N).
+AUG_PE_NOISE = [
+    (1_939_290, 1, 15.34),  # Yelp
+    (1_939_290, 2, 8.03),
+    (1_939_290, 4, 4.24),
+    (8_396, 1, 11.60),  # OpenReview
+    (8_396, 2, 6.22),
+    (8_396, 4, 3.38),
+    (75_316, 1, 13.26),  # PubMed
+    (75_316, 2, 7.01),
+    (75_316, 4, 3.75),
+]
+
+
+@pytest.fixture(scope="module")
+def tweets() -> tuple[list[str], list[str]]:
+    train = load_dataset("trump_tweets", "train")
+    return train["text"].tolist(), train["source"].tolist()
+
+
+@pytest.mark.parametrize(("n", "epsilon", "published"), AUG_PE_NOISE)
+def test_noise_multiplier_reproduces_aug_pe_published_values(n: int, epsilon: float, published: float) -> None:
+    sigma = pe_noise_multiplier(epsilon, 1 / (n * math.log(n)), 10)
+    assert sigma == pytest.approx(published, rel=0.01)
+
+
+def test_pe_epsilon_inverts_the_noise_multiplier() -> None:
+    sigma = pe_noise_multiplier(4.0, 1e-5, 5)
+    assert pe_epsilon(sigma, 1e-5, 5) == pytest.approx(4.0, rel=1e-9)
+    # More iterations at the same noise cost more.
+    assert pe_epsilon(sigma, 1e-5, 10) > 4.0
+
+
+def test_gdp_delta_matches_the_closed_form_at_epsilon_zero() -> None:
+    # At epsilon 0, delta is the total variation between N(0,1) and N(mu,1): 2 Phi(mu/2) - 1.
+    assert gdp_delta(0.0, 1.0) == pytest.approx(0.382924922548026, abs=1e-12)
+
+
+def test_zcdp_calibration_is_a_little_noisier_than_gdp() -> None:
+    budget = Budget.from_epsilon_delta(4.0, 1e-5)
+    sigma = math.sqrt(5 / (2 * budget.rho))
+    gdp = pe_noise_multiplier(4.0, 1e-5, 5)
+    assert gdp < sigma < 1.1 * gdp
+    assert pe_epsilon(sigma, 1e-5, 5) < 4.0
+
+
+def test_votes_prefer_synthetic_texts_that_resemble_the_private_ones(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    embedder = Embedder()
+    private = embedder.embed(texts[:60])
+    holdout = load_dataset("trump_tweets", "holdout")["text"].tolist()[:5]
+    unrelated = [
+        "Preheat the oven to 180 degrees and grease the tin.",
+        "The mitochondria is the powerhouse of the cell.",
+        "Replace the printer cartridge by lifting the front cover.",
+        "Tomatoes grow best in full sun with regular watering.",
+        "The train to Lyon leaves from platform nine at noon.",
+    ]
+    synthetic = embedder.embed(holdout + unrelated)
+    accountant = Accountant(Budget.from_rho(100.0, 1e-6))
+    scores = measure(
+        private,
+        np.zeros(60, dtype=np.int64),
+        synthetic,
+        np.zeros(10, dtype=np.int64),
+        rho=50.0,
+        accountant=accountant,
+        iteration=1,
+    )
+    assert scores.shape == (10,)
+    assert scores.sum() == pytest.approx(60, abs=3)  # sigma = 0.1 on each count
+    assert scores[:5].sum() > 50
+    assert accountant.spent == pytest.approx(50.0)
+    assert "l2_sensitivity=1" in accountant.charges[0].mechanism
+
+
+def test_votes_stay_within_their_label(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    embedder = Embedder()
+    private = embedder.embed(texts[:30])
+    synthetic = embedder.embed(texts[100:104])
+    groups = np.array([0] * 20 + [1] * 10, dtype=np.int64)
+    scores = measure(
+        private,
+        groups,
+        synthetic,
+        np.array([0, 0, 0, 1], dtype=np.int64),
+        rho=5000.0,
+        accountant=Accountant(Budget.from_rho(5000.0, 1e-6)),
+        iteration=1,
+    )
+    assert scores[:3].sum() == pytest.approx(20, abs=0.5)
+    assert scores[3] == pytest.approx(10, abs=0.5)
+
+
+def test_non_string_texts_are_refused_by_position() -> None:
+    with pytest.raises(DataError, match="text 1 is float"):
+        PrivateEvolution(LlamaCppGenerator()).fit(["fine", math.nan, "also fine"], epsilon=4, delta=1e-5)
+
+
+def test_all_empty_texts_are_refused() -> None:
+    with pytest.raises(DataError, match="all 3 texts are empty"):
+        PrivateEvolution(LlamaCppGenerator()).fit(["", "  ", "\n"], epsilon=4, delta=1e-5)
+
+
+def test_labels_need_a_declared_public_label_set(tweets: tuple[list[str], list[str]]) -> None:
+    texts, sources = tweets
+    with pytest.raises(ParameterError, match="public_labels"):
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:50], sources[:50], epsilon=4, delta=1e-5)
+
+
+def test_thousands_of_classes_are_refused(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    ids = [f"user{i}" for i in range(2000)]
+    with pytest.raises(ParameterError, match="2000 public labels is too many"):
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:2000], ids, public_labels=ids, epsilon=4, delta=1e-6)
+
+
+def test_too_small_epsilon_names_the_resulting_noise(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    with pytest.raises(ParameterError, match=r"epsilon=0.05 over 5 iterations gives noise sigma=\d+"):
+        PrivateEvolution(LlamaCppGenerator(), population=300).fit(texts[:300], epsilon=0.05, delta=1e-4)
+
+
+def test_delta_must_be_below_one_over_n(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    with pytest.raises(ParameterError, match="not below 1/n"):
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:100], epsilon=4, delta=0.05)
+
+
+def test_tiny_fit_spends_the_budget_through_the_ledger(tweets: tuple[list[str], list[str]], tmp_path) -> None:
+    texts, sources = tweets
+    ledger = Ledger(tmp_path / "ledger.db")
+    labels = ["Twitter for Android", "Twitter for iPhone"]
+    chosen = [i for i, source in enumerate(sources) if source in labels][:20]
+    model = PrivateEvolution(
+        local_generator(), iterations=2, population=4, max_tokens=16, prompt="Write a tweet by a US politician."
+    )
+    model.fit(
+        [texts[i] for i in chosen],
+        [sources[i] for i in chosen],
+        public_labels=labels,
+        epsilon=8.0,
+        delta=1e-3,
+        ledger=ledger,
+        dataset="tweets-sample",
+    )
+    budget = Budget.from_epsilon_delta(8.0, 1e-3)
+    assert len(model.charges_) == 2
+    assert ledger.spent("tweets-sample") == pytest.approx(budget.rho, rel=1e-9)
+    assert model.sigma_ == pytest.approx(math.sqrt(2 / (2 * budget.rho)), rel=1e-6)
+    assert model.epsilon_ == pytest.approx(8.0, rel=1e-6)
+    assert model.epsilon_gdp_ < 8.0
+    assert list(model.history_["iteration"].value_counts().sort_index()) == [4, 4]
+    synthetic = model.sample(6)  # two more than the population: variations, free under DP
+    assert list(synthetic.columns) == ["text", "label"]
+    assert len(synthetic) == 6
+    assert set(synthetic["label"]) <= set(labels)
+    assert synthetic["text"].str.len().gt(0).mean() >= 0.5
+
+
+@pytest.mark.slow
+def test_evolution_moves_the_population_towards_the_private_texts(tweets: tuple[list[str], list[str]]) -> None:
+    texts, _ = tweets
+    embedder = Embedder()
+    model = PrivateEvolution(
+        local_generator(),
+        embedder,
+        iterations=3,
+        population=40,
+        max_tokens=40,
+        prompt="Write a short tweet by Donald Trump. Reply with the tweet only.",
+    )
+    model.fit(texts[:300], epsilon=8.0, delta=1e-3)
+    holdout = embedder.embed(load_dataset("trump_tweets", "holdout")["text"].tolist()[:300])
+
+    def closeness(frame_texts: list[str]) -> float:
+        return float((embedder.embed(frame_texts) @ holdout.T).max(axis=1).mean())
+
+    first = model.history_.query("iteration == 1")["text"].tolist()
+    final = model.sample(20)["text"].tolist()
+    assert closeness(final) > closeness(first) + 0.02
