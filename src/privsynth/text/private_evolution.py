@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +35,7 @@ import pandas as pd
 from scipy.special import log_ndtr, ndtr
 
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_delta, check_positive, split_exactly
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
@@ -271,7 +270,13 @@ class PrivateEvolution:
         generator = self.generator or local_generator()
         embedder = self.embedder or Embedder()
         rng = np.random.default_rng(self.seed)
-        with _accountant(budget, _open_ledger(ledger), fingerprint, self.iterations) as accountant:
+        purpose = (
+            f"private evolution, {self.iterations} iterations at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        )
+        with fit_accountant(budget, open_ledger(ledger), fingerprint, "private evolution texts", purpose) as (
+            accountant,
+            _,
+        ):
             voters = [text for text, group in zip(items, groups, strict=True) if group >= 0]
             truncated = embedder.count_truncated(voters)
             if truncated:
@@ -530,37 +535,3 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     from privsynth.data.sources import load_source
 
     return load_source(frame, name="private evolution texts").fingerprint()
-
-
-def _open_ledger(ledger: Ledger | str | Any) -> Ledger | None:
-    """``ledger`` as a :class:`~privsynth.privacy.ledger.Ledger` (or None): a Ledger, a URL or a file path."""
-    if ledger is None or isinstance(ledger, Ledger):
-        return ledger
-    if isinstance(ledger, str) or hasattr(ledger, "__fspath__"):
-        return Ledger(ledger)
-    raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
-
-
-@contextmanager
-def _accountant(budget: Budget, ledger: Ledger | None, dataset: str, iterations: int) -> Iterator[Accountant]:
-    """An accountant for one fit. With a ledger the whole budget is reserved before any private text is read
-    (a spent cap fails first) and committed at the end, or if the fit fails after a histogram was released."""
-    if ledger is None:
-        yield Accountant(budget)
-        return
-    ledger.register(dataset, "private evolution texts")
-    reservation = ledger.reserve(
-        dataset,
-        budget.rho,
-        purpose=f"private evolution, {iterations} iterations at epsilon={budget.epsilon:g}, delta={budget.delta:g}",
-    )
-    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
-    try:
-        yield accountant
-    except BaseException:
-        if accountant.charges:
-            ledger.commit(reservation)
-        else:
-            ledger.cancel(reservation)
-        raise
-    ledger.commit(reservation)
