@@ -35,10 +35,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from privsynth.errors import ParameterError
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget
 
 _MIN_ORDER = 2  # the smallest integer order opacus computes; the charge covers orders from 2 (or alpha_max) up
 _SEGMENT_POINTS = 8  # orders checked between consecutive integers
@@ -146,3 +150,69 @@ def opacus_epsilon(q: float, sigma: float, steps: int, delta: float, rho_before:
         warnings.simplefilter("ignore", UserWarning)
         epsilon, _ = get_privacy_spent(orders=list(orders), rdp=list(rdp), delta=delta)
     return float(epsilon)
+
+
+@dataclass(frozen=True)
+class SGDCharge:
+    """What one DP-SGD training run was charged: its noise multiplier, sampling rate, steps and rho."""
+
+    sample_rate: float
+    steps: int
+    sigma: float
+    rho: float
+    max_order: float
+    max_grad_norm: float
+
+
+def spend_dp_sgd(
+    accountant: Accountant,
+    budget: Budget,
+    cap: Budget | None,
+    *,
+    sample_rate: float,
+    steps: int,
+    max_grad_norm: float,
+    purpose: str,
+) -> SGDCharge:
+    """Charge ``accountant`` for DP-SGD with what its budget has left and return the calibrated run.
+
+    The RDP orders the charge covers reach the conversion order of the fit's budget and of the dataset's
+    ``cap`` (see the module docstring); the noise multiplier is the smallest whose charge fits what is left.
+    """
+    max_order = conversion_order(budget.rho, budget.epsilon)
+    if cap is not None:
+        max_order = max(max_order, conversion_order(cap.rho, cap.epsilon))
+    sigma = calibrate_sigma(sample_rate, steps, accountant.remaining, max_order)
+    charge = sgd_rho(sample_rate, sigma, steps, max_order)
+    accountant.spend(
+        charge,
+        mechanism=(
+            f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
+            f"max_grad_norm={max_grad_norm:g}, rdp_orders<={max_order:.4g})"
+        ),
+        purpose=purpose,
+    )
+    return SGDCharge(sample_rate, steps, sigma, charge, max_order, max_grad_norm)
+
+
+def privacy_record(budget: Budget, accountant: Accountant, sgd: SGDCharge) -> dict[str, Any]:
+    """The ``privacy_`` summary of a DP-SGD fit: budget, spends, and opacus's own epsilon for the same run."""
+    spent = accountant.spent
+    return {
+        "epsilon": budget.epsilon,
+        "delta": budget.delta,
+        "rho": budget.rho,
+        "rho_spent": spent,
+        "rho_dp_sgd": sgd.rho,
+        "noise_multiplier": sgd.sigma,
+        "sample_rate": sgd.sample_rate,
+        "steps": sgd.steps,
+        "max_grad_norm": sgd.max_grad_norm,
+        "max_order": sgd.max_order,
+        "epsilon_opacus": opacus_epsilon(
+            sgd.sample_rate, sgd.sigma, sgd.steps, budget.conversion_delta, rho_before=spent - sgd.rho
+        ),
+        "charges": [
+            {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta} for c in accountant.charges
+        ],
+    }

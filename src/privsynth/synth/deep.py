@@ -29,7 +29,7 @@ from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.progress import report
 from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
 from privsynth.synth._deep_net import AnyOrderNet, fit_dp_sgd, fit_early_stopping, sample_tokens, torch_threads
-from privsynth.synth._deep_privacy import calibrate_sigma, conversion_order, opacus_epsilon, sgd_rho
+from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.synth.base import Conditions, Synthesizer, register
 from privsynth.synth.domain import discovery_delta, learn_domains, needs_budget
 
@@ -383,18 +383,13 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             )
         sample_rate = self.batch_size / rows
         steps = math.ceil(self.epochs / sample_rate)
-        max_order = conversion_order(budget.rho, budget.epsilon)
-        if cap is not None:
-            max_order = max(max_order, conversion_order(cap.rho, cap.epsilon))
-        rho_sgd = accountant.remaining
-        sigma = calibrate_sigma(sample_rate, steps, rho_sgd, max_order)
-        charge = sgd_rho(sample_rate, sigma, steps, max_order)
-        accountant.spend(
-            charge,
-            mechanism=(
-                f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
-                f"max_grad_norm={self.max_grad_norm:g}, rdp_orders<={max_order:.4g})"
-            ),
+        sgd = spend_dp_sgd(
+            accountant,
+            budget,
+            cap,
+            sample_rate=sample_rate,
+            steps=steps,
+            max_grad_norm=self.max_grad_norm,
             purpose="train the dp-deep network",
         )
         tokens = torch.from_numpy(np.column_stack([c.encode(col) for c, col in _columns(source, schema, self.codecs_)]))
@@ -407,33 +402,14 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
                 tokens,
                 sample_rate=sample_rate,
                 steps=steps,
-                noise_multiplier=sigma,
+                noise_multiplier=sgd.sigma,
                 max_grad_norm=self.max_grad_norm,
                 learning_rate=self.learning_rate,
                 expected_batch_size=self.batch_size,
                 order=list(range(len(schema))),
             )
         self.order_ = list(range(len(schema)))
-        spent = accountant.spent
-        self.privacy_ = {
-            "epsilon": budget.epsilon,
-            "delta": budget.delta,
-            "rho": budget.rho,
-            "rho_spent": spent,
-            "rho_dp_sgd": charge,
-            "noise_multiplier": sigma,
-            "sample_rate": sample_rate,
-            "steps": steps,
-            "max_grad_norm": self.max_grad_norm,
-            "max_order": max_order,
-            "epsilon_opacus": opacus_epsilon(
-                sample_rate, sigma, steps, budget.conversion_delta, rho_before=spent - charge
-            ),
-            "charges": [
-                {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
-                for c in accountant.charges
-            ],
-        }
+        self.privacy_ = privacy_record(budget, accountant, sgd)
         report("fit dp-deep", 3, 3)
 
 

@@ -35,7 +35,7 @@ from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
 from privsynth.synth._deep_net import torch_threads
-from privsynth.synth._deep_privacy import calibrate_sigma, conversion_order, opacus_epsilon, sgd_rho
+from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.text._torch_model import load_causal_lm
 
 __all__ = ["CanaryResult", "DPLoRA", "canary_exposure", "canary_texts", "exposure"]
@@ -246,41 +246,18 @@ class DPLoRA:
             logger.warning("delta=%g is not below 1/n for about %d texts: choose a smaller delta", budget.delta, count)
         sample_rate = self.batch_size / count
         steps = self.epochs * int(1 / sample_rate)  # DPDataLoader takes int(1 / sample_rate) batches per pass
-        max_order = conversion_order(budget.rho, budget.epsilon)
-        if cap is not None:
-            max_order = max(max_order, conversion_order(cap.rho, cap.epsilon))
-        sigma = calibrate_sigma(sample_rate, steps, accountant.remaining, max_order)
-        charge = sgd_rho(sample_rate, sigma, steps, max_order)
-        accountant.spend(
-            charge,
-            mechanism=(
-                f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
-                f"max_grad_norm={self.max_grad_norm:g}, rdp_orders<={max_order:.4g})"
-            ),
+        sgd = spend_dp_sgd(
+            accountant,
+            budget,
+            cap,
+            sample_rate=sample_rate,
+            steps=steps,
+            max_grad_norm=self.max_grad_norm,
             purpose="train LoRA adapters of the local language model",
         )
-        self.seconds_ = self._train_dp(encoded, sample_rate=sample_rate, noise_multiplier=sigma)
+        self.seconds_ = self._train_dp(encoded, sample_rate=sample_rate, noise_multiplier=sgd.sigma)
         self.steps_ = steps
-        spent = accountant.spent
-        self.privacy_ = {
-            "epsilon": budget.epsilon,
-            "delta": budget.delta,
-            "rho": budget.rho,
-            "rho_spent": spent,
-            "rho_dp_sgd": charge,
-            "noise_multiplier": sigma,
-            "sample_rate": sample_rate,
-            "steps": steps,
-            "max_grad_norm": self.max_grad_norm,
-            "max_order": max_order,
-            "epsilon_opacus": opacus_epsilon(
-                sample_rate, sigma, steps, budget.conversion_delta, rho_before=spent - charge
-            ),
-            "charges": [
-                {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
-                for c in accountant.charges
-            ],
-        }
+        self.privacy_ = privacy_record(budget, accountant, sgd)
 
     def _train_dp(self, encoded: _Encoded, *, sample_rate: float, noise_multiplier: float) -> float:
         """DP-SGD over the adapters; returns the seconds it took. Every optimizer step is checked to clip."""
