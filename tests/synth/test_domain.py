@@ -379,9 +379,12 @@ def test_a_column_with_one_value_is_kept_with_a_warning(
     schema = Schema([Column("seven", Kind.INTEGER, "int64"), Column("ratio", Kind.FLOAT, "float64")])
     domains = learn_domains(load_source(frame), schema, accountant(), rho=0.02)
     assert [w for d in domains.values() for w in d.warnings if "single value" in w] and len(caplog.records) == 3
+    # Noise may put a little mass in a neighbouring cell; the domain still collapses to the one heavy cell.
+    assert [len(edges_of(domains[name])) for name in ("seven", "ratio")] == [2, 2]
     assert (domains["seven"].decode(np.zeros(50, dtype=np.int64), np.random.default_rng(0)) == 7).all()
+    low, high = edges_of(domains["ratio"])
     ratio = domains["ratio"].decode(np.zeros(50, dtype=np.int64), np.random.default_rng(0))
-    assert np.abs(ratio - 3.7).max() < 0.01
+    assert low <= 3.7 <= high and high - low < 0.1 and ((ratio >= low) & (ratio <= high)).all()
     public = Column("sex", Kind.CATEGORICAL, "str", categories=["m"], public=True)
     [message] = learn_domains(load_source(nass), Schema([public]), None, rho=0)["sex"].warnings
     assert "single public category ('m')" in message

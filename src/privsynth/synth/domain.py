@@ -715,9 +715,12 @@ def _learn_numeric(source: Source, column: Column, accountant: Accountant, rho: 
         edges = fine[_quantile_edges(weights, bins)]
         within, shape = (fine, weights) if len(fine) > len(edges) else None, f"{len(edges) - 1} quantile bins"
     if weights.sum() > 0 and weights.max() >= CONSTANT_SHARE * weights.sum():
+        # The rest is noise (or too few rows to model): one bin, the heavy fine cell, decoded inside that cell.
+        heavy = int(np.argmax(weights))
+        edges, within, shape = fine[heavy : heavy + 2], None, "one cell (a constant column)"
         warnings.append(
             f"column '{name}' has (nearly) a single value: {CONSTANT_SHARE:.0%} of its noisy mass or more lies in "
-            f"one cell [{_show(fine[int(np.argmax(weights))], kind)}, ...); it is kept as a constant column"
+            f"one cell [{_show(edges[0], kind)}, {_show(edges[1], kind)}); it is kept as a constant column"
         )
     cost = f"{learned}; {shape} from rho={rho_fine:.4g} on a noisy {len(measured) - 1}-cell histogram"
     return _warn(ColumnDomain(column, _numeric_binning(edges, column), within=within, cost=cost), *warnings)
