@@ -802,6 +802,40 @@ def _close(fine: np.ndarray, weights: np.ndarray, top: float) -> tuple[np.ndarra
 
 
 def _quantile_edges(weights: np.ndarray, bins: int) -> np.ndarray:
+    """Indices of the fine edges of about ``bins`` quantile bins over the noisy ``weights``.
+
+    A fine cell holding a bin's worth of mass or more (a spike: a value many rows share, such as a test's
+    "not detected" reading or a zero) is a bin of its own, and the other bins are quantile bins of the mass
+    around the spikes, so the spike does not swallow the values next to it. Both are post-processing of the
+    noisy histogram (free).
+    """
+    total = float(weights.sum())
+    heavy = np.flatnonzero(weights >= total / bins) if total > 0 and bins > 1 else np.array([], dtype=np.int64)
+    if len(heavy) == 0:
+        return _plain_quantile_edges(weights, bins)
+    rest = weights.astype(float).copy()
+    rest[heavy] = 0.0
+    # Each spike may split a quantile bin in two: 2 bins per spike keep the total at about ``bins``.
+    picks = _plain_quantile_edges(rest, max(1, bins - 2 * len(heavy))) if rest.sum() > 0 else [0, len(weights)]
+    picks = np.unique(np.concatenate([picks, heavy, heavy + 1]))
+    # A bin lighter than a plain quantile bin may be (a sliver the spike edges cut off, or a cell of noise)
+    # joins its lighter neighbour that is not a spike, else the spike next to it.
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    floor = MIN_BIN_SHARE * total / bins
+    spikes = set(heavy.tolist())
+    while len(picks) > 2:
+        mass = np.diff(cumulative[picks])
+        light = [i for i in range(len(mass)) if picks[i] not in spikes and mass[i] < floor]
+        if not light:
+            break
+        i = min(light, key=lambda i: mass[i])
+        plain = [j for j in (i - 1, i + 1) if 0 <= j < len(mass) and picks[j] not in spikes]
+        j = min(plain or [j for j in (i - 1, i + 1) if 0 <= j < len(mass)], key=lambda j: mass[j])
+        picks = np.delete(picks, max(i, j))
+    return picks
+
+
+def _plain_quantile_edges(weights: np.ndarray, bins: int) -> np.ndarray:
     """Indices of the fine edges nearest to the cumulative shares k / bins: duplicates merged, none where no
     mass lies on one side (it would make an empty bin), and in the middle of a stretch without mass (where every
     edge is as near). Evenly spaced fine edges when there is no mass at all."""
