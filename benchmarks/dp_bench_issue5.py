@@ -34,37 +34,45 @@ DELTA = 1e-6
 
 
 def table(folder: Path) -> str:
-    """The results as a Markdown table: dataset by epsilon, one line per method, the real holdout last."""
+    """The results as a Markdown table: dataset by epsilon, one line per method (the mean over its seeds, with
+    the spread when there are several), the real holdout last."""
+    import numpy as np
+
     from privsynth.bench.harness import REFERENCE_METHOD, read_results
 
     rows = read_results(folder / "results.jsonl")
     lines = [
-        "| dataset | epsilon | method | 2-way TVD | 3-way TVD | TSTR | fit s | CPU s (fit + sample) | status |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | epsilon | method | runs | 2-way TVD | 3-way TVD | TSTR | fit s | CPU s (fit + sample) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def number(value: float | None, digits: str = ".3f") -> str:
-        return "-" if value is None else format(value, digits)
+    def stat(runs: list[dict], key: str, digits: str = ".3f") -> str:
+        values = [r["metrics"].get(key) if key.count(".") else r.get(key) for r in runs]
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        mean = format(float(np.mean(values)), digits)
+        return mean if len(values) == 1 or digits != ".3f" else f"{mean} ± {np.std(values):.3f}"
 
     order = {m: i for i, m in enumerate(METHODS)}
     for dataset in DATASETS:
         for epsilon in sorted({r["epsilon"] for r in rows if r["epsilon"] is not None}):
             cell = [r for r in rows if r["dataset"] == dataset and r["epsilon"] == epsilon]
-            for row in sorted(cell, key=lambda r: order.get(r["method"], len(order))):
-                metrics = row["metrics"]
+            for method in sorted({r["method"] for r in cell}, key=lambda m: order.get(m, len(order))):
+                runs = [r for r in cell if r["method"] == method]
+                ok = [r for r in runs if r["status"] == "ok"]
+                failed = [r for r in runs if r["status"] != "ok"]
+                status = "ok" if not failed else f"{len(failed)} failed: " + str(failed[0]["error"])[:60]
                 lines.append(
-                    f"| {dataset} | {epsilon:g} | {row['method']} | {number(metrics.get('fidelity.tvd_2way'))} | "
-                    f"{number(metrics.get('fidelity.tvd_3way'))} | {number(metrics.get('utility.tstr'))} | "
-                    f"{number(row['fit_seconds'], '.0f')} | {number(row.get('cpu_seconds'), '.0f')} | "
-                    f"{row['status'] if row['status'] == 'ok' else 'failed: ' + str(row['error'])[:60]} |"
+                    f"| {dataset} | {epsilon:g} | {method} | {len(ok)} | {stat(ok, 'fidelity.tvd_2way')} | "
+                    f"{stat(ok, 'fidelity.tvd_3way')} | {stat(ok, 'utility.tstr')} | "
+                    f"{stat(ok, 'fit_seconds', '.0f')} | {stat(ok, 'cpu_seconds', '.0f')} | {status} |"
                 )
         for row in rows:
             if row["dataset"] == dataset and row["method"] == REFERENCE_METHOD:
-                metrics = row["metrics"]
                 lines.append(
-                    f"| {dataset} | - | real holdout (floor) | {number(metrics.get('fidelity.tvd_2way'))} | "
-                    f"{number(metrics.get('fidelity.tvd_3way'))} | {number(metrics.get('utility.tstr'))} (TRTR) | "
-                    "- | - | |"
+                    f"| {dataset} | - | real holdout (floor) | 1 | {stat([row], 'fidelity.tvd_2way')} | "
+                    f"{stat([row], 'fidelity.tvd_3way')} | {stat([row], 'utility.tstr')} (TRTR) | - | - | |"
                 )
     return "\n".join(lines)
 
@@ -75,6 +83,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
     parser.add_argument("--rerun", nargs="*", default=[], help="methods whose finished cells are done again")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per method and cell (seeds 0..N-1)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a peer run is stopped")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--table", action="store_true", help="print the results as a Markdown table and stop")
@@ -92,6 +101,7 @@ def main() -> None:
                 [dataset],
                 args.methods,
                 epsilons=[epsilon],
+                seeds=args.seeds,
                 out_dir=args.output,
                 delta=DELTA,
                 resume=True,

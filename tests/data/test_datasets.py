@@ -1,6 +1,7 @@
 import pytest
 
-from privsynth.data.datasets import DATASETS, dataset_names, holdout_mask, load_dataset
+from privsynth.data.datasets import DATASETS, bundled_schema, dataset_info, dataset_names, holdout_mask, load_dataset
+from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
 
 
@@ -56,3 +57,16 @@ def test_dataset_names_by_kind_keeps_text_out_of_the_tables() -> None:
     assert all(DATASETS[name].text is None for name in dataset_names("table"))
     with pytest.raises(ParameterError, match="kind must be 'table', 'text' or None, not 'image'"):
         dataset_names("image")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["nassCDS", "covid_testing", "nafld1"])
+def test_bundled_schema_declares_the_documented_label_set_public(name: str) -> None:
+    info = dataset_info(name)
+    train = load_dataset(name)
+    schema = bundled_schema(name, train)
+    [(column, categories)] = info.public
+    assert column == info.target and schema[column].public and schema[column].categories == list(categories)
+    # The documented set is the one in the data, and nothing else in the inferred schema is declared public.
+    assert set(train[column].dropna().unique()) == set(categories)
+    assert [c.name for c in schema if c.public] == [column]
+    assert [c.name for c in schema if c.name != column] == [c.name for c in Schema.infer(train) if c.name != column]

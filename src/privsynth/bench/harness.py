@@ -31,7 +31,7 @@ import pandas as pd
 
 from privsynth import __version__
 from privsynth.bench import peers
-from privsynth.data.datasets import dataset_info, load_dataset
+from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate import Report, evaluate
@@ -166,7 +166,7 @@ def run_bench(
         info = dataset_info(dataset)
         train = load_dataset(dataset, "train").iloc[:limit].reset_index(drop=True)
         holdout = load_dataset(dataset, "holdout").iloc[:limit].reset_index(drop=True)
-        schema = Schema.infer(train)
+        schema = bundled_schema(dataset, train)
         context = _Context(
             dataset, train, holdout, schema, info.target, info.sensitive, rows or len(train), dict(peer_options or {})
         )
@@ -619,7 +619,7 @@ def run_scaling(
     info = dataset_info(dataset)
     train = load_dataset(dataset, "train")
     holdout = load_dataset(dataset, "holdout")
-    schema = Schema.infer(train)
+    schema = bundled_schema(dataset, train)
     context = _Context(dataset, train, holdout, schema, info.target, info.sensitive, max(sizes) * len(seed_list))
     started = time.perf_counter()
     progress("scaling", 0, len(sizes) * len(seed_list) + 1, f"fitting {method}")

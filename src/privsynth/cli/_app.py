@@ -22,7 +22,8 @@ from rich.progress import (
 )
 
 from privsynth import progress
-from privsynth.data.datasets import DATASETS, load_dataset
+from privsynth.data.datasets import DATASETS, bundled_schema, load_dataset
+from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, frame_source, load_source
 from privsynth.errors import ParameterError
 
@@ -61,6 +62,14 @@ def open_data(data: str, table: str | None = None, delimiter: str | None = None)
     if "://" not in data and not Path(data).exists() and data in DATASETS:
         return frame_source(load_dataset(data, "train"), f"{data} (bundled, train split)")
     return load_source(data, table=table, delimiter=delimiter)
+
+
+def infer_schema(data: str, source: Source) -> Schema:
+    """The schema proposed for DATA: inferred from its first 100,000 rows, with the category sets a bundled
+    dataset's documentation publishes declared public."""
+    if "://" not in data and not Path(data).exists() and data in DATASETS:
+        return bundled_schema(data, source.head(100_000))
+    return Schema.infer(source.head(100_000))
 
 
 @contextmanager

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from privsynth.cli._app import DataArg, DelimiterOpt, OverwriteOpt, TableOpt, app, console, err_console, open_data
+from privsynth.cli._app import (
+    DataArg,
+    DelimiterOpt,
+    OverwriteOpt,
+    TableOpt,
+    app,
+    console,
+    err_console,
+    infer_schema,
+    open_data,
+)
 from privsynth.data.datasets import DATASETS, dataset_info, load_dataset
 from privsynth.data.output import check_output, write_table
 from privsynth.data.schema import Schema
@@ -68,7 +78,7 @@ def schema_infer(
     """Propose a schema for DATA and write it as YAML for a person to review."""
     path = check_output(output, overwrite, inputs=[data])
     source = open_data(data, table, delimiter)
-    schema = Schema.infer(source.head(100_000))
+    schema = infer_schema(data, source)
     schema.save(path)
     _print_schema(schema)
     console.print(f"wrote the schema to {path}; review it (domains learned from data are public: false)")

@@ -18,11 +18,12 @@ from privsynth.cli._app import (
     app,
     console,
     err_console,
+    infer_schema,
     open_data,
     parse_conditions,
     progress_bar,
 )
-from privsynth.data.datasets import dataset_info, load_dataset
+from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
@@ -88,7 +89,7 @@ def generate(
     if rows is not None and rows < 1:
         raise ParameterError(f"--rows must be at least 1, not {rows}")
     source = open_data(data, table, delimiter)
-    loaded = Schema.load(schema) if schema is not None else Schema.infer(source.head(100_000))
+    loaded = Schema.load(schema) if schema is not None else infer_schema(data, source)
     _report_exclusions(loaded)
     with progress_bar():
         release = synthesize(
@@ -190,7 +191,7 @@ def demo(
     info = dataset_info("nassCDS")
     train = load_dataset("nassCDS", "train")
     console.print(f"[bold]1. data[/bold]: nassCDS train split, {len(train)} rows x {train.shape[1]} columns")
-    schema = Schema.infer(train)
+    schema = bundled_schema("nassCDS", train)
     schema.save(output_dir / "schema.yaml")
     console.print(f"[bold]2. schema[/bold]: inferred, written to {output_dir / 'schema.yaml'}")
     with progress_bar():

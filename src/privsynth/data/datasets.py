@@ -10,14 +10,18 @@ so it is the same on every machine and with every numpy or pandas version.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from privsynth.errors import ParameterError
+
+if TYPE_CHECKING:
+    from privsynth.data.schema import Schema
 
 Split = Literal["train", "holdout", "all"]
 Kind = Literal["table", "text"]
@@ -28,7 +32,10 @@ HOLDOUT_SHARE = 0.2
 class DatasetInfo:
     """A bundled dataset: where it comes from, what to predict, which columns are sensitive, what to drop.
 
-    ``text`` names the free-text column of a text corpus (None for a table).
+    ``text`` names the free-text column of a text corpus (None for a table). ``public`` holds the category sets
+    the dataset's documentation publishes (column, categories): :func:`bundled_schema` declares them public, so a
+    DP method does not pay to discover them (for the label of a classification task it would often lose a rare
+    class to the discovery threshold at small epsilon).
     """
 
     name: str
@@ -39,6 +46,7 @@ class DatasetInfo:
     sensitive: str | None = None
     drop: tuple[str, ...] = ()
     text: str | None = None
+    public: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @property
     def kind(self) -> Kind:
@@ -56,6 +64,7 @@ DATASETS: dict[str, DatasetInfo] = {
             target="dead",
             sensitive="sex",
             drop=("caseid",),
+            public=(("dead", ("alive", "dead")),),
             description="US police-reported car crashes 1997-2002 (NASS CDS): occupant, vehicle, airbag, outcome.",
         ),
         DatasetInfo(
@@ -64,6 +73,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "covid_testing",
             target="result",
             sensitive="gender",
+            public=(("result", ("negative", "positive", "invalid")),),
             description="COVID-19 tests at a US children's hospital, 2020; has fake names and a subject id (PII).",
         ),
         DatasetInfo(
@@ -73,6 +83,7 @@ DATASETS: dict[str, DatasetInfo] = {
             target="status",
             sensitive="male",
             drop=("id", "case.id"),
+            public=(("status", (0, 1)),),
             description="Non-alcoholic fatty liver disease cohort, Olmsted County: age, sex, BMI, follow-up, death.",
         ),
         DatasetInfo(
@@ -100,6 +111,21 @@ def dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise ParameterError(f"unknown dataset '{name}'; bundled datasets: {', '.join(DATASETS)}") from None
+
+
+def bundled_schema(name: str, df: pd.DataFrame) -> Schema:
+    """The schema :meth:`Schema.infer` proposes for a frame of bundled dataset ``name``, with the category sets its
+    documentation publishes (``DatasetInfo.public``) declared public."""
+    from privsynth.data.schema import Schema
+
+    public = dict(dataset_info(name).public)
+    columns = [
+        dataclasses.replace(column, categories=list(public[column.name]), public=True)
+        if column.name in public
+        else column
+        for column in Schema.infer(df)
+    ]
+    return Schema(columns)
 
 
 def load_dataset(name: str, split: Split = "train") -> pd.DataFrame:
