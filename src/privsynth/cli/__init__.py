@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from privsynth.cli import bench, data, evaluate, generate, ledger, provenance, text
+from privsynth.cli import bench, data, evaluate, generate, ledger, provenance, service, text
 from privsynth.cli._app import app, err_console, state
 from privsynth.errors import PrivsynthError
 
 __all__ = ["app", "main"]
-_COMMAND_MODULES = (data, generate, evaluate, ledger, provenance, bench, text)
+_COMMAND_MODULES = (data, generate, evaluate, ledger, provenance, bench, text, service)
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -424,7 +425,14 @@ class Ledger:
         return spend
 
     def reserve(
-        self, dataset: str, rho: float, *, purpose: str, release_id: str | None = None, delta: float = 0.0
+        self,
+        dataset: str,
+        rho: float,
+        *,
+        purpose: str,
+        release_id: str | None = None,
+        delta: float = 0.0,
+        connection: Connection | None = None,
     ) -> int:
         """Hold ``rho`` (and approximate ``delta``) of the cap for a job and return the reservation id.
 
@@ -432,11 +440,12 @@ class Ledger:
         (:meth:`cancel`). The job records each mechanism with ``spend(..., reservation=id)``, which draws on
         the reservation instead of the cap and may use up to ``rho`` and up to ``delta`` (the part of the job's
         delta set aside for approximately zCDP mechanisms, ``Budget.approx_delta``). Raises
-        :class:`~privsynth.errors.BudgetExceeded` like :meth:`spend`.
+        :class:`~privsynth.errors.BudgetExceeded` like :meth:`spend`. With ``connection`` (from :meth:`begin`)
+        the reservation is part of the caller's transaction (the service inserts its job in the same one).
         """
         rho = check_positive("rho", rho)
         delta = check_positive("delta", delta, allow_zero=True)
-        with self._engine.begin() as connection:
+        with self._within(connection) as connection:
             row = self._lock(connection, dataset)
             cap = _cap_of(row)
             self._check_cap(connection, row, rho, delta, cap)
@@ -448,9 +457,13 @@ class Ledger:
         )
         return spend.id
 
-    def commit(self, reservation: int, *, release_id: str | None = None) -> None:
-        """Turn a reservation into a spend of the whole amount reserved, optionally naming the release."""
-        with self._engine.begin() as connection:
+    def commit(self, reservation: int, *, release_id: str | None = None, connection: Connection | None = None) -> None:
+        """Turn a reservation into a spend of the whole amount reserved, optionally naming the release.
+
+        With ``connection`` the commit is part of the caller's transaction (the service records the release in
+        the same one, so a release never exists without its spend, nor a spend twice).
+        """
+        with self._within(connection) as connection:
             held = self._reservation(connection, reservation, None)
             values: dict[str, Any] = {"status": _COMMITTED}
             if release_id is not None:
@@ -464,24 +477,51 @@ class Ledger:
             held.dataset,
         )
 
-    def cancel(self, reservation: int) -> None:
+    def cancel(self, reservation: int, *, connection: Connection | None = None) -> None:
         """Give a reservation back to the cap; only possible while nothing has been spent under it.
 
         Once a mechanism has drawn noise under the reservation its output may have been seen, so the budget is
         spent for good: :meth:`commit` it instead.
         """
-        with self._engine.begin() as connection:
+        with self._within(connection) as connection:
             self._reservation(connection, reservation, None)
-            drawn = connection.execute(
-                select(_spends.c.id).where(_spends.c.reservation_id == reservation).limit(1)
-            ).first()
-            if drawn is not None:
+            if self._drawn(connection, reservation):
                 raise ParameterError(
                     f"Reservation {reservation} cannot be cancelled: mechanisms have already spent under it. "
                     "Commit it instead."
                 )
             connection.execute(update(_spends).where(_spends.c.id == reservation).values(status=_CANCELLED))
         logger.info("cancelled reservation %d", reservation)
+
+    def settle(self, reservation: int, *, connection: Connection | None = None) -> str | None:
+        """Close a reservation whose job ended without a release: commit it if a mechanism drew noise under it,
+        cancel it otherwise. Returns ``"committed"`` or ``"cancelled"``, or ``None`` when the reservation was
+        already closed (so a job's reservation is settled exactly once, whoever gets there first).
+        """
+        with self._within(connection) as connection:
+            row = connection.execute(select(_spends.c.dataset).where(_spends.c.id == reservation)).first()
+            if row is None:
+                raise ParameterError(f"Reservation {reservation} does not exist.")
+            self._lock(connection, row.dataset)
+            status = connection.execute(select(_spends.c.status).where(_spends.c.id == reservation)).scalar_one()
+            if status != _RESERVED:
+                return None
+            outcome = _COMMITTED if self._drawn(connection, reservation) else _CANCELLED
+            connection.execute(update(_spends).where(_spends.c.id == reservation).values(status=outcome))
+        logger.info("settled reservation %d: %s", reservation, outcome)
+        return outcome
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction on the ledger's database that :meth:`reserve`, :meth:`commit`, :meth:`cancel` and
+        :meth:`settle` can join (``connection=``), for callers keeping their own tables in the same database."""
+        with self._engine.begin() as connection:
+            yield connection
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (on SQLite every transaction takes the write lock at BEGIN)."""
+        return self._engine
 
     def spent(self, dataset: str) -> float:
         """Rho committed on ``dataset`` (reservations not yet committed excluded)."""
@@ -512,6 +552,21 @@ class Ledger:
             query = query.where(_spends.c.dataset == dataset)
         with self._engine.connect() as connection:
             return [_spend_from_row(row) for row in connection.execute(query)]
+
+    @contextmanager
+    def _within(self, connection: Connection | None) -> Iterator[Connection]:
+        """The caller's transaction, or a new one committed at the end of the block."""
+        if connection is not None:
+            yield connection
+            return
+        with self._engine.begin() as own:
+            yield own
+
+    @staticmethod
+    def _drawn(connection: Connection, reservation: int) -> bool:
+        """Whether any mechanism has spent under ``reservation``."""
+        found = connection.execute(select(_spends.c.id).where(_spends.c.reservation_id == reservation).limit(1))
+        return found.first() is not None
 
     def _lock(self, connection: Connection, fingerprint: str) -> Row[Any]:
         """The dataset row, locked for the rest of the transaction (``FOR UPDATE``; a no-op on SQLite,

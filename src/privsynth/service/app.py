@@ -1,0 +1,715 @@
+"""The privsynth service's HTTP API (FastAPI; the OpenAPI spec is at ``/openapi.json``, its pages at ``/docs``).
+
+Every route but ``/api/health`` needs a user: an API token (``Authorization: Bearer pst_...``) or the signed
+session cookie of the web UI. What a user may do on a dataset follows from :meth:`Store.access`:
+
+============================  =====  =========  =======
+action                        admin  custodian  analyst
+============================  =====  =========  =======
+list / read its releases       yes     yes       yes (reports if the custodian shares them)
+budget and ledger              yes     yes       yes
+schema: public part            yes     yes       yes
+schema: domains, edit          yes     yes       no
+register, cap, grants, delete  yes     yes       no
+jobs: DP methods               yes     yes       yes, within the budget left
+jobs: non-DP methods           yes     yes       no
+============================  =====  =========  =======
+
+A dataset the user has no grant on answers 404, like one that does not exist, so ids cannot be probed. No route
+returns the raw rows. Every request that changes something, and every refusal, is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import make_url
+from starlette.middleware.sessions import SessionMiddleware
+
+from privsynth._version import __version__
+from privsynth.data.schema import Schema
+from privsynth.data.sources import load_source
+from privsynth.errors import BudgetExceeded, PrivsynthError
+from privsynth.pipeline import check_schema
+from privsynth.privacy.budget import Budget, epsilon_from_rho_delta
+from privsynth.privacy.ledger import DatasetRecord
+from privsynth.service.jobs import Worker, open_dataset
+from privsynth.service.store import ROLES, DatasetRow, JobRow, ReleaseRow, Store, User
+from privsynth.synth import available, create
+from privsynth.synth.base import infer_schema
+from privsynth.synth.domain import discovery_delta
+
+__all__ = ["ServiceConfig", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DELTA: Final = 1e-6
+MAX_ROWS: Final = 10_000_000
+CSRF_HEADER: Final = "x-privsynth-csrf"
+"""Requests signed in by the session cookie must echo the session's CSRF token in this header when they change
+something (the cookie is also SameSite=strict); the web UI's script does."""
+UPLOAD_SUFFIXES: Final = (".csv", ".parquet")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$")
+RELEASE_FILES: Final = {
+    "data": ("synthetic.csv", "text/csv"),
+    "card": ("synthetic.card.json", "application/json"),
+    "card.html": ("synthetic.card.html", "text/html"),
+    "report": ("report.html", "text/html"),
+    "report.json": ("report.json", "application/json"),
+}
+
+
+@dataclass
+class ServiceConfig:
+    """Where the service keeps its files and database, and its limits."""
+
+    data_dir: Path = field(default_factory=lambda: Path("~/.privsynth/service").expanduser())
+    database_url: str | None = None
+    max_upload_bytes: int = 512 * 1024 * 1024
+    heartbeat: float = 2.0
+    stale_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser()
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'service.sqlite'}"
+
+
+class JobRequest(BaseModel):
+    """A generation job: ``method`` (see ``/api/methods``), its budget, and how many rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str
+    epsilon: float | None = Field(default=None, gt=0, le=100)
+    delta: float | None = Field(default=None, gt=0, lt=1e-3)
+    rows: int = Field(gt=0, le=MAX_ROWS)
+    seed: int | None = None
+    conditions: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(gt=0, lt=1e-3)
+
+
+class GrantRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+    role: str
+
+
+class UserRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    role: str
+
+
+class SQLDatasetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    url: str
+    table: str
+
+
+class DatasetSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    target: str | None = None
+    sensitive: str | None = None
+    reports_visible: bool | None = None
+
+
+class Service:
+    """The store, the configuration and the helpers every route uses."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.url)
+
+    # ---- access ----------------------------------------------------------------------------------------------
+
+    def dataset_for(self, user: User, dataset_id: str, *, need: str = "analyst") -> tuple[DatasetRow, str]:
+        """The dataset and ``user``'s role on it; 404 without access, 403 below ``need`` (``custodian``)."""
+        dataset = self.store.dataset(dataset_id)
+        role = None if dataset is None else self.store.access(user, dataset_id)
+        if dataset is None or role is None:
+            self.store.audit(user, "access dataset", f"dataset:{dataset_id}", "denied", "no such dataset or no grant")
+            raise HTTPException(404, f"no dataset {dataset_id} (or it is not shared with you)")
+        if need == "custodian" and role not in ("admin", "custodian"):
+            self.store.audit(user, "custodian action", f"dataset:{dataset_id}", "denied", f"role {role}")
+            raise HTTPException(403, f"only the custodians of dataset '{dataset.name}' can do this")
+        return dataset, role
+
+    def job_for(self, user: User, job_id: str) -> JobRow:
+        job = self.store.job(job_id)
+        if job is None or self.store.access(user, job.dataset_id) is None:
+            self.store.audit(user, "access job", f"job:{job_id}", "denied", "no such job or no grant")
+            raise HTTPException(404, f"no job {job_id} (or it is not shared with you)")
+        return job
+
+    def release_for(self, user: User, release_id: str) -> tuple[ReleaseRow, DatasetRow, str]:
+        release = self.store.release(release_id)
+        dataset = None if release is None else self.store.dataset(release.dataset_id)
+        role = None if dataset is None else self.store.access(user, dataset.id)
+        if release is None or dataset is None or role is None:
+            self.store.audit(user, "access release", f"release:{release_id}", "denied", "no such release or no grant")
+            raise HTTPException(404, f"no release {release_id} (or it is not shared with you)")
+        return release, dataset, role
+
+    # ---- views -----------------------------------------------------------------------------------------------
+
+    def budget_view(self, dataset: DatasetRow) -> dict[str, Any]:
+        return budget_view(self.store.budget(dataset))
+
+    @staticmethod
+    def schema_view(dataset: DatasetRow, role: str) -> dict[str, Any]:
+        """The schema as ``role`` may see it: an analyst sees no domain (nor its size) that is not public."""
+        view = Schema.from_dict(dataset.schema).to_dict(private_domains=role != "analyst")
+        if role == "analyst":
+            for column in view["columns"]:
+                column.pop("categories_count", None)
+        return view
+
+    def dataset_view(self, dataset: DatasetRow, role: str) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "id": dataset.id,
+            "name": dataset.name,
+            "your_role": role,
+            "created_at": dataset.created_at.isoformat(),
+            "budget": self.budget_view(dataset),
+            "schema": self.schema_view(dataset, role),
+            "target": dataset.target,
+            "sensitive": dataset.sensitive,
+            "reports_visible": dataset.reports_visible,
+        }
+        if role != "analyst":
+            view["kind"] = dataset.kind
+            view["location"] = (
+                make_url(dataset.location).render_as_string(hide_password=True)
+                if dataset.kind == "sql"
+                else Path(dataset.location).name
+            )
+            view["table"] = dataset.table_name
+            view["fingerprint"] = dataset.fingerprint
+            view["grants"] = self.store.grants(dataset.id)
+        return view
+
+    def job_budget(self, dataset: DatasetRow, request: JobRequest) -> Budget | None:
+        """The budget a job reserves: what the DP method's fit will ask for (part of delta set aside for key
+        discovery where the schema has categories to discover), or None for a non-DP method."""
+        cls = available().get(request.method)
+        if cls is None:
+            raise HTTPException(
+                400, f"unknown method {request.method!r}; choose one of {', '.join(sorted(available()))}"
+            )
+        try:
+            create(request.method, **request.params)
+        except TypeError as exc:
+            raise HTTPException(400, f"bad params for {request.method}: {exc}") from None
+        if not cls.differentially_private:
+            if request.epsilon is not None:
+                raise HTTPException(400, f"method {request.method!r} is not differentially private: drop epsilon")
+            return None
+        if request.epsilon is None:
+            raise HTTPException(400, f"method {request.method!r} is differentially private: give epsilon")
+        schema = Schema.from_dict(dataset.schema)
+        delta = request.delta or DEFAULT_DELTA
+        return Budget.from_epsilon_delta(request.epsilon, delta, approx_delta=discovery_delta(schema, delta))
+
+
+def budget_view(record: DatasetRecord) -> dict[str, Any]:
+    """A dataset's budget for people: the cap, epsilon spent, and the largest epsilon a job at the cap's delta
+    can still ask for (spends compose in rho; the remaining rho is converted at the cap's delta)."""
+    cap = record.cap
+    if cap is None:
+        return {"cap": None, "spent_epsilon": None, "remaining_epsilon": None, "remaining_rho": None}
+    left_delta = cap.delta - record.spent_approx_delta - record.reserved_approx_delta
+    remaining = record.remaining_rho
+    return {
+        "cap": {"epsilon": cap.epsilon, "delta": cap.delta},
+        "spent_epsilon": record.spent_epsilon,
+        "spent_rho": record.spent_rho,
+        "reserved_rho": record.reserved_rho,
+        "remaining_rho": remaining,
+        "remaining_epsilon": epsilon_from_rho_delta(remaining, left_delta) if remaining > 0 and left_delta > 0 else 0.0,
+    }
+
+
+def job_view(job: JobRow) -> dict[str, Any]:
+    out = {
+        key: getattr(job, key)
+        for key in ("id", "dataset_id", "method", "epsilon", "delta", "rows", "seed", "status", "progress", "error")
+    }
+    out["conditions"], out["params"] = job.conditions, job.params
+    out["release_id"] = job.release_id
+    for key in ("created_at", "started_at", "finished_at"):
+        value = getattr(job, key)
+        out[key] = None if value is None else value.isoformat()
+    return out
+
+
+def release_view(release: ReleaseRow, dataset: DatasetRow, role: str) -> dict[str, Any]:
+    files = {
+        name: f"/api/releases/{release.id}/{name}"
+        for name in RELEASE_FILES
+        if not name.startswith("report") or role != "analyst" or dataset.reports_visible
+    }
+    return {
+        "id": release.id,
+        "job_id": release.job_id,
+        "dataset_id": release.dataset_id,
+        "dataset": dataset.name,
+        "rows": release.rows,
+        "method": release.method,
+        "epsilon": release.epsilon,
+        "delta": release.delta,
+        "created_at": release.created_at.isoformat(),
+        "files": files,
+    }
+
+
+def _checked_upload_name(filename: str | None) -> str:
+    """The suffix of an uploaded file's name, refusing names with folders (``../x.csv``) or odd characters."""
+    name = filename or ""
+    if not name or "/" in name or "\\" in name or ".." in name or not _SAFE_NAME.match(name):
+        raise HTTPException(
+            400, f"file name {name!r} is not allowed: use a plain name such as data.csv (letters, digits, . _ -)"
+        )
+    suffix = Path(name).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise HTTPException(415, f"upload a .csv or .parquet file, not {name!r}")
+    return suffix
+
+
+def _store_upload(service: Service, user: User, request: Request, file: UploadFile, name: str | None) -> DatasetRow:
+    """Check, read and register an uploaded file; on any refusal nothing stays on disk or in the database."""
+    store, limit = service.store, service.config.max_upload_bytes
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit + 64 * 1024:
+        raise HTTPException(413, f"the upload is {declared:,} bytes; the limit is {limit:,}")
+    suffix = _checked_upload_name(file.filename)
+    dataset_name = _checked_name(name or Path(file.filename or "data").stem)
+    dataset_id = uuid.uuid4().hex
+    staging = Path(tempfile.mkdtemp(prefix="upload-", dir=service.config.data_dir))
+    final = service.config.data_dir / "datasets" / dataset_id
+    try:
+        staged = _receive(file, staging / f"data{suffix}", limit)
+        try:
+            source = load_source(staged, name=dataset_name)
+            frame = source.to_pandas()
+        except PrivsynthError as exc:
+            raise HTTPException(400, f"cannot read {file.filename}: {exc}") from None
+        except Exception as exc:
+            raise HTTPException(400, f"cannot read {file.filename} as {suffix[1:]}: {exc}") from None
+        if frame.empty or frame.shape[1] == 0:
+            raise HTTPException(400, f"{file.filename} has no rows or no columns")
+        schema = infer_schema(frame)
+        fingerprint = source.fingerprint()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(final)
+        return store.add_dataset(
+            name=dataset_name,
+            kind="file",
+            location=str(final / staged.name),
+            table_name=None,
+            fingerprint=fingerprint,
+            schema=schema.to_dict(),
+            owner=user,
+            dataset_id=dataset_id,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if store.dataset(dataset_id) is None:
+            shutil.rmtree(final, ignore_errors=True)
+
+
+def _receive(file: UploadFile, path: Path, limit: int) -> Path:
+    """Copy an upload to ``path``, refusing it (413) once it passes ``limit`` bytes."""
+    copied = 0
+    with path.open("wb") as out:
+        while chunk := file.file.read(1024 * 1024):
+            copied += len(chunk)
+            if copied > limit:
+                raise HTTPException(413, f"the upload is over the limit of {limit:,} bytes")
+            out.write(chunk)
+    return path
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise HTTPException(400, "a dataset name is 1 to 200 characters")
+    return name
+
+
+def current_user(request: Request) -> User:
+    """The signed-in user: from the bearer token, else from the UI's session cookie (401 without either).
+
+    A browser request signed in by the cookie that changes something must echo the session's CSRF token.
+    """
+    store: Store = request.app.state.service.store
+    header = request.headers.get("authorization", "")
+    user = None
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            user = store.user_by_token(token.strip())
+    elif "user_id" in request.session:
+        user = store.user(int(request.session["user_id"]))
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+        if user is not None and unsafe and request.headers.get(CSRF_HEADER) != request.session.get("csrf"):
+            raise HTTPException(403, f"a signed-in browser request that changes something must send {CSRF_HEADER}")
+    if user is None:
+        raise HTTPException(401, "sign in: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+    return user
+
+
+Authed = Annotated[User, Depends(current_user)]
+
+
+def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> FastAPI:
+    """The service app; ``worker=True`` also runs a worker thread in this process (``privsynth serve``)."""
+    service = Service(config or ServiceConfig())
+    store = service.store
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runner = None
+        if worker:
+            settings = service.config
+            runner = Worker(store, settings.data_dir, heartbeat=settings.heartbeat, stale_after=settings.stale_after)
+            runner.start_thread()
+        yield
+        if runner is not None:
+            runner.stop()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="privsynth service",
+        version=__version__,
+        description="Custodians register sensitive datasets and cap their privacy budget; analysts request "
+        "differentially private synthetic releases and read their reports and data cards.",
+    )
+    app.state.service = service
+    app.add_middleware(
+        SessionMiddleware, secret_key=store.secret("session"), same_site="strict", session_cookie="privsynth_session"
+    )
+
+    @app.exception_handler(BudgetExceeded)
+    def _budget(_request: Request, exc: BudgetExceeded) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(PrivsynthError)
+    def _privsynth(_request: Request, exc: PrivsynthError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    def admin_only(user: User, action: str) -> None:
+        if user.role != "admin":
+            store.audit(user, action, None, "denied", f"role {user.role}")
+            raise HTTPException(403, "only an admin can do this")
+
+    @app.get("/api/health", tags=["service"])
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/api/me", tags=["service"])
+    def me(user: Authed) -> dict[str, Any]:
+        return {"id": user.id, "name": user.name, "role": user.role}
+
+    @app.get("/api/methods", tags=["service"])
+    def methods(user: Authed) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "differentially_private": cls.differentially_private,
+                "description": (cls.__doc__ or "").strip().splitlines()[0],
+                "allowed": cls.differentially_private or user.role != "analyst",
+            }
+            for name, cls in available().items()
+        ]
+
+    # ---- users and audit -------------------------------------------------------------------------------------
+
+    @app.get("/api/users", tags=["users"])
+    def list_users(user: Authed) -> list[dict[str, Any]]:
+        admin_only(user, "list users")
+        return [{"id": u.id, "name": u.name, "role": u.role} for u in store.users()]
+
+    @app.post("/api/users", tags=["users"], status_code=201)
+    def add_user(body: UserRequest, user: Authed) -> dict[str, Any]:
+        admin_only(user, "add user")
+        if body.role not in ROLES:
+            raise HTTPException(400, f"role must be one of {', '.join(ROLES)}, not {body.role!r}")
+        added, token = store.add_user(body.name, body.role)
+        store.audit(user, "add user", f"user:{added.name}", detail=f"role {added.role}")
+        return {"id": added.id, "name": added.name, "role": added.role, "token": token}
+
+    @app.get("/api/audit", tags=["users"])
+    def audit(user: Authed, limit: int = 500) -> list[dict[str, Any]]:
+        admin_only(user, "read audit log")
+        return store.audit_log(min(max(limit, 1), 5000))
+
+    # ---- datasets --------------------------------------------------------------------------------------------
+
+    def custodian_or_admin(user: User, action: str) -> None:
+        if user.role == "analyst":
+            store.audit(user, action, None, "denied", "analysts cannot register datasets")
+            raise HTTPException(403, "only custodians and admins can register datasets")
+
+    @app.post("/api/datasets", tags=["datasets"], status_code=201)
+    def upload_dataset(
+        request: Request,
+        user: Authed,
+        file: Annotated[UploadFile, File(description="A CSV or Parquet file")],
+        name: Annotated[str | None, Form()] = None,
+    ) -> dict[str, Any]:
+        custodian_or_admin(user, "register dataset")
+        try:
+            dataset = _store_upload(service, user, request, file, name)
+        except HTTPException as exc:
+            store.audit(user, "register dataset", None, "refused", str(exc.detail))
+            raise
+        store.audit(user, "register dataset", f"dataset:{dataset.id}", detail=f"{dataset.name} (upload)")
+        return service.dataset_view(dataset, "custodian")
+
+    @app.post("/api/datasets/sql", tags=["datasets"], status_code=201)
+    def register_sql(body: SQLDatasetRequest, user: Authed) -> dict[str, Any]:
+        custodian_or_admin(user, "register dataset")
+        dataset_name = _checked_name(body.name)
+        source = load_source(body.url, table=body.table)
+        schema = infer_schema(source)
+        dataset = store.add_dataset(
+            name=dataset_name,
+            kind="sql",
+            location=body.url,
+            table_name=body.table,
+            fingerprint=source.fingerprint(),
+            schema=schema.to_dict(),
+            owner=user,
+        )
+        store.audit(user, "register dataset", f"dataset:{dataset.id}", detail=f"{dataset.name} (SQL table)")
+        return service.dataset_view(dataset, "custodian")
+
+    @app.get("/api/datasets", tags=["datasets"])
+    def list_datasets(user: Authed) -> list[dict[str, Any]]:
+        out = []
+        for dataset in store.datasets(user):
+            role = store.access(user, dataset.id) or "analyst"
+            out.append({"id": dataset.id, "name": dataset.name, "your_role": role, **service.budget_view(dataset)})
+        return out
+
+    @app.get("/api/datasets/{dataset_id}", tags=["datasets"])
+    def get_dataset(dataset_id: str, user: Authed) -> dict[str, Any]:
+        dataset, role = service.dataset_for(user, dataset_id)
+        return service.dataset_view(dataset, role)
+
+    @app.patch("/api/datasets/{dataset_id}", tags=["datasets"])
+    def update_dataset(dataset_id: str, body: DatasetSettings, user: Authed) -> dict[str, Any]:
+        dataset, role = service.dataset_for(user, dataset_id, need="custodian")
+        values = body.model_dump(exclude_unset=True)
+        schema = Schema.from_dict(dataset.schema)
+        for key in ("target", "sensitive"):
+            if values.get(key) is not None and values[key] not in schema:
+                raise HTTPException(400, f"{key} {values[key]!r} is not a column; columns are {schema.names}")
+        if "name" in values:
+            values["name"] = _checked_name(values["name"] or "")
+        store.update_dataset(dataset.id, **values)
+        store.audit(user, "update dataset", f"dataset:{dataset.id}", detail=json.dumps(values))
+        return service.dataset_view(store.dataset(dataset.id) or dataset, role)
+
+    @app.get("/api/datasets/{dataset_id}/schema", tags=["datasets"])
+    def get_schema(dataset_id: str, user: Authed) -> dict[str, Any]:
+        dataset, role = service.dataset_for(user, dataset_id)
+        return service.schema_view(dataset, role)
+
+    @app.put("/api/datasets/{dataset_id}/schema", tags=["datasets"])
+    def put_schema(dataset_id: str, body: dict[str, Any], user: Authed) -> dict[str, Any]:
+        dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
+        schema = Schema.from_dict(body)
+        check_schema(schema, open_dataset(dataset))
+        store.update_dataset(dataset.id, schema=schema.to_dict())
+        store.audit(user, "edit schema", f"dataset:{dataset.id}")
+        return schema.to_dict()
+
+    @app.put("/api/datasets/{dataset_id}/cap", tags=["datasets"])
+    def set_cap(dataset_id: str, body: CapRequest, user: Authed) -> dict[str, Any]:
+        dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
+        store.ledger.set_cap(dataset.fingerprint, body.epsilon, body.delta)
+        store.audit(user, "set cap", f"dataset:{dataset.id}", detail=f"epsilon {body.epsilon:g}, delta {body.delta:g}")
+        return service.budget_view(dataset)
+
+    @app.post("/api/datasets/{dataset_id}/grants", tags=["datasets"], status_code=201)
+    def grant(dataset_id: str, body: GrantRequest, user: Authed) -> list[dict[str, Any]]:
+        dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
+        grantee = store.user(name=body.user)
+        if grantee is None:
+            raise HTTPException(400, f"no user named {body.user!r}")
+        store.grant(dataset.id, grantee, body.role)
+        store.audit(user, "grant", f"dataset:{dataset.id}", detail=f"{grantee.name} as {body.role}")
+        return store.grants(dataset.id)
+
+    @app.delete("/api/datasets/{dataset_id}/grants/{name}", tags=["datasets"])
+    def revoke(dataset_id: str, name: str, user: Authed) -> list[dict[str, Any]]:
+        dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
+        grantee = store.user(name=name)
+        if grantee is None or not store.revoke(dataset.id, grantee):
+            raise HTTPException(404, f"{name!r} has no grant on this dataset")
+        store.audit(user, "revoke", f"dataset:{dataset.id}", detail=name)
+        return store.grants(dataset.id)
+
+    @app.delete("/api/datasets/{dataset_id}", tags=["datasets"])
+    def delete_dataset(dataset_id: str, user: Authed) -> dict[str, Any]:
+        dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
+        store.delete_dataset(dataset.id)
+        if dataset.kind == "file":
+            shutil.rmtree(Path(dataset.location).parent, ignore_errors=True)
+        store.audit(user, "delete dataset", f"dataset:{dataset.id}", detail=dataset.name)
+        return {"deleted": dataset.id}
+
+    @app.get("/api/datasets/{dataset_id}/ledger", tags=["datasets"])
+    def ledger(dataset_id: str, user: Authed) -> dict[str, Any]:
+        dataset, _ = service.dataset_for(user, dataset_id)
+        entries = [
+            {
+                "id": spend.id,
+                "mechanism": spend.mechanism,
+                "purpose": spend.purpose,
+                "rho": spend.rho,
+                "epsilon": spend.epsilon,
+                "status": spend.status,
+                "reservation_id": spend.reservation_id,
+                "release_id": spend.release_id,
+                "created_at": spend.created_at.isoformat(),
+            }
+            for spend in store.ledger.entries(dataset.fingerprint)
+        ]
+        return {"budget": service.budget_view(dataset), "entries": entries}
+
+    # ---- jobs ------------------------------------------------------------------------------------------------
+
+    @app.post("/api/datasets/{dataset_id}/jobs", tags=["jobs"], status_code=202)
+    def submit(dataset_id: str, body: JobRequest, user: Authed) -> dict[str, Any]:
+        dataset, role = service.dataset_for(user, dataset_id)
+        budget = service.job_budget(dataset, body)
+        if budget is None and role == "analyst":
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "denied", f"non-DP method {body.method}")
+            raise HTTPException(403, f"analysts can only request differentially private methods, not {body.method!r}")
+        schema = Schema.from_dict(dataset.schema)
+        for column in body.conditions:
+            if column not in schema:
+                raise HTTPException(400, f"condition on {column!r}: no such column; columns are {schema.names}")
+        record = store.budget(dataset)
+        if budget is not None and record.cap is None:
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", "no cap")
+            raise HTTPException(
+                409, f"dataset '{dataset.name}' has no privacy budget cap; its custodian sets one first"
+            )
+        try:
+            job = store.submit(
+                dataset,
+                user,
+                method=body.method,
+                rows=body.rows,
+                budget=budget,
+                seed=body.seed,
+                conditions=dict(body.conditions),
+                params=body.params,
+            )
+        except BudgetExceeded as exc:
+            view = service.budget_view(dataset)
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
+            left = view["remaining_epsilon"]
+            raise HTTPException(
+                409,
+                {
+                    "message": f"refused: epsilon={body.epsilon:g} does not fit in the budget left on "
+                    f"'{dataset.name}' (about epsilon={left:.3g} at delta={view['cap']['delta']:g}, of a cap of "
+                    f"epsilon={view['cap']['epsilon']:g})",
+                    "budget": view,
+                    "ledger": str(exc),
+                },
+            ) from None
+        store.audit(user, "submit job", f"job:{job.id}", detail=f"{body.method} on dataset:{dataset.id}")
+        return job_view(job)
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def list_jobs(user: Authed, dataset: str | None = None) -> list[dict[str, Any]]:
+        ids = [d.id for d in store.datasets(user)]
+        if dataset is not None:
+            ids = [i for i in ids if i == dataset]
+        return [job_view(job) for job in store.jobs(ids)]
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: str, user: Authed) -> dict[str, Any]:
+        return job_view(service.job_for(user, job_id))
+
+    # ---- releases --------------------------------------------------------------------------------------------
+
+    @app.get("/api/releases", tags=["releases"])
+    def list_releases(user: Authed, dataset: str | None = None) -> list[dict[str, Any]]:
+        datasets = {d.id: d for d in store.datasets(user) if dataset is None or d.id == dataset}
+        out = []
+        for release in store.releases(list(datasets)):
+            owner = datasets[release.dataset_id]
+            out.append(release_view(release, owner, store.access(user, owner.id) or "analyst"))
+        return out
+
+    @app.get("/api/releases/{release_id}", tags=["releases"])
+    def get_release(release_id: str, user: Authed) -> dict[str, Any]:
+        release, dataset, role = service.release_for(user, release_id)
+        return release_view(release, dataset, role)
+
+    @app.get("/api/releases/{release_id}/{item}", tags=["releases"], response_model=None)
+    def release_file(release_id: str, item: str, user: Authed) -> FileResponse:
+        release, dataset, role = service.release_for(user, release_id)
+        if item not in RELEASE_FILES:
+            raise HTTPException(404, f"a release has {', '.join(RELEASE_FILES)}, not {item!r}")
+        if item.startswith("report") and role == "analyst" and not dataset.reports_visible:
+            store.audit(user, "read report", f"release:{release.id}", "denied", "reports not shared")
+            raise HTTPException(403, "the custodian has not shared this dataset's evaluation reports")
+        name, media = RELEASE_FILES[item]
+        path = Path(release.directory) / name
+        if not path.is_file():
+            raise HTTPException(404, f"the release's {item} is missing on the server")
+        store.audit(user, f"download {item}", f"release:{release.id}")
+        filename = f"{dataset.name}-{release.id[:8]}-{name}" if item == "data" else None
+        return FileResponse(path, media_type=media, filename=filename)
+
+    app.state.routes_table = _route_table
+    _register_ui(app, service, current_user)
+    return app
+
+
+def _route_table(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every API route, for the authorization tests."""
+    out = []
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if path.startswith("/api/") and method != "HEAD":
+                out.append((method, path))
+    return out
+
+
+def _register_ui(app: FastAPI, service: Service, current_user: Callable[[Request], User]) -> None:
+    from privsynth.service.ui import register
+
+    register(app, service, current_user)

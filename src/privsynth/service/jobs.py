@@ -1,0 +1,249 @@
+"""Workers: claim a queued job, run the generate -> evaluate -> document pipeline, publish the release.
+
+Budget. A DP job's whole budget is reserved when the job is accepted (:meth:`Store.submit`). The fit sees the
+ledger through :class:`HeldLedger`, which hands it that reservation instead of taking a new one, so every
+mechanism's spend is recorded under the job's reservation. The reservation is then closed exactly once, in one
+transaction with the job's final state: committed with the release (:meth:`Store.finish`), or settled when the
+job fails (:meth:`Store.fail`: committed if any mechanism drew noise, since its output may have been seen,
+cancelled otherwise). A worker killed mid-job stops beating its heartbeat; any worker or server sweeping finds
+the job and fails it the same way, and a late finish from a worker that was presumed dead publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import Connection
+
+from privsynth.data.schema import Schema
+from privsynth.data.sources import Source, load_source
+from privsynth.errors import BudgetExceeded, ParameterError, PrivsynthError
+from privsynth.evaluate import evaluate, write_report
+from privsynth.pipeline import synthesize
+from privsynth.privacy.ledger import DatasetRecord, Ledger
+from privsynth.progress import ProgressEvent, listen
+from privsynth.service.store import DatasetRow, JobRow, Store
+
+__all__ = ["HeldLedger", "Worker", "run_job"]
+
+logger = logging.getLogger(__name__)
+
+EVALUATION_ROWS: Final = 50_000
+"""A release is evaluated against at most this many real rows (a database source's are sampled by ``head``)."""
+
+
+class HeldLedger(Ledger):
+    """The ledger as a fit inside a service job sees it: the job's reservation, taken when the job was accepted,
+    is handed to the fit instead of a new one, and is closed by the service (with the release, or when the job
+    fails), not by the fit. Spends under it are recorded in the real ledger as they happen.
+    """
+
+    def __init__(self, ledger: Ledger, fingerprint: str, reservation: int, rho: float, approx_delta: float) -> None:
+        self.url = ledger.url
+        self._engine = ledger.engine
+        self._fingerprint = fingerprint
+        self._reservation_id = reservation
+        self._rho = rho
+        self._approx_delta = approx_delta
+
+    def register(self, fingerprint: str, name: str) -> DatasetRecord:
+        self._same(fingerprint)
+        return self.dataset(fingerprint)
+
+    def reserve(
+        self,
+        dataset: str,
+        rho: float,
+        *,
+        purpose: str,
+        release_id: str | None = None,
+        delta: float = 0.0,
+        connection: Connection | None = None,
+    ) -> int:
+        self._same(dataset)
+        if rho > self._rho or delta > self._approx_delta:
+            raise BudgetExceeded(
+                f"the fit asks for rho={rho:.6g} (approximate delta {delta:.3g}) but the job reserved "
+                f"rho={self._rho:.6g} ({self._approx_delta:.3g}); nothing was spent"
+            )
+        return self._reservation_id
+
+    def commit(self, reservation: int, *, release_id: str | None = None, connection: Connection | None = None) -> None:
+        """Left to the service, which commits the reservation in the transaction that publishes the release."""
+
+    def cancel(self, reservation: int, *, connection: Connection | None = None) -> None:
+        """Left to the service, which settles the reservation in the transaction that fails the job."""
+
+    def _same(self, fingerprint: str) -> None:
+        if fingerprint != self._fingerprint:
+            raise ParameterError(
+                "the dataset's data changed since it was registered (its fingerprint differs); register it again"
+            )
+
+
+def open_dataset(dataset: DatasetRow) -> Source:
+    """The dataset's rows where they are: the stored file, or the database table (queried in place)."""
+    return load_source(dataset.location, table=dataset.table_name)
+
+
+def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) -> str | None:
+    """Run ``job`` (claimed by this worker) to a release in ``data_dir/releases/<release id>``.
+
+    Returns the release id, or None when the job could not be published (it failed, or was swept meanwhile).
+    """
+    dataset = store.dataset(job.dataset_id)
+    if dataset is None:
+        store.fail(job.id, "the dataset was deleted before the job ran")
+        return None
+    directory: Path | None = None
+    try:
+        source = open_dataset(dataset)
+        schema = Schema.from_dict(dataset.schema)
+        ledger: Ledger | bool = False
+        if job.reservation_id is not None:
+            held = next(s for s in store.ledger.entries(dataset.fingerprint) if s.id == job.reservation_id)
+            ledger = HeldLedger(store.ledger, dataset.fingerprint, job.reservation_id, held.rho, held.approx_delta)
+        with listen(on_progress or (lambda _event: None)):
+            release = synthesize(
+                source,
+                job.method,
+                job.rows,
+                schema=schema,
+                seed=job.seed,
+                conditions=job.conditions or None,
+                epsilon=job.epsilon,
+                delta=job.delta,
+                params=job.params,
+                ledger=ledger,  # type: ignore[arg-type]  # False: a non-DP job records nothing
+                registry=False,
+                datasheet={"motivation.purpose": f"released by the privsynth service, job {job.id}"},
+            )
+            real = source.head(EVALUATION_ROWS, schema.names)
+            report = evaluate(
+                real,
+                release.data,
+                target=dataset.target,
+                sensitive=dataset.sensitive,
+                schema=schema,
+                seed=0,
+                privacy_budget=None if job.epsilon is None else {"epsilon": job.epsilon, "delta": job.delta or 0.0},
+            )
+        release.attach_report(report)
+        directory = data_dir / "releases" / release.release_id
+        directory.mkdir(parents=True)
+        release.write(directory / "synthetic.csv")
+        write_report(report, directory / "report.html")
+        if store.finish(job, release.release_id, str(directory), len(release.data)):
+            return release.release_id
+        logger.warning("job %s was failed by a sweeper while it ran; its release is not published", job.id)
+    except PrivsynthError as exc:
+        store.fail(job.id, str(exc))
+    except Exception as exc:
+        logger.exception("job %s failed", job.id)
+        store.fail(job.id, f"internal error ({type(exc).__name__}: {exc}); the service log has the details")
+    if directory is not None and directory.exists():
+        shutil.rmtree(directory)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Worker:
+    """Runs queued jobs one at a time; ``heartbeat`` is how often a running job says it is alive and
+    ``stale_after`` how long a job may go without a heartbeat before it is declared dead."""
+
+    store: Store
+    data_dir: Path
+    poll: float = 1.0
+    heartbeat: float = 5.0
+    stale_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._stop = threading.Event()
+
+    def sweep(self) -> list[str]:
+        """Fail jobs whose worker is gone: silent for ``stale_after``, or a process on this host that has exited."""
+        failed = self.store.sweep(self.stale_after)
+        host = socket.gethostname()
+        for job in self.store.jobs(status="running"):
+            parts = (job.worker or "").split(":")
+            dead = len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _alive(int(parts[1]))
+            if dead and self.store.fail(job.id, f"the worker process ({job.worker}) exited mid-job") is not None:
+                failed.append(job.id)
+        return failed
+
+    def run_once(self) -> bool:
+        """Sweep, then run one queued job if there is one; returns whether a job ran."""
+        self.sweep()
+        job = self.store.claim(self.name)
+        if job is None:
+            return False
+        logger.info("worker %s runs job %s (%s on dataset %s)", self.name, job.id, job.method, job.dataset_id)
+        beating = threading.Event()
+        state: dict[str, Any] = {}
+
+        def progress(event: ProgressEvent) -> None:
+            state.update(task=event.task, completed=event.completed, total=event.total, detail=event.detail)
+
+        def beat() -> None:
+            while not beating.wait(self.heartbeat):
+                self.store.beat(job.id, dict(state) if state else None)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+        thread.start()
+        try:
+            run_job(self.store, job, self.data_dir, progress)
+        finally:
+            beating.set()
+            thread.join()
+        return True
+
+    def run_forever(self) -> None:
+        """Run jobs until :meth:`stop` is called."""
+        while not self._stop.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:
+                logger.exception("worker %s: could not take a job", self.name)
+                ran = False
+            if not ran:
+                self._stop.wait(self.poll)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        """Run the worker in a background thread of this process (``privsynth serve``'s default)."""
+        thread = threading.Thread(target=self.run_forever, name="privsynth-worker", daemon=True)
+        thread.start()
+        return thread
+
+
+def wait_for(store: Store, job_id: str, timeout: float = 600.0) -> JobRow:
+    """Block until a job is done or failed (for scripts and tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.job(job_id)
+        if job is None:
+            raise ParameterError(f"no job {job_id}")
+        if job.status in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.2)

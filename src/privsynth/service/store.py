@@ -1,0 +1,662 @@
+"""The service's database: users, datasets, grants, jobs, releases and the audit log, beside the privacy ledger.
+
+The tables live in the same database as the ledger (SQLite by default, PostgreSQL by URL) and every write runs
+on the ledger's engine, so a job's reservation is taken in the transaction that creates the job, and committed
+in the transaction that records its release: a release never exists without its spend, and a spend is never
+made twice. On SQLite each write transaction holds the database's write lock from BEGIN; reads go through a
+second engine in WAL mode and never wait for a writer.
+
+Tokens are stored as SHA-256 hashes: a token is 32 random bytes, so a slow password hash would add nothing but
+latency to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from privsynth.errors import ParameterError
+from privsynth.privacy.budget import Budget
+from privsynth.privacy.ledger import DatasetRecord, Ledger
+
+__all__ = ["ROLES", "DatasetRow", "JobRow", "ReleaseRow", "Store", "User"]
+
+logger = logging.getLogger(__name__)
+
+ROLES: Final = ("admin", "custodian", "analyst")
+GRANT_ROLES: Final = ("custodian", "analyst")
+Role = Literal["admin", "custodian", "analyst"]
+JOB_STATES: Final = ("queued", "running", "done", "failed")
+TOKEN_PREFIX: Final = "pst_"
+
+_metadata = MetaData()
+
+_users = Table(
+    "service_users",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+_datasets = Table(
+    "service_datasets",
+    _metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("kind", String(8), nullable=False),  # file | sql
+    Column("location", Text, nullable=False),  # the stored file, or the SQLAlchemy URL
+    Column("table_name", String(256), nullable=True),
+    Column("fingerprint", String(256), nullable=False),
+    Column("schema", Text, nullable=False),  # JSON of Schema.to_dict()
+    Column("target", String(256), nullable=True),
+    Column("sensitive", String(256), nullable=True),
+    Column("reports_visible", Boolean, nullable=False, default=True),
+    Column("created_by", Integer, ForeignKey("service_users.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+)
+
+_grants = Table(
+    "service_grants",
+    _metadata,
+    Column("dataset_id", String(32), ForeignKey("service_datasets.id"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("service_users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+)
+
+_jobs = Table(
+    "service_jobs",
+    _metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dataset_id", String(32), ForeignKey("service_datasets.id"), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("service_users.id"), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("epsilon", Double, nullable=True),
+    Column("delta", Double, nullable=True),
+    Column("rows", Integer, nullable=False),
+    Column("seed", Integer, nullable=True),
+    Column("conditions", Text, nullable=False, default="{}"),
+    Column("params", Text, nullable=False, default="{}"),
+    Column("status", String(16), nullable=False, index=True),
+    Column("progress", Text, nullable=False, default="{}"),
+    Column("reservation_id", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("worker", String(128), nullable=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("release_id", String(64), nullable=True),
+)
+
+_releases = Table(
+    "service_releases",
+    _metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(32), ForeignKey("service_jobs.id"), nullable=False, unique=True),
+    Column("dataset_id", String(32), ForeignKey("service_datasets.id"), nullable=False, index=True),
+    Column("directory", Text, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("epsilon", Double, nullable=True),
+    Column("delta", Double, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+_audit = Table(
+    "service_audit",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user_id", Integer, nullable=True),
+    Column("user_name", String(128), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(256), nullable=True),
+    Column("outcome", String(16), nullable=False),  # ok | denied | refused | error
+    Column("detail", Text, nullable=True),
+)
+
+_settings = Table(
+    "service_settings",
+    _metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class User:
+    """A person (or script) with a role: ``admin`` manages users and sees everything; a ``custodian`` registers
+    datasets and is custodian of those; an ``analyst`` sees only the releases of datasets granted to them."""
+
+    id: int
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """A registered dataset: where its rows are (a stored file, or a database the rows never leave)."""
+
+    id: str
+    name: str
+    kind: str
+    location: str
+    table_name: str | None
+    fingerprint: str
+    schema: dict[str, Any]
+    target: str | None
+    sensitive: str | None
+    reports_visible: bool
+    created_by: int
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A generation job: queued, running (a worker holds it and beats its heartbeat), done or failed."""
+
+    id: str
+    dataset_id: str
+    user_id: int
+    method: str
+    epsilon: float | None
+    delta: float | None
+    rows: int
+    seed: int | None
+    conditions: dict[str, Any]
+    params: dict[str, Any]
+    status: str
+    progress: dict[str, Any]
+    reservation_id: int | None
+    error: str | None
+    worker: str | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    release_id: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """A finished release: synthetic rows, report and card in ``directory``."""
+
+    id: str
+    job_id: str
+    dataset_id: str
+    directory: str
+    rows: int
+    method: str
+    epsilon: float | None
+    delta: float | None
+    created_at: datetime
+
+
+def hash_token(token: str) -> str:
+    """The stored form of an API token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _dataset(row: Row[Any]) -> DatasetRow:
+    values = row._asdict()
+    values["schema"] = json.loads(values["schema"])
+    values["created_at"] = _utc(values["created_at"])
+    values["deleted_at"] = _utc(values["deleted_at"])
+    return DatasetRow(**values)
+
+
+def _job(row: Row[Any]) -> JobRow:
+    values = row._asdict()
+    for key in ("conditions", "params", "progress"):
+        values[key] = json.loads(values[key])
+    for key in ("heartbeat_at", "created_at", "started_at", "finished_at"):
+        values[key] = _utc(values[key])
+    return JobRow(**values)
+
+
+def _release(row: Row[Any]) -> ReleaseRow:
+    values = row._asdict()
+    values["created_at"] = _utc(values["created_at"])
+    return ReleaseRow(**values)
+
+
+def _wal(engine: Engine) -> None:
+    """Readers of a SQLite file in WAL mode never wait for the writer (the mode is stored in the file)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout = 60000")
+
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+class Store:
+    """The service's tables and the privacy ledger, in one database at ``url`` (a SQLAlchemy URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.ledger = Ledger(url)
+        self.url = self.ledger.url
+        self._write = self.ledger.engine
+        self.sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        if self.sqlite:
+            self._read = create_engine(self.url)
+            _wal(self._read)
+        else:
+            self._read = self._write
+        _metadata.create_all(self._write)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._read.dispose()
+        self.ledger.close()
+
+    # ---- settings, users, audit ----------------------------------------------------------------------------
+
+    def secret(self, key: str) -> str:
+        """A random secret created on first use and kept in the database (the session-signing key)."""
+        with self.ledger.begin() as connection:
+            found = connection.execute(select(_settings.c.value).where(_settings.c.key == key)).scalar()
+            if found is None:
+                found = secrets.token_urlsafe(32)
+                connection.execute(insert(_settings).values(key=key, value=found))
+            return str(found)
+
+    def add_user(self, name: str, role: str) -> tuple[User, str]:
+        """Create a user; returns it with its API token (shown once: only its hash is stored)."""
+        name = name.strip()
+        if not name or len(name) > 128 or any(ch.isspace() for ch in name):
+            raise ParameterError(f"a user name is 1 to 128 characters without spaces, not {name!r}")
+        if role not in ROLES:
+            raise ParameterError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.ledger.begin() as connection:
+            if connection.execute(select(_users.c.id).where(_users.c.name == name)).first() is not None:
+                raise ParameterError(f"a user named {name!r} already exists; choose another name")
+            result = connection.execute(
+                insert(_users).values(name=name, role=role, token_hash=hash_token(token), created_at=_now())
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            user = User(id=int(key[0]), name=name, role=role)
+        logger.info("added user %s (%s)", name, role)
+        return user, token
+
+    def user_by_token(self, token: str) -> User | None:
+        with self._read.connect() as connection:
+            row = connection.execute(
+                select(_users.c.id, _users.c.name, _users.c.role).where(_users.c.token_hash == hash_token(token))
+            ).first()
+        return None if row is None else User(id=row.id, name=row.name, role=row.role)
+
+    def user(self, user_id: int | None = None, *, name: str | None = None) -> User | None:
+        query = select(_users.c.id, _users.c.name, _users.c.role)
+        query = query.where(_users.c.id == user_id) if name is None else query.where(_users.c.name == name)
+        with self._read.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else User(id=row.id, name=row.name, role=row.role)
+
+    def users(self) -> list[User]:
+        with self._read.connect() as connection:
+            rows = connection.execute(select(_users.c.id, _users.c.name, _users.c.role).order_by(_users.c.id)).all()
+        return [User(id=row.id, name=row.name, role=row.role) for row in rows]
+
+    def has_users(self) -> bool:
+        with self._read.connect() as connection:
+            return connection.execute(select(_users.c.id).limit(1)).first() is not None
+
+    def audit(
+        self, user: User | None, action: str, target: str | None, outcome: str = "ok", detail: str | None = None
+    ) -> None:
+        """Append one line to the audit log."""
+        with self.ledger.begin() as connection:
+            connection.execute(
+                insert(_audit).values(
+                    at=_now(),
+                    user_id=None if user is None else user.id,
+                    user_name=None if user is None else user.name,
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    detail=None if detail is None else detail[:2000],
+                )
+            )
+
+    def audit_log(self, limit: int = 500, dataset_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(_audit).order_by(_audit.c.id.desc()).limit(limit)
+        if dataset_id is not None:
+            query = query.where(_audit.c.target.like(f"%{dataset_id}%"))
+        with self._read.connect() as connection:
+            rows = connection.execute(query).all()
+        return [{**row._asdict(), "at": _utc(row.at).isoformat()} for row in rows]  # type: ignore[union-attr]
+
+    # ---- datasets and grants ---------------------------------------------------------------------------------
+
+    def add_dataset(
+        self,
+        *,
+        name: str,
+        kind: str,
+        location: str,
+        table_name: str | None,
+        fingerprint: str,
+        schema: dict[str, Any],
+        owner: User,
+        dataset_id: str | None = None,
+    ) -> DatasetRow:
+        """Register a dataset (and in the ledger its fingerprint); its creator becomes its custodian."""
+        dataset_id = dataset_id or uuid.uuid4().hex
+        with self.ledger.begin() as connection:
+            connection.execute(
+                insert(_datasets).values(
+                    id=dataset_id,
+                    name=name,
+                    kind=kind,
+                    location=location,
+                    table_name=table_name,
+                    fingerprint=fingerprint,
+                    schema=json.dumps(schema),
+                    reports_visible=True,
+                    created_by=owner.id,
+                    created_at=_now(),
+                )
+            )
+            connection.execute(insert(_grants).values(dataset_id=dataset_id, user_id=owner.id, role="custodian"))
+        self.ledger.register(fingerprint, name)
+        found = self.dataset(dataset_id)
+        assert found is not None
+        return found
+
+    def dataset(self, dataset_id: str, *, include_deleted: bool = False) -> DatasetRow | None:
+        query = select(_datasets).where(_datasets.c.id == dataset_id)
+        if not include_deleted:
+            query = query.where(_datasets.c.deleted_at.is_(None))
+        with self._read.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else _dataset(row)
+
+    def datasets(self, user: User) -> list[DatasetRow]:
+        """The datasets ``user`` may see: all for an admin, those granted otherwise."""
+        query = select(_datasets).where(_datasets.c.deleted_at.is_(None)).order_by(_datasets.c.created_at)
+        if user.role != "admin":
+            granted = select(_grants.c.dataset_id).where(_grants.c.user_id == user.id)
+            query = query.where(_datasets.c.id.in_(granted))
+        with self._read.connect() as connection:
+            return [_dataset(row) for row in connection.execute(query)]
+
+    def access(self, user: User, dataset_id: str) -> str | None:
+        """``user``'s role on the dataset: ``admin``, ``custodian``, ``analyst``, or None (no access)."""
+        if user.role == "admin":
+            return "admin"
+        with self._read.connect() as connection:
+            role = connection.execute(
+                select(_grants.c.role).where(_grants.c.dataset_id == dataset_id, _grants.c.user_id == user.id)
+            ).scalar()
+        return None if role is None else str(role)
+
+    def grant(self, dataset_id: str, user: User, role: str) -> None:
+        if role not in GRANT_ROLES:
+            raise ParameterError(f"a grant's role is {' or '.join(GRANT_ROLES)}, not {role!r}")
+        if role == "custodian" and user.role == "analyst":
+            raise ParameterError(f"user {user.name!r} is an analyst; only a custodian or admin can be a custodian")
+        with self.ledger.begin() as connection:
+            connection.execute(_grants.delete().where(_grants.c.dataset_id == dataset_id, _grants.c.user_id == user.id))
+            connection.execute(insert(_grants).values(dataset_id=dataset_id, user_id=user.id, role=role))
+
+    def revoke(self, dataset_id: str, user: User) -> bool:
+        with self.ledger.begin() as connection:
+            result = connection.execute(
+                _grants.delete().where(_grants.c.dataset_id == dataset_id, _grants.c.user_id == user.id)
+            )
+        return bool(result.rowcount)
+
+    def grants(self, dataset_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(_users.c.name, _users.c.role.label("user_role"), _grants.c.role)
+            .join(_users, _users.c.id == _grants.c.user_id)
+            .where(_grants.c.dataset_id == dataset_id)
+            .order_by(_users.c.name)
+        )
+        with self._read.connect() as connection:
+            return [row._asdict() for row in connection.execute(query)]
+
+    def update_dataset(self, dataset_id: str, **values: Any) -> None:
+        allowed = {"schema", "target", "sensitive", "reports_visible", "name"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ParameterError(f"cannot change {', '.join(sorted(unknown))} of a dataset")
+        if "schema" in values:
+            values["schema"] = json.dumps(values["schema"])
+        with self.ledger.begin() as connection:
+            connection.execute(update(_datasets).where(_datasets.c.id == dataset_id).values(**values))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        """Mark the dataset deleted (its ledger rows and releases stay: the budget was spent)."""
+        with self.ledger.begin() as connection:
+            connection.execute(update(_datasets).where(_datasets.c.id == dataset_id).values(deleted_at=_now()))
+
+    def budget(self, dataset: DatasetRow) -> DatasetRecord:
+        return self.ledger.dataset(dataset.fingerprint)
+
+    # ---- jobs ------------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        dataset: DatasetRow,
+        user: User,
+        *,
+        method: str,
+        rows: int,
+        budget: Budget | None,
+        seed: int | None,
+        conditions: dict[str, Any],
+        params: dict[str, Any],
+    ) -> JobRow:
+        """Queue a job; a DP job's whole budget is reserved in the same transaction (or nothing is stored).
+
+        Raises :class:`~privsynth.errors.BudgetExceeded` when the dataset's cap cannot hold it.
+        """
+        job_id = uuid.uuid4().hex
+        with self.ledger.begin() as connection:
+            current = connection.execute(
+                select(_datasets.c.deleted_at).where(_datasets.c.id == dataset.id).with_for_update()
+            ).first()
+            if current is None or current.deleted_at is not None:
+                raise ParameterError(f"dataset {dataset.id} was deleted; no job can run on it")
+            reservation = None
+            if budget is not None:
+                reservation = self.ledger.reserve(
+                    dataset.fingerprint,
+                    budget.rho,
+                    delta=budget.approx_delta,
+                    purpose=f"service job {job_id} ({method}, epsilon={budget.epsilon:g}, delta={budget.delta:g})",
+                    connection=connection,
+                )
+            connection.execute(
+                insert(_jobs).values(
+                    id=job_id,
+                    dataset_id=dataset.id,
+                    user_id=user.id,
+                    method=method,
+                    epsilon=None if budget is None else budget.epsilon,
+                    delta=None if budget is None else budget.delta,
+                    rows=rows,
+                    seed=seed,
+                    conditions=json.dumps(conditions),
+                    params=json.dumps(params),
+                    status="queued",
+                    progress=json.dumps({}),
+                    reservation_id=reservation,
+                    created_at=_now(),
+                )
+            )
+        found = self.job(job_id)
+        assert found is not None
+        return found
+
+    def job(self, job_id: str) -> JobRow | None:
+        with self._read.connect() as connection:
+            row = connection.execute(select(_jobs).where(_jobs.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def jobs(self, dataset_ids: list[str] | None = None, *, status: str | None = None) -> list[JobRow]:
+        query = select(_jobs).order_by(_jobs.c.created_at.desc())
+        if dataset_ids is not None:
+            query = query.where(_jobs.c.dataset_id.in_(dataset_ids))
+        if status is not None:
+            query = query.where(_jobs.c.status == status)
+        with self._read.connect() as connection:
+            return [_job(row) for row in connection.execute(query)]
+
+    def claim(self, worker: str) -> JobRow | None:
+        """Take the oldest queued job for ``worker`` (atomically: two workers never take the same job)."""
+        with self.ledger.begin() as connection:
+            query = select(_jobs.c.id).where(_jobs.c.status == "queued").order_by(_jobs.c.created_at).limit(1)
+            if not self.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            job_id = connection.execute(query).scalar()
+            if job_id is None:
+                return None
+            now = _now()
+            claimed = connection.execute(
+                update(_jobs)
+                .where(_jobs.c.id == job_id, _jobs.c.status == "queued")
+                .values(status="running", worker=worker, started_at=now, heartbeat_at=now)
+            )
+            if claimed.rowcount != 1:
+                return None
+        return self.job(str(job_id))
+
+    def beat(self, job_id: str, progress: dict[str, Any] | None = None) -> None:
+        """The worker is alive (and, optionally, how far the job is)."""
+        values: dict[str, Any] = {"heartbeat_at": _now()}
+        if progress is not None:
+            values["progress"] = json.dumps(progress)
+        with self.ledger.begin() as connection:
+            connection.execute(update(_jobs).where(_jobs.c.id == job_id, _jobs.c.status == "running").values(**values))
+
+    def finish(self, job: JobRow, release_id: str, directory: str, rows: int) -> bool:
+        """Record the release and commit the job's reservation in one transaction.
+
+        Returns False (and records nothing) when the job is no longer running: a sweeper declared its worker
+        dead and settled the reservation, so the release must not be published.
+        """
+        with self.ledger.begin() as connection:
+            status = connection.execute(select(_jobs.c.status).where(_jobs.c.id == job.id).with_for_update()).scalar()
+            if status != "running":
+                return False
+            if job.reservation_id is not None:
+                self.ledger.commit(job.reservation_id, release_id=release_id, connection=connection)
+            connection.execute(
+                insert(_releases).values(
+                    id=release_id,
+                    job_id=job.id,
+                    dataset_id=job.dataset_id,
+                    directory=directory,
+                    rows=rows,
+                    method=job.method,
+                    epsilon=job.epsilon,
+                    delta=job.delta,
+                    created_at=_now(),
+                )
+            )
+            connection.execute(
+                update(_jobs)
+                .where(_jobs.c.id == job.id)
+                .values(status="done", finished_at=_now(), release_id=release_id, progress=json.dumps({"done": 1}))
+            )
+        return True
+
+    def fail(self, job_id: str, error: str, *, only_if_stale: datetime | None = None) -> str | None:
+        """Mark a queued or running job failed and settle its reservation (committed if a mechanism drew noise
+        under it, cancelled otherwise), in one transaction. ``only_if_stale``: only if its heartbeat is older.
+
+        Returns how the reservation was settled (``committed``, ``cancelled``, ``none``), or None when the job was
+        not failed (already finished, or alive).
+        """
+        with self.ledger.begin() as connection:
+            row = connection.execute(select(_jobs).where(_jobs.c.id == job_id).with_for_update()).first()
+            if row is None or row.status not in ("queued", "running"):
+                return None
+            heartbeat = _utc(row.heartbeat_at)
+            if only_if_stale is not None and heartbeat is not None and heartbeat >= only_if_stale:
+                return None
+            outcome = "none"
+            if row.reservation_id is not None:
+                outcome = self.ledger.settle(row.reservation_id, connection=connection) or "already settled"
+            connection.execute(
+                update(_jobs).where(_jobs.c.id == job_id).values(status="failed", error=error, finished_at=_now())
+            )
+        logger.info("job %s failed (%s); reservation %s", job_id, error, outcome)
+        return outcome
+
+    def sweep(self, stale_after: float) -> list[str]:
+        """Fail the running jobs whose worker has not beaten for ``stale_after`` seconds (it was killed, or the
+        server restarted); returns their ids."""
+        limit = _now() - timedelta(seconds=stale_after)
+        failed = []
+        for job in self.jobs(status="running"):
+            if job.heartbeat_at is None or job.heartbeat_at < limit:
+                outcome = self.fail(
+                    job.id,
+                    f"the worker ({job.worker}) stopped while running the job (no heartbeat for {stale_after:g} s); "
+                    "submit it again",
+                    only_if_stale=limit,
+                )
+                if outcome is not None:
+                    failed.append(job.id)
+        return failed
+
+    # ---- releases --------------------------------------------------------------------------------------------
+
+    def release(self, release_id: str) -> ReleaseRow | None:
+        with self._read.connect() as connection:
+            row = connection.execute(select(_releases).where(_releases.c.id == release_id)).first()
+        return None if row is None else _release(row)
+
+    def releases(self, dataset_ids: list[str]) -> list[ReleaseRow]:
+        query = select(_releases).where(_releases.c.dataset_id.in_(dataset_ids)).order_by(_releases.c.created_at.desc())
+        with self._read.connect() as connection:
+            return [_release(row) for row in connection.execute(query)]

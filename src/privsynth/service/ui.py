@@ -1,0 +1,171 @@
+"""The web UI: server-rendered pages (Jinja2) over the same store, with one small script for forms.
+
+Pages are rendered on the server from what the signed-in user may see (the same access rules as the API). Forms
+send their data to the JSON API with ``fetch`` (``static/ui.js``), so every action has exactly one
+implementation, and show the API's error message next to the form. Nothing is loaded from a CDN: the style is
+inline and the script is served by the app, so the UI works offline.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from privsynth.data.schema import Schema
+from privsynth.service.store import User
+from privsynth.synth import available
+
+if TYPE_CHECKING:
+    from privsynth.service.app import Service
+
+_environment = jinja2.Environment(
+    loader=jinja2.PackageLoader("privsynth.service", "templates"),
+    autoescape=jinja2.select_autoescape(["html", "j2"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _format(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+_environment.filters["num"] = _format
+
+
+def register(app: FastAPI, service: Service, current_user: Callable[[Request], User]) -> None:
+    """Add the UI's routes to ``app``."""
+    from privsynth.service.app import CSRF_HEADER, budget_view, job_view, release_view
+
+    store = service.store
+
+    def page(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
+        csrf = request.session.get("csrf", "") if user is not None else ""
+        html = _environment.get_template(template).render(
+            user=user, csrf=csrf, csrf_header=CSRF_HEADER, path=request.url.path, **context
+        )
+        return HTMLResponse(html)
+
+    def signed_in(request: Request) -> User | None:
+        try:
+            return current_user(request)
+        except HTTPException:
+            return None
+
+    def login_redirect(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+    @app.get("/static/ui.js", include_in_schema=False)
+    def script() -> Response:
+        text = resources.files("privsynth.service").joinpath("static/ui.js").read_text(encoding="utf-8")
+        return Response(text, media_type="text/javascript")
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/datasets") -> HTMLResponse:
+        return page(request, "login.html.j2", None, next=_local(next), error=None)
+
+    @app.post("/login", include_in_schema=False, response_model=None)
+    def login(
+        request: Request, name: str = Form(...), token: str = Form(...), next: str = Form("/datasets")
+    ) -> Response:
+        user = store.user_by_token(token.strip())
+        if user is None or user.name != name.strip():
+            store.audit(None, "sign in", f"user:{name[:100]}", "denied", "wrong name or token")
+            response = page(request, "login.html.j2", None, next=_local(next), error="Wrong name or token.")
+            response.status_code = 401
+            return response
+        request.session.clear()
+        request.session["user_id"] = user.id
+        request.session["csrf"] = secrets.token_urlsafe(24)
+        store.audit(user, "sign in", f"user:{user.name}")
+        return RedirectResponse(_local(next), status_code=303)
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request) -> RedirectResponse:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/datasets", status_code=303)
+
+    @app.get("/datasets", include_in_schema=False, response_model=None)
+    def datasets_page(request: Request) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return login_redirect(request)
+        rows = []
+        for dataset in store.datasets(user):
+            rows.append({"dataset": dataset, "role": store.access(user, dataset.id), **service.budget_view(dataset)})
+        return page(request, "datasets.html.j2", user, rows=rows)
+
+    @app.get("/datasets/{dataset_id}", include_in_schema=False, response_model=None)
+    def dataset_page(request: Request, dataset_id: str) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return login_redirect(request)
+        dataset, role = service.dataset_for(user, dataset_id)
+        schema = Schema.from_dict(dataset.schema)
+        columns = service.schema_view(dataset, role)["columns"]
+        releases = [release_view(r, dataset, role) for r in store.releases([dataset.id])]
+        jobs = [job_view(j) for j in store.jobs([dataset.id])][:20]
+        methods = [
+            {"name": name, "dp": cls.differentially_private}
+            for name, cls in available().items()
+            if cls.differentially_private or role != "analyst"
+        ]
+        return page(
+            request,
+            "dataset.html.j2",
+            user,
+            dataset=dataset,
+            role=role,
+            budget=budget_view(store.budget(dataset)),
+            columns=columns,
+            names=schema.names,
+            releases=releases,
+            jobs=jobs,
+            methods=methods,
+            grants=store.grants(dataset.id) if role != "analyst" else [],
+        )
+
+    @app.get("/jobs/{job_id}", include_in_schema=False, response_model=None)
+    def job_page(request: Request, job_id: str) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return login_redirect(request)
+        job = service.job_for(user, job_id)
+        dataset = store.dataset(job.dataset_id)
+        return page(request, "job.html.j2", user, job=job_view(job), dataset=dataset)
+
+    @app.get("/releases/{release_id}", include_in_schema=False, response_model=None)
+    def release_page(request: Request, release_id: str) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return login_redirect(request)
+        release, dataset, role = service.release_for(user, release_id)
+        store.audit(user, "view release", f"release:{release.id}")
+        return page(request, "release.html.j2", user, release=release_view(release, dataset, role), dataset=dataset)
+
+    @app.get("/users", include_in_schema=False, response_model=None)
+    def users_page(request: Request) -> Response:
+        user = signed_in(request)
+        if user is None:
+            return login_redirect(request)
+        if user.role != "admin":
+            raise HTTPException(403, "only an admin can manage users")
+        return page(request, "users.html.j2", user, users=store.users(), audit=store.audit_log(100))
+
+
+def _local(target: str) -> str:
+    """Only redirect within the app (an open redirect would let a link send a signed-in user elsewhere)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/datasets"

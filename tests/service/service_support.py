@@ -1,0 +1,59 @@
+"""Helpers of the service tests: a service on a temporary folder with its users, and quick AIM jobs.
+
+AIM jobs here run with a small workload (the target against six columns, one round per column) so that a job
+takes seconds: the service is under test, not AIM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi", reason="the service needs the 'service' extra (pip install 'privsynth[service]')")
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from privsynth.service import ServiceConfig, create_app
+from privsynth.service.store import Store
+
+ROLES = ("admin", "custodian", "analyst", "outsider")
+
+
+def quick_aim(columns: list[str], target: str = "dead") -> dict[str, Any]:
+    """AIM parameters for a job of a few seconds on nassCDS."""
+    others = [c for c in columns if c != target][:6]
+    return {"rounds": len(columns), "iters": 100, "workload": [[target, c] for c in others]}
+
+
+@dataclass
+class Service:
+    app: FastAPI
+    client: TestClient
+    store: Store
+    data_dir: Path
+    tokens: dict[str, str]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.tokens[role]}"}
+
+    def upload(self, frame: pd.DataFrame, name: str, role: str = "custodian") -> dict[str, Any]:
+        body = frame.to_csv(index=False).encode()
+        response = self.client.post(
+            "/api/datasets", headers=self.headers(role), files={"file": (f"{name}.csv", body)}, data={"name": name}
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+def make_service(data_dir: Path, **config: Any) -> Service:
+    app = create_app(ServiceConfig(data_dir=data_dir, **config))
+    store = app.state.service.store
+    tokens = {}
+    for name, role in (("admin", "admin"), ("custodian", "custodian"), ("analyst", "analyst"), ("outsider", "analyst")):
+        tokens[name] = store.add_user(name, role)[1]
+    return Service(app, TestClient(app), store, data_dir, tokens)
