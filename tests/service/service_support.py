@@ -6,10 +6,16 @@ takes seconds: the service is under test, not AIM.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -57,3 +63,36 @@ def make_service(data_dir: Path, **config: Any) -> Service:
     for name, role in (("admin", "admin"), ("custodian", "custodian"), ("analyst", "analyst"), ("outsider", "analyst")):
         tokens[name] = store.add_user(name, role)[1]
     return Service(app, TestClient(app), store, data_dir, tokens)
+
+
+def privsynth_process(*args: str, **options: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "privsynth", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **options,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    server = privsynth_process(
+        "serve", "--port", str(port), "--data-dir", str(data_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        if server.poll() is not None:
+            pytest.fail(f"the server exited: {server.stdout.read() if server.stdout else ''}")
+    server.kill()
+    pytest.fail("the server did not start in 60 s")

@@ -4,11 +4,7 @@ restarted server and racing requests leave the ledger exact (every reservation s
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +12,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from service_support import Service, quick_aim
+from service_support import Service, free_port, privsynth_process, quick_aim, serve
 
 from privsynth.privacy.budget import Budget
 from privsynth.service.jobs import Worker, wait_for
@@ -165,16 +161,6 @@ def _wait_until_noise_is_drawn(store: Store, fingerprint: str, job_id: str, time
     pytest.fail("the job did not start spending in time")
 
 
-def _privsynth(*args: str, **options: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "privsynth", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **options,
-    )
-
-
 def test_a_worker_killed_mid_job_leaves_the_job_failed_and_the_reservation_committed_once(
     service_factory: Any, nass_train: pd.DataFrame
 ) -> None:
@@ -184,7 +170,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_and_the_reservation_commi
         f"/api/datasets/{dataset['id']}/cap", headers=service.headers("custodian"), json={"epsilon": 3, "delta": 1e-6}
     )
     job_id = _slow_job(service, dataset)
-    worker = _privsynth("worker", "--data-dir", str(service.data_dir))
+    worker = privsynth_process("worker", "--data-dir", str(service.data_dir))
     try:
         _wait_until_noise_is_drawn(service.store, dataset["fingerprint"], job_id)
         worker.send_signal(signal.SIGKILL)
@@ -259,39 +245,16 @@ def test_four_processes_racing_for_the_last_budget_get_it_once(service_factory: 
     assert len(service.store.jobs([dataset["id"]])) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
-    server = _privsynth(
-        "serve", "--port", str(port), "--data-dir", str(data_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        if server.poll() is not None:
-            pytest.fail(f"the server exited: {server.stdout.read() if server.stdout else ''}")
-    server.kill()
-    pytest.fail("the server did not start in 60 s")
-
-
 def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
     tmp_path: Path, nass_train: pd.DataFrame
 ) -> None:
-    data_dir, port = tmp_path / "service", _free_port()
+    data_dir, port = tmp_path / "service", free_port()
     data_dir.mkdir()
     store = Store(f"sqlite:///{data_dir / 'service.sqlite'}")
     token = store.add_user("custodian", "custodian")[1]
     headers = {"authorization": f"Bearer {token}"}
     base = f"http://127.0.0.1:{port}"
-    server = _serve(data_dir, port)
+    server = serve(data_dir, port)
     try:
         body = nass_train.head(3000).to_csv(index=False).encode()
         dataset = httpx.post(f"{base}/api/datasets", headers=headers, files={"file": ("nass.csv", body)}).json()
@@ -301,7 +264,7 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         _wait_until_noise_is_drawn(store, dataset["fingerprint"], job_id)
         server.send_signal(signal.SIGKILL)
         server.wait(30)
-        server = _serve(data_dir, port)
+        server = serve(data_dir, port)
         job = wait_for(store, job_id, timeout=60)
         assert job.status == "failed" and "exited" in (job.error or ""), job
         columns = [c["name"] for c in dataset["schema"]["columns"]]

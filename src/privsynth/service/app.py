@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DELTA: Final = 1e-6
 MAX_ROWS: Final = 10_000_000
+DEFAULT_HOLDOUT: Final = 0.2
 CSRF_HEADER: Final = "x-privsynth-csrf"
 """Requests signed in by the session cookie must echo the session's CSRF token in this header when they change
 something (the cookie is also SameSite=strict); the web UI's script does."""
@@ -208,6 +210,7 @@ class Service:
                 else Path(dataset.location).name
             )
             view["table"] = dataset.table_name
+            view["holdout"] = dataset.holdout is not None
             view["fingerprint"] = dataset.fingerprint
             view["grants"] = self.store.grants(dataset.id)
         return view
@@ -299,8 +302,15 @@ def _checked_upload_name(filename: str | None) -> str:
     return suffix
 
 
-def _store_upload(service: Service, user: User, request: Request, file: UploadFile, name: str | None) -> DatasetRow:
-    """Check, read and register an uploaded file; on any refusal nothing stays on disk or in the database."""
+def _store_upload(
+    service: Service, user: User, request: Request, file: UploadFile, name: str | None, holdout: float
+) -> DatasetRow:
+    """Check, read and register an uploaded file; on any refusal nothing stays on disk or in the database.
+
+    With ``holdout`` > 0 a random share of the rows (fresh randomness, not a fixed seed) is kept apart in
+    ``holdout.parquet``: releases are evaluated on it (utility, membership and distance attacks) and never
+    trained on it; the rest is stored as ``data.parquet``, the data the dataset's budget and fingerprint cover.
+    """
     store, limit = service.store, service.config.max_upload_bytes
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit + 64 * 1024:
@@ -321,6 +331,19 @@ def _store_upload(service: Service, user: User, request: Request, file: UploadFi
             raise HTTPException(400, f"cannot read {file.filename} as {suffix[1:]}: {exc}") from None
         if frame.empty or frame.shape[1] == 0:
             raise HTTPException(400, f"{file.filename} has no rows or no columns")
+        held = None
+        if holdout > 0:
+            if round(len(frame) * holdout) < 1 or round(len(frame) * (1 - holdout)) < 2:
+                raise HTTPException(400, f"{len(frame)} rows are too few to hold out {holdout:g} of them")
+            order = np.random.default_rng().permutation(len(frame))
+            cut = round(len(frame) * holdout)
+            staged.unlink()
+            staged = staging / "data.parquet"
+            frame.iloc[np.sort(order[cut:])].to_parquet(staged, index=False)
+            frame.iloc[np.sort(order[:cut])].to_parquet(staging / "holdout.parquet", index=False)
+            held = final / "holdout.parquet"
+            source = load_source(staged, name=dataset_name)
+            frame = source.to_pandas()
         schema = infer_schema(frame)
         fingerprint = source.fingerprint()
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -334,6 +357,7 @@ def _store_upload(service: Service, user: User, request: Request, file: UploadFi
             schema=schema.to_dict(),
             owner=user,
             dataset_id=dataset_id,
+            holdout=None if held is None else str(held),
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -480,10 +504,13 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         user: Authed,
         file: Annotated[UploadFile, File(description="A CSV or Parquet file")],
         name: Annotated[str | None, Form()] = None,
+        holdout: Annotated[
+            float, Form(ge=0, le=0.5, description="Share of rows held out of synthesis to evaluate releases on")
+        ] = DEFAULT_HOLDOUT,
     ) -> dict[str, Any]:
         custodian_or_admin(user, "register dataset")
         try:
-            dataset = _store_upload(service, user, request, file, name)
+            dataset = _store_upload(service, user, request, file, name, holdout)
         except HTTPException as exc:
             store.audit(user, "register dataset", None, "refused", str(exc.detail))
             raise

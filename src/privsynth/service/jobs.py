@@ -90,8 +90,11 @@ class HeldLedger(Ledger):
 
 
 def open_dataset(dataset: DatasetRow) -> Source:
-    """The dataset's rows where they are: the stored file, or the database table (queried in place)."""
-    return load_source(dataset.location, table=dataset.table_name)
+    """The dataset's rows where they are: the stored file, or the database table (queried in place), under the
+    dataset's name (cards and reports name it, not the server's path)."""
+    source = load_source(dataset.location, table=dataset.table_name)
+    source.name = dataset.name
+    return source
 
 
 def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) -> str | None:
@@ -127,9 +130,11 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
                 datasheet={"motivation.purpose": f"released by the privsynth service, job {job.id}"},
             )
             real = source.head(EVALUATION_ROWS, schema.names)
+            holdout = None if dataset.holdout is None else load_source(dataset.holdout).head(EVALUATION_ROWS)
             report = evaluate(
                 real,
                 release.data,
+                holdout=holdout,
                 target=dataset.target,
                 sensitive=dataset.sensitive,
                 schema=schema,

@@ -76,6 +76,7 @@ _datasets = Table(
     Column("kind", String(8), nullable=False),  # file | sql
     Column("location", Text, nullable=False),  # the stored file, or the SQLAlchemy URL
     Column("table_name", String(256), nullable=True),
+    Column("holdout", Text, nullable=True),  # held-out real rows (evaluation only), for an uploaded file
     Column("fingerprint", String(256), nullable=False),
     Column("schema", Text, nullable=False),  # JSON of Schema.to_dict()
     Column("target", String(256), nullable=True),
@@ -166,13 +167,15 @@ class User:
 
 @dataclass(frozen=True)
 class DatasetRow:
-    """A registered dataset: where its rows are (a stored file, or a database the rows never leave)."""
+    """A registered dataset: where its rows are (a stored file, or a database the rows never leave), and for an
+    upload the real rows held out of synthesis to evaluate releases on (``holdout``)."""
 
     id: str
     name: str
     kind: str
     location: str
     table_name: str | None
+    holdout: str | None
     fingerprint: str
     schema: dict[str, Any]
     target: str | None
@@ -385,6 +388,7 @@ class Store:
         schema: dict[str, Any],
         owner: User,
         dataset_id: str | None = None,
+        holdout: str | None = None,
     ) -> DatasetRow:
         """Register a dataset (and in the ledger its fingerprint); its creator becomes its custodian."""
         dataset_id = dataset_id or uuid.uuid4().hex
@@ -396,6 +400,7 @@ class Store:
                     kind=kind,
                     location=location,
                     table_name=table_name,
+                    holdout=holdout,
                     fingerprint=fingerprint,
                     schema=json.dumps(schema),
                     reports_visible=True,
