@@ -181,6 +181,39 @@ def test_reservation_is_refused_when_the_cap_cannot_hold_it(ledger: Ledger, cap:
         ledger.commit(12345)
 
 
+def test_settle_commits_a_reservation_noise_was_drawn_under_and_cancels_one_without(
+    ledger: Ledger, cap: Budget
+) -> None:
+    idle = ledger.reserve("fp-adult", 0.3 * cap.rho, purpose="job that never started")
+    used = ledger.reserve("fp-adult", 0.3 * cap.rho, purpose="job killed mid-fit")
+    ledger.spend("fp-adult", 0.1 * cap.rho, mechanism="gaussian", purpose="measure", reservation=used)
+    assert ledger.settle(idle) == "cancelled"
+    assert ledger.settle(used) == "committed"
+    assert ledger.settle(used) is None  # exactly once: the second sweeper finds it closed
+    assert ledger.settle(idle) is None
+    assert ledger.spent("fp-adult") == pytest.approx(0.3 * cap.rho)
+    assert ledger.remaining("fp-adult") == pytest.approx(0.7 * cap.rho)
+    with pytest.raises(ParameterError, match="does not exist"):
+        ledger.settle(999)
+
+
+def test_a_reservation_in_the_callers_transaction_rolls_back_with_it(ledger: Ledger, cap: Budget) -> None:
+    def reserve_then_fail() -> None:
+        with ledger.begin() as connection:
+            ledger.reserve("fp-adult", 0.5 * cap.rho, purpose="job row failed to insert", connection=connection)
+            raise RuntimeError("the caller's own insert failed")
+
+    with pytest.raises(RuntimeError):
+        reserve_then_fail()
+    assert ledger.entries("fp-adult") == []
+    with ledger.begin() as connection:
+        job = ledger.reserve("fp-adult", 0.5 * cap.rho, purpose="job", connection=connection)
+    with ledger.begin() as connection:
+        ledger.commit(job, release_id="r1", connection=connection)
+    (entry,) = ledger.entries("fp-adult")
+    assert (entry.status, entry.release_id) == ("committed", "r1")
+
+
 def _spend_at_once(url: str, fingerprint: str, rho: float, reserve: bool, barrier: Any, results: Any) -> None:
     """One of several processes that try to spend on the same dataset at the same moment."""
     ledger = Ledger(url)

@@ -24,6 +24,7 @@ pytest.importorskip("fastapi", reason="the service needs the 'service' extra (pi
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from privsynth.privacy.budget import Budget
 from privsynth.service import ServiceConfig, create_app
 from privsynth.service.store import Store
 
@@ -96,3 +97,20 @@ def serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
             pytest.fail(f"the server exited: {server.stdout.read() if server.stdout else ''}")
     server.kill()
     pytest.fail("the server did not start in 60 s")
+
+
+def race_for_budget(url: str, dataset_id: str, user: str, barrier: Any, results: Any) -> None:
+    """Submit an epsilon-1 job once the barrier opens (in a process of its own); put the outcome on ``results``."""
+    store = Store(url)
+    dataset = store.dataset(dataset_id)
+    owner = store.user(name=user)
+    assert dataset is not None and owner is not None
+    budget = Budget.from_epsilon_delta(1.0, 1e-6)
+    barrier.wait()
+    try:
+        store.submit(dataset, owner, method="aim", rows=10, budget=budget, seed=None, conditions={}, params={})
+        results.put("accepted")
+    except Exception as exc:
+        results.put(type(exc).__name__)
+    finally:
+        store.close()

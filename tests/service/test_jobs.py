@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from service_support import Service, free_port, privsynth_process, quick_aim, serve
+from service_support import Service, free_port, privsynth_process, quick_aim, race_for_budget, serve
 
-from privsynth.privacy.budget import Budget
 from privsynth.service.jobs import Worker, wait_for
 from privsynth.service.store import Store
 
@@ -206,22 +205,6 @@ def test_a_late_finish_after_the_sweep_publishes_nothing(service_factory: Any, n
     assert service.store.releases([dataset["id"]]) == []
 
 
-def _race(url: str, dataset_id: str, user: str, barrier: Any, results: Any) -> None:
-    store = Store(url)
-    dataset = store.dataset(dataset_id)
-    owner = store.user(name=user)
-    assert dataset is not None and owner is not None
-    budget = Budget.from_epsilon_delta(1.0, 1e-6)
-    barrier.wait()
-    try:
-        store.submit(dataset, owner, method="aim", rows=10, budget=budget, seed=None, conditions={}, params={})
-        results.put("accepted")
-    except Exception as exc:
-        results.put(type(exc).__name__)
-    finally:
-        store.close()
-
-
 def test_four_processes_racing_for_the_last_budget_get_it_once(service_factory: Any, nass_train: pd.DataFrame) -> None:
     service: Service = service_factory()
     dataset = service.upload(nass_train.head(2000), "nass")
@@ -231,7 +214,7 @@ def test_four_processes_racing_for_the_last_budget_get_it_once(service_factory: 
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(4), context.Queue()
     racers = [
-        context.Process(target=_race, args=(service.store.url, dataset["id"], "custodian", barrier, results))
+        context.Process(target=race_for_budget, args=(service.store.url, dataset["id"], "custodian", barrier, results))
         for _ in range(4)
     ]
     for racer in racers:

@@ -330,6 +330,9 @@ class Ledger:
         sqlite = make_url(self.url).get_backend_name() == "sqlite"
         connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_SECONDS} if sqlite else {}
         self._engine = create_engine(self.url, connect_args=connect_args)
+        # Reads (records, entries) go through a second engine that does not take SQLite's write lock, so that
+        # people reading budgets never queue behind a spend; every check against the cap runs under the lock.
+        self._reader = create_engine(self.url, connect_args=connect_args) if sqlite else self._engine
         if sqlite:
             _serialize_sqlite_transactions(self._engine)
         _metadata.create_all(self._engine)
@@ -341,6 +344,7 @@ class Ledger:
     def close(self) -> None:
         """Release the database connections."""
         self._engine.dispose()
+        self._reader.dispose()
 
     def register(self, fingerprint: str, name: str) -> DatasetRecord:
         """Make a dataset known under its fingerprint; registering it again keeps the first name and cap."""
@@ -533,7 +537,7 @@ class Ledger:
 
     def dataset(self, fingerprint: str) -> DatasetRecord:
         """The record of one dataset; :class:`~privsynth.errors.ParameterError` if it is not registered."""
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             row = connection.execute(select(_datasets).where(_datasets.c.fingerprint == fingerprint)).first()
             if row is None:
                 raise self._unknown(fingerprint)
@@ -541,7 +545,7 @@ class Ledger:
 
     def datasets(self) -> list[DatasetRecord]:
         """Every dataset in the ledger, oldest first."""
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             rows = connection.execute(select(_datasets).order_by(_datasets.c.created_at)).all()
             return [self._record(connection, row) for row in rows]
 
@@ -550,7 +554,7 @@ class Ledger:
         query = select(_spends).order_by(_spends.c.id)
         if dataset is not None:
             query = query.where(_spends.c.dataset == dataset)
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             return [_spend_from_row(row) for row in connection.execute(query)]
 
     @contextmanager

@@ -47,8 +47,7 @@ class HeldLedger(Ledger):
     """
 
     def __init__(self, ledger: Ledger, fingerprint: str, reservation: int, rho: float, approx_delta: float) -> None:
-        self.url = ledger.url
-        self._engine = ledger.engine
+        self.__dict__.update(vars(ledger))  # the same database and engines
         self._fingerprint = fingerprint
         self._reservation_id = reservation
         self._rho = rho
