@@ -612,6 +612,7 @@ class Store:
                 .where(_jobs.c.id == job.id)
                 .values(status="done", finished_at=_now(), release_id=release_id, progress=json.dumps({"done": 1}))
             )
+        self.audit(None, "job done", f"job:{job.id}", detail=f"release:{release_id} ({rows} rows, {job.method})")
         return True
 
     def fail(self, job_id: str, error: str, *, only_if_stale: datetime | None = None) -> str | None:
@@ -635,6 +636,7 @@ class Store:
                 update(_jobs).where(_jobs.c.id == job_id).values(status="failed", error=error, finished_at=_now())
             )
         logger.info("job %s failed (%s); reservation %s", job_id, error, outcome)
+        self.audit(None, "job failed", f"job:{job_id}", "error", f"{error} (reservation: {outcome})")
         return outcome
 
     def sweep(self, stale_after: float) -> list[str]:
