@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -245,14 +246,17 @@ def budget_view(record: DatasetRecord) -> dict[str, Any]:
     if cap is None:
         return {"cap": None, "spent_epsilon": None, "remaining_epsilon": None, "remaining_rho": None}
     left_delta = cap.delta - record.spent_approx_delta - record.reserved_approx_delta
-    remaining = record.remaining_rho
+    remaining, spent = record.remaining_rho, record.spent_epsilon
     return {
         "cap": {"epsilon": cap.epsilon, "delta": cap.delta},
-        "spent_epsilon": record.spent_epsilon,
+        "spent_epsilon": None if spent is None or math.isinf(spent) else spent,
         "spent_rho": record.spent_rho,
         "reserved_rho": record.reserved_rho,
         "remaining_rho": remaining,
         "remaining_epsilon": epsilon_from_rho_delta(remaining, left_delta) if remaining > 0 and left_delta > 0 else 0.0,
+        "with_reserved_epsilon": epsilon_from_rho_delta(record.spent_rho + record.reserved_rho, left_delta)
+        if left_delta > 0
+        else None,
     }
 
 

@@ -136,6 +136,7 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
             jobs=jobs,
             methods=methods,
             grants=store.grants(dataset.id) if role != "analyst" else [],
+            ledger=[s for s in store.ledger.entries(dataset.fingerprint) if s.reservation_id is None],
         )
 
     @app.get("/jobs/{job_id}", include_in_schema=False, response_model=None)
