@@ -1,4 +1,5 @@
-"""Shared fixtures: a private ledger per test, and a throwaway PostgreSQL server for the database tests."""
+"""Shared fixtures: a private ledger per test, a throwaway PostgreSQL server for the database tests, and the
+headless Chromium the browser tests drive."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -18,6 +20,22 @@ _PG_HELP = (
     "install PostgreSQL (Debian: `apt-get install postgresql`) and psycopg (`pip install 'psycopg[binary]'`) "
     "to run the PostgreSQL tests"
 )
+
+
+@pytest.fixture(scope="session")
+def playwright_chromium() -> tuple[ModuleType, str]:
+    """Playwright's sync API and a Chromium to drive with it ($PRIVSYNTH_CHROMIUM, else one on PATH); skips
+    with what to install when either is missing."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright; it is in the dev extra)"
+    )
+    named = os.environ.get("PRIVSYNTH_CHROMIUM")
+    found = (named if Path(named).exists() else None) if named else None
+    for name in () if named else ("chromium", "chromium-browser", "google-chrome"):
+        found = found or shutil.which(name)
+    if found is None:
+        pytest.skip("no Chromium found (apt-get install chromium, or set PRIVSYNTH_CHROMIUM to its path)")
+    return sync_api, found
 
 
 @pytest.fixture(autouse=True)

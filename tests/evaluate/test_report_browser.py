@@ -8,10 +8,9 @@ binary when it is not on the PATH.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -25,17 +24,6 @@ from privsynth.synth import create
 
 ROWS = 2000
 VIEWPORT = {"width": 1280, "height": 900}
-
-
-def _chromium() -> str | None:
-    named = os.environ.get("PRIVSYNTH_CHROMIUM")
-    if named:
-        return named if Path(named).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @dataclass(frozen=True)
@@ -52,13 +40,12 @@ class Opened:
 
 
 @pytest.fixture(scope="module")
-def opened(nass: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Opened:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright; it is in the dev extra)"
-    )
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set PRIVSYNTH_CHROMIUM to its path)")
+def opened(
+    nass: dict[str, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+    playwright_chromium: tuple[ModuleType, str],
+) -> Opened:
+    sync_api, chromium = playwright_chromium
     real = nass["real"].iloc[:ROWS].reset_index(drop=True)
     synthetic = create("copula").fit(real).sample(ROWS, seed=0)
     report = evaluate(real, synthetic, nass["holdout"], target="dead", sensitive="sex", seed=0)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -26,17 +26,6 @@ from service_support import free_port, quick_aim, serve
 from privsynth.service.store import Store
 
 VIEWPORT = {"width": 1280, "height": 1000}
-
-
-def _chromium() -> str | None:
-    named = os.environ.get("PRIVSYNTH_CHROMIUM")
-    if named:
-        return named if Path(named).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def _artifacts() -> Path:
@@ -77,14 +66,9 @@ def _sign_in(page: Any, base: str, name: str, token: str) -> None:
 
 
 def test_custodian_uploads_analyst_requests_until_the_budget_is_spent(
-    running: Running, nass_train: pd.DataFrame, tmp_path: Path
+    running: Running, nass_train: pd.DataFrame, tmp_path: Path, playwright_chromium: tuple[ModuleType, str]
 ) -> None:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright; it is in the dev extra)"
-    )
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set PRIVSYNTH_CHROMIUM to its path)")
+    sync_api, chromium = playwright_chromium
     shots = _artifacts()
     csv = tmp_path / "nassCDS.csv"
     nass_train.to_csv(csv, index=False)
