@@ -38,9 +38,13 @@ def test_demo_writes_synthetic_data_schema_card_and_summary(tmp_path: Path) -> N
 
 def test_export_infer_generate_round_trip(tmp_path: Path) -> None:
     assert run("datasets", "export", "covid_testing", "-o", "covid.csv", cwd=tmp_path).returncode == 0
-    result = run("schema", "infer", "covid.csv", "-o", "schema.yaml", cwd=tmp_path)
+    result = run("schema", "infer", "covid.csv", "-o", "schema.yaml", "--target", "result", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     schema = yaml.safe_load((tmp_path / "schema.yaml").read_text())
+    assert schema["target"] == "result"
+    refused = run("schema", "infer", "covid.csv", "-o", "other.yaml", "--target", "outcome", cwd=tmp_path)
+    assert refused.returncode != 0 and "target 'outcome' is not one of its columns" in refused.stderr
+    assert not (tmp_path / "other.yaml").exists()
     excluded = {c["name"] for c in schema["columns"] if not c["synthesize"]}
     assert excluded == {"subject_id", "fake_first_name", "fake_last_name"}
     result = run("generate", "covid.csv", "--schema", "schema.yaml", "--rows", "300", "-o", "syn.csv", cwd=tmp_path)

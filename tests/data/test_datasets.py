@@ -66,6 +66,7 @@ def test_bundled_schema_declares_the_documented_label_set_public(name: str) -> N
     schema = bundled_schema(name, train)
     [(column, categories)] = info.public
     assert column == info.target and schema[column].public and schema[column].categories == list(categories)
+    assert schema.target == info.target
     # The documented set is the one in the data, and nothing else in the inferred schema is declared public.
     assert set(train[column].dropna().unique()) == set(categories)
     assert [c.name for c in schema if c.public] == [column]

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,24 @@ def test_load_rejects_unknown_kind(tmp_path: Path) -> None:
     path.write_text("columns:\n  - name: a\n    kind: colour\n")
     with pytest.raises(SchemaError, match="column 'a' has kind 'colour'; use one of"):
         Schema.load(path)
+
+
+def test_target_round_trips_and_follows_the_columns(nass: pd.DataFrame, tmp_path: Path) -> None:
+    inferred = Schema.infer(nass)
+    schema = Schema(inferred.columns, target="dead")
+    schema.save(tmp_path / "schema.yaml")
+    assert Schema.load(tmp_path / "schema.yaml").target == "dead"
+    assert "target: dead" in (tmp_path / "schema.yaml").read_text()
+    assert "target" not in inferred.to_dict()  # no target, no key: older schema files read the same
+    assert schema.select(["dead", "sex"]).target == "dead"
+    assert schema.select(["sex"]).target is None
+    excluded = [dataclasses.replace(c, synthesize=c.name != "dead") for c in schema.columns]
+    assert Schema(excluded, target="dead").synthesized().target is None
+
+
+def test_target_must_be_a_column(nass: pd.DataFrame) -> None:
+    with pytest.raises(SchemaError, match="target 'speed' is not one of its columns"):
+        Schema(Schema.infer(nass).columns, target="speed")
+    raw = Schema.infer(nass).to_dict()
+    with pytest.raises(SchemaError, match="target must be a column name, not 3"):
+        Schema.from_dict({**raw, "target": 3})

@@ -20,7 +20,7 @@ from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import Ledger
 from privsynth.synth import Synthesizer, create
 from privsynth.synth.domain import ColumnDomain
-from privsynth.synth.marginal import AIM, MST
+from privsynth.synth.marginal import AIM, MST, _candidates
 
 COLUMNS = ["dvcat", "weight", "dead", "sex", "ageOFocc", "injSeverity"]
 SMALL = ["dvcat", "dead", "sex", "injSeverity"]
@@ -341,3 +341,62 @@ def test_aim_beats_mst_on_3_way_marginals_of_all_nasscds_columns_at_epsilon_1() 
     aim_3, mst_3 = marginal_tvd(aim.domains_, train, aim_rows, 3), marginal_tvd(mst.domains_, train, mst_rows, 3)
     assert np.isfinite(aim_3)
     assert aim_3 <= 1.05 * mst_3
+
+
+def test_target_weights_the_default_workload_and_is_free(nass: pd.DataFrame) -> None:
+    schema = dataclasses.replace(public(nass), target="dead")
+    plain = AIM(target_weight=1.0)
+    plain._check(schema)
+    weighted = AIM()
+    weighted._check(schema)
+    assert weighted.target_ == "dead"  # from the schema
+    workload, flat = weighted._workload(COLUMNS), plain._workload(COLUMNS)
+    assert set(workload) == set(flat) and set(flat.values()) == {1.0}
+    holding = {c: w for c, w in workload.items() if "dead" in c}
+    others = {c: w for c, w in workload.items() if "dead" not in c}
+    # 5 pairs and 10 triples hold the target, 10 pairs and 10 triples do not: weight 20/15 each, equal totals
+    assert len(holding) == 15 and set(others.values()) == {1.0}
+    assert sum(holding.values()) == pytest.approx(sum(others.values()))
+    # a candidate's weight is its weighted overlap with the workload, so those holding the target rise
+    candidates, flat_candidates = _candidates(workload, COLUMNS), _candidates(flat, COLUMNS)
+    assert candidates[("dead",)] / flat_candidates[("dead",)] == pytest.approx(20 / 15)
+    assert candidates[("sex",)] < candidates[("dead", "sex")]
+    explicit = AIM(target="sex", target_weight=3.0)
+    explicit._check(schema)
+    assert explicit.target_ == "sex" and {w for c, w in explicit._workload(COLUMNS).items() if "sex" in c} == {3.0}
+    assert explicit.get_params()["target"] == "sex"
+
+
+def test_bad_target_settings_are_refused_before_anything_is_spent(nass: pd.DataFrame, tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    with pytest.raises(ParameterError, match="target column 'speed' is not among the synthesized columns"):
+        AIM(target="speed").fit(nass, public(nass), epsilon=1.0, ledger=ledger)
+    with pytest.raises(ParameterError, match=r"either workload .* or target/target_weight"):
+        AIM(workload=[("dead", "sex")], target="dead")
+    with pytest.raises(ParameterError, match="target_weight must be a finite number > 0"):
+        AIM(target_weight=0)
+    assert ledger.entries() == []
+
+
+def test_weighted_workload_is_recorded_as_plain_data() -> None:
+    aim = AIM(workload={("dead", "sex"): 2.0, ("sex",): 1.0})
+    assert aim.get_params()["workload"] == [
+        {"columns": ["dead", "sex"], "weight": 2.0},
+        {"columns": ["sex"], "weight": 1.0},
+    ]
+    with pytest.raises(ParameterError, match=r"weight of workload marginal \('sex',\) must be a finite number > 0"):
+        AIM(workload={("sex",): -1.0})
+
+
+def test_aim_merges_values_measured_below_3_sigma_like_mst(nass: pd.DataFrame, aim: AIM) -> None:
+    # Uniform bins over weight's public bounds leave most of its bins nearly empty: they merge into one cell.
+    assert "weight" in aim.compression_
+    for column, mapping in aim.compression_.items():
+        assert len(mapping) == aim.domains_[column].size
+        assert aim.model_.domain[column] == int(mapping.max()) + 1 < len(mapping)
+    assert all(aim.model_.domain[c] == aim.domains_[c].size for c in COLUMNS if c not in aim.compression_)
+    rows = aim.sample(5_000, seed=0)
+    heavy = aim.domains_["weight"].encode(rows["weight"])
+    # rows are decoded back onto the full domain, merged bins included
+    assert set(np.unique(heavy)) - set(np.flatnonzero(aim.compression_["weight"] < aim.compression_["weight"].max()))
+    assert not AIM(compress=False).get_params()["compress"]

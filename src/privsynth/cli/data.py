@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -71,6 +72,10 @@ def datasets_export(
 def schema_infer(
     data: DataArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the schema YAML.")],
+    target: Annotated[
+        str | None,
+        typer.Option(help="The column models will predict: AIM weights its marginals, evaluate tests utility on it."),
+    ] = None,
     table: TableOpt = None,
     delimiter: DelimiterOpt = None,
     overwrite: OverwriteOpt = False,
@@ -79,6 +84,8 @@ def schema_infer(
     path = check_output(output, overwrite, inputs=[data])
     source = open_data(data, table, delimiter)
     schema = infer_schema(data, source)
+    if target is not None:
+        schema = dataclasses.replace(schema, target=target)
     schema.save(path)
     _print_schema(schema)
     console.print(f"wrote the schema to {path}; review it (domains learned from data are public: false)")

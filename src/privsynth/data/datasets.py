@@ -115,17 +115,18 @@ def dataset_info(name: str) -> DatasetInfo:
 
 def bundled_schema(name: str, df: pd.DataFrame) -> Schema:
     """The schema :meth:`Schema.infer` proposes for a frame of bundled dataset ``name``, with the category sets its
-    documentation publishes (``DatasetInfo.public``) declared public."""
+    documentation publishes (``DatasetInfo.public``) declared public and its target column as the schema's."""
     from privsynth.data.schema import Schema
 
-    public = dict(dataset_info(name).public)
+    info = dataset_info(name)
+    public = dict(info.public)
     columns = [
         dataclasses.replace(column, categories=list(public[column.name]), public=True)
         if column.name in public
         else column
         for column in Schema.infer(df)
     ]
-    return Schema(columns)
+    return Schema(columns, target=info.target if info.target in df.columns else None)
 
 
 def load_dataset(name: str, split: Split = "train") -> pd.DataFrame:

@@ -131,10 +131,16 @@ class Column:
 
 @dataclass
 class Schema:
-    """An ordered list of columns, with the warnings inference raised for a person to review."""
+    """An ordered list of columns, with the warnings inference raised for a person to review.
+
+    ``target``: the column models trained on the synthetic rows will predict (synthcity's ``target_column``),
+    if there is one. Which column is the target is a choice, not a fact about the rows, so it is public: AIM
+    weights the marginals that hold it, and evaluation tests utility on it when no other target is given.
+    """
 
     columns: list[Column]
     warnings: list[str] = field(default_factory=list)
+    target: str | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -142,6 +148,11 @@ class Schema:
             if col.name in seen:
                 raise SchemaError(f"schema lists column '{col.name}' twice")
             seen.add(col.name)
+        if self.target is not None and self.target not in seen:
+            raise SchemaError(
+                f"the schema's target '{self.target}' is not one of its columns ({', '.join(self.names)}); "
+                "name one of them or remove the target"
+            )
 
     def __iter__(self) -> Iterator[Column]:
         return iter(self.columns)
@@ -164,14 +175,15 @@ class Schema:
 
     def synthesized(self) -> Schema:
         """The schema restricted to the columns a synthesizer models."""
-        return Schema([col for col in self.columns if col.synthesize])
+        kept = [col for col in self.columns if col.synthesize]
+        return Schema(kept, target=self.target if any(c.name == self.target for c in kept) else None)
 
     def excluded(self) -> list[Column]:
         """Columns left out of synthesis, each with the reason."""
         return [col for col in self.columns if not col.synthesize]
 
     def select(self, names: Sequence[str]) -> Schema:
-        return Schema([self[name] for name in names])
+        return Schema([self[name] for name in names], target=self.target if self.target in names else None)
 
     # ---- inference -------------------------------------------------------------------------------------------
 
@@ -193,7 +205,8 @@ class Schema:
     def to_dict(self, private_domains: bool = True) -> dict[str, Any]:
         """The schema as plain data; ``private_domains=False`` leaves out every domain not declared public."""
         columns = [col.to_dict(private_domains) for col in self.columns]
-        return {"privsynth_schema": SCHEMA_VERSION, "columns": columns}
+        target = {} if self.target is None else {"target": self.target}
+        return {"privsynth_schema": SCHEMA_VERSION, **target, "columns": columns}
 
     def to_yaml(self) -> str:
         header = (
@@ -214,7 +227,10 @@ class Schema:
             raise SchemaError(f"schema version {version} is not supported; this privsynth reads {SCHEMA_VERSION}")
         if not raw["columns"]:
             raise SchemaError("the schema lists no columns")
-        return cls([Column.from_dict(c, i) for i, c in enumerate(raw["columns"])])
+        target = raw.get("target")
+        if target is not None and not isinstance(target, str):
+            raise SchemaError(f"the schema's target must be a column name, not {target!r}")
+        return cls([Column.from_dict(c, i) for i, c in enumerate(raw["columns"])], target=target)
 
     @classmethod
     def load(cls, path: str | Path) -> Schema:

@@ -41,16 +41,18 @@ def evaluate(
     """Compare ``synthetic`` with the ``real`` rows it was generated from; return a :class:`Report`.
 
     ``holdout`` holds real rows the generator never saw: utility is tested on them and they are the control
-    group of every privacy attack (without it those metrics are None). ``target`` enables utility and
-    ``sensitive`` the per-subgroup equity metrics. Only the columns the ``schema`` (inferred from ``real`` when
-    not given) marks for synthesis are evaluated. ``seed`` fixes every subsample, split and attack.
-    ``privacy_budget`` (``{"epsilon": 1, "delta": 1e-6}``) is shown in the report, not checked.
+    group of every privacy attack (without it those metrics are None). ``target`` (default: the schema's)
+    enables utility and ``sensitive`` the per-subgroup equity metrics. Only the columns the ``schema``
+    (inferred from ``real`` when not given) marks for synthesis are evaluated. ``seed`` fixes every subsample,
+    split and attack. ``privacy_budget`` (``{"epsilon": 1, "delta": 1e-6}``) is shown in the report, not checked.
     ``linkability_columns`` are the two auxiliary column sets of the linkability attack (default: the first
     and second half of the columns).
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ParameterError(f"seed must be a whole number, not {seed!r}")
     budget = _check_budget(privacy_budget)
+    if target is None and schema is not None:
+        target = schema.target
     data = prepare(real, synthetic, holdout, target, sensitive, schema)
     aux = _aux_columns(data, linkability_columns)
     seconds: dict[str, float] = {}
