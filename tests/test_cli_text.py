@@ -62,3 +62,53 @@ def test_text_generate_refuses_a_label_column_without_its_public_labels(tmp_path
 def test_text_generate_refuses_a_table(tmp_path: Path) -> None:
     result = run("text", "generate", "nassCDS", "--epsilon", "1", "--rows", "4", "-o", "t.csv", cwd=tmp_path)
     assert "'nassCDS' is a table" in result.stderr
+
+
+def test_bundled_corpus_brings_its_label_set_and_a_saved_model_samples_again(tmp_path: Path) -> None:
+    """`text generate trump_tweets` needs no --labels (the corpus declares its set); --save-model then
+    `text sample` releases more texts, with a card that records the fit's budget, and spends nothing more."""
+    ledger = tmp_path / "ledger.sqlite"
+    tiny = ["--param", "iterations=1", "--param", "population=6", "--param", "max_tokens=16", "--no-report"]
+    fit = ["--epsilon", "4", "--rows", "4", "--ledger", str(ledger), "--save-model", "pe.model", "-o", "syn.csv"]
+    result = run("text", "generate", "trump_tweets", *tiny, *fit, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first = pd.read_csv(tmp_path / "syn.csv")
+    assert list(first.columns) == ["text", "source"]
+    assert set(first["source"]) <= {"Twitter for Android", "Twitter for iPhone", "Twitter Web Client"}
+    card = json.loads((tmp_path / "syn.card.json").read_text())
+    assert card["schema"]["columns"][1]["categories"] == [
+        "Twitter for Android",
+        "Twitter for iPhone",
+        "Twitter Web Client",
+    ]
+    (record,) = Ledger(ledger).datasets()
+    spent = record.spent_rho
+
+    again = run("text", "sample", "pe.model", "--rows", "3", "--seed", "1", "-o", "more.csv", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "sampling spent nothing" in again.stdout
+    assert 1 <= len(pd.read_csv(tmp_path / "more.csv")) <= 3
+    more = json.loads((tmp_path / "more.card.json").read_text())
+    assert more["generator"]["method"] == "pe"
+    assert more["source"]["fingerprint_sha256"] == card["source"]["fingerprint_sha256"]
+    assert more["privacy"]["epsilon"] == card["privacy"]["epsilon"] == 4
+    assert Ledger(ledger).datasets()[0].spent_rho == spent
+    refused = run("text", "sample", "syn.csv", "--rows", "3", "-o", "x.csv", cwd=tmp_path)
+    assert refused.returncode != 0 and "is not a privsynth model" in refused.stderr
+
+
+def test_dp_lora_canaries_reach_the_card_and_the_report(tmp_path: Path, tweets: Path) -> None:
+    args = ["text", "generate", "tweets.csv", "--text-column", "text", "--label-column", "source", "--labels", LABELS]
+    lora = ["--method", "dp-lora", "--canaries", "2", "--param", "rank=4", "--param", "batch_size=8"]
+    lora += ["--param", "max_length=32", "--param", "physical_batch_size=8"]
+    result = run(*args, *lora, "--epsilon", "8", "--rows", "4", "--ledger", "l.sqlite", "-o", "lora.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "lora.card.json").read_text())
+    canaries = card["canaries"]
+    assert canaries["inserted"] == 2 and canaries["repeats"] == [1, 1] and canaries["candidates"] == 1000
+    assert all(0 <= value <= canaries["max_exposure_bits"] for value in canaries["exposures"])
+    assert "Canary exposure" in (tmp_path / "lora.card.html").read_text()
+    report = json.loads((tmp_path / "lora.report.json").read_text())
+    assert report["privacy"]["canary_exposure_max"]["value"] == pytest.approx(max(canaries["exposures"]), abs=1e-3)
+    refused = run(*args, "--canaries", "2", "--epsilon", "4", "--rows", "4", "-o", "pe.csv", cwd=tmp_path)
+    assert "use them with method 'dp-lora', not 'pe'" in refused.stderr

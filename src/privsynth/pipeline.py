@@ -27,7 +27,7 @@ from privsynth._version import __version__
 from privsynth.data.output import check_output
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
-from privsynth.errors import ParameterError
+from privsynth.errors import DataError, ParameterError
 from privsynth.privacy.accountant import open_ledger
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
@@ -45,7 +45,7 @@ from privsynth.provenance.lineage import (
     write_release_table,
 )
 from privsynth.synth import Synthesizer, available, create
-from privsynth.synth.base import infer_schema
+from privsynth.synth.base import infer_schema, read_model_file, write_model_file
 
 if TYPE_CHECKING:
     from privsynth.evaluate import Report
@@ -127,6 +127,7 @@ class Release:
     deleted: dict[str, Any] | None = None
     written: list[Path] = field(default_factory=list)
     filters: dict[str, Any] | None = None
+    canaries: dict[str, Any] | None = None
     card_metrics: tuple[str, ...] = ()
 
     @property
@@ -208,6 +209,7 @@ class Release:
             retention=self._retention(),
             notes=self._notes(),
             filters=self.filters,
+            canaries=self.canaries,
         )
         card.datasheet = answer_datasheet(card.to_dict(), self.datasheet)
         return card
@@ -487,6 +489,7 @@ class TextModel:
 
     name: str
     generator: Any
+    context: dict[str, Any] = field(default_factory=dict)  # what a later release's card needs (see sample_text)
 
     differentially_private: bool = True
 
@@ -508,7 +511,18 @@ class TextModel:
         ]
 
     def save(self, path: str | Path) -> None:
-        raise ParameterError(f"saving a fitted '{self.name}' text model is not supported; keep the release instead")
+        """Write the fitted generator to ``path`` as :meth:`Synthesizer.save` does (a pickle: load only models
+        you trust). Private Evolution keeps its last population and votes; DP LoRA its adapter weights. Neither
+        keeps the private texts, and sampling from a loaded model spends nothing."""
+        write_model_file(path, self.name, self)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextModel:
+        """Read a text model written by :meth:`save` (``privsynth text generate --save-model``)."""
+        method, model = read_model_file(path)
+        if not isinstance(model, cls):
+            raise DataError(f"'{path}' holds a tabular '{method}' model; sample it with `privsynth generate`")
+        return model
 
 
 def synthesize_text(
@@ -525,6 +539,8 @@ def synthesize_text(
     seed: int = 0,
     names: tuple[str, ...] = (),
     params: dict[str, Any] | None = None,
+    canaries: int = 0,
+    save_model: str | Path | None = None,
     **source_options: Any,
 ) -> Release:
     """Fit a private text generator on the ``text_column`` of ``data`` and release ``rows`` filtered texts.
@@ -535,13 +551,25 @@ def synthesize_text(
     filtered (PII scrubbed, too short, low-quality, duplicate texts removed: post-processing, free under DP,
     counted on the card); :data:`TEXT_OVERSAMPLE` times ``rows`` are generated so that ``rows`` usually remain.
     Budget spends go to ``ledger`` as for tabular methods (default ledger; ``False``: none).
+    ``canaries`` (``dp-lora`` only): that many random secrets are added to the training texts and the fitted
+    model's exposure of each (:func:`~privsynth.text.dp_finetune.canary_exposure`) goes on the card
+    (``canaries``) and, through ``release.canaries``, into the report. They are records of the fit like the
+    others: the budget covers the corpus with them, and the release is sampled from that model.
+    ``save_model``: also write the fitted model there (:meth:`TextModel.save`; never over an existing file);
+    :func:`sample_text` releases more texts from it later without spending budget.
     """
-    from privsynth.text.filters import apply_filters
-
     if method not in TEXT_METHODS:
         raise ParameterError(f"unknown text method {method!r}; choose one of {', '.join(TEXT_METHODS)}")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ParameterError(f"rows must be a whole number of at least 1, not {rows!r}")
+    if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 0:
+        raise ParameterError(f"canaries must be a whole number >= 0, not {canaries!r}")
+    if canaries and method != "dp-lora":
+        raise ParameterError(
+            f"canaries measure what a fine-tuned model memorised: use them with method 'dp-lora', not {method!r}"
+        )
+    if save_model is not None:
+        check_output(save_model, overwrite=False)
     if label_column is not None and not labels:
         raise ParameterError(
             f"declare the public label set of '{label_column}' (labels=[...], --labels A,B): reading it from the "
@@ -559,21 +587,80 @@ def synthesize_text(
     model = _text_generator(method, seed, params or {})
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    model.fit(
-        texts.tolist(),
-        private_labels,
-        public_labels=labels,
-        epsilon=epsilon,
-        delta=delta,
-        ledger=ledger_object,
-        dataset=source.fingerprint(),
-    )
+    audit = None
+    if canaries:
+        from privsynth.text.dp_finetune import canary_exposure
+
+        audit = canary_exposure(
+            model,
+            texts.tolist(),
+            private_labels,
+            public_labels=labels,
+            canaries=canaries,
+            epsilon=epsilon,
+            delta=delta,
+            seed=seed,
+            ledger=ledger_object,
+            dataset=source.fingerprint(),
+        ).to_card()
+    else:
+        model.fit(
+            texts.tolist(),
+            private_labels,
+            public_labels=labels,
+            epsilon=epsilon,
+            delta=delta,
+            ledger=ledger_object,
+            dataset=source.fingerprint(),
+        )
     timings["fit"] = round(time.perf_counter() - start, 3)
+    fitted = TextModel(
+        method,
+        model,
+        context={
+            "source_name": source.name,
+            "source_fingerprint": source.fingerprint(),
+            "text_column": text_column,
+            "label_column": label_column,
+            "labels": list(labels or []),
+            "epsilon": epsilon,
+            "delta": delta,
+            "ledger_url": _display_url(ledger_object),
+        },
+    )
+    if save_model is not None:
+        fitted.save(check_output(save_model, overwrite=False))
+    release = sample_text(fitted, rows, seed=seed, names=names, ledger=ledger_object if ledger is not False else False)
+    release.timings = {**timings, **release.timings}
+    release.canaries = audit
+    release.model_path = Path(save_model) if save_model is not None else None
+    return release
+
+
+def sample_text(
+    model: TextModel,
+    rows: int,
+    *,
+    seed: int = 0,
+    names: tuple[str, ...] = (),
+    ledger: Ledger | str | os.PathLike[str] | Literal[False] | None = None,
+) -> Release:
+    """Release ``rows`` filtered texts from a fitted text model (one :func:`synthesize_text` fitted, or one
+    :meth:`TextModel.load` read): post-processing, so it spends nothing; the card records the fit's budget and
+    spends. ``ledger`` is only where the release is registered for lineage (default: the default ledger)."""
+    from privsynth.text.filters import apply_filters
+
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ParameterError(f"rows must be a whole number of at least 1, not {rows!r}")
+    context = model.context
+    if not context:
+        raise ParameterError("this text model has no record of its fit; fit it with synthesize_text")
+    text_column, label_column = context["text_column"], context["label_column"]
     start = time.perf_counter()
     report("sample", 0, 1)
-    generated = model.sample(math.ceil(rows * TEXT_OVERSAMPLE), seed=seed)
+    generated = model.generator.sample(math.ceil(rows * TEXT_OVERSAMPLE), seed=seed)
     report("sample", 1, 1)
-    timings["sample"] = round(time.perf_counter() - start, 3)
+    timings = {"sample": round(time.perf_counter() - start, 3)}
     kept, counts = apply_filters(generated["text"].tolist(), names=names)
     synthetic = generated.iloc[counts.kept_index].copy()
     synthetic["text"] = kept
@@ -585,20 +672,21 @@ def synthesize_text(
         )
     columns = [Column(text_column, Kind.TEXT, dtype="str")]
     if label_column is not None:
-        columns.append(Column(label_column, Kind.CATEGORICAL, dtype="str", categories=list(labels or []), public=True))
+        columns.append(Column(label_column, Kind.CATEGORICAL, dtype="str", categories=context["labels"], public=True))
+    ledger_object = None if ledger is False else _open_ledger(ledger, True)
     return Release(
         data=synthetic,
-        model=TextModel(method, model),
-        source_name=source.name,
-        source_fingerprint=source.fingerprint(),
+        model=model,
+        source_name=context["source_name"],
+        source_fingerprint=context["source_fingerprint"],
         schema=Schema(columns),
         seed=seed,
         conditions=None,
-        epsilon=epsilon,
-        delta=delta,
+        epsilon=context["epsilon"],
+        delta=context["delta"],
         timings=timings,
-        ledger_url=_display_url(ledger_object),
-        registry=None if ledger is False else open_registry(None, ledger_object),
+        ledger_url=context.get("ledger_url"),
+        registry=None if ledger_object is None else open_registry(None, ledger_object),
         filters=counts.to_dict(),
         card_metrics=TEXT_CARD_METRICS,
     )

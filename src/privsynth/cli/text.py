@@ -15,7 +15,7 @@ from privsynth.data.output import check_output
 from privsynth.data.sources import load_source
 from privsynth.errors import ParameterError
 from privsynth.evaluate import write_report
-from privsynth.pipeline import TEXT_METHODS, synthesize_text
+from privsynth.pipeline import TEXT_METHODS, TextModel, sample_text, synthesize_text
 
 text_app = typer.Typer(help="Private synthetic text (Private Evolution, DP LoRA) with a local language model.")
 app.add_typer(text_app, name="text")
@@ -28,10 +28,15 @@ def generate(
     epsilon: Annotated[float, typer.Option(help="Privacy budget epsilon.")],
     rows: Annotated[int, typer.Option(help="Synthetic texts to release.")],
     text_column: Annotated[str | None, typer.Option(help="Column of the texts (bundled: known).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Column of a label to generate texts for.")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Column of a label to generate texts for (bundled: its label).")
+    ] = None,
     labels: Annotated[
         str | None,
-        typer.Option(help="The public label set, comma-separated (required with --label-column; not read from data)."),
+        typer.Option(
+            help="The public label set, comma-separated (required with --label-column; never read from the data; "
+            "bundled: the set it declares)."
+        ),
     ] = None,
     method: Annotated[str, typer.Option(help=f"One of {', '.join(TEXT_METHODS)}.")] = "pe",
     delta: Annotated[float, typer.Option(help="Privacy budget delta.")] = 1e-6,
@@ -45,12 +50,24 @@ def generate(
         list[str] | None,
         typer.Option(help="KEY=VALUE for the generator, e.g. iterations=3, population=100 (pe), epochs=2 (dp-lora)."),
     ] = None,
+    canaries: Annotated[
+        int,
+        typer.Option(
+            help="dp-lora: add this many random secrets to the training texts and report how much the model "
+            "memorised them (canary exposure, on the card and in the report)."
+        ),
+    ] = 0,
+    save_model: Annotated[
+        Path | None, typer.Option(help="Also save the fitted model here (`privsynth text sample` reads it).")
+    ] = None,
     report: Annotated[bool, typer.Option(help="Evaluate against the private and holdout texts.")] = True,
     delimiter: DelimiterOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a private text generator on DATA; write OUTPUT, its data card and OUTPUT.report.html/.json."""
     check_output(output, overwrite, inputs=[data])
+    if save_model is not None:
+        check_output(save_model, overwrite, inputs=[data])
     report_path = output.with_name(output.stem + ".report.html")
     if report:
         check_output(report_path, overwrite, inputs=[data])
@@ -60,7 +77,11 @@ def generate(
     text_column = text_column or (bundled.text if bundled else None)
     if text_column is None:
         raise ParameterError("say which column holds the texts: --text-column NAME")
+    if bundled is not None and label_column is None:
+        label_column = bundled.target
     public = [value.strip() for value in labels.split(",") if value.strip()] if labels else None
+    if public is None and bundled is not None and label_column is not None:
+        public = [str(value) for value in dict(bundled.public).get(label_column, ())] or None
     source = open_data(data, None, delimiter)
     with progress_bar():
         release = synthesize_text(
@@ -76,23 +97,26 @@ def generate(
             seed=seed,
             names=tuple(name or ()),
             params=_params(param or []),
+            canaries=canaries,
+            save_model=save_model,
         )
         if report:
             from privsynth.evaluate.text import evaluate_text
 
             private = source.to_pandas([c for c in (text_column, label_column) if c])
             held = _holdout(data, holdout, bundled is not None, delimiter)
+            labelled = label_column is not None and held is not None
             evaluation = evaluate_text(
                 private[text_column].tolist(),
                 release.data[text_column].tolist(),
                 None if held is None else held[text_column].tolist(),
-                real_labels=None if label_column is None else private[label_column].astype(str).tolist(),
-                synthetic_labels=None if label_column is None else release.data[label_column].astype(str).tolist(),
-                holdout_labels=None
-                if label_column is None or held is None
-                else held[label_column].astype(str).tolist(),
+                # label utility trains on synthetic and tests on the holdout: without one it is left out
+                real_labels=None if not labelled else private[label_column].astype(str).tolist(),
+                synthetic_labels=None if not labelled else release.data[label_column].astype(str).tolist(),
+                holdout_labels=None if not labelled or held is None else held[label_column].astype(str).tolist(),
                 label_name=label_column or "label",
                 privacy_budget={"epsilon": epsilon, "delta": delta},
+                canary_exposure=None if release.canaries is None else release.canaries["exposures"],
                 seed=seed,
             )
             release.report = evaluation
@@ -101,6 +125,33 @@ def generate(
     if report and release.report is not None:
         html, json_path = write_report(release.report, report_path, overwrite=overwrite)
         console.print(f"report: {html} and {json_path}")
+    if save_model is not None:
+        console.print(f"saved the fitted model to {save_model}")
+
+
+@text_app.command("sample")
+def sample(
+    model: Annotated[Path, typer.Argument(help="A model saved by `privsynth text generate --save-model`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .csv or .parquet file.")],
+    rows: Annotated[int, typer.Option(help="Synthetic texts to release.")],
+    seed: Annotated[int, typer.Option(help="Seed of the model's sampling.")] = 0,
+    name: Annotated[list[str] | None, typer.Option(help="A name to scrub ([NAME]); repeatable.")] = None,
+    ledger: Annotated[
+        str | None, typer.Option(help="Ledger whose registry records the release's lineage (default: the default).")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Release more texts from a saved text model, with their card: post-processing, no budget is spent."""
+    check_output(output, overwrite, inputs=[model])
+    fitted = TextModel.load(model)
+    with progress_bar():
+        release = sample_text(fitted, rows, seed=seed, names=tuple(name or ()), ledger=ledger)
+    written = release.write(output, overwrite, inputs=(model,))
+    context = fitted.context
+    console.print(
+        f"wrote {len(release.data)} synthetic texts to {written} ({fitted.name}, fitted at "
+        f"({context['epsilon']:g}, {context['delta']:g})-DP; sampling spent nothing)"
+    )
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:

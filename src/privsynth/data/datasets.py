@@ -93,6 +93,10 @@ DATASETS: dict[str, DatasetInfo] = {
             target="source",
             text="text",
             drop=("id_str", "in_reply_to_user_id_str"),
+            # The label set to generate: the three apps of the dslabs book's analysis of these tweets (Android
+            # vs iPhone vs web). A choice declared public, not read from the rows; tweets from other apps count
+            # in the budget but are not learned from.
+            public=(("source", ("Twitter for Android", "Twitter for iPhone", "Twitter Web Client")),),
             description="Text: 20,761 tweets of @realDonaldTrump 2009-2017 with the app that posted them (source).",
         ),
     ]

