@@ -27,7 +27,7 @@ from privsynth._version import __version__
 from privsynth.data.output import check_output
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
-from privsynth.errors import DataError, ParameterError
+from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import open_ledger
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
@@ -519,9 +519,7 @@ class TextModel:
     @classmethod
     def load(cls, path: str | Path) -> TextModel:
         """Read a text model written by :meth:`save` (``privsynth text generate --save-model``)."""
-        method, model = read_model_file(path)
-        if not isinstance(model, cls):
-            raise DataError(f"'{path}' holds a tabular '{method}' model; sample it with `privsynth generate`")
+        model: TextModel = read_model_file(path, cls)
         return model
 
 
@@ -588,31 +586,20 @@ def synthesize_text(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     audit = None
+    common: dict[str, Any] = {
+        "public_labels": labels,
+        "epsilon": epsilon,
+        "delta": delta,
+        "ledger": ledger_object,
+        "dataset": source.fingerprint(),
+    }
     if canaries:
         from privsynth.text.dp_finetune import canary_exposure
 
-        audit = canary_exposure(
-            model,
-            texts.tolist(),
-            private_labels,
-            public_labels=labels,
-            canaries=canaries,
-            epsilon=epsilon,
-            delta=delta,
-            seed=seed,
-            ledger=ledger_object,
-            dataset=source.fingerprint(),
-        ).to_card()
+        result = canary_exposure(model, texts.tolist(), private_labels, canaries=canaries, seed=seed, **common)
+        audit = result.to_card()
     else:
-        model.fit(
-            texts.tolist(),
-            private_labels,
-            public_labels=labels,
-            epsilon=epsilon,
-            delta=delta,
-            ledger=ledger_object,
-            dataset=source.fingerprint(),
-        )
+        model.fit(texts.tolist(), private_labels, **common)
     timings["fit"] = round(time.perf_counter() - start, 3)
     fitted = TextModel(
         method,

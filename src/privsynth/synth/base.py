@@ -137,9 +137,7 @@ class Synthesizer(ABC):
     @classmethod
     def load(cls, path: str | Path) -> Synthesizer:
         """Read a model written by :meth:`save`."""
-        method, model = read_model_file(path)
-        if not isinstance(model, cls):
-            raise DataError(f"'{path}' holds a '{method}' model, not a {cls.__name__}")
+        model: Synthesizer = read_model_file(path, cls)
         return model
 
 
@@ -150,8 +148,8 @@ def write_model_file(path: str | Path, method: str, model: Any) -> None:
         pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def read_model_file(path: str | Path) -> tuple[str, Any]:
-    """``(method, model)`` from a file :func:`write_model_file` wrote; a clear error for anything else."""
+def read_model_file(path: str | Path, kind: type) -> Any:
+    """The model of ``kind`` in a file :func:`write_model_file` wrote; a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file '{path}' does not exist")
@@ -162,7 +160,10 @@ def read_model_file(path: str | Path) -> tuple[str, Any]:
             raise DataError(f"'{path}' is not a privsynth model ({exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise DataError(f"'{path}' is not a privsynth model")
-    return str(payload.get("method")), payload["model"]
+    model = payload["model"]
+    if not isinstance(model, kind):
+        raise DataError(f"'{path}' holds a '{payload.get('method')}' model, not a {kind.__name__}")
+    return model
 
 
 def infer_schema(data: Source | pd.DataFrame | str | Path, rows: int = 100_000) -> Schema:
