@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 import pytest
 
@@ -13,6 +14,7 @@ pytest.importorskip("sentence_transformers")
 
 from privsynth.data.datasets import load_dataset
 from privsynth.privacy import Ledger
+from privsynth.provenance.card import card_schema
 
 LABELS = "Twitter for Android,Twitter for iPhone"
 
@@ -104,6 +106,7 @@ def test_dp_lora_canaries_reach_the_card_and_the_report(tmp_path: Path, tweets: 
     result = run(*args, *lora, "--epsilon", "8", "--rows", "4", "--ledger", "l.sqlite", "-o", "lora.csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "lora.card.json").read_text())
+    jsonschema.Draft202012Validator(card_schema()).validate(card)
     canaries = card["canaries"]
     assert canaries["inserted"] == 2 and canaries["repeats"] == [1, 1] and canaries["candidates"] == 1000
     assert all(0 <= value <= canaries["max_exposure_bits"] for value in canaries["exposures"])
