@@ -161,6 +161,11 @@ def estimate(
                 break
     fitted = state.potentials
     potentials = {tuple(cl): np.asarray(fitted[cl].values, dtype=np.float64) for cl in fitted.cliques}
+    # Every new model structure compiles new XLA programs, and each keeps memory mappings until its cache entry
+    # goes: about 2,500 per AIM fit on nafld1, so that a long AIM run or a worker fitting job after job reached
+    # the kernel's 65,530 mappings and died with "LLVM compilation error: Cannot allocate memory". A structure
+    # is not met again after its estimate (the next one adds a clique), so dropping the caches costs nothing.
+    jax.clear_caches()
     return Model(dict(domain), potentials, float(total))
 
 
