@@ -165,7 +165,7 @@ def estimate(
     # goes: about 2,500 per AIM fit on nafld1, so that a long AIM run or a worker fitting job after job reached
     # the kernel's 65,530 mappings and died with "LLVM compilation error: Cannot allocate memory". A structure
     # is not met again after its estimate (the next one adds a clique), so dropping the caches costs nothing.
-    jax.clear_caches()
+    jax.clear_caches()  # type: ignore[no-untyped-call]
     return Model(dict(domain), potentials, float(total))
 
 
