@@ -11,7 +11,7 @@ and carries no counts. Category lists and bounds are data, and are used only whe
 binnings and ``Source.value_counts``, and releasing only noisy statistics:
 
 - Numeric columns (integer, float, datetime). A noisy histogram over a fixed geometric grid (sign times powers
-  of 2 from 2^-16 to 2^48; calendar years 1800-2200 for datetimes) shows where the mass is; the bounds are
+  of sqrt 2 from 2^-16 to 2^48; calendar years 1800-2200 for datetimes) shows where the mass is; the bounds are
   the grid cells holding its noisy 0.5% and 99.5% quantiles, never the minimum and maximum. A second noisy
   histogram, on up to :data:`MAX_FINE_CELLS` cells placed where the first one found mass (one per value for
   integer ranges of up to :data:`MAX_INTEGER_CELLS` values), gives equal-mass bin edges from its cumulative sums
@@ -77,10 +77,8 @@ NUMERIC_BINS = ("quantile", "uniform")
 BOUNDS_QUANTILE = 0.005
 """Learned bounds are the grid cells holding this noisy quantile and its mirror: 0.5% and 99.5%."""
 
-STAGE_SHARES = (0.5, 0.5)
-"""A numeric column's share of rho, split between the coarse histogram (bounds) and the fine one (bins). Half
-each (session 8; was a quarter and three quarters): at epsilon 0.3 the bounds lost whole tails (nassCDS
-``injSeverity`` 4 = killed, 4.3% of rows, so the synthetic table had no deaths to learn from)."""
+STAGE_SHARES = (0.25, 0.75)
+"""A numeric column's share of rho, split between the coarse histogram (bounds) and the fine one (bins)."""
 
 MIN_CATEGORY_SHARE = 0.005
 """Released categories whose noisy count is below this share of the released total merge into ``other``."""
@@ -106,11 +104,9 @@ FALSE_CELL_RATE = 0.05
 """The fine histogram keeps cells above the count that noise alone reaches in any of its empty cells with this
 probability; the others count as empty."""
 
-BOUNDS_FALSE_CELL_RATE = 1e-4
+BOUNDS_FALSE_CELL_RATE = 1e-5
 """The same for the coarse histogram that sets bounds, stricter: a cell of pure noise far from the data would
-stretch the bounds to it. (1e-5 until session 8 clipped tails at low epsilon; 1e-3 stretched covid_testing
-``pan_day`` 50-fold in one of 15 fits; 1e-4 in none of 240 with pooled blocks of at most 8 cells, see
-``benchmarks/domain_bounds.py``.)"""
+stretch the bounds to it."""
 
 THIN_MASS_WARNING = 0.5
 """Warn when the cells above the noise hold less than this share of a column's noisy row count: its budget is
@@ -126,11 +122,8 @@ DISCOVERY_DELTA_SHARE = 0.1
 """The share of delta :func:`discovery_delta` sets aside for DP key discovery."""
 
 _GRID_OCTAVES = (-16, 48)
-_GRID_STEPS = 1  # grid cells per octave: powers of 2 (sqrt 2 steps spread a tail over twice the cells, each under
-# the noise: at epsilon 0.3 the bundled tables lost 8.0% of their numeric values to the bounds, 4.0% with these
-# settings, and at epsilon 1 2.7% vs 1.3%; benchmarks/results/domain_bounds.txt)
-_POOL_SIZES = (1, 2, 4, 8)  # blocks of up to 8 grid cells: a factor of 256, as 16 cells of sqrt 2 were; blocks of
-# 16 powers of 2 (a factor of 65,536) spread a block's pooled mass so wide that bounds stretched a billion-fold
+_GRID_STEPS = 2
+_POOL_SIZES = (1, 2, 4, 8, 16)
 _GRID_YEARS = (*range(1800, 1900, 10), *range(1900, 2100), *range(2100, 2201, 10))
 _SECOND = 1e9  # nanoseconds: datetime edges are whole seconds
 _PLACEHOLDER = (0.0, float(pd.Timestamp("2000-01-01").value))  # where the one bin of a column with no data sits
@@ -358,8 +351,8 @@ def learn_domains(
 
     ``rho`` is the preprocessing share of the budget, spent through ``accountant`` on the columns
     :func:`needs_budget` lists, in equal shares (exact, rounded down: the shares never add up to more than
-    ``rho``). A numeric column spends half of its share on its bounds (or, inside public bounds, on where
-    its mass lies) and half on its ``bins`` quantile bins (a learned integer range of at most ``bins``
+    ``rho``). A numeric column spends a quarter of its share on its bounds (or, inside public bounds, on where
+    its mass lies) and three quarters on its ``bins`` quantile bins (a learned integer range of at most ``bins``
     values gets one cell per value instead); an integer column with public bounds of at most
     :data:`MAX_INTEGER_CELLS` values spends all of it on one histogram. A column without data above the noise
     gets a placeholder bin and leaves its second part unspent. A categorical column
@@ -609,13 +602,13 @@ class _Histogram:
         return np.where(self.noisy >= cut, self.noisy, 0).astype(float)
 
     def pooled_weights(self, false_cell_rate: float) -> np.ndarray:
-        """Noisy mass located level by level on blocks of 1, 2, 4 and 8 adjacent cells, finest first; or a
+        """Noisy mass located level by level on blocks of 1, 2, 4, 8 and 16 adjacent cells, finest first; or a
         single block size's :meth:`weights`, spread evenly over each block, when it locates more by over three
         standard deviations of its noise.
 
         At each level a block's mass not yet located (the noisy counts of its open cells) is located when it rises
         above the noise of those cells, and spread over them: mass found in one cell stays there, so a wide block's
-        noise cannot spread a column whose values all sit in one cell over 8 cells (nassCDS ``yearacc``, all in
+        noise cannot spread a column whose values all sit in one cell over 16 cells (nassCDS ``yearacc``, all in
         [1448, 2048), got bounds 256 to 65,536 in about 40% of fits when the largest noisy total decided). A thin
         tail spread over many cells (nassCDS ``weight``) rises above the noise only pooled, hence the second rule.
         """
@@ -734,7 +727,7 @@ def _learn_numeric(source: Source, column: Column, accountant: Accountant, rho: 
 
 
 def _grid(kind: Kind) -> np.ndarray:
-    """The data-independent coarse grid: calendar years for datetimes, else 0 and sign times powers of 2
+    """The data-independent coarse grid: calendar years for datetimes, else 0 and sign times powers of sqrt 2
     (integers from 1, rounded up to integers)."""
     if kind is Kind.DATETIME:
         return np.array([pd.Timestamp(year=year, month=1, day=1).value for year in _GRID_YEARS], dtype=float)
