@@ -19,6 +19,10 @@ batch 16) and ``base`` (the model without adapters, prompted the same way). Per 
   canaries untrained: the exposure chance alone gives.
 
     .venv/bin/python benchmarks/text_dp_lora.py [--n-train 500] [--models dp,plain,base] [--no-samples]
+    .venv/bin/python benchmarks/text_dp_lora.py --models "dp:epochs=4+batch_size=128+learning_rate=0.005"
+
+A model named ``dp:KEY=VALUE+...`` is a DP fit with other ``DPLoRA`` settings (epochs, batch_size,
+learning_rate, rank, max_length), recorded as its own row.
 
 Writes ``benchmarks/results/text_dp_lora.json`` (merging the rows of models not re-run).
 """
@@ -106,6 +110,14 @@ def score(model: Any, holdout: Any, holdout_vectors: np.ndarray, embedder: Any, 
     }
 
 
+def variant(name: str) -> dict[str, Any]:
+    """``DPLoRA`` settings named in a model name such as ``dp:epochs=4+batch_size=128+learning_rate=0.005``."""
+    if ":" not in name:
+        return {}
+    pairs = (item.split("=") for item in name.split(":", 1)[1].split("+"))
+    return {key: (float(value) if key == "learning_rate" else int(value)) for key, value in pairs}
+
+
 def run(
     name: str, train: Any, holdout: Any, holdout_vectors: np.ndarray, embedder: Any, samples: bool
 ) -> dict[str, Any]:
@@ -125,7 +137,9 @@ def run(
             round(exposure(float(s), scores[len(inserted) :]), 3) for s in scores[: len(inserted)]
         ]
     else:
-        model = DPLoRA(batch_size=64 if name == "dp" else 16, max_length=64, epochs=1)
+        settings: dict[str, Any] = {"batch_size": 64 if name.startswith("dp") else 16, "max_length": 64, "epochs": 1}
+        settings.update(variant(name))
+        model = DPLoRA(**settings)
         start, cpu = time.perf_counter(), time.process_time()
         result = canary_exposure(
             model,
@@ -135,15 +149,17 @@ def run(
             canaries=len(REPEATS),
             repeats=REPEATS,
             candidates=1000,
-            epsilon=EPSILON if name == "dp" else None,
-            delta=DELTA if name == "dp" else None,
+            epsilon=EPSILON if name.startswith("dp") else None,
+            delta=DELTA if name.startswith("dp") else None,
             seed=0,
         )
         row.update(
             {
-                "epsilon": EPSILON if name == "dp" else None,
-                "delta": DELTA if name == "dp" else None,
+                "epsilon": EPSILON if name.startswith("dp") else None,
+                "delta": DELTA if name.startswith("dp") else None,
                 "batch_size": model.batch_size,
+                "epochs": model.epochs,
+                "learning_rate": model.learning_rate,
                 "wall_seconds_fit_and_audit": round(time.perf_counter() - start, 1),
                 "cpu_seconds_fit_and_audit": round(time.process_time() - cpu, 1),
                 "train_seconds": round(model.seconds_, 1),
