@@ -4,9 +4,9 @@ and what MST's 2-/3-way TVD and TSTR make of each setting.
 Learns the domains the way MST and AIM do (10% of the budget, delta 1e-6) at epsilon 0.3 and 1, ``--seeds`` times,
 under the current settings of ``privsynth.synth.domain`` and two alternatives tried in session 8: a looser
 false-cell rate for the bounds histogram (1e-4), and a grid in powers of 2 with half of a column's share on its
-bounds and pooled blocks of up to 8 cells (half the values clipped, worse TVD, better TSTR on nassCDS). Neither
-was adopted (see the closing note of #5)., and writes the share of
-values outside the bounds and the bounds' width relative to the real range per column, and the means.
+bounds and pooled blocks of up to 8 cells (half the values clipped, worse TVD, better TSTR on nassCDS); neither
+was adopted (see the closing note of #5). Writes, per setting, the share of values outside the bounds and the
+bounds' width relative to the real range per column, their means, and MST's scores.
 
     .venv/bin/python benchmarks/domain_bounds.py            # writes benchmarks/results/domain_bounds.txt
 """
@@ -23,7 +23,7 @@ import privsynth.synth.domain as domain
 from privsynth.data.datasets import bundled_schema, dataset_names, load_dataset
 from privsynth.data.sources import frame_source
 from privsynth.privacy.accountant import Accountant
-from privsynth.synth.marginal import _budget
+from privsynth.synth.marginal import MST, _budget
 
 RESULTS = Path(__file__).resolve().parent / "results" / "domain_bounds.txt"
 SETTINGS = {
@@ -37,16 +37,19 @@ SETTINGS = {
 }
 
 
-def clipped(seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
+Tables = dict[str, tuple[pd.DataFrame, pd.DataFrame]]
+
+
+def clipped(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
+    share = MST().preprocessing_share
     rows = []
-    for name in dataset_names("table"):
-        train = load_dataset(name, "train")
+    for name, (train, _) in tables.items():
         schema = bundled_schema(name, train).synthesized()
         for epsilon in epsilons:
             for seed in range(seeds):
                 budget = _budget("mst", schema, epsilon, 1e-6)
                 domains = domain.learn_domains(
-                    frame_source(train), schema, Accountant(budget), rho=budget.split([0.1, 0.9])[0].rho
+                    frame_source(train), schema, Accountant(budget), rho=budget.split([share, 1 - share])[0].rho
                 )
                 for column, learned in domains.items():
                     edges = getattr(learned.binning, "edges", None)
@@ -60,7 +63,7 @@ def clipped(seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "column", "epsilon", "seed", "outside", "width"])
 
 
-def quality(seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
+def quality(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
     """2- and 3-way TVD and TSTR (macro AUC on the holdout) of MST fits on the bundled tables."""
     from threadpoolctl import threadpool_limits
 
@@ -72,8 +75,7 @@ def quality(seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
     keys = ("fidelity.tvd_2way", "fidelity.tvd_3way", "utility.tstr")
     rows = []
     with threadpool_limits(limits=1, user_api="openmp"):  # as evaluate() does: spinning OpenMP threads
-        for name in dataset_names("table"):
-            train, holdout = load_dataset(name, "train"), load_dataset(name, "holdout")
+        for name, (train, holdout) in tables.items():
             schema = bundled_schema(name, train)
             for epsilon in epsilons:
                 for seed in range(seeds):
@@ -95,14 +97,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     current = {key: getattr(domain, key) for settings in SETTINGS.values() for key in settings}
+    tables = {name: (load_dataset(name, "train"), load_dataset(name, "holdout")) for name in dataset_names("table")}
     parts = []
     for label, settings in SETTINGS.items():
         for key, value in {**current, **settings}.items():
             setattr(domain, key, value)
-        table = clipped(args.seeds, (0.3, 1.0))
+        table = clipped(tables, args.seeds, (0.3, 1.0))
         summary = table.groupby("epsilon")["outside"].agg(["mean", "max"]).round(3)
         per_column = table.groupby(["dataset", "column", "epsilon"])[["outside", "width"]].mean().round(3)
-        scores = quality(args.quality_seeds, (0.3, 1.0))
+        scores = quality(tables, args.quality_seeds, (0.3, 1.0))
         means = scores.groupby(["epsilon", "dataset"]).agg(["mean", "sem"]).round(3)
         parts.append(
             f"== {label} {settings or current}: share of values outside the learned bounds "

@@ -137,7 +137,8 @@ def run(
             round(exposure(float(s), scores[len(inserted) :]), 3) for s in scores[: len(inserted)]
         ]
     else:
-        settings: dict[str, Any] = {"batch_size": 64 if name.startswith("dp") else 16, "max_length": 64, "epochs": 1}
+        private = name.startswith("dp")
+        settings: dict[str, Any] = {"batch_size": 64 if private else 16, "max_length": 64, "epochs": 1}
         settings.update(variant(name))
         model = DPLoRA(**settings)
         start, cpu = time.perf_counter(), time.process_time()
@@ -149,14 +150,14 @@ def run(
             canaries=len(REPEATS),
             repeats=REPEATS,
             candidates=1000,
-            epsilon=EPSILON if name.startswith("dp") else None,
-            delta=DELTA if name.startswith("dp") else None,
+            epsilon=EPSILON if private else None,
+            delta=DELTA if private else None,
             seed=0,
         )
         row.update(
             {
-                "epsilon": EPSILON if name.startswith("dp") else None,
-                "delta": DELTA if name.startswith("dp") else None,
+                "epsilon": EPSILON if private else None,
+                "delta": DELTA if private else None,
                 "batch_size": model.batch_size,
                 "epochs": model.epochs,
                 "learning_rate": model.learning_rate,

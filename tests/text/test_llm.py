@@ -178,12 +178,11 @@ def test_local_generator_prefers_batched_transformers_and_names_what_is_missing(
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-
-    def without(*names: str) -> None:
-        monkeypatch.setattr(
-            importlib.util, "find_spec", lambda name, *a: None if name in names else real_find_spec(name, *a)
-        )
-
-    without("transformers", "llama_cpp")
+    missing = ("transformers", "llama_cpp")
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real_find_spec(name, *a)
+    )
     with pytest.raises(ParameterError, match=r"needs `transformers`.*or `llama-cpp-python`"):
         local_generator()
+    with pytest.raises(ParameterError, match=r"llama\.cpp backend needs `llama-cpp-python`"):
+        local_generator(backend="llama.cpp")

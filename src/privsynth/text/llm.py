@@ -346,6 +346,8 @@ def local_generator(*, context_window: int = 1024, backend: str = "auto") -> Tex
     if backend == "transformers" or (backend == "auto" and has_transformers):
         return TransformersGenerator(context_window=context_window)
     if importlib.util.find_spec("llama_cpp") is None:
+        if backend == "llama.cpp":
+            raise ParameterError("the llama.cpp backend needs `llama-cpp-python`: `pip install llama-cpp-python`")
         raise ParameterError(
             "the local model needs `transformers` (`pip install 'privsynth[text]'`) or `llama-cpp-python`"
         )
