@@ -187,14 +187,17 @@ def test_mst_and_aim_beat_independent_columns_at_epsilon_3(nass: pd.DataFrame, a
 
 
 def test_aim_is_at_least_as_good_as_mst_on_3_way_marginals_at_epsilon_1(nass: pd.DataFrame, mst: MST, aim: AIM) -> None:
-    """The issue's target on the model's cells, same budget and public domains; DP noise is not seeded, so the
-    margin allows for one draw against another."""
-    aim_rows, mst_rows = aim.sample(len(nass), seed=2), mst.sample(len(nass), seed=2)
-    # measured: AIM 0.028 (2-way 0.013), MST 0.034 (2-way 0.016); 12 rounds ran as 6 (budget x4 when stalled)
+    """The issue's target on the model's cells, same budget and public domains. DP noise cannot be seeded, so the
+    bounds come from the spread of 30 AIM and 10 MST fits (session 9), and 10x as many rows as the data keep the
+    sampling noise out of the comparison (at 1x, one CI run drew a 3-way TVD 2.7 sd above AIM's mean)."""
+    n = 10 * len(nass)
+    aim_rows, mst_rows = aim.sample(n, seed=2), mst.sample(n, seed=2)
+    # measured over 30 fits: AIM 3-way 0.0218 +- 0.0018 (max 0.025), 2-way 0.0097 +- 0.0007; MST 3-way
+    # 0.0298 +- 0.0006: AIM's lead is 4 standard deviations of the difference
     aim_3, mst_3 = marginal_tvd(aim.domains_, nass, aim_rows, 3), marginal_tvd(mst.domains_, nass, mst_rows, 3)
-    assert aim_3 < 0.032
-    assert aim_3 <= 1.05 * mst_3
-    assert marginal_tvd(aim.domains_, nass, aim_rows, 2) < 0.016
+    assert aim_3 < 0.030
+    assert aim_3 < mst_3
+    assert marginal_tvd(aim.domains_, nass, aim_rows, 2) < 0.013
 
 
 def test_conditional_sampling_is_exact(mst: MST) -> None:
