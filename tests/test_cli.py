@@ -59,6 +59,14 @@ def test_condition_option_fixes_the_column(tmp_path: Path) -> None:
     assert (pd.read_csv(tmp_path / "d.csv")["dead"] == "dead").all()
 
 
+def test_param_option_sets_the_method_s_hyperparameters(tmp_path: Path) -> None:
+    args = ["generate", "nassCDS", "--method", "mst", "--epsilon", "1", "--ledger", "l.sqlite", "--rows", "50"]
+    result = run(*args, "--param", "numeric_bins=uniform", "--param", "iters=100", "-o", "m.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    parameters = json.loads((tmp_path / "m.card.json").read_text())["generator"]["parameters"]
+    assert parameters["numeric_bins"] == "uniform" and parameters["iters"] == 100
+
+
 def test_rebalance_option_generates_the_requested_class_mix(tmp_path: Path) -> None:
     args = ["generate", "covid_testing", "--method", "deep", "--rows", "400", "--seed", "3", "-o", "r.csv"]
     result = run(*args, "--rebalance", "result", "--mix", "positive=0.5", "--mix", "negative=0.5", cwd=tmp_path)
@@ -104,6 +112,17 @@ def test_rebalance_option_generates_the_requested_class_mix(tmp_path: Path) -> N
             "cannot connect to postgresql+psycopg://nobody@127.0.0.1:9/none",
         ),
         ({}, ["generate", "nassCDS", "--condition", "dead", "-o", "o.csv"], "--condition takes COLUMN=VALUE"),
+        ({}, ["generate", "nassCDS", "--param", "rounds", "-o", "o.csv"], "--param takes KEY=VALUE"),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "mst", "--epsilon", "1", "--param", "speed=3", "-o", "o.csv"],
+            "bad parameter for 'mst'",
+        ),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "aim", "--epsilon", "1", "--param", "max_minutes=0", "-o", "o.csv"],
+            "max_minutes must be a finite number > 0",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line(tmp_path: Path, setup: dict[str, str], args: list[str], message: str) -> None:

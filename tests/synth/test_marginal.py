@@ -272,6 +272,34 @@ def test_aim_model_size_cap_binds_with_a_message(nass: pd.DataFrame, caplog: pyt
     assert model.model_.size_mb <= cap
 
 
+def test_aim_out_of_time_spends_the_rest_on_what_it_measured(
+    nass: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``max_minutes`` on a clock that moves 10 s each time AIM reads it: the rounds stop before the final
+    estimate would end past the limit, and the budget left measures the marginals already measured again."""
+    from privsynth.synth import marginal
+
+    ticks = itertools.count()
+    monkeypatch.setattr(marginal, "_clock", lambda: 10.0 * next(ticks))
+    small = nass[SMALL]
+    with caplog.at_level(logging.INFO, logger="privsynth.synth.marginal"):
+        model = AIM(rounds=200, max_model_size=1, numeric_bins="uniform", max_minutes=1).fit(
+            small, public(small), epsilon=1.0
+        )
+    assert isinstance(model, AIM) and model.time_limited_
+    # start at 0 s, round t reads 10 t s: rounds 1-5 fit in 60 s with the final estimate (about 1 s), round 6 does
+    # not; without the limit, 200 planned rounds end after about 13 (the round budget grows when progress stalls)
+    assert model.rounds_ == 5
+    assert f"ran out of time (max_minutes=1) after 5 rounds" in caplog.text
+    assert sum(s["purpose"].startswith("select round") for s in model.spends_) == 5
+    assert float(spent(model)) == pytest.approx(model.rho_, rel=1e-9) and spent(model) <= Fraction(model.rho_)
+    measured = [s["purpose"] for s in model.spends_ if "marginal of" in s["purpose"]]
+    again = measured[len(SMALL) + 5 :]
+    assert sorted(again) == sorted(set(measured[: len(SMALL) + 5])) and len(again) == len(set(again))
+    with pytest.raises(ParameterError, match="max_minutes must be a finite number > 0"):
+        AIM(max_minutes=0)
+
+
 def test_junction_tree_answers_are_exact() -> None:
     """Marginals, conditionals and model sizes of the numpy junction tree, against brute force and mbi."""
     from mbi import Domain, junction_tree

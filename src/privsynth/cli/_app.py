@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
@@ -106,3 +107,27 @@ def parse_conditions(pairs: list[str]) -> dict[str, Any]:
             raise ParameterError(f"--condition takes COLUMN=VALUE, not {pair!r}")
         conditions[column] = value
     return conditions
+
+
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="KEY=VALUE hyperparameter of the method (the value read as YAML: 3, 0.5, true, [a, b]); repeatable, "
+        "e.g. --param max_minutes=30 --param rounds=64 (aim)."
+    ),
+]
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``--param KEY=VALUE`` pairs as keyword arguments, each value read as YAML (``3`` and ``1e-3`` are numbers)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ParameterError(f"--param takes KEY=VALUE (e.g. iterations=3), not {pair!r}")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string
+            with suppress(ValueError):
+                parsed = float(parsed)
+        params[key] = parsed
+    return params

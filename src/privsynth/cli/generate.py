@@ -14,6 +14,7 @@ from privsynth.cli._app import (
     DataArg,
     DelimiterOpt,
     OverwriteOpt,
+    ParamOpt,
     TableOpt,
     app,
     console,
@@ -21,6 +22,7 @@ from privsynth.cli._app import (
     infer_schema,
     open_data,
     parse_conditions,
+    parse_params,
     progress_bar,
 )
 from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
@@ -47,6 +49,7 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Seed: the same seed gives the same rows.")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Privacy budget of a DP method (aim, mst, dp-deep).")] = None,
     delta: Annotated[float | None, typer.Option(help="Delta of a DP method (default: the method's, 1e-6).")] = None,
+    param: ParamOpt = None,
     ledger: Annotated[
         str | None,
         typer.Option(
@@ -103,6 +106,7 @@ def generate(
             mix=_mix(mix, rebalance),
             epsilon=epsilon,
             delta=delta,
+            params=parse_params(param or []),
             ledger=ledger,
             retention=retention,  # type: ignore[arg-type]  # checked by synthesize
             datasheet=_answers(datasheet or []),

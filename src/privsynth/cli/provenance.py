@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from privsynth.cli._app import OverwriteOpt, app, console, err_console, progress_bar
+from privsynth.cli._app import OverwriteOpt, app, console, err_console, parse_params, progress_bar
 from privsynth.data.output import check_output
 from privsynth.errors import ParameterError
 from privsynth.provenance.card import card_path, file_sha256, read_card
@@ -189,7 +189,7 @@ def collapse_command(
             seed,
             output_dir,
             rows=rows,
-            params=_parse_params(param or []),
+            params=parse_params(param or []),
             epsilon=epsilon,
             delta=delta,
             overwrite=overwrite,
@@ -207,23 +207,6 @@ def collapse_command(
         )
     console.print(table)
     console.print(f"wrote {', '.join(map(str, result.files))} ({result.seconds:.0f} s)")
-
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ParameterError(f"--param takes KEY=VALUE, not {pair!r}")
-        value: Any = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                continue
-        params[key] = value
-    return params
 
 
 def _fmt(value: float | None) -> str:

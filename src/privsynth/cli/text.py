@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 import typer
-import yaml
 
-from privsynth.cli._app import DelimiterOpt, OverwriteOpt, app, console, open_data, progress_bar
+from privsynth.cli._app import DelimiterOpt, OverwriteOpt, app, console, open_data, parse_params, progress_bar
 from privsynth.data.datasets import DATASETS, load_dataset
 from privsynth.data.output import check_output
 from privsynth.data.sources import load_source
@@ -96,7 +95,7 @@ def generate(
             ledger=ledger,
             seed=seed,
             names=tuple(name or ()),
-            params=_params(param or []),
+            params=parse_params(param or []),
             canaries=canaries,
             save_model=save_model,
         )
@@ -152,16 +151,6 @@ def sample(
         f"wrote {len(release.data)} synthetic texts to {written} ({fitted.name}, fitted at "
         f"({context['epsilon']:g}, {context['delta']:g})-DP; sampling spent nothing)"
     )
-
-
-def _params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise ParameterError(f"--param takes KEY=VALUE (e.g. iterations=3), not {pair!r}")
-        params[key] = yaml.safe_load(value)
-    return params
 
 
 def _holdout(data: str, holdout: str | None, bundled: bool, delimiter: str | None) -> pd.DataFrame | None:

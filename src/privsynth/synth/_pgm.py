@@ -13,12 +13,15 @@ process, as mbi asks: in 32 bits its estimates stall on tables of more than abou
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jax
 import numpy as np
+import opt_einsum  # type: ignore[import-untyped]
 
 jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 # mbi compiles many small programs, which a persistent compilation cache only slows down (mbi warns otherwise).
@@ -28,6 +31,8 @@ import mbi  # type: ignore[import-untyped]  # noqa: E402  (after the float64 swi
 from mbi import estimation, junction_tree, marginal_loss  # noqa: E402
 
 __all__ = ["Clique", "Model", "NoisyMarginal", "estimate", "independent", "model_size_mb", "total_from"]
+
+logger = logging.getLogger(__name__)
 
 Clique = tuple[str, ...]
 Factor = tuple[Clique, np.ndarray]
@@ -150,15 +155,25 @@ def estimate(
         alpha=2.0 / (loss.lipschitz * total),
         loss=np.float64(0.0),
     )
-    previous, stalls = math.inf, 0
+    previous, stalls, blocks, start = math.inf, 0, 0, time.perf_counter()
     for _ in range(math.ceil(iters / estimation.CALLBACK_EVERY)):
         state = _ESTIMATOR._multi_step(state, loss, float(total))
+        blocks += 1
         if tol is not None:
             current = float(state.loss)
             stalls = stalls + 1 if previous - current <= tol * max(abs(current), 1.0) else 0
             previous = current
             if stalls >= _PATIENCE:
                 break
+    logger.debug(
+        "estimate: %d cliques, %d cells, %d blocks of %d steps, loss %.6g, %.1f s",
+        len(shapes),
+        sum(math.prod(s) for s in shapes.values()),
+        blocks,
+        estimation.CALLBACK_EVERY,
+        float(state.loss),
+        time.perf_counter() - start,
+    )
     fitted = state.potentials
     potentials = {tuple(cl): np.asarray(fitted[cl].values, dtype=np.float64) for cl in fitted.cliques}
     # Every new model structure compiles new XLA programs, and each keeps memory mappings until its cache entry
@@ -166,7 +181,9 @@ def estimate(
     # the kernel's 65,530 mappings and died with "LLVM compilation error: Cannot allocate memory". A structure
     # is not met again after its estimate (the next one adds a clique), so dropping the caches costs nothing.
     jax.clear_caches()  # type: ignore[no-untyped-call]
-    return Model(dict(domain), potentials, float(total))
+    model = Model(dict(domain), potentials, float(total))
+    model.seconds_per_step = (time.perf_counter() - start) / (blocks * estimation.CALLBACK_EVERY)
+    return model
 
 
 _ESTIMATOR = estimation.MirrorDescent()
@@ -239,6 +256,9 @@ class Model:
     the (noisy) number of records the marginals sum to. Marginals, conditionals and samples are exact for the
     distribution the potentials define.
     """
+
+    seconds_per_step = 0.0
+    """Wall time of one mirror-descent step when :func:`estimate` made the model (0 for others)."""
 
     def __init__(self, domain: Mapping[str, int], potentials: Mapping[Clique, np.ndarray], total: float) -> None:
         self.domain = dict(domain)
@@ -343,8 +363,10 @@ class Model:
         return result
 
     def _within_component(self, attrs: Clique, members: list[Clique], marginals: Mapping[Clique, np.ndarray]) -> Factor:
-        """Exact marginal of ``attrs`` inside one tree: the joint of the smallest subtree holding them,
-        as P(root) times P(node | separator) down the subtree, summed out node by node from the leaves."""
+        """Exact marginal of ``attrs`` inside one tree: the joint of the smallest subtree holding them, as P(root)
+        times P(node | separator) down the subtree, contracted onto ``attrs`` by opt_einsum in the order it finds
+        cheapest (summing node by node from the leaves built tables over every wanted attribute and separator at
+        once: 85% of AIM's time on a 10M-row table, where the model's cliques reach 6 attributes)."""
         chosen: list[Clique] = []
         left = set(attrs)
         while left:
@@ -370,25 +392,30 @@ class Model:
             while step is not None and step not in keep:
                 keep.add(step)
                 step = parent_of[step]
-        order = [c for c in queue if c in keep]
-        wanted = set(attrs)
-        message: dict[Clique, Factor] = {}
-        for node in reversed(order):
+        factors: list[Factor] = []
+        for node in (c for c in queue if c in keep):
             parent = parent_of[node]
-            table = marginals[node]
-            if parent is not None:
-                # P(node | separator), divided in one step: a cell's probability is at most its separator's, so
-                # the ratio stays in [0, 1] where 1 / P(separator) alone overflows for near-impossible cells.
-                below = _expand(_sum_to((node, table), _shared(node, parent)), node)
-                table = np.divide(table, below, out=np.zeros_like(table), where=below > 0)
-            factors: list[Factor] = [(node, table)]
-            factors += [message[c] for c in order if parent_of.get(c) == node]
-            product = _product(factors)
-            if parent is None:
-                return _sum_to(product, tuple(a for a in product[0] if a in wanted))
-            keep_attrs = tuple(a for a in product[0] if a in wanted or a in parent)
-            message[node] = _sum_to(product, keep_attrs)
-        raise AssertionError("unreachable: the root ends the loop")
+            factors.append((node, marginals[node] if parent is None else self._conditional(node, parent, marginals)))
+        return attrs, _contract(factors, attrs)
+
+    def _conditional(self, node: Clique, parent: Clique, marginals: Mapping[Clique, np.ndarray]) -> np.ndarray:
+        """P(node | its separator with ``parent``), cached per edge direction for the model's own marginals.
+
+        Divided in one step: a cell's probability is at most its separator's, so the ratio stays in [0, 1] where
+        1 / P(separator) alone overflows for near-impossible cells."""
+        cache: dict[tuple[Clique, Clique], np.ndarray] = self.__dict__.setdefault("_conditionals", {})
+        if marginals is self.marginals and (node, parent) in cache:
+            return cache[node, parent]
+        table = marginals[node]
+        below = _expand(_sum_to((node, table), _shared(node, parent)), node)
+        ratio = np.asarray(np.divide(table, below, out=np.zeros_like(table), where=below > 0))
+        if marginals is self.marginals:
+            cache[node, parent] = ratio
+        return ratio
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the cache of conditionals (rebuilt on use)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_conditionals"}
 
     def _components(self) -> list[list[Clique]]:
         """The junction forest's trees, as lists of cliques."""
@@ -475,15 +502,13 @@ def _sum_to(factor: Factor, keep: Clique) -> Factor:
     return tuple(a for a in names if a in keep), values.sum(axis=axes) if axes else values
 
 
-def _product(factors: list[Factor]) -> Factor:
-    scope: list[str] = []
-    for names, _ in factors:
-        scope += [a for a in names if a not in scope]
-    attrs = tuple(scope)
-    out = np.ones(())
-    for factor in factors:
-        out = out * _expand(factor, attrs)
-    return attrs, out
+def _contract(factors: list[Factor], keep: Clique) -> np.ndarray:
+    """The product of ``factors`` summed onto ``keep`` (axes in that order), without building the product."""
+    index = {a: i for i, a in enumerate(dict.fromkeys(a for names, _ in factors for a in names))}
+    operands: list[object] = []
+    for names, values in factors:
+        operands += [values, [index[a] for a in names]]
+    return np.asarray(opt_einsum.contract(*operands, [index[a] for a in keep], optimize="auto"))
 
 
 def _draw_rows(table: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
