@@ -290,7 +290,7 @@ def test_aim_out_of_time_spends_the_rest_on_what_it_measured(
     # start at 0 s, round t reads 10 t s: rounds 1-5 fit in 60 s with the final estimate (about 1 s), round 6 does
     # not; without the limit, 200 planned rounds end after about 13 (the round budget grows when progress stalls)
     assert model.rounds_ == 5
-    assert f"ran out of time (max_minutes=1) after 5 rounds" in caplog.text
+    assert "ran out of time (max_minutes=1) after 5 rounds" in caplog.text
     assert sum(s["purpose"].startswith("select round") for s in model.spends_) == 5
     assert float(spent(model)) == pytest.approx(model.rho_, rel=1e-9) and spent(model) <= Fraction(model.rho_)
     measured = [s["purpose"] for s in model.spends_ if "marginal of" in s["purpose"]]
