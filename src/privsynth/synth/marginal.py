@@ -272,9 +272,9 @@ class AIM(_MarginalMethod):
     once two blocks of 50 steps in a row improve the loss by less than this share of it (post-processing of
     the noisy measurements: it changes time and accuracy, not privacy).
     ``max_minutes`` (default: none), as MOSTLY AI's ``max_training_time``: once the time spent plus the
-    expected time of the final estimate reaches it, the next round is the last and spends all the budget
-    left, as AIM's own last round does. The total spent is the same; only how it is split over rounds changes,
-    and that split is chosen from the clock and the model's released structure, not from the rows (the clock
+    expected time of the final estimate reaches it, the rounds stop and the budget left measures every marginal
+    measured so far once more (no selection, no new clique). The total spent is the same; only how it is split
+    changes, and that split is chosen from the clock and the model's released structure, not from the rows (the clock
     itself is a timing channel, which DP accounting here as in every DP library leaves out). On a large table
     a round's estimate runs all its steps and their cost grows with the model (10M rows of nassCDS: 27 s a
     round at round 20 of 224, and rising), so this is how AIM finishes there in a set time.
@@ -367,13 +367,12 @@ class AIM(_MarginalMethod):
         model = _pgm.estimate(domain, measurements, _pgm.total_from(measurements), iters=self.iters)
         t, final, excluded, self.time_limited_ = 0, False, 0, False
         while not final:
-            t += 1
             left = rho - used
             final = left < 2 * round_rho
             if not final and self._out_of_time(start, model):
                 self.time_limited_ = True
-                t -= 1
                 break
+            t += 1
             select, measure = Budget.from_rho(_floor(left if final else round_rho), budget.delta).split([0.1, 0.9])
             used += Fraction(select.rho) + Fraction(measure.rho)
             report("aim", t, rounds, f"rho left {float(rho - used):.4f}")
