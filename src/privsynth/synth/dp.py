@@ -1,0 +1,166 @@
+"""The contract every differentially private method fits under (tabular and text).
+
+One place resolves a DP budget (the default and largest delta, the part of delta set aside for DP key
+discovery), opens the ledger and the accountant for a fit, and describes what a fit may publish. The CLI, the
+service and the benchmarks ask this module instead of re-deriving any of it.
+
+What a DP release may carry (the release boundary): the synthetic rows, values released through a mechanism,
+values the user declared public, and parameters the user chose. :class:`FitRecord` holds exactly that for one
+fit, and a release's data card is built from it, never from attributes read off the model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from privsynth.data.schema import Schema
+from privsynth.errors import ParameterError
+from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
+from privsynth.privacy.budget import Budget, check_positive
+from privsynth.privacy.ledger import Ledger
+
+__all__ = ["DEFAULT_DELTA", "MAX_DELTA", "FitRecord", "LedgerArg", "open_fit", "resolve_budget"]
+
+DEFAULT_DELTA: Final = 1e-6
+MAX_DELTA: Final = 1e-5
+"""Largest delta accepted. Delta must be well below 1/n, but n is private and is not read: 1e-5 keeps
+delta < 1/n for tables of up to 100,000 rows; a larger table needs a smaller delta (a warning says so when the
+noisy row count shows it)."""
+
+LedgerArg = Ledger | str | os.PathLike[str] | Literal[False] | None
+"""Where a DP fit records its spends: a :class:`Ledger`, a SQLAlchemy URL or SQLite path, ``None`` for the
+default ledger (``$PRIVSYNTH_LEDGER`` or ``~/.privsynth/ledger.sqlite``), or ``False`` for none (experiments on
+public data only: nothing is recorded across fits)."""
+
+
+def resolve_budget(method: str, epsilon: float | None, delta: float | None, schema: Schema | None = None) -> Budget:
+    """The budget of one DP fit of ``method`` at the user's ``epsilon`` and ``delta`` (default
+    :data:`DEFAULT_DELTA`, at most :data:`MAX_DELTA`).
+
+    With a ``schema`` that has categorical columns without public categories, part of delta is set aside for
+    DP key discovery (:func:`privsynth.synth.domain.discovery_delta`); text methods pass no schema.
+    """
+    if epsilon is None:
+        raise ParameterError(
+            f"'{method}' is differentially private and needs a privacy budget: pass epsilon (for example "
+            "epsilon=1.0; smaller is more private)"
+        )
+    epsilon = check_positive("epsilon", epsilon)
+    delta = DEFAULT_DELTA if delta is None else check_positive("delta", delta)
+    if delta > MAX_DELTA:
+        raise ParameterError(
+            f"delta={delta:g} is too large: delta must be well below 1/n, and the row count n is private, so "
+            f"privsynth accepts at most delta={MAX_DELTA:g} (below 1/n up to 100,000 rows); use delta=1e-6, or "
+            "smaller for larger tables"
+        )
+    approx = 0.0
+    if schema is not None:
+        from privsynth.synth.domain import discovery_delta
+
+        approx = discovery_delta(schema, delta)
+    return Budget.from_epsilon_delta(epsilon, delta, approx_delta=approx)
+
+
+def ledger_for(ledger: LedgerArg) -> Ledger | None:
+    """The ledger a DP fit records in: as given, the default one for ``None``, none for ``False``."""
+    if ledger is False:
+        return None
+    if ledger is None:
+        return Ledger()
+    return open_ledger(ledger)
+
+
+@contextmanager
+def open_fit(
+    budget: Budget, ledger: LedgerArg, dataset: str, purpose: str, *, content: str | None = None
+) -> Iterator[tuple[Accountant, Budget | None]]:
+    """The accountant of one DP fit of ``dataset`` (the name its budget is kept under) and the dataset's cap.
+
+    The whole budget is reserved in the ledger first and committed at the end (see
+    :func:`privsynth.privacy.accountant.fit_accountant`). ``content`` is an optional content fingerprint of the
+    data: the ledger keeps only a keyed hash of it, to warn when the same data comes back under another name.
+    """
+    with fit_accountant(budget, ledger_for(ledger), dataset, dataset, purpose) as pair:
+        yield pair
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """What one fit may publish: a data card's generator and privacy sections are built from this only.
+
+    ``parameters`` are the hyperparameters the user chose; ``spends`` one mapping per mechanism call
+    (mechanism, purpose, rho, delta); ``released`` values the fit released through a mechanism that a card may
+    show (for example a noisy row count); ``assumptions`` what the fit assumed instead of reading it from the
+    data (a schema built from storage types, a missing-value cell in every column), in sentences for the card.
+    A non-DP fit has no budget; ``unit`` says whose privacy the budget protects (``row`` or ``person``).
+    """
+
+    method: str
+    differentially_private: bool
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    rho: float | None = None
+    spends: tuple[Mapping[str, Any], ...] = ()
+    released: Mapping[str, Any] = field(default_factory=dict)
+    assumptions: tuple[str, ...] = ()
+    unit: str = "row"
+
+    @classmethod
+    def of(
+        cls,
+        method: str,
+        parameters: Mapping[str, Any],
+        *,
+        budget: Budget | None = None,
+        accountant: Accountant | None = None,
+        dataset: str | None = None,
+        released: Mapping[str, Any] | None = None,
+        assumptions: tuple[str, ...] = (),
+        unit: str = "row",
+    ) -> FitRecord:
+        """The record of a fit: non-DP without a budget, DP with the budget it ran under and its spends."""
+        spends: tuple[Mapping[str, Any], ...] = ()
+        if accountant is not None:
+            spends = tuple(
+                {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
+                for c in accountant.charges
+            )
+        return cls(
+            method=method,
+            differentially_private=budget is not None,
+            parameters=dict(parameters),
+            dataset=dataset,
+            epsilon=None if budget is None else budget.epsilon,
+            delta=None if budget is None else budget.delta,
+            rho=None if budget is None else budget.rho,
+            spends=spends,
+            released=dict(released or {}),
+            assumptions=assumptions,
+            unit=unit,
+        )
+
+    @property
+    def rho_spent(self) -> float:
+        return float(sum(float(s.get("rho", 0.0)) for s in self.spends))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "differentially_private": self.differentially_private,
+            "parameters": dict(self.parameters),
+            "dataset": self.dataset,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "rho": self.rho,
+            "rho_spent": self.rho_spent if self.spends else None,
+            "spends": [dict(s) for s in self.spends],
+            "released": dict(self.released),
+            "assumptions": list(self.assumptions),
+            "unit": self.unit,
+        }
