@@ -23,14 +23,14 @@ START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    ledger.register("fp-adult", "adult")
+    ledger.register("adult")
     yield ledger
     ledger.close()
 
 
 @pytest.fixture
 def cap(ledger: Ledger) -> Budget:
-    return ledger.set_cap("fp-adult", 1.0, 1e-6)
+    return ledger.set_cap("adult", 1.0, 1e-6)
 
 
 def test_ledger_url_comes_from_argument_then_environment_then_home(
@@ -49,9 +49,9 @@ def test_ledger_url_comes_from_argument_then_environment_then_home(
 
 def test_ledger_persists_across_instances(tmp_path: Path) -> None:
     first = Ledger(tmp_path / "ledger.sqlite")
-    first.register("fp", "census")
-    first.set_cap("fp", 2.0, 1e-7)
-    first.spend("fp", 0.01, mechanism="gaussian", purpose="MST 1-way marginal (age)")
+    first.register("census")
+    first.set_cap("census", 2.0, 1e-7)
+    first.spend("census", 0.01, mechanism="gaussian", purpose="MST 1-way marginal (age)")
     first.close()
     second = Ledger(tmp_path / "ledger.sqlite")
     [record] = second.datasets()
@@ -62,9 +62,9 @@ def test_ledger_persists_across_instances(tmp_path: Path) -> None:
 
 def test_ledger_records_each_spend_with_its_epsilon_at_the_cap_delta(ledger: Ledger, cap: Budget) -> None:
     spend = ledger.spend(
-        "fp-adult", 0.005, mechanism="gaussian(sigma=10)", purpose="MST 2-way marginal measurement", release_id="r1"
+        "adult", 0.005, mechanism="gaussian(sigma=10)", purpose="MST 2-way marginal measurement", release_id="r1"
     )
-    [entry] = ledger.entries("fp-adult")
+    [entry] = ledger.entries("adult")
     assert entry == spend
     assert (entry.rho, entry.delta, entry.status, entry.release_id) == (0.005, 1e-6, "committed", "r1")
     assert entry.epsilon == pytest.approx(epsilon_from_rho_delta(0.005, 1e-6))
@@ -75,45 +75,45 @@ def test_ledger_records_each_spend_with_its_epsilon_at_the_cap_delta(ledger: Led
 
 def test_ledger_composes_spends_additively_in_rho(ledger: Ledger, cap: Budget) -> None:
     for rho in (0.004, 0.006, 0.002):
-        ledger.spend("fp-adult", rho, mechanism="gaussian", purpose="marginal")
-    assert ledger.spent("fp-adult") == pytest.approx(0.012)
-    assert ledger.remaining("fp-adult") == pytest.approx(cap.rho - 0.012)
+        ledger.spend("adult", rho, mechanism="gaussian", purpose="marginal")
+    assert ledger.spent("adult") == pytest.approx(0.012)
+    assert ledger.remaining("adult") == pytest.approx(cap.rho - 0.012)
     [record] = ledger.datasets()
     assert record.spent_epsilon == pytest.approx(epsilon_from_rho_delta(0.012, 1e-6))
     assert record.spent_epsilon == pytest.approx(0.68513, abs=1e-5)
 
 
 def test_ledger_refuses_overspend_and_writes_nothing(ledger: Ledger, cap: Budget) -> None:
-    ledger.spend("fp-adult", 0.6 * cap.rho, mechanism="gaussian", purpose="first fit")
+    ledger.spend("adult", 0.6 * cap.rho, mechanism="gaussian", purpose="first fit")
     with pytest.raises(BudgetExceeded) as refused:
-        ledger.spend("fp-adult", 0.5 * cap.rho, mechanism="gaussian", purpose="second fit")
+        ledger.spend("adult", 0.5 * cap.rho, mechanism="gaussian", purpose="second fit")
     message = str(refused.value)
     assert "spent or reserved so far epsilon=0.7" in message
     assert "this request epsilon=0.6" in message
     assert "cap epsilon=1 at delta=1e-06" in message
     assert "Nothing was recorded or released" in message
-    assert len(ledger.entries("fp-adult")) == 1
-    assert ledger.spent("fp-adult") == pytest.approx(0.6 * cap.rho)
+    assert len(ledger.entries("adult")) == 1
+    assert ledger.spent("adult") == pytest.approx(0.6 * cap.rho)
 
 
 def test_ledger_accepts_a_cap_spent_in_tenths_exactly(ledger: Ledger, cap: Budget) -> None:
     for share in cap.split([0.1] * 10):
-        ledger.spend("fp-adult", share.rho, mechanism="gaussian", purpose="tenth")
-    assert ledger.remaining("fp-adult") == pytest.approx(0.0, abs=1e-15)
+        ledger.spend("adult", share.rho, mechanism="gaussian", purpose="tenth")
+    assert ledger.remaining("adult") == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(BudgetExceeded):
-        ledger.spend("fp-adult", cap.rho * 1e-6, mechanism="gaussian", purpose="one too many")
+        ledger.spend("adult", cap.rho * 1e-6, mechanism="gaussian", purpose="one too many")
 
 
 def test_ledger_accepts_naive_float_shares_of_its_cap(ledger: Ledger, cap: Budget) -> None:
     for _ in range(10):
-        ledger.spend("fp-adult", cap.rho * 0.1, mechanism="gaussian", purpose="tenth computed in floats")
-    assert len(ledger.entries("fp-adult")) == 10
+        ledger.spend("adult", cap.rho * 0.1, mechanism="gaussian", purpose="tenth computed in floats")
+    assert len(ledger.entries("adult")) == 10
 
 
 def test_ledger_without_cap_records_every_spend(ledger: Ledger) -> None:
-    ledger.spend("fp-adult", 5.0, mechanism="gaussian", purpose="no cap set")
-    assert ledger.spent("fp-adult") == 5.0
-    assert ledger.remaining("fp-adult") == float("inf")
+    ledger.spend("adult", 5.0, mechanism="gaussian", purpose="no cap set")
+    assert ledger.spent("adult") == 5.0
+    assert ledger.remaining("adult") == float("inf")
     assert ledger.entries()[0].epsilon is None
 
 
@@ -125,58 +125,64 @@ def test_ledger_refuses_unregistered_dataset(ledger: Ledger) -> None:
 @pytest.mark.parametrize("rho", [0.0, -0.1, float("nan"), float("inf")])
 def test_ledger_refuses_invalid_rho(ledger: Ledger, rho: float) -> None:
     with pytest.raises(ParameterError, match="rho must be a finite number > 0"):
-        ledger.spend("fp-adult", rho, mechanism="gaussian", purpose="x")
+        ledger.spend("adult", rho, mechanism="gaussian", purpose="x")
 
 
-def test_register_twice_keeps_the_first_name_and_cap(ledger: Ledger, cap: Budget) -> None:
-    record = ledger.register("fp-adult", "another name")
-    assert (record.name, record.cap) == ("adult", cap)
+def test_register_twice_keeps_the_cap(ledger: Ledger, cap: Budget) -> None:
+    record = ledger.register("adult")
+    assert (record.name, record.label, record.cap) == ("adult", None, cap)
     assert len(ledger.datasets()) == 1
 
 
+def test_register_with_a_fingerprint_and_a_name_is_refused_with_the_new_call(ledger: Ledger) -> None:
+    with pytest.raises(ParameterError, match=r"takes the dataset's name only .* Ledger.register\(name\)"):
+        ledger.register("3fa9c0ffee", "adult")  # type: ignore[misc]
+    assert [record.name for record in ledger.datasets()] == ["adult"]
+
+
 def test_lowering_the_cap_below_spending_refuses_further_spends(ledger: Ledger, cap: Budget) -> None:
-    ledger.spend("fp-adult", 0.5 * cap.rho, mechanism="gaussian", purpose="x")
-    ledger.set_cap("fp-adult", 0.1, 1e-6)
-    assert ledger.remaining("fp-adult") == 0.0
+    ledger.spend("adult", 0.5 * cap.rho, mechanism="gaussian", purpose="x")
+    ledger.set_cap("adult", 0.1, 1e-6)
+    assert ledger.remaining("adult") == 0.0
     with pytest.raises(BudgetExceeded):
-        ledger.spend("fp-adult", 1e-6, mechanism="gaussian", purpose="y")
+        ledger.spend("adult", 1e-6, mechanism="gaussian", purpose="y")
 
 
 def test_reservation_counts_against_the_cap_until_cancelled(ledger: Ledger, cap: Budget) -> None:
-    job = ledger.reserve("fp-adult", 0.7 * cap.rho, purpose="service job 42")
-    assert ledger.spent("fp-adult") == 0.0
-    assert ledger.remaining("fp-adult") == pytest.approx(0.3 * cap.rho)
+    job = ledger.reserve("adult", 0.7 * cap.rho, purpose="service job 42")
+    assert ledger.spent("adult") == 0.0
+    assert ledger.remaining("adult") == pytest.approx(0.3 * cap.rho)
     with pytest.raises(BudgetExceeded, match="spent or reserved so far epsilon="):
-        ledger.spend("fp-adult", 0.5 * cap.rho, mechanism="gaussian", purpose="concurrent fit")
+        ledger.spend("adult", 0.5 * cap.rho, mechanism="gaussian", purpose="concurrent fit")
     ledger.cancel(job)
-    assert ledger.remaining("fp-adult") == pytest.approx(cap.rho)
-    assert ledger.entries("fp-adult")[0].status == "cancelled"
-    ledger.spend("fp-adult", 0.5 * cap.rho, mechanism="gaussian", purpose="after the cancellation")
+    assert ledger.remaining("adult") == pytest.approx(cap.rho)
+    assert ledger.entries("adult")[0].status == "cancelled"
+    ledger.spend("adult", 0.5 * cap.rho, mechanism="gaussian", purpose="after the cancellation")
 
 
 def test_spends_under_a_reservation_draw_on_it_not_on_the_cap(ledger: Ledger, cap: Budget) -> None:
-    job = ledger.reserve("fp-adult", 0.5 * cap.rho, purpose="service job 7")
+    job = ledger.reserve("adult", 0.5 * cap.rho, purpose="service job 7")
     for _ in range(5):
-        ledger.spend("fp-adult", 0.1 * cap.rho, mechanism="gaussian", purpose="measure", reservation=job)
-    assert ledger.remaining("fp-adult") == pytest.approx(0.5 * cap.rho)
+        ledger.spend("adult", 0.1 * cap.rho, mechanism="gaussian", purpose="measure", reservation=job)
+    assert ledger.remaining("adult") == pytest.approx(0.5 * cap.rho)
     with pytest.raises(BudgetExceeded, match=f"under reservation {job}"):
-        ledger.spend("fp-adult", 0.01 * cap.rho, mechanism="gaussian", purpose="measure", reservation=job)
+        ledger.spend("adult", 0.01 * cap.rho, mechanism="gaussian", purpose="measure", reservation=job)
     with pytest.raises(ParameterError, match="Commit it instead"):
         ledger.cancel(job)
     ledger.commit(job, release_id="release-7")
-    entries = ledger.entries("fp-adult")
+    entries = ledger.entries("adult")
     assert entries[0].status == "committed"
     assert entries[0].release_id == "release-7"
     assert all(entry.reservation_id == job for entry in entries[1:])
-    assert ledger.spent("fp-adult") == pytest.approx(0.5 * cap.rho)
+    assert ledger.spent("adult") == pytest.approx(0.5 * cap.rho)
     with pytest.raises(ParameterError, match="not an open reservation"):
-        ledger.spend("fp-adult", 0.01 * cap.rho, mechanism="gaussian", purpose="late", reservation=job)
+        ledger.spend("adult", 0.01 * cap.rho, mechanism="gaussian", purpose="late", reservation=job)
 
 
 def test_reservation_is_refused_when_the_cap_cannot_hold_it(ledger: Ledger, cap: Budget) -> None:
-    ledger.reserve("fp-adult", 0.6 * cap.rho, purpose="job 1")
+    ledger.reserve("adult", 0.6 * cap.rho, purpose="job 1")
     with pytest.raises(BudgetExceeded):
-        ledger.reserve("fp-adult", 0.6 * cap.rho, purpose="job 2")
+        ledger.reserve("adult", 0.6 * cap.rho, purpose="job 2")
     with pytest.raises(ParameterError, match="does not exist"):
         ledger.commit(12345)
 
@@ -184,15 +190,15 @@ def test_reservation_is_refused_when_the_cap_cannot_hold_it(ledger: Ledger, cap:
 def test_settle_commits_a_reservation_noise_was_drawn_under_and_cancels_one_without(
     ledger: Ledger, cap: Budget
 ) -> None:
-    idle = ledger.reserve("fp-adult", 0.3 * cap.rho, purpose="job that never started")
-    used = ledger.reserve("fp-adult", 0.3 * cap.rho, purpose="job killed mid-fit")
-    ledger.spend("fp-adult", 0.1 * cap.rho, mechanism="gaussian", purpose="measure", reservation=used)
+    idle = ledger.reserve("adult", 0.3 * cap.rho, purpose="job that never started")
+    used = ledger.reserve("adult", 0.3 * cap.rho, purpose="job killed mid-fit")
+    ledger.spend("adult", 0.1 * cap.rho, mechanism="gaussian", purpose="measure", reservation=used)
     assert ledger.settle(idle) == "cancelled"
     assert ledger.settle(used) == "committed"
     assert ledger.settle(used) is None  # exactly once: the second sweeper finds it closed
     assert ledger.settle(idle) is None
-    assert ledger.spent("fp-adult") == pytest.approx(0.3 * cap.rho)
-    assert ledger.remaining("fp-adult") == pytest.approx(0.7 * cap.rho)
+    assert ledger.spent("adult") == pytest.approx(0.3 * cap.rho)
+    assert ledger.remaining("adult") == pytest.approx(0.7 * cap.rho)
     with pytest.raises(ParameterError, match="does not exist"):
         ledger.settle(999)
 
@@ -200,17 +206,17 @@ def test_settle_commits_a_reservation_noise_was_drawn_under_and_cancels_one_with
 def test_a_reservation_in_the_callers_transaction_rolls_back_with_it(ledger: Ledger, cap: Budget) -> None:
     def reserve_then_fail() -> None:
         with ledger.begin() as connection:
-            ledger.reserve("fp-adult", 0.5 * cap.rho, purpose="job row failed to insert", connection=connection)
+            ledger.reserve("adult", 0.5 * cap.rho, purpose="job row failed to insert", connection=connection)
             raise RuntimeError("the caller's own insert failed")
 
     with pytest.raises(RuntimeError):
         reserve_then_fail()
-    assert ledger.entries("fp-adult") == []
+    assert ledger.entries("adult") == []
     with ledger.begin() as connection:
-        job = ledger.reserve("fp-adult", 0.5 * cap.rho, purpose="job", connection=connection)
+        job = ledger.reserve("adult", 0.5 * cap.rho, purpose="job", connection=connection)
     with ledger.begin() as connection:
         ledger.commit(job, release_id="r1", connection=connection)
-    (entry,) = ledger.entries("fp-adult")
+    (entry,) = ledger.entries("adult")
     assert (entry.status, entry.release_id) == ("committed", "r1")
 
 
@@ -236,7 +242,7 @@ def _race(url: str, reserve: bool) -> tuple[list[str], Ledger, str, Budget]:
     """Eight processes each ask for 0.3 of the cap at once; returns who succeeded and the ledger."""
     ledger = Ledger(url)
     fingerprint = f"fp-race-{uuid.uuid4().hex}"
-    ledger.register(fingerprint, "race")
+    ledger.register(fingerprint)
     cap = ledger.set_cap(fingerprint, 1.0, 1e-6)
     ledger.close()  # no pooled connection may cross the fork
     context = multiprocessing.get_context(START_METHOD)

@@ -34,7 +34,7 @@ CAP_RHO = rho_from_epsilon_delta(1.0, 1e-6)  # 0.024356: the cap (1, 1e-6) with 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    ledger.register("fp-covid", "covid_testing")
+    ledger.register("fp-covid")
     ledger.set_cap("fp-covid", 1.0, 1e-6)
     yield ledger
     ledger.close()
@@ -288,7 +288,7 @@ def _race_on_delta(url: str) -> tuple[list[str], Ledger, str]:
     """Eight processes each reserve delta 3e-7 of the cap's 1e-6 at once: three fit, on delta, not on rho."""
     ledger = Ledger(url)
     fingerprint = f"fp-race-{uuid.uuid4().hex}"
-    ledger.register(fingerprint, "race")
+    ledger.register(fingerprint)
     ledger.set_cap(fingerprint, 1.0, 1e-6)
     ledger.close()  # no pooled connection may cross the fork
     context = multiprocessing.get_context(START_METHOD)
@@ -324,9 +324,9 @@ def test_concurrent_reservations_cannot_pass_the_cap_on_delta_on_postgresql(post
 def test_ledger_show_reports_the_approximate_delta_spent(tmp_path: Path) -> None:
     path = tmp_path / "cli.sqlite"
     ledger = Ledger(path)
-    ledger.register("fp-covid-cli", "covid_testing")
-    ledger.set_cap("fp-covid-cli", 1.0, 1e-6)
-    ledger.spend("fp-covid-cli", 0.01, delta=2e-7, mechanism="gaussian_threshold", purpose="domain of 'result'")
+    ledger.register("covid_testing")
+    ledger.set_cap("covid_testing", 1.0, 1e-6)
+    ledger.spend("covid_testing", 0.01, delta=2e-7, mechanism="gaussian_threshold", purpose="domain of 'result'")
     ledger.close()
     env = {**os.environ, "COLUMNS": "200"}
     code = "from privsynth.cli import main; main()"
@@ -343,8 +343,8 @@ def test_ledger_show_reports_the_approximate_delta_spent(tmp_path: Path) -> None
     cells = [cell.strip() for cell in row.split("│")]
     # epsilons at the delta the approximate spend leaves, 1e-6 - 2e-7; then rho and approximate delta spent
     remaining = epsilon_from_rho_delta(rho_from_epsilon_delta(1.0, 8e-7) - 0.01, 8e-7)
-    assert cells[4:8] == [f"{epsilon_from_rho_delta(0.01, 8e-7):.4g}", f"{remaining:.4g}", "0.01", "2e-07"]
-    assert cells[4] == "0.6286"
+    assert cells[3:7] == [f"{epsilon_from_rho_delta(0.01, 8e-7):.4g}", f"{remaining:.4g}", "0.01", "2e-07"]
+    assert cells[3] == "0.6286"
 
 
 def test_mst_with_learned_categories_reserves_and_records_their_delta(tmp_path: Path) -> None:

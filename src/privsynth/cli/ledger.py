@@ -1,13 +1,15 @@
-"""`privsynth ledger show|cap`: what has been spent on each dataset, and the cap that bounds it."""
+"""`privsynth ledger show|cap|rename`: what has been spent on each dataset, by the name its budget is kept
+under, and the cap that bounds it."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from privsynth.cli._app import app, console, open_data
+from privsynth.cli._app import app, console
 from privsynth.errors import ParameterError
 from privsynth.privacy.budget import epsilon_from_rho_delta
 from privsynth.privacy.ledger import DatasetRecord, Ledger
@@ -19,28 +21,37 @@ LedgerOpt = Annotated[
     str | None,
     typer.Option("--ledger", help="Ledger database (SQLAlchemy URL or SQLite path; default $PRIVSYNTH_LEDGER)."),
 ]
-DatasetArg = Annotated[
-    str, typer.Argument(help="A data file, URL or bundled name; or a fingerprint (prefix) or name in the ledger.")
-]
+DatasetArg = Annotated[str, typer.Argument(help="The dataset's name in the ledger (the --dataset NAME of its fits).")]
 
 
-def _find(ledger: Ledger, dataset: str, register: bool) -> DatasetRecord:
-    """The ledger's record for DATASET, matched by fingerprint prefix or name, else by opening it as data."""
+def _find(ledger: Ledger, dataset: str) -> DatasetRecord | None:
+    """The ledger's record for DATASET by name; a dataset an older privsynth keyed by fingerprint is also found
+    by the name it was registered with or by a prefix of its fingerprint."""
     records = ledger.datasets()
-    matches = [r for r in records if r.fingerprint.startswith(dataset) or r.name == dataset]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        shown = ", ".join(f"{r.name} ({r.fingerprint[:12]})" for r in matches)
-        raise ParameterError(f"'{dataset}' matches {len(matches)} datasets in the ledger: {shown}; give more of it")
-    source = open_data(dataset)
-    fingerprint = source.fingerprint()
-    known = [r for r in records if r.fingerprint == fingerprint]
-    if known:
-        return known[0]
-    if not register:
-        raise ParameterError(f"nothing has been spent on '{dataset}' yet (fingerprint {fingerprint[:12]})")
-    return ledger.register(fingerprint, source.name)
+    for record in records:
+        if record.name == dataset:
+            return record
+    older = [r for r in records if r.label is not None and (r.label == dataset or r.name.startswith(dataset))]
+    if len(older) > 1:
+        shown = ", ".join(f"{r.label} ({r.name[:12]})" for r in older)
+        raise ParameterError(
+            f"'{dataset}' matches {len(older)} datasets registered by fingerprint: {shown}; give more of the "
+            "fingerprint, or name each with `privsynth ledger rename`"
+        )
+    return older[0] if older else None
+
+
+def _shown(record: DatasetRecord) -> str:
+    """How a dataset is named in tables: its name, or for one keyed by fingerprint its old name and key."""
+    if record.label is None:
+        return record.name
+    return f"{record.label} (by fingerprint {record.name[:12]}; name it with `privsynth ledger rename`)"
+
+
+def _orders(low: float | None, high: float | None) -> str:
+    if (low is None or low <= 1) and (high is None or math.isinf(high)):
+        return "all"
+    return f"{low or 1:.4g}..{high if high is not None else math.inf:.4g}"
 
 
 def _remaining_epsilon(record: DatasetRecord) -> str:
@@ -53,45 +64,54 @@ def _remaining_epsilon(record: DatasetRecord) -> str:
     return f"{epsilon_from_rho_delta(record.remaining_rho, left):.4g}"
 
 
-def _spent_epsilon(record: DatasetRecord) -> str:
-    spent = record.spent_epsilon
+def _spent_epsilon(record: DatasetRecord, refusals: list[str]) -> str:
+    """Spent epsilon at the cap's delta, or a pointer to why it is not converted there (added to ``refusals``)."""
+    try:
+        spent = record.spent_epsilon
+    except ParameterError as refused:
+        refusals.append(str(refused))
+        return "not at this delta (below)"
     return "-" if spent is None else f"{spent:.4g}"
 
 
 @ledger_app.command("show")
 def show(
-    dataset: Annotated[str | None, typer.Argument(help="One dataset to list every spend of.")] = None,
+    dataset: Annotated[str | None, typer.Argument(help="One dataset (by name) to list every spend of.")] = None,
     ledger: LedgerOpt = None,
 ) -> None:
     """List the datasets in the ledger with cap, spent and remaining budget; or every spend on one dataset."""
     book = Ledger(ledger)
+    refusals: list[str] = []
     if dataset is None:
         table = Table(
-            "dataset",
-            "fingerprint",
-            "cap (epsilon, delta)",
-            "spent epsilon",
-            "remaining epsilon",
-            "rho",
-            "approx delta",
+            "dataset", "cap (epsilon, delta)", "spent epsilon", "remaining epsilon", "rho", "approx delta", "orders"
         )
         for record in book.datasets():
             cap = f"({record.cap.epsilon:g}, {record.cap.delta:g})" if record.cap is not None else "no cap"
             table.add_row(
-                record.name,
-                record.fingerprint[:12],
+                _shown(record),
                 cap,
-                _spent_epsilon(record),
+                _spent_epsilon(record, refusals),
                 _remaining_epsilon(record),
                 f"{record.spent_rho:.4g}",
                 f"{record.spent_approx_delta:.4g}",
+                _orders(record.min_order, record.max_order),
             )
         console.print(table)
+        for refusal in refusals:
+            console.print(refusal)
         console.print(f"ledger: {book!r}")
         return
-    record = _find(book, dataset, register=False)
-    table = Table("#", "when (UTC)", "mechanism", "purpose", "rho", "epsilon", "approx delta", "status", "release")
-    for spend in book.entries(record.fingerprint):
+    found = _find(book, dataset)
+    if found is None:
+        raise ParameterError(
+            f"nothing has been spent on '{dataset}' yet: no dataset of that name is in the ledger "
+            "(`privsynth ledger show` lists them)"
+        )
+    table = Table(
+        "#", "when (UTC)", "mechanism", "purpose", "rho", "epsilon", "approx delta", "orders", "status", "release"
+    )
+    for spend in book.entries(found.name):
         table.add_row(
             str(spend.id),
             spend.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -100,15 +120,18 @@ def show(
             f"{spend.rho:.4g}",
             f"{spend.epsilon:.4g}" if spend.epsilon is not None else "-",
             f"{spend.approx_delta:.4g}",
+            _orders(spend.min_order, spend.max_order),
             spend.status,
             spend.release_id or "",
         )
     console.print(table)
-    cap = f"cap ({record.cap.epsilon:g}, {record.cap.delta:g}), " if record.cap is not None else "no cap, "
+    cap = f"cap ({found.cap.epsilon:g}, {found.cap.delta:g}), " if found.cap is not None else "no cap, "
     console.print(
-        f"{record.name} ({record.fingerprint[:12]}): {cap}spent rho {record.spent_rho:.4g}, "
-        f"approximate delta {record.spent_approx_delta:.4g}, epsilon {_spent_epsilon(record)}"
+        f"{_shown(found)}: {cap}spent rho {found.spent_rho:.4g}, "
+        f"approximate delta {found.spent_approx_delta:.4g}, epsilon {_spent_epsilon(found, refusals)}"
     )
+    for refusal in refusals:
+        console.print(refusal)
 
 
 @ledger_app.command("cap")
@@ -118,13 +141,30 @@ def cap(
     delta: Annotated[float, typer.Option(help="The delta the cap is stated at.")] = 1e-6,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Cap the total privacy cost that may ever be spent on DATASET."""
+    """Cap the total privacy cost that may ever be spent on DATASET (registering the name if it is new)."""
     book = Ledger(ledger)
-    record = _find(book, dataset, register=True)
-    budget = book.set_cap(record.fingerprint, epsilon, delta)
-    updated = book.dataset(record.fingerprint)
+    found = _find(book, dataset)
+    name = found.name if found is not None else book.register(dataset).name
+    budget = book.set_cap(name, epsilon, delta)
+    updated = book.dataset(name)
     console.print(
-        f"capped {updated.name} ({updated.fingerprint[:12]}) at epsilon {budget.epsilon:g}, delta {budget.delta:g} "
+        f"capped {_shown(updated)} at epsilon {budget.epsilon:g}, delta {budget.delta:g} "
         f"(rho {budget.rho:.4g}); spent so far: rho {updated.spent_rho:.4g}, approximate delta "
         f"{updated.spent_approx_delta:.4g}, remaining rho {updated.remaining_rho:.4g}"
     )
+
+
+@ledger_app.command("rename")
+def rename(
+    dataset: DatasetArg,
+    new: Annotated[str, typer.Argument(help="The name to keep its budget under from now on.")],
+    ledger: LedgerOpt = None,
+) -> None:
+    """Keep DATASET's budget (cap and spends) under the name NEW: how a dataset that an older privsynth
+    registered by fingerprint gets a name to pass as --dataset."""
+    book = Ledger(ledger)
+    found = _find(book, dataset)
+    if found is None:
+        raise ParameterError(f"no dataset named '{dataset}' is in the ledger (`privsynth ledger show` lists them)")
+    record = book.rename(found.name, new)
+    console.print(f"dataset {found.label or found.name} is now {record.name}: pass --dataset {record.name}")

@@ -14,6 +14,7 @@ ledger adds them up across runs against the dataset's cap.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from fractions import Fraction
 
 from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
-from privsynth.privacy.ledger import Ledger
+from privsynth.privacy.ledger import Ledger, conversion_order
 
 __all__ = ["Accountant", "Charge", "fit_accountant", "open_ledger"]
 
@@ -33,12 +34,15 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Charge:
     """One spend made through an accountant: what it cost (rho, and delta for approximate mechanisms),
-    which mechanism, and why."""
+    which mechanism, and why; ``min_order`` and ``max_order`` bound the Rényi orders at which it is
+    (alpha, rho alpha)-RDP when that is not every order (DP-SGD), ``None`` for an open side."""
 
     rho: float
     mechanism: str
     purpose: str
     delta: float = 0.0
+    min_order: float | None = None
+    max_order: float | None = None
 
 
 class Accountant:
@@ -60,7 +64,7 @@ class Accountant:
         release_id: str | None = None,
     ) -> None:
         if ledger is not None and not dataset:
-            raise ParameterError("An accountant with a ledger needs the dataset fingerprint to charge.")
+            raise ParameterError("An accountant with a ledger needs the name of the dataset to charge.")
         if ledger is None and (dataset is not None or reservation is not None):
             raise ParameterError("dataset and reservation only make sense with a ledger; pass ledger=Ledger().")
         self.budget = budget
@@ -107,16 +111,36 @@ class Accountant:
         """Every spend made through this accountant, in order, for a release's data card."""
         return tuple(self._charges)
 
-    def spend(self, rho: float, *, mechanism: str, purpose: str, delta: float = 0.0) -> None:
+    def spend(
+        self,
+        rho: float,
+        *,
+        mechanism: str,
+        purpose: str,
+        delta: float = 0.0,
+        min_order: float | None = None,
+        max_order: float | None = None,
+    ) -> None:
         """Charge ``rho`` (and ``delta``, for an approximate mechanism) for ``mechanism``; call it before
         releasing the mechanism's output.
 
-        Raises :class:`~privsynth.errors.BudgetExceeded`, recording nothing, when the charge would pass this
+        ``min_order`` and ``max_order`` bound the Rényi orders at which the charge holds, for a mechanism that is
+        (alpha, rho alpha)-RDP only there (DP-SGD); the range must contain the order at which this budget is
+        converted to (epsilon, delta), and the ledger stores it with the spend. Raises
+        :class:`~privsynth.errors.BudgetExceeded`, recording nothing, when the charge would pass this
         accountant's budget, the delta its budget sets aside (``approx_delta``), or the ledger's cap (or
-        reservation), which it checks in rho and in delta.
+        reservation), which it checks in rho, in delta and in the Rényi orders of its conversion.
         """
         rho = check_positive("rho", rho)
         delta = check_positive("delta", delta, allow_zero=True)
+        if min_order is not None or max_order is not None:
+            order = conversion_order(self.budget.rho, self.budget.epsilon)
+            if not (min_order or 1) * (1 - 1e-9) <= order <= (max_order or math.inf) * (1 + 1e-9):
+                raise ParameterError(
+                    f"{mechanism} for {purpose!r} holds at Rényi orders {min_order} to {max_order}, but the budget "
+                    f"{self.budget} is converted to epsilon at order {order:.6g}; charge it for a range that "
+                    "contains that order."
+                )
         with self._lock:
             if delta > 0 and not fits_within([self._spent_delta], delta, self.budget.approx_delta):
                 raise BudgetExceeded(
@@ -140,8 +164,19 @@ class Accountant:
                     release_id=self.release_id,
                     reservation=self.reservation,
                     delta=delta,
+                    min_order=min_order,
+                    max_order=max_order,
                 )
-            self._charges.append(Charge(rho=rho, mechanism=mechanism, purpose=purpose, delta=delta))
+            self._charges.append(
+                Charge(
+                    rho=rho,
+                    mechanism=mechanism,
+                    purpose=purpose,
+                    delta=delta,
+                    min_order=min_order,
+                    max_order=max_order,
+                )
+            )
             self._spent += Fraction(rho)
             self._spent_delta += Fraction(delta)
         logger.debug("accountant charged rho=%.6g, delta=%.3g for %s (%s)", rho, delta, purpose, mechanism)
@@ -156,22 +191,58 @@ def open_ledger(ledger: Ledger | str | os.PathLike[str] | None) -> Ledger | None
     raise ParameterError(f"ledger must be a Ledger, a SQLAlchemy URL or a file path, not {type(ledger).__name__}")
 
 
+_warned_uncapped: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_uncapped(ledger: Ledger, dataset: str, shown: str) -> None:
+    """Warn, once per process for each ledger and dataset, that a DP fit spends on a dataset without a cap."""
+    with _warned_lock:
+        if (ledger.url, dataset) in _warned_uncapped:
+            return
+        _warned_uncapped.add((ledger.url, dataset))
+    logger.warning(
+        "dataset %r has no privacy cap in %r: its spends are recorded and add up, but nothing bounds them; set a "
+        "cap with `privsynth ledger cap %s --epsilon E [--delta D]` or Ledger.set_cap(%r, epsilon, delta)",
+        shown,
+        ledger,
+        shown,
+        shown,
+    )
+
+
 @contextmanager
 def fit_accountant(
-    budget: Budget, ledger: Ledger | None, dataset: str, name: str, purpose: str
+    budget: Budget,
+    ledger: Ledger | None,
+    dataset: str,
+    name: str | None = None,
+    purpose: str | None = None,
+    *,
+    content: str | None = None,
 ) -> Iterator[tuple[Accountant, Budget | None]]:
-    """An accountant for one fit on ``dataset`` (fingerprint; ``name`` for people) and the dataset's cap (None
+    """An accountant for one fit on ``dataset`` (the name its budget is kept under) and the dataset's cap (None
     without a ledger or a cap).
+
+    ``name`` is only for callers that still key the ledger by a fingerprint: the label shown beside it.
+    ``content`` is an optional content fingerprint of the data, which the ledger keeps only as a keyed hash, to
+    warn when the same data is registered under another name. A dataset without a cap gets a warning (once per
+    process) saying how to set one.
 
     With a ledger the whole budget, its rho and the delta it sets aside for approximately zCDP mechanisms
     (``approx_delta``), is reserved first (a spent cap fails before anything is read) and committed
     at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
     Without a charge, it is cancelled. ``purpose`` names the fit in the ledger's reservation row.
     """
+    if not purpose:
+        raise ParameterError("fit_accountant needs the purpose of the fit, for the ledger's reservation row.")
     if ledger is None:
         yield Accountant(budget), None
         return
-    ledger.register(dataset, name)
+    label = name if name and name != dataset else None
+    cap = ledger._register(dataset, content=content, label=label).cap
+    if cap is None:
+        _warn_uncapped(ledger, dataset, label or dataset)
     reservation = ledger.reserve(dataset, budget.rho, delta=budget.approx_delta, purpose=purpose)
     accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
     try:

@@ -13,6 +13,17 @@ that (epsilon, delta - D) buys, in exact arithmetic (:func:`~privsynth.privacy.b
 Composition is a sum in rho and in delta, so spends made at different deltas add up, which they would not in
 epsilon.
 
+Budgets are kept per dataset *name*, declared by the user (``--dataset NAME``, :meth:`Ledger.register`) or by
+the service: the same rows as CSV, Parquet or a DataFrame are one dataset because the user says so, not because
+their bytes hash alike. A content fingerprint of the data may be given as a hint; the ledger keeps only an
+HMAC-SHA256 of it, keyed by a random secret stored in the ledger's own database, and warns when data registered
+under one name looks like another dataset's. Ledgers written before names were the key keep their datasets under
+the fingerprint they were registered with (:meth:`Ledger.rename` gives such a dataset a name).
+
+Some spends hold in Rényi DP only over a range of orders (DP-SGD, see :mod:`privsynth.synth._deep_privacy`): the
+ledger stores that range with the spend, and converts a dataset's total rho to (epsilon, delta) only at a delta
+whose conversion order (Canonne, Kamath and Steinke 2020, Proposition 12) every spend is valid at.
+
 The ledger is a SQLite file by default (``~/.privsynth/ledger.sqlite``, or ``$PRIVSYNTH_LEDGER``); any
 SQLAlchemy URL works. The check against the cap and the insert run in one transaction that holds a write lock
 (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on the dataset row elsewhere), so two processes
@@ -21,9 +32,12 @@ spending at once cannot both pass the cap.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import math
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +45,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Never, cast
 
 from sqlalchemy import (
     Column,
@@ -48,6 +62,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    exc,
     insert,
     inspect,
     select,
@@ -57,9 +72,23 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from privsynth.errors import BudgetExceeded, ParameterError
-from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
+from privsynth.privacy.budget import (
+    RELATIVE_TOLERANCE,
+    Budget,
+    check_positive,
+    epsilon_from_rho_delta,
+    fits_within,
+)
 
-__all__ = ["DEFAULT_LEDGER_PATH", "LEDGER_ENV_VAR", "DatasetRecord", "Ledger", "Spend", "resolve_url"]
+__all__ = [
+    "DEFAULT_LEDGER_PATH",
+    "LEDGER_ENV_VAR",
+    "DatasetRecord",
+    "Ledger",
+    "Spend",
+    "conversion_order",
+    "resolve_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +102,9 @@ _SQLITE_BUSY_TIMEOUT_SECONDS: Final = 60.0
 
 _metadata = MetaData()
 
+# The key column keeps its old name, ``fingerprint``, so ledgers written before budgets were kept by name open
+# unchanged: it now holds the dataset's name. ``name`` is the label shown beside it (the same as the key, except
+# for datasets registered by fingerprint, where it is the name the data had then).
 _datasets = Table(
     "privsynth_datasets",
     _metadata,
@@ -99,15 +131,41 @@ _spends = Table(
     Column("release_id", String(256), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("approx_delta", Double, nullable=False, server_default=text("0")),
+    Column("min_order", Double, nullable=True),
+    Column("max_order", Double, nullable=True),
 )
+
+_settings = Table(
+    "privsynth_settings",
+    _metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+_contents = Table(
+    "privsynth_dataset_contents",
+    _metadata,
+    Column("content_hmac", String(64), primary_key=True),
+    Column("dataset", String(256), ForeignKey("privsynth_datasets.fingerprint"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+_CONTENT_KEY: Final = "content_hmac_key"
+_MISSING_COLUMNS: Final = (("approx_delta", "NOT NULL DEFAULT 0"), ("min_order", ""), ("max_order", ""))
+_ORDER_TOLERANCE: Final = 1e-9
 
 
 @dataclass(frozen=True)
 class DatasetRecord:
     """A dataset known to the ledger, with its cap and what has been spent on it: rho, and the approximate
-    delta of mechanisms that are only approximately zCDP."""
+    delta of mechanisms that are only approximately zCDP.
 
-    fingerprint: str
+    ``name`` is the key its budget is kept under. ``label`` is set only for a dataset registered by fingerprint
+    in an older ledger: the name the data had then. ``min_order`` and ``max_order`` bound the Rényi orders every
+    spend on it holds at (1 and infinity when all are zCDP); ``min_order_spend`` and ``max_order_spend`` are the
+    ids of the spends that set those bounds.
+    """
+
     name: str
     cap: Budget | None
     spent_rho: float
@@ -115,6 +173,16 @@ class DatasetRecord:
     created_at: datetime
     spent_approx_delta: float = 0.0
     reserved_approx_delta: float = 0.0
+    label: str | None = None
+    min_order: float = 1.0
+    max_order: float = math.inf
+    min_order_spend: int | None = None
+    max_order_spend: int | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The dataset's key, :attr:`name` (the attribute's name from when budgets were kept per fingerprint)."""
+        return self.name
 
     @property
     def remaining_rho(self) -> float:
@@ -130,13 +198,21 @@ class DatasetRecord:
         """Committed spends as epsilon at the cap's delta, or ``None`` without a cap.
 
         Rho is converted at the delta the committed approximate deltas leave (``cap.delta - spent_approx_delta``);
-        infinite once they use the cap's whole delta, since no epsilon then holds at that delta.
+        infinite once they use the cap's whole delta, since no epsilon then holds at that delta. Raises
+        :class:`~privsynth.errors.ParameterError` when that conversion needs a Rényi order outside the range some
+        spend holds at (a DP-SGD spend charged for a larger delta), naming the spend and the deltas that convert.
         """
         if self.cap is None:
             return None
         if self.spent_approx_delta >= self.cap.delta:
             return math.inf
-        return epsilon_from_rho_delta(self.spent_rho, self.cap.delta - self.spent_approx_delta)
+        delta = self.cap.delta - self.spent_approx_delta
+        epsilon = epsilon_from_rho_delta(self.spent_rho, delta)
+        if self.spent_rho > 0 and (self.min_order > 1 or self.max_order < math.inf):
+            order = conversion_order(self.spent_rho, epsilon)
+            if not _within_orders(order, self.min_order, self.max_order):
+                raise ParameterError(_conversion_refusal(self, order, self.cap.delta))
+        return epsilon
 
 
 @dataclass(frozen=True)
@@ -162,6 +238,8 @@ class Spend:
     release_id: str | None
     created_at: datetime
     approx_delta: float = 0.0
+    min_order: float | None = None
+    max_order: float | None = None
 
 
 def resolve_url(url: str | os.PathLike[str] | None) -> str:
@@ -211,27 +289,77 @@ def _spend_from_row(row: Row[Any]) -> Spend:
         release_id=row.release_id,
         created_at=_utc(row.created_at),
         approx_delta=row.approx_delta,
+        min_order=row.min_order,
+        max_order=row.max_order,
     )
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring a ledger created by an older privsynth up to the current schema: add ``approx_delta`` (0 for every
-    existing row, which is what those rows spent approximately) when ``privsynth_spends`` lacks it.
+def _create_tables(engine: Engine) -> None:
+    """Create the tables a ledger lacks, in one write transaction (on SQLite ``BEGIN IMMEDIATE`` serialises
+    processes opening the same file at once); elsewhere a process that loses the race to create a table finds
+    it made on its second look."""
+    for attempt in range(2):
+        try:
+            with engine.begin() as connection:
+                _metadata.create_all(connection)
+            return
+        except (exc.ProgrammingError, exc.IntegrityError, exc.OperationalError):
+            if attempt:
+                raise
 
-    The column is added inside a write transaction after checking again, so two processes opening the same old
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a ledger created by an older privsynth up to the current schema: add the spend columns it lacks,
+    ``approx_delta`` (0 for every existing row, which is what those rows spent approximately) and the Rényi order
+    range ``min_order`` / ``max_order`` (empty: those spends were charged without one).
+
+    Each column is added inside a write transaction after checking again, so two processes opening the same old
     file at once add it once (SQLite's ``BEGIN IMMEDIATE``; PostgreSQL's ``ADD COLUMN IF NOT EXISTS``).
     """
-    if "approx_delta" in {column["name"] for column in inspect(engine).get_columns(_spends.name)}:
-        return
+    for name, clause in _MISSING_COLUMNS:
+        if name in {column["name"] for column in inspect(engine).get_columns(_spends.name)}:
+            continue
+        with engine.begin() as connection:
+            if name in {column["name"] for column in inspect(connection).get_columns(_spends.name)}:
+                continue
+            guard = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
+            column_type = Double().compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f"ALTER TABLE {_spends.name} ADD COLUMN{guard} {name} {column_type} {clause}".rstrip()
+            )
+        logger.info("added column %s to %s in the privacy ledger", name, _spends.name)
+
+
+def _content_key(engine: Engine) -> bytes:
+    """The secret that keys content hashes in this ledger, created on first open.
+
+    When it is created, the datasets already in the ledger were registered by content fingerprint (older
+    privsynth): each gets the keyed hash of its own key as content, so data coming back under a name is matched
+    with them without the fingerprint ever being logged.
+    """
     with engine.begin() as connection:
-        if "approx_delta" in {column["name"] for column in inspect(connection).get_columns(_spends.name)}:
-            return
-        guard = " IF NOT EXISTS" if connection.dialect.name == "postgresql" else ""
-        column_type = Double().compile(dialect=connection.dialect)
-        connection.exec_driver_sql(
-            f"ALTER TABLE {_spends.name} ADD COLUMN{guard} approx_delta {column_type} NOT NULL DEFAULT 0"
-        )
-    logger.info("added column approx_delta to %s in the privacy ledger", _spends.name)
+        found = connection.execute(select(_settings.c.value).where(_settings.c.key == _CONTENT_KEY)).scalar()
+        if found is not None:
+            return bytes.fromhex(found)
+        key = secrets.token_bytes(32)
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(_settings).values(key=_CONTENT_KEY, value=key.hex()))
+        except exc.IntegrityError:  # another process created it first (PostgreSQL; SQLite holds the lock)
+            return bytes.fromhex(
+                connection.execute(select(_settings.c.value).where(_settings.c.key == _CONTENT_KEY)).scalar_one()
+            )
+        now = datetime.now(UTC)
+        for (legacy,) in connection.execute(select(_datasets.c.fingerprint)).all():
+            connection.execute(
+                insert(_contents).values(content_hmac=_keyed(key, legacy), dataset=legacy, created_at=now)
+            )
+    return key
+
+
+def _keyed(key: bytes, content: str) -> str:
+    """HMAC-SHA256 of a content fingerprint under the ledger's secret, in hex: the only form the ledger keeps."""
+    return hmac.new(key, content.encode(), hashlib.sha256).hexdigest()
 
 
 def _round_up(value: Fraction) -> float:
@@ -256,6 +384,85 @@ def _cap_of(row: Row[Any]) -> Budget | None:
     if row.cap_rho is None:
         return None
     return Budget(epsilon=row.cap_epsilon, delta=row.cap_delta, rho=row.cap_rho)
+
+
+def conversion_order(rho: float, epsilon: float) -> float:
+    """The Rényi order at which rho-zCDP converts to ``epsilon`` most tightly (CKS20, Proposition 12).
+
+    The minimiser over alpha of ``(alpha - 1)(alpha rho - epsilon) + alpha log(1 - 1/alpha) - log(alpha - 1)``,
+    the log of the delta bound, which is convex in alpha: bisection on the sign of its derivative,
+    ``(2 alpha - 1) rho - epsilon + log(1 - 1/alpha)``, as in :mod:`privsynth.privacy.budget`.
+    """
+    if not rho > 0 or not epsilon > 0:
+        raise ParameterError(f"rho and epsilon must be > 0, got rho={rho!r}, epsilon={epsilon!r}")
+    low, high = 1.01, (epsilon + 1) / (2 * rho) + 2
+    alpha = (low + high) / 2
+    while alpha not in (low, high):
+        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
+            low = alpha
+        else:
+            high = alpha
+        alpha = (low + high) / 2
+    return alpha
+
+
+def _delta_at(rho: float, epsilon: float, alpha: float) -> float:
+    """The delta that rho-zCDP, used at the one Rényi order ``alpha``, gives for ``epsilon`` (CKS20,
+    Proposition 12), at most 1."""
+    exponent = (alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha) - math.log(alpha - 1)
+    return 1.0 if exponent >= 0 else math.exp(exponent)
+
+
+def _within_orders(order: float, low: float, high: float) -> bool:
+    return low * (1 - _ORDER_TOLERANCE) <= order <= high * (1 + _ORDER_TOLERANCE)
+
+
+def _deltas_of_rho(rho: float, low: float, high: float) -> tuple[float, float]:
+    """The deltas at which ``rho`` is converted at an order between ``low`` and ``high``: at its optimal order
+    alpha, epsilon is ``(2 alpha - 1) rho + log(1 - 1/alpha)``, and delta falls as alpha grows."""
+
+    def at(alpha: float) -> float:
+        if alpha <= 1:
+            return 1.0
+        epsilon = (2 * alpha - 1) * rho + math.log1p(-1 / alpha)
+        return 1.0 if epsilon <= 0 else _delta_at(rho, epsilon, alpha)
+
+    return (0.0 if math.isinf(high) else at(high)), at(low)
+
+
+def _deltas_of_epsilon(epsilon: float, low: float, high: float) -> tuple[float, float]:
+    """The deltas at which a cap of ``epsilon`` is converted at an order between ``low`` and ``high``: at its
+    optimal order alpha, rho is ``(epsilon - log(1 - 1/alpha)) / (2 alpha - 1)``, and delta falls as alpha grows."""
+
+    def at(alpha: float) -> float:
+        if alpha <= 1:
+            return 1.0
+        return _delta_at((epsilon - math.log1p(-1 / alpha)) / (2 * alpha - 1), epsilon, alpha)
+
+    return (0.0 if math.isinf(high) else at(high)), at(low)
+
+
+def _orders_text(low: float, high: float) -> str:
+    return f"Rényi orders {low:.6g} to {high:.6g}" if math.isfinite(high) else f"Rényi orders from {low:.6g}"
+
+
+def _binding(record: DatasetRecord, order: float) -> str:
+    """Which spend keeps ``order`` out of the dataset's range."""
+    spend = record.max_order_spend if order > record.max_order else record.min_order_spend
+    return f"spend #{spend} holds only at {_orders_text(record.min_order, record.max_order)}"
+
+
+def _conversion_refusal(record: DatasetRecord, order: float, cap_delta: float) -> str:
+    """Why a dataset's spent rho is not converted at the cap's delta, and at which cap deltas it would be."""
+    low, high = _deltas_of_rho(record.spent_rho, record.min_order, record.max_order)
+    held = record.spent_approx_delta
+    return (
+        f"The rho spent on dataset '{record.name}' (rho={record.spent_rho:.4g}) cannot be converted to epsilon at "
+        f"the cap's delta={cap_delta:g}: that conversion is made at Rényi order {order:.4g}, and "
+        f"{_binding(record, order)} (a DP-SGD charge made for another delta). It converts at a cap delta from "
+        f"{held + low:.3g} to {held + high:.3g}; set the cap at such a delta (privsynth ledger cap "
+        f"{record.name} --epsilon E --delta D, or Ledger.set_cap)."
+    )
 
 
 def _describe(rho: float, delta: float) -> str:
@@ -317,12 +524,43 @@ def _approximate_refusal(
     )
 
 
+def _check_orders(min_order: float | None, max_order: float | None) -> tuple[float | None, float | None]:
+    """The Rényi order range of a spend, checked: orders above 1, the lower bound not above the upper."""
+    low = None if min_order is None else check_positive("min_order", min_order)
+    high = None if max_order is None else check_positive("max_order", max_order)
+    if (low is not None and low <= 1) or (high is not None and high <= 1):
+        raise ParameterError(f"Rényi orders must be above 1, got min_order={min_order!r}, max_order={max_order!r}.")
+    if low is not None and high is not None and low > high:
+        raise ParameterError(f"min_order={min_order!r} is above max_order={max_order!r}; give the range in order.")
+    return low, high
+
+
+def _window(connection: Connection, dataset: str) -> tuple[float, int | None, float, int | None]:
+    """The Rényi orders every spend on ``dataset`` holds at, [low, high], with the ids of the spends that set
+    each bound (1 and infinity, without ids, when no spend is limited). Every spend that may have drawn noise
+    counts, drawn under a reservation or not; cancelled reservations drew nothing."""
+    rows = connection.execute(
+        select(_spends.c.id, _spends.c.min_order, _spends.c.max_order).where(
+            _spends.c.dataset == dataset,
+            _spends.c.status != _CANCELLED,
+            (_spends.c.min_order.is_not(None)) | (_spends.c.max_order.is_not(None)),
+        )
+    ).all()
+    low, low_id, high, high_id = 1.0, None, math.inf, None
+    for spend, min_order, max_order in rows:
+        if min_order is not None and min_order > low:
+            low, low_id = min_order, spend
+        if max_order is not None and max_order < high:
+            high, high_id = max_order, spend
+    return low, low_id, high, high_id
+
+
 class Ledger:
-    """Where privsynth records privacy spends, per dataset fingerprint, and enforces each dataset's cap.
+    """Where privsynth records privacy spends, per dataset name, and enforces each dataset's cap.
 
     ``url`` is a SQLAlchemy URL or a file path for SQLite; without one, ``$PRIVSYNTH_LEDGER`` and then
-    ``~/.privsynth/ledger.sqlite`` are used. Tables are created on first use. A dataset without a cap accepts
-    any spend (and still records it).
+    ``~/.privsynth/ledger.sqlite`` are used. Tables (and the secret that keys content hashes) are created on
+    first use. A dataset without a cap accepts any spend (and still records it).
     """
 
     def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
@@ -335,8 +573,9 @@ class Ledger:
         self._reader = create_engine(self.url, connect_args=connect_args) if sqlite else self._engine
         if sqlite:
             _serialize_sqlite_transactions(self._engine)
-        _metadata.create_all(self._engine)
+        _create_tables(self._engine)
         _add_missing_columns(self._engine)
+        self._content_key = _content_key(self._engine)
 
     def __repr__(self) -> str:
         return f"Ledger({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -346,29 +585,128 @@ class Ledger:
         self._engine.dispose()
         self._reader.dispose()
 
-    def register(self, fingerprint: str, name: str) -> DatasetRecord:
-        """Make a dataset known under its fingerprint; registering it again keeps the first name and cap."""
-        if not fingerprint:
-            raise ParameterError("fingerprint must be a non-empty string identifying the dataset.")
+    def register(self, name: str, *_removed: Never, content: str | None = None) -> DatasetRecord:
+        """Make a dataset known under ``name``, the key its budget is kept under; registering it again keeps
+        its cap and spends.
+
+        ``content`` is an optional fingerprint of the data (:meth:`Source.fingerprint`). The ledger keeps only
+        its HMAC under the ledger's secret, and logs a warning when another dataset was registered with the same
+        content: a hint that the data may already have a budget under another name, never the key.
+        """
+        if _removed:
+            raise ParameterError(
+                "Ledger.register takes the dataset's name only (budgets are kept per name, not per fingerprint): "
+                "call Ledger.register(name), and pass a content fingerprint, if any, as content=..."
+            )
+        return self._register(name, content=content)
+
+    def _register(self, name: str, *, content: str | None = None, label: str | None = None) -> DatasetRecord:
+        """:meth:`register`, with the ``label`` an older caller gives beside a fingerprint used as the key."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 256:
+            raise ParameterError(
+                f"the dataset name must be a non-empty string of at most 256 characters, got {name!r}; name the "
+                "dataset the way you will name it again (--dataset NAME)"
+            )
+        lookalikes: Sequence[Any] = ()
         with self._engine.begin() as connection:
-            exists = connection.execute(
-                select(_datasets.c.fingerprint).where(_datasets.c.fingerprint == fingerprint)
-            ).first()
+            exists = connection.execute(select(_datasets.c.fingerprint).where(_datasets.c.fingerprint == name)).first()
+            now = datetime.now(UTC)
             if exists is None:
-                connection.execute(
-                    insert(_datasets).values(fingerprint=fingerprint, name=name, created_at=datetime.now(UTC))
+                connection.execute(insert(_datasets).values(fingerprint=name, name=label or name, created_at=now))
+                logger.info("registered dataset %r in the privacy ledger", label or name)
+            if content is not None:
+                keyed = _keyed(self._content_key, content)
+                lookalikes = connection.execute(
+                    select(_datasets.c.fingerprint, _datasets.c.name)
+                    .join(_contents, _contents.c.dataset == _datasets.c.fingerprint)
+                    .where(_contents.c.content_hmac == keyed, _datasets.c.fingerprint != name)
+                ).all()
+                seen = connection.execute(
+                    select(_contents.c.dataset).where(_contents.c.content_hmac == keyed, _contents.c.dataset == name)
+                ).first()
+                if seen is None:
+                    connection.execute(insert(_contents).values(content_hmac=keyed, dataset=name, created_at=now))
+            record = self._record(connection, self._lock(connection, name))
+        for other in lookalikes:
+            self._warn_lookalike(name, cast(str, content), other)
+        return record
+
+    def _warn_lookalike(self, name: str, content: str, other: Row[Any]) -> None:
+        """Say that the data registered as ``name`` looks like dataset ``other``. A dataset an older ledger keyed
+        by this very fingerprint is named by its label instead, so that the fingerprint never reaches a log."""
+        if hmac.compare_digest(other.fingerprint, content):
+            logger.warning(
+                "this data looks like a dataset in the ledger (%s) that was registered by content fingerprint "
+                "before budgets were kept by name, shown as %r by `privsynth ledger show`; give it a name with "
+                "`privsynth ledger rename %s NAME` (or Ledger.rename) and pass --dataset NAME to spend from its "
+                "budget",
+                repr(self),
+                other.name,
+                other.name,
+            )
+            return
+        logger.warning(
+            "this data looks like dataset %r in the ledger (%s: the same content was registered under that "
+            "name); pass --dataset %s to spend from its budget instead of a new budget for %r",
+            other.fingerprint,
+            repr(self),
+            other.fingerprint,
+            name,
+        )
+
+    def rename(self, old: str, new: str) -> DatasetRecord:
+        """Keep the budget of dataset ``old`` under the name ``new`` from now on: its cap, spends and content
+        hints move with it. This is how a dataset that an older ledger keyed by fingerprint gets a name."""
+        if not isinstance(new, str) or not new.strip() or len(new) > 256:
+            raise ParameterError(f"the new name must be a non-empty string of at most 256 characters, got {new!r}")
+        with self._engine.begin() as connection:
+            row = self._lock(connection, old)
+            taken = connection.execute(select(_datasets.c.fingerprint).where(_datasets.c.fingerprint == new)).first()
+            if taken is not None:
+                raise ParameterError(
+                    f"dataset {new!r} is already in the ledger; choose another name (budgets are never merged)"
                 )
-                logger.info("registered dataset %r (%s) in the privacy ledger", name, fingerprint)
-            return self._record(connection, self._lock(connection, fingerprint))
+            connection.execute(
+                insert(_datasets).values(
+                    fingerprint=new,
+                    name=new,
+                    cap_rho=row.cap_rho,
+                    cap_epsilon=row.cap_epsilon,
+                    cap_delta=row.cap_delta,
+                    created_at=row.created_at,
+                )
+            )
+            connection.execute(update(_spends).where(_spends.c.dataset == old).values(dataset=new))
+            connection.execute(update(_contents).where(_contents.c.dataset == old).values(dataset=new))
+            connection.execute(_datasets.delete().where(_datasets.c.fingerprint == old))
+            record = self._record(connection, self._lock(connection, new))
+        logger.info("renamed dataset %r to %r in the privacy ledger", row.name, new)
+        return record
 
     def set_cap(self, dataset: str, epsilon: float, delta: float) -> Budget:
         """Cap the total privacy cost on ``dataset`` at (epsilon, delta)-DP; returns the cap with its rho.
 
-        A cap below what is already spent is allowed and simply refuses every further spend.
+        A cap below what is already spent is allowed and simply refuses every further spend. A cap whose
+        conversion (at the delta approximate spends leave) needs a Rényi order outside the range some spend
+        holds at is refused with a :class:`~privsynth.errors.ParameterError` that names the spend and the
+        deltas that would do.
         """
         cap = Budget.from_epsilon_delta(epsilon, delta)
         with self._engine.begin() as connection:
-            self._lock(connection, dataset)
+            row = self._lock(connection, dataset)
+            record = self._record(connection, row)
+            held = Fraction(record.spent_approx_delta) + Fraction(record.reserved_approx_delta)
+            if record.min_order > 1 or record.max_order < math.inf:
+                allowed = _cap_rho_at(cap, held)
+                order = conversion_order(allowed, cap.epsilon) if allowed > 0 else math.inf
+                if not _within_orders(order, record.min_order, record.max_order):
+                    low, high = _deltas_of_epsilon(cap.epsilon, record.min_order, record.max_order)
+                    raise ParameterError(
+                        f"A cap of epsilon={cap.epsilon:g} at delta={cap.delta:g} on dataset '{record.name}' is "
+                        f"converted at Rényi order {order:.4g}, and {_binding(record, order)} (a DP-SGD charge "
+                        f"made for another delta). At epsilon={cap.epsilon:g} the cap converts at those orders for "
+                        f"a delta from {float(held) + low:.3g} to {float(held) + high:.3g}; set it at such a delta."
+                    )
             connection.execute(
                 update(_datasets)
                 .where(_datasets.c.fingerprint == dataset)
@@ -387,21 +725,26 @@ class Ledger:
         release_id: str | None = None,
         reservation: int | None = None,
         delta: float = 0.0,
+        min_order: float | None = None,
+        max_order: float | None = None,
     ) -> Spend:
         """Record that ``mechanism`` spends ``rho`` on ``dataset``, if the cap (or ``reservation``) allows it.
 
         ``delta`` is the mechanism's own delta when it is only delta-approximately rho-zCDP (DP key discovery),
-        0 otherwise. Call this *before* releasing anything. Raises :class:`~privsynth.errors.BudgetExceeded`,
-        writing nothing, when the spend would pass the cap (in rho, or in delta), or the rho or the delta reserved
-        under ``reservation``.
+        0 otherwise. ``min_order`` and ``max_order`` bound the Rényi orders at which the spend is
+        (alpha, rho alpha)-RDP, for a mechanism that is not rho-zCDP at every order (DP-SGD); ``None`` leaves that
+        side open. Call this *before* releasing anything. Raises :class:`~privsynth.errors.BudgetExceeded`,
+        writing nothing, when the spend would pass the cap (in rho, or in delta), the rho or the delta reserved
+        under ``reservation``, or would leave the cap's conversion at a Rényi order some spend does not hold at.
         """
         rho = check_positive("rho", rho)
         delta = check_positive("delta", delta, allow_zero=True)
+        orders = _check_orders(min_order, max_order)
         with self._engine.begin() as connection:
             row = self._lock(connection, dataset)
             cap = _cap_of(row)
             if reservation is None:
-                self._check_cap(connection, row, rho, delta, cap)
+                self._check_cap(connection, row, rho, delta, cap, orders)
             else:
                 held = self._reservation(connection, reservation, dataset)
                 drawn = connection.execute(
@@ -422,8 +765,9 @@ class Ledger:
                         "is already spent. Nothing was recorded or released; reserve the delta the job's "
                         "approximate mechanisms need with Ledger.reserve(..., delta=budget.approx_delta)."
                     )
+                self._check_conversion(connection, row, 0.0, 0.0, cap, orders)
             spend = self._insert(
-                connection, dataset, rho, delta, cap, mechanism, purpose, _COMMITTED, reservation, release_id
+                connection, dataset, rho, delta, cap, mechanism, purpose, _COMMITTED, reservation, release_id, orders
             )
         logger.info("spent rho=%.6g, delta=%.3g on dataset %s: %s (%s)", rho, delta, dataset, purpose, mechanism)
         return spend
@@ -452,9 +796,9 @@ class Ledger:
         with self._within(connection) as connection:
             row = self._lock(connection, dataset)
             cap = _cap_of(row)
-            self._check_cap(connection, row, rho, delta, cap)
+            self._check_cap(connection, row, rho, delta, cap, (None, None))
             spend = self._insert(
-                connection, dataset, rho, delta, cap, "reservation", purpose, _RESERVED, None, release_id
+                connection, dataset, rho, delta, cap, "reservation", purpose, _RESERVED, None, release_id, (None, None)
             )
         logger.info(
             "reserved rho=%.6g, delta=%.3g on dataset %s: %s (reservation %d)", rho, delta, dataset, purpose, spend.id
@@ -596,35 +940,98 @@ class Ledger:
             raise ParameterError(f"Reservation {reservation} is {held.status}, not an open reservation.")
         return held
 
-    @staticmethod
-    def _check_cap(connection: Connection, row: Row[Any], rho: float, delta: float, cap: Budget | None) -> None:
+    @classmethod
+    def _check_cap(
+        cls,
+        connection: Connection,
+        row: Row[Any],
+        rho: float,
+        delta: float,
+        cap: Budget | None,
+        orders: tuple[float | None, float | None],
+    ) -> None:
         """Raise :class:`~privsynth.errors.BudgetExceeded` unless spending ``rho`` and approximate ``delta`` on
         the dataset of ``row`` keeps it within ``cap``.
 
         Counted are committed spends and open reservations, not spends drawn on a reservation (the reservation
         counts for them) nor cancelled reservations. With R and D the rho and approximate delta counted, this
         request included, the spend fits when D < cap.delta and R fits the rho that (cap.epsilon,
-        cap.delta - D) buys.
+        cap.delta - D) buys, at a Rényi order every spend holds at (:meth:`_check_conversion`).
         """
         if cap is None:
             return
-        counted = connection.execute(
-            select(_spends.c.rho, _spends.c.approx_delta).where(
-                _spends.c.dataset == row.fingerprint,
-                _spends.c.reservation_id.is_(None),
-                _spends.c.status.in_([_COMMITTED, _RESERVED]),
-            )
-        ).all()
-        used_rho = [amount for amount, _ in counted]
-        used_delta = sum((Fraction(amount) for _, amount in counted), Fraction(0))
+        used_rho, used_delta = cls._counted(connection, row.fingerprint)
         total_delta = used_delta + Fraction(delta)
         allowed = _cap_rho_at(cap, total_delta) if total_delta < cap.delta else 0.0
         if total_delta < cap.delta and fits_within(used_rho, rho, allowed):
+            cls._check_conversion(connection, row, rho, delta, cap, orders)
             return
         if total_delta == 0:
             raise BudgetExceeded(_refusal(row.name, row.fingerprint, used_rho, rho, cap))
         raise BudgetExceeded(
             _approximate_refusal(row.name, row.fingerprint, used_rho, float(used_delta), rho, delta, allowed, cap)
+        )
+
+    @staticmethod
+    def _counted(connection: Connection, dataset: str) -> tuple[list[float], Fraction]:
+        """The rhos and the exact sum of approximate deltas that count against the cap of ``dataset``."""
+        counted = connection.execute(
+            select(_spends.c.rho, _spends.c.approx_delta).where(
+                _spends.c.dataset == dataset,
+                _spends.c.reservation_id.is_(None),
+                _spends.c.status.in_([_COMMITTED, _RESERVED]),
+            )
+        ).all()
+        return [amount for amount, _ in counted], sum((Fraction(amount) for _, amount in counted), Fraction(0))
+
+    @classmethod
+    def _check_conversion(
+        cls,
+        connection: Connection,
+        row: Row[Any],
+        rho: float,
+        delta: float,
+        cap: Budget | None,
+        orders: tuple[float | None, float | None],
+    ) -> None:
+        """Raise :class:`~privsynth.errors.BudgetExceeded` unless, with this request (``rho``, ``delta`` and the
+        Rényi ``orders`` it holds at) added, the dataset's total rho R still implies the cap at some order that
+        every spend holds at.
+
+        The log of the delta bound is convex in the order, so its minimum over the orders [low, high] that all
+        spends share is at the unconstrained optimum clipped to them. When the cap's own conversion order lies
+        in [low, high], R below the cap's rho is enough (the bound at that order grows with R).
+        """
+        if cap is None:
+            return
+        low, low_id, high, high_id = _window(connection, row.fingerprint)
+        new_low, new_high = orders
+        if new_low is not None and new_low > low:
+            low, low_id = new_low, None
+        if new_high is not None and new_high < high:
+            high, high_id = new_high, None
+        if low <= 1 and math.isinf(high):
+            return
+        used_rho, used_delta = cls._counted(connection, row.fingerprint)
+        total_delta = used_delta + Fraction(delta)
+        if total_delta >= cap.delta:
+            return  # refused on the delta side already
+        allowed = _cap_rho_at(cap, total_delta)
+        if allowed > 0 and _within_orders(conversion_order(allowed, cap.epsilon), low, high):
+            return
+        total = math.fsum([*used_rho, rho])
+        left = float(Fraction(cap.delta) - total_delta)
+        best = min(max(conversion_order(total, cap.epsilon), low), high) if total > 0 else high
+        needed = _delta_at(total, cap.epsilon, best) if total > 0 else 0.0
+        if needed <= left * (1 + float(RELATIVE_TOLERANCE)):
+            return
+        binding = low_id if best == low else high_id
+        spend = "this spend" if binding is None else f"spend #{binding}"
+        raise BudgetExceeded(
+            f"Privacy spend on dataset '{row.name}' refused: {spend} holds only at {_orders_text(low, high)} (DP-SGD "
+            f"is charged for one range of orders), and at those orders the dataset's rho={total:.4g} in all gives "
+            f"epsilon={cap.epsilon:g} only at delta={needed:.3g}, above the delta={left:.3g} the cap leaves. Nothing "
+            "was recorded or released; spend less, or set the cap (Ledger.set_cap) at a delta those orders reach."
         )
 
     def _record(self, connection: Connection, row: Row[Any]) -> DatasetRecord:
@@ -633,9 +1040,14 @@ class Ledger:
                 _spends.c.dataset == row.fingerprint, _spends.c.reservation_id.is_(None)
             )
         ).all()
+        low, low_id, high, high_id = _window(connection, row.fingerprint)
         return DatasetRecord(
-            fingerprint=row.fingerprint,
-            name=row.name,
+            name=row.fingerprint,
+            label=None if row.name == row.fingerprint else row.name,
+            min_order=low,
+            max_order=high,
+            min_order_spend=low_id,
+            max_order_spend=high_id,
             cap=_cap_of(row),
             spent_rho=math.fsum(rho for rho, _, status in rows if status == _COMMITTED),
             reserved_rho=math.fsum(rho for rho, _, status in rows if status == _RESERVED),
@@ -656,6 +1068,7 @@ class Ledger:
         status: str,
         reservation: int | None,
         release_id: str | None,
+        orders: tuple[float | None, float | None],
     ) -> Spend:
         delta = None if cap is None else cap.delta
         spend = Spend(
@@ -671,6 +1084,8 @@ class Ledger:
             release_id=release_id,
             created_at=datetime.now(UTC),
             approx_delta=approx_delta,
+            min_order=orders[0],
+            max_order=orders[1],
         )
         values = {field: value for field, value in asdict(spend).items() if field != "id"}
         # inserted_primary_key is None only for executemany.
@@ -678,7 +1093,8 @@ class Ledger:
         return replace(spend, id=int(key[0]))
 
     @staticmethod
-    def _unknown(fingerprint: str) -> ParameterError:
+    def _unknown(name: str) -> ParameterError:
         return ParameterError(
-            f"Dataset {fingerprint!r} is not in the privacy ledger; register it with Ledger.register first."
+            f"Dataset {name!r} is not in the privacy ledger; register it with Ledger.register({name!r}) first (or "
+            "`privsynth ledger cap NAME`; `privsynth ledger show` lists the datasets)."
         )

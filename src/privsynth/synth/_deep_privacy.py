@@ -28,6 +28,9 @@ The noise multiplier is the smallest that makes ``rho_sgd`` fit what the preproc
 (:func:`calibrate_sigma`). In the ledger the charge composes with other releases soundly as long as the cap's own
 conversion order is between 2 and ``alpha_max``; ``dp-deep`` raises ``alpha_max`` to the cap's order when the
 dataset has a cap (a larger cap at the same delta has a smaller order, so this costs nothing in the usual case).
+The spend records that range of orders (from 2 to ``alpha_max``; from ``alpha_max`` to 2 when ``alpha_max`` is
+below 2, where the charge is the RDP at 2 over ``alpha_max``), and the ledger converts the dataset's total rho
+only at orders inside it: a cap set later at a smaller delta, whose conversion order is larger, is refused.
 """
 
 from __future__ import annotations
@@ -43,31 +46,12 @@ import numpy as np
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget
+from privsynth.privacy.ledger import conversion_order
 
 _MIN_ORDER = 2  # the smallest integer order opacus computes; the charge covers orders from 2 (or alpha_max) up
 _SEGMENT_POINTS = 8  # orders checked between consecutive integers
 _SIGMA_RANGE = (0.3, 1e4)
 _CROSS_CHECK_ORDERS = 256
-
-
-def conversion_order(rho: float, epsilon: float) -> float:
-    """The Rényi order at which rho-zCDP converts to ``epsilon`` most tightly (CKS20, Proposition 12).
-
-    The minimiser over alpha of ``(alpha - 1)(alpha rho - epsilon) + alpha log(1 - 1/alpha) - log(alpha - 1)``,
-    found by bisection on the sign of the derivative of its first two terms, as in
-    :mod:`privsynth.privacy.budget`.
-    """
-    if not rho > 0 or not epsilon > 0:
-        raise ParameterError(f"rho and epsilon must be > 0, got rho={rho!r}, epsilon={epsilon!r}")
-    low, high = 1.01, (epsilon + 1) / (2 * rho) + 2
-    alpha = (low + high) / 2
-    while alpha not in (low, high):
-        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
-            low = alpha
-        else:
-            high = alpha
-        alpha = (low + high) / 2
-    return alpha
 
 
 def sgd_rdp(q: float, sigma: float, steps: int, orders: np.ndarray) -> np.ndarray:
@@ -181,18 +165,33 @@ def spend_dp_sgd(
     """
     max_order = conversion_order(budget.rho, budget.epsilon)
     if cap is not None:
-        max_order = max(max_order, conversion_order(cap.rho, cap.epsilon))
+        max_order = max(max_order, conversion_order(_cap_rho(accountant, cap), cap.epsilon))
     sigma = calibrate_sigma(sample_rate, steps, accountant.remaining, max_order)
     charge = sgd_rho(sample_rate, sigma, steps, max_order)
+    low, high = min(_MIN_ORDER, max_order), max(_MIN_ORDER, max_order)
     accountant.spend(
         charge,
         mechanism=(
             f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
-            f"max_grad_norm={max_grad_norm:g}, rdp_orders<={max_order:.4g})"
+            f"max_grad_norm={max_grad_norm:g}, rdp_orders={low:.4g}..{high:.4g})"
         ),
         purpose=purpose,
+        min_order=low,
+        max_order=high,
     )
     return SGDCharge(sample_rate, steps, sigma, charge, max_order, max_grad_norm)
+
+
+def _cap_rho(accountant: Accountant, cap: Budget) -> float:
+    """The rho the dataset's cap allows at the delta its approximate spends (DP key discovery, this fit's
+    reservation included) leave: the rho whose conversion order the ledger checks the charge's range against."""
+    if accountant.ledger is None or accountant.dataset is None:
+        return cap.rho
+    record = accountant.ledger.dataset(accountant.dataset)
+    held = record.spent_approx_delta + record.reserved_approx_delta
+    if held <= 0 or held >= cap.delta:
+        return cap.rho
+    return Budget.from_epsilon_delta(cap.epsilon, cap.delta, approx_delta=held).rho
 
 
 def privacy_record(budget: Budget, accountant: Accountant, sgd: SGDCharge) -> dict[str, Any]:
