@@ -46,6 +46,7 @@ from privsynth.provenance.lineage import (
 )
 from privsynth.synth import Synthesizer, available, create
 from privsynth.synth.base import infer_schema, read_model_file, write_model_file
+from privsynth.synth.dp import FitRecord, dataset_name, dp_schema
 
 if TYPE_CHECKING:
     from privsynth.evaluate import Report
@@ -107,13 +108,11 @@ class Release:
     data: pd.DataFrame
     model: Synthesizer | TextModel
     source_name: str
-    source_fingerprint: str
     schema: Schema
     seed: int | None
     conditions: dict[str, Any] | None
-    epsilon: float | None = None
+    record: FitRecord | None = None
     rebalance: dict[str, Any] | None = None
-    delta: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     release_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -129,6 +128,29 @@ class Release:
     filters: dict[str, Any] | None = None
     canaries: dict[str, Any] | None = None
     card_metrics: tuple[str, ...] = ()
+    source_fingerprint: str | None = None  # non-DP releases only: a hash of the data has no place on a DP card
+
+    def __post_init__(self) -> None:
+        if self.record is None:
+            self.record = self.model.record if isinstance(self.model, TextModel) else self.model.record_
+
+    @property
+    def fit(self) -> FitRecord:
+        """What the fit may publish; the card's generator and privacy sections come from this only."""
+        assert self.record is not None  # set in __post_init__
+        return self.record
+
+    @property
+    def differentially_private(self) -> bool:
+        return self.fit.differentially_private
+
+    @property
+    def epsilon(self) -> float | None:
+        return self.fit.epsilon
+
+    @property
+    def delta(self) -> float | None:
+        return self.fit.delta
 
     @property
     def generation(self) -> int:
@@ -137,18 +159,22 @@ class Release:
 
     @property
     def excluded(self) -> list[dict[str, str]]:
+        if self.differentially_private:  # a reason written by `schema infer` may quote the data (distinct shares)
+            return [
+                {"column": c.name, "reason": "left out by the schema (synthesize: false)"}
+                for c in self.schema.excluded()
+            ]
         return [{"column": c.name, "reason": c.reason or "synthesize: false"} for c in self.schema.excluded()]
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """The label written into Parquet metadata and frame attributes (no data, no paths)."""
+        """The label written into Parquet metadata and frame attributes (no data, no paths, no hash of the data)."""
         return {
             "release_id": self.release_id,
             "generation": self.generation,
             "parents": [p.release_id for p in self.ancestry.parents if p.release_id],
-            "method": self.model.name,
+            "method": self.fit.method,
             "created": self.created,
-            "source_fingerprint_sha256": self.source_fingerprint,
             "privsynth_version": __version__,
         }
 
@@ -156,7 +182,8 @@ class Release:
         """Summarise an evaluation report (:func:`privsynth.evaluate.evaluate`) on the card.
 
         Only the metric values are copied, not the report's tables, which hold statistics of the real data.
-        Cards already written are written again with the summary.
+        Cards already written are written again with the summary. The metrics are computed from the real rows:
+        on a DP release they are outside the guarantee, and the card says so (attach them on purpose only).
         """
         from privsynth.evaluate import Report
 
@@ -176,6 +203,23 @@ class Release:
         return path
 
     def card(self, release_file: Path) -> DataCard:
+        fit = self.fit
+        dp = fit.differentially_private
+        generator: dict[str, Any] = {
+            "method": fit.method,
+            "parameters": plain(dict(fit.parameters)),
+            "seed": self.seed,
+            "conditions": self.conditions,
+            "rebalance": self.rebalance,
+            "differentially_private": dp,
+            "privsynth_version": __version__,
+        }
+        source: dict[str, Any] = {"name": self.source_name, "generation": self.ancestry.source_generation}
+        if not dp:  # a hash, timings and the share of synthetic rows are functions of the private rows
+            generator["timings_seconds"] = self.timings
+            source["synthetic_share"] = self.ancestry.synthetic_share
+            if self.source_fingerprint is not None:
+                source["fingerprint_sha256"] = self.source_fingerprint
         card = DataCard(
             kind="synthetic",
             release_id=self.release_id,
@@ -183,22 +227,8 @@ class Release:
             release_sha256=file_sha256(release_file),
             rows=len(self.data),
             columns=list(self.data.columns),
-            generator={
-                "method": self.model.name,
-                "parameters": plain(self.model.get_params()),
-                "seed": self.seed,
-                "conditions": self.conditions,
-                "rebalance": self.rebalance,
-                "differentially_private": self.model.differentially_private,
-                "privsynth_version": __version__,
-                "timings_seconds": self.timings,
-            },
-            source={
-                "name": self.source_name,
-                "fingerprint_sha256": self.source_fingerprint,
-                "generation": self.ancestry.source_generation,
-                "synthetic_share": self.ancestry.synthetic_share,
-            },
+            generator=generator,
+            source=source,
             schema=self.schema.to_dict(private_domains=False),
             excluded_columns=self.excluded,
             privacy=self._privacy(),
@@ -261,18 +291,22 @@ class Release:
         logger.info("retention delete-model: deleted the fitted model (%s)", ", ".join(deleted) or "in memory only")
 
     def _privacy(self) -> dict[str, Any]:
-        spends = plain(list(getattr(self.model, "spends_", None) or []))
-        if not self.model.differentially_private:
+        fit = self.fit
+        spends = plain([dict(spend) for spend in fit.spends])
+        if not fit.differentially_private:
             return {"differentially_private": False, "note": "no formal privacy guarantee", "spends": spends}
-        rho = sum(float(s.get("rho", 0.0)) for s in spends)
         return {
             "differentially_private": True,
-            "epsilon": self.epsilon,
-            "delta": self.delta,
-            "rho_spent": rho if spends else None,
+            "epsilon": fit.epsilon,
+            "delta": fit.delta,
+            "rho": fit.rho,
+            "rho_spent": fit.rho_spent if spends else None,
+            "unit": fit.unit,
+            "dataset": fit.dataset,
             "spends": spends,
+            "released": plain(dict(fit.released)),
+            "assumptions": list(fit.assumptions),
             "ledger": self.ledger_url,
-            "dataset_fingerprint_sha256": self.source_fingerprint,
             "note": "each spend was recorded in the ledger before anything was released"
             if self.ledger_url
             else "no ledger: the spends were checked against this budget only, not recorded",
@@ -282,7 +316,7 @@ class Release:
         if self.report is None:
             return {}
         values = self.report.values()
-        return {
+        out: dict[str, Any] = {
             "summary": plain({key: values[key] for key in self.card_metrics or CARD_METRICS if key in values}),
             "evaluated_rows": plain(
                 {k: self.report.meta.get(k) for k in ("real_rows", "synthetic_rows", "holdout_rows")}
@@ -290,6 +324,14 @@ class Release:
             "seed": self.report.meta.get("seed"),
             "note": self.report.disclaimer(),
         }
+        if self.differentially_private:
+            out["outside_the_guarantee"] = True
+            out["note"] = (
+                "OUTSIDE THE PRIVACY GUARANTEE: these metrics and row counts were computed from the real rows "
+                "without noise and attached on purpose; share this card only with people who may see them. "
+                + out["note"]
+            )
+        return out
 
     def _retention(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -307,21 +349,23 @@ class Release:
         return out
 
     def _notes(self) -> list[str]:
-        notes = list(self.ancestry.notes)
+        notes = list(self.ancestry.notes) + list(self.fit.assumptions)
         if self.generation >= 2:
-            notes.append(_generation_warning(self.generation, self.ancestry))
+            notes.append(_generation_warning(self.generation, self.ancestry, share=not self.differentially_private))
         return notes
 
 
-def _generation_warning(generation: int, ancestry: Ancestry) -> str:
+def _generation_warning(generation: int, ancestry: Ancestry, *, share: bool = True) -> str:
+    """The card's and the log's warning for a model fitted on synthetic rows; ``share=False`` on a DP path (the
+    exact share of synthetic source rows is a function of the private rows)."""
     found = ", ".join(sorted({p.found_by for p in ancestry.parents}))
-    share = (
+    shown = (
         f" ({ancestry.synthetic_share:.0%} of the source rows are synthetic)"
-        if ancestry.synthetic_share is not None
+        if share and ancestry.synthetic_share is not None
         else ""
     )
     return (
-        f"generation {generation}: the model was fitted on synthetic data{share}, recognised by {found}. "
+        f"generation {generation}: the model was fitted on synthetic data{shown}, recognised by {found}. "
         "Models trained on synthetic output lose tails and rare categories generation after generation; "
         "fit on real data, or mix real and synthetic rows under a cap (privsynth mix)."
     )
@@ -351,6 +395,7 @@ def synthesize(
     retention: Retention = "keep",
     save_model: str | Path | None = None,
     datasheet: Mapping[str, str] | None = None,
+    dataset: str | None = None,
     **source_options: Any,
 ) -> Release:
     """Fit ``method`` on ``data`` and sample ``rows`` synthetic rows (default: as many as the source has).
@@ -362,6 +407,9 @@ def synthesize(
     ``registry`` is the release registry (a :class:`~privsynth.provenance.lineage.Registry`, a URL or a path;
     default: the ledger's database; ``False``: none), used to recognise a source that is a known release and to
     register this one when it is written.
+    ``dataset`` (DP methods) is the name the data's budget is kept under in the ledger (default: the source's
+    name, e.g. a file's stem); a DP fit takes its structure from ``schema`` or the source's storage types only
+    (see :func:`privsynth.synth.dp.dp_schema`), and the rows are not checked against it.
     ``retention`` is ``keep`` or ``delete-model`` (see :class:`Release`); ``save_model`` saves the fitted model
     there right after fitting. ``datasheet`` answers datasheet questions by id
     (:data:`privsynth.provenance.datasheet.QUESTIONS`); the others are answered from what is known.
@@ -375,31 +423,41 @@ def synthesize(
     if save_model is not None:
         save_model = check_output(save_model, overwrite=False)
     model = create(method, **(params or {}))
+    dp = model.differentially_private
     if rebalance is not None:
         _check_rebalance(model, rebalance, conditions)
-    ledger_object = _open_ledger(ledger, model.differentially_private)
+    if not dp and dataset is not None:
+        raise ParameterError(f"dataset names the budget a DP method spends; '{method}' is not differentially private")
+    ledger_object = _open_ledger(ledger, dp)
     lineage = None if registry is False else open_registry(registry, ledger_object)
     given = data.data if isinstance(data, Release) else data
     source = load_source(given, **source_options)
     if isinstance(schema, str | Path):
         schema = Schema.load(schema)
-    if schema is None:
-        schema = infer_schema(given if isinstance(given, pd.DataFrame) else source)
-    schema = _without_provenance_label(schema)
-    check_schema(schema, source)
+    if dp:
+        # Structure is declared, never read from the rows, and the data are not checked against it: a DP fit
+        # puts what fits no cell nowhere, and says nothing about it.
+        declared, _ = dp_schema(source, schema if schema is None else _without_provenance_label(schema))
+    else:
+        if schema is None:
+            schema = infer_schema(given if isinstance(given, pd.DataFrame) else source)
+        declared = _without_provenance_label(schema)
+        check_schema(declared, source)
     ancestry = trace(data, source, lineage)
     if ancestry.generation >= 2:
-        logger.warning("%s", _generation_warning(ancestry.generation, ancestry))
+        logger.warning("%s", _generation_warning(ancestry.generation, ancestry, share=not dp))
     if rows is None:
-        if model.differentially_private:
+        if dp:
             raise ParameterError("say how many rows to generate (--rows); the true row count is private")
         rows = source.num_rows()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    fit_options: dict[str, Any] = {"epsilon": epsilon, "delta": delta}
-    if ledger_object is not None:
-        fit_options["ledger"] = ledger_object
-    model.fit(source, schema, **fit_options)
+    fit_options: dict[str, Any] = {}
+    if dp:
+        fit_options = {"epsilon": epsilon, "delta": delta, "ledger": ledger_object or False, "dataset": dataset}
+    elif epsilon is not None or delta is not None or ledger not in (None, False):
+        fit_options = {"epsilon": epsilon, "delta": delta, "ledger": ledger_object}  # refused by fit, with why
+    model.fit(source, declared if not dp else (None if schema is None else declared), **fit_options)
     timings["fit"] = round(time.perf_counter() - start, 3)
     if save_model is not None:
         model.save(save_model)
@@ -411,17 +469,17 @@ def synthesize(
         synthetic = model.sample(rows, conditions=conditions, seed=seed)
     report("sample", 1, 1)
     timings["sample"] = round(time.perf_counter() - start, 3)
+    card_schema = declared
+    if dp:  # the released domains (DP outputs) for modelled columns, the declared structure for the others
+        card_schema = Schema([_released(model.schema_, c) for c in declared], target=declared.target)
     release = Release(
         data=synthetic,
         model=model,
-        source_name=source.name,
-        source_fingerprint=source.fingerprint(),
-        schema=schema,
+        source_name=model.record_.dataset or source.name if dp else source.name,
+        schema=card_schema,
         seed=seed,
         conditions=conditions,
         rebalance=None if rebalance is None else {"column": rebalance, "mix": _plain_mix(mix)},
-        epsilon=epsilon,
-        delta=delta,
         timings=timings,
         ancestry=ancestry,
         retention=retention,
@@ -429,9 +487,15 @@ def synthesize(
         datasheet=answers,
         ledger_url=_display_url(ledger_object),
         registry=lineage,
+        source_fingerprint=None if dp else source.fingerprint(),
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release
+
+
+def _released(fitted: Schema, column: Column) -> Column:
+    """The fitted model's column (with the domain the DP fit released), or the declared one it left out."""
+    return fitted[column.name] if column.name in fitted else column  # noqa: SIM401 (Schema has no get)
 
 
 def _check_rebalance(model: Synthesizer, column: str, conditions: Mapping[str, Any] | None) -> None:
@@ -494,21 +558,18 @@ class TextModel:
     differentially_private: bool = True
 
     def get_params(self) -> dict[str, Any]:
-        return {
-            key: value
-            for key, value in vars(self.generator).items()
-            if not key.startswith("_") and not key.endswith("_") and key not in ("generator", "embedder")
-        }
+        """The parameters the user chose, as the fit recorded them."""
+        return dict(self.record.parameters)
+
+    @property
+    def record(self) -> FitRecord:
+        """What the fit may publish (:class:`~privsynth.synth.dp.FitRecord`): a card is built from this only."""
+        record: FitRecord = self.generator.record_
+        return record
 
     @property
     def spends_(self) -> list[dict[str, Any]]:
-        privacy = getattr(self.generator, "privacy_", None)
-        if isinstance(privacy, dict):
-            return list(privacy.get("charges", []))
-        return [
-            {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
-            for c in getattr(self.generator, "charges_", ())
-        ]
+        return [dict(spend) for spend in self.record.spends]
 
     def save(self, path: str | Path) -> None:
         """Write the fitted generator to ``path`` as :meth:`Synthesizer.save` does (a pickle: load only models
@@ -532,8 +593,9 @@ def synthesize_text(
     method: str = "pe",
     rows: int,
     epsilon: float,
-    delta: float = 1e-6,
+    delta: float | None = None,
     ledger: Ledger | str | os.PathLike[str] | Literal[False] | None = None,
+    dataset: str | None = None,
     seed: int = 0,
     names: tuple[str, ...] = (),
     params: dict[str, Any] | None = None,
@@ -548,7 +610,11 @@ def synthesize_text(
     a text whose label is not in it still counts in the budget but is not learned from). The texts are
     filtered (PII scrubbed, too short, low-quality, duplicate texts removed: post-processing, free under DP,
     counted on the card); :data:`TEXT_OVERSAMPLE` times ``rows`` are generated so that ``rows`` usually remain.
-    Budget spends go to ``ledger`` as for tabular methods (default ledger; ``False``: none).
+    The budget (``delta`` by default :data:`~privsynth.synth.dp.DEFAULT_DELTA`) is spent in ``ledger`` as for
+    tabular methods (default ledger; ``False``: none) under ``dataset``, the name the corpus's budget is kept under
+    (default: the file's stem; a data frame needs one). Nothing computed from the texts (their number, a hash,
+    timings, unusable texts or labels) reaches the release or its card; an evaluation report is attached only on
+    purpose (:meth:`Release.attach_report`).
     ``canaries`` (``dp-lora`` only): that many random secrets are added to the training texts and the fitted
     model's exposure of each (:func:`~privsynth.text.dp_finetune.canary_exposure`) goes on the card
     (``canaries``) and, through ``release.canaries``, into the report. They are records of the fit like the
@@ -578,20 +644,19 @@ def synthesize_text(
     missing = [c for c in wanted if c not in source.columns]
     if missing:
         raise ParameterError(f"the data has no column {missing[0]!r}; its columns are {', '.join(source.columns)}")
+    name = dataset_name(dataset, source)
     frame = source.to_pandas(wanted)
     texts = frame[text_column]
     private_labels = None if label_column is None else frame[label_column].astype("string").tolist()
     ledger_object = _open_ledger(ledger, True)
     model = _text_generator(method, seed, params or {})
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
     audit = None
     common: dict[str, Any] = {
         "public_labels": labels,
         "epsilon": epsilon,
         "delta": delta,
-        "ledger": ledger_object,
-        "dataset": source.fingerprint(),
+        "ledger": ledger_object if ledger_object is not None else False,
+        "dataset": name,
     }
     if canaries:
         from privsynth.text.dp_finetune import canary_exposure
@@ -600,25 +665,24 @@ def synthesize_text(
         audit = result.to_card()
     else:
         model.fit(texts.tolist(), private_labels, **common)
-    timings["fit"] = round(time.perf_counter() - start, 3)
+    del frame, texts, private_labels
+    record: FitRecord = model.record_
     fitted = TextModel(
         method,
         model,
         context={
-            "source_name": source.name,
-            "source_fingerprint": source.fingerprint(),
+            "source_name": name,
             "text_column": text_column,
             "label_column": label_column,
             "labels": list(labels or []),
-            "epsilon": epsilon,
-            "delta": delta,
+            "epsilon": record.epsilon,
+            "delta": record.delta,
             "ledger_url": _display_url(ledger_object),
         },
     )
     if save_model is not None:
         fitted.save(check_output(save_model, overwrite=False))
     release = sample_text(fitted, rows, seed=seed, names=names, ledger=ledger_object if ledger is not False else False)
-    release.timings = {**timings, **release.timings}
     release.canaries = audit
     release.model_path = Path(save_model) if save_model is not None else None
     return release
@@ -665,12 +729,10 @@ def sample_text(
         data=synthetic,
         model=model,
         source_name=context["source_name"],
-        source_fingerprint=context["source_fingerprint"],
         schema=Schema(columns),
         seed=seed,
         conditions=None,
-        epsilon=context["epsilon"],
-        delta=context["delta"],
+        record=model.record,
         timings=timings,
         ledger_url=context.get("ledger_url"),
         registry=None if ledger_object is None else open_registry(None, ledger_object),

@@ -16,11 +16,12 @@ import pytest
 import privsynth as ps
 from privsynth.data.schema import Kind, Schema
 from privsynth.data.sources import Source
-from privsynth.privacy import Accountant, Budget, Ledger
+from privsynth.privacy import Budget, Ledger
 from privsynth.privacy.mechanisms import gaussian_mechanism
 from privsynth.provenance.card import card_path, file_sha256, read_card
 from privsynth.provenance.lineage import PARQUET_KEY, Registry, read_parquet_provenance
 from privsynth.synth import base
+from privsynth.synth.dp import FitRecord, open_fit, resolve_budget
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_real_data_is_generation_1_and_parquet_releases_carry_metadata(real: pd.
     metadata = pq.read_schema(path).metadata
     label = json.loads(metadata[PARQUET_KEY])
     assert label["generation"] == 1 and label["release_id"] == release.release_id
-    assert label["source_fingerprint_sha256"] == file_sha256(tmp_path / "real.csv")
+    assert file_sha256(tmp_path / "real.csv") not in json.dumps(label)  # no hash of the source in the label
 
 
 def test_registry_lives_in_the_ledger_database(real: pd.DataFrame, tmp_path: Path) -> None:
@@ -129,23 +130,22 @@ class _NoisyHistograms(base.Synthesizer):
     differentially_private = True
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
-        assert epsilon is not None and delta is not None and (ledger is None or isinstance(ledger, Ledger))
-        budget = Budget.from_epsilon_delta(epsilon, delta)
-        if ledger is None:
-            accountant = Accountant(budget)
-        else:
-            ledger.register(self.source_fingerprint_, source.name)
-            accountant = Accountant(budget, ledger=ledger, dataset=self.source_fingerprint_)
-        frame = source.to_pandas(schema.names)
-        self.shares_: dict[str, np.ndarray] = {}
-        for column, share in zip(schema, budget.split([1 / len(schema)] * len(schema)), strict=True):
-            counts = frame[column.name].value_counts().reindex(column.categories, fill_value=0).to_numpy()
-            noisy = gaussian_mechanism(
-                counts, sensitivity=1.0, rho=share.rho, accountant=accountant, purpose=f"1-way marginal {column.name}"
-            )
-            clipped = np.clip(noisy, 0, None).astype(float) + 1e-9
-            self.shares_[column.name] = clipped / clipped.sum()
-        self.spends_ = [{"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho} for c in accountant.charges]
+        budget = resolve_budget(self.name, epsilon, delta, schema)
+        with open_fit(budget, ledger, self.dataset_, "noisy histograms") as (accountant, _):
+            frame = source.to_pandas(schema.names)
+            self.shares_: dict[str, np.ndarray] = {}
+            for column, share in zip(schema, budget.split([1 / len(schema)] * len(schema)), strict=True):
+                counts = frame[column.name].value_counts().reindex(column.categories, fill_value=0).to_numpy()
+                noisy = gaussian_mechanism(
+                    counts,
+                    sensitivity=1.0,
+                    rho=share.rho,
+                    accountant=accountant,
+                    purpose=f"1-way marginal {column.name}",
+                )
+                clipped = np.clip(noisy, 0, None).astype(float) + 1e-9
+                self.shares_[column.name] = clipped / clipped.sum()
+        self.record_ = FitRecord.of(self.name, {}, budget=budget, accountant=accountant, dataset=self.dataset_)
 
     def _sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         return pd.DataFrame(
@@ -177,7 +177,8 @@ def test_ledger_passes_through_to_a_dp_method_and_its_spends_reach_the_card(
     assert privacy["differentially_private"] is True and privacy["ledger"] == url
     assert [s["purpose"] for s in privacy["spends"]] == [f"1-way marginal {c}" for c in categorical]
     assert privacy["rho_spent"] == pytest.approx(Budget.from_epsilon_delta(1.0, 1e-6).rho, rel=1e-9)
-    entries = Ledger(url).entries(ps.load_source(real).fingerprint())
+    entries = Ledger(url).entries(privacy["dataset"])
+    entries = [e for e in entries if e.reservation_id is not None]  # the spends under the fit's reservation
     assert [e.purpose for e in entries] == [s["purpose"] for s in privacy["spends"]]
     assert [e.rho for e in entries] == [s["rho"] for s in privacy["spends"]]
     # the registry defaulted to the ledger's database
@@ -186,9 +187,10 @@ def test_ledger_passes_through_to_a_dp_method_and_its_spends_reach_the_card(
     # without a ledger a DP method records in the default one; ledger=False records nothing
     default = ps.synthesize(real, _NoisyHistograms.name, rows=10, schema=schema, epsilon=0.5, delta=1e-6)
     assert default.ledger_url == f"sqlite:///{private_ledger.resolve()}"
-    assert len(Ledger(private_ledger).entries()) == len(categorical)
+    recorded = len(Ledger(private_ledger).entries())
+    assert recorded == len(categorical) + 1  # the reservation and its spends
     unrecorded = ps.synthesize(
         real, _NoisyHistograms.name, rows=10, schema=schema, epsilon=0.5, delta=1e-6, ledger=False, registry=False
     )
-    assert len(unrecorded.model.spends_) == len(categorical) and unrecorded.ledger_url is None  # type: ignore[attr-defined]
-    assert len(Ledger(private_ledger).entries()) == len(categorical)
+    assert len(unrecorded.fit.spends) == len(categorical) and unrecorded.ledger_url is None
+    assert len(Ledger(private_ledger).entries()) == recorded

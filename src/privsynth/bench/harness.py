@@ -37,6 +37,7 @@ from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate import Report, evaluate
 from privsynth.progress import report as progress
 from privsynth.synth import available, create
+from privsynth.synth.dp import DEFAULT_DELTA
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 LEADERBOARD_HTML = "leaderboard.html"
 REFERENCE_METHOD = "real-holdout"
-DEFAULT_DELTA = 1e-6
 # The metrics the CSV and the leaderboard show first (the JSONL keeps every metric of the report).
 KEY_METRICS = (
     "utility.tstr",

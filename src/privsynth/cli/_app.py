@@ -58,9 +58,14 @@ def _main(
     )
 
 
+def is_bundled(data: str) -> bool:
+    """Whether DATA names a bundled dataset (and no file of that name exists)."""
+    return "://" not in data and not Path(data).exists() and data in DATASETS
+
+
 def open_data(data: str, table: str | None = None, delimiter: str | None = None) -> Source:
     """A path or URL as given; a bundled dataset name (when no such file exists) as its train split."""
-    if "://" not in data and not Path(data).exists() and data in DATASETS:
+    if is_bundled(data):
         return frame_source(load_dataset(data, "train"), f"{data} (bundled, train split)")
     return load_source(data, table=table, delimiter=delimiter)
 
@@ -68,7 +73,7 @@ def open_data(data: str, table: str | None = None, delimiter: str | None = None)
 def infer_schema(data: str, source: Source) -> Schema:
     """The schema proposed for DATA: inferred from its first 100,000 rows, with the category sets a bundled
     dataset's documentation publishes declared public."""
-    if "://" not in data and not Path(data).exists() and data in DATASETS:
+    if is_bundled(data):
         return bundled_schema(data, source.head(100_000))
     return Schema.infer(source.head(100_000))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from privsynth.cli._app import (
@@ -20,6 +21,7 @@ from privsynth.cli._app import (
     console,
     err_console,
     infer_schema,
+    is_bundled,
     open_data,
     parse_conditions,
     parse_params,
@@ -57,6 +59,13 @@ def generate(
             "registry. Default: $PRIVSYNTH_LEDGER or ~/.privsynth/ledger.sqlite."
         ),
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Name the data's privacy budget is kept under in the ledger (DP methods; default: the bundled "
+            "dataset's name or the file's stem). Give the same name to every copy of the same data."
+        ),
+    ] = None,
     condition: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE to fix in every row; repeatable.")] = None,
     rebalance: Annotated[
         str | None,
@@ -92,8 +101,18 @@ def generate(
     if rows is not None and rows < 1:
         raise ParameterError(f"--rows must be at least 1, not {rows}")
     source = open_data(data, table, delimiter)
-    loaded = Schema.load(schema) if schema is not None else infer_schema(data, source)
-    _report_exclusions(loaded)
+    dp = _is_dp(method)
+    loaded: Schema | None
+    if schema is not None:
+        loaded = Schema.load(schema)
+    elif dp and not is_bundled(data):
+        loaded = None  # a DP fit reads no structure from the rows: storage types, said on the card
+    else:
+        loaded = infer_schema(data, source)
+    if loaded is not None:
+        _report_exclusions(loaded)
+    if dp and dataset is None and is_bundled(data):
+        dataset = data
     with progress_bar():
         release = synthesize(
             source,
@@ -108,6 +127,7 @@ def generate(
             delta=delta,
             params=parse_params(param or []),
             ledger=ledger,
+            dataset=dataset,
             retention=retention,  # type: ignore[arg-type]  # checked by synthesize
             datasheet=_answers(datasheet or []),
         )
@@ -151,17 +171,28 @@ def _report_exclusions(schema: Schema) -> None:
         err_console.print(f"[yellow]left out[/yellow] '{col.name}': {col.reason or 'synthesize: false in the schema'}")
 
 
+def _is_dp(method: str) -> bool:
+    cls = available().get(method)
+    return bool(cls is not None and cls.differentially_private)
+
+
 def _print_release(release: Release, written: Path) -> None:
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in release.timings.items())
+    fit = release.fit
+    # A DP fit's timings are a function of the private rows: the terminal does not show them either.
+    timings = (
+        "" if fit.differentially_private else "; " + ", ".join(f"{k} {v:.1f}s" for k, v in release.timings.items())
+    )
     console.print(
         f"wrote {len(release.data)} synthetic rows x {release.data.shape[1]} columns to {written} "
-        f"({release.model.name}; {timings}); card: {written.with_name(written.stem + '.card.json')} and .card.html"
+        f"({fit.method}{timings}); card: {written.with_name(written.stem + '.card.json')} and .card.html"
     )
-    for spend in getattr(release.model, "spends_", []):
+    for spend in fit.spends:
         logger.info("spent rho %.4g on %s (%s)", spend["rho"], spend["purpose"], spend["mechanism"])
-    epsilon, delta = getattr(release.model, "epsilon_", None), getattr(release.model, "delta_", None)
-    if epsilon is not None and delta is not None:
-        console.print(f"privacy: ({epsilon:g}, {delta:g})-DP, every spend recorded in the ledger")
+    if fit.differentially_private:
+        where = f"recorded in the ledger under dataset '{fit.dataset}'" if release.ledger_url else "not recorded"
+        console.print(f"privacy: ({fit.epsilon:g}, {fit.delta:g})-DP, every spend {where}")
+        for note in fit.assumptions:
+            err_console.print(f"[yellow]assumed[/yellow]: {escape(note)}")
     if release.deleted is not None:
         console.print("retention delete-model: the fitted model was deleted after the release was written")
 

@@ -50,7 +50,8 @@ def _print_card(card: dict[str, Any], release: Path) -> None:
     parameters = ", ".join(f"{k}={v}" for k, v in generator.get("parameters", {}).items())
     facts.add_row("parameters", parameters or "-")
     facts.add_row("seed", str(generator.get("seed")))
-    facts.add_row("source", f"{card['source']['name']} (sha256 {card['source']['fingerprint_sha256'][:16]}...)")
+    digest = card["source"].get("fingerprint_sha256")
+    facts.add_row("source", card["source"]["name"] + (f" (sha256 {digest[:16]}...)" if digest else ""))
     facts.add_row("generation", str(card.get("generation", 1)))
     parents = card.get("parents") or []
     facts.add_row(

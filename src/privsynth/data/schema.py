@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -200,6 +200,32 @@ class Schema:
             logger.warning(message)
         return cls(columns, warnings)
 
+    @classmethod
+    def from_storage(cls, types: Mapping[str, str]) -> Schema:
+        """A schema from storage types only (``Source.storage_types()``), for a DP fit without a reviewed schema.
+
+        Nothing here looks at a value: kinds follow the engine's types (numbers, timestamps; booleans as the
+        public categories false/true; everything else categorical), every column may be missing, no domain is
+        known, and personal data is flagged by column name alone (names are structure, not data).
+        """
+        columns = []
+        for name, stored in types.items():
+            kind = _STORAGE_KINDS.get(stored, Kind.CATEGORICAL)
+            column = Column(name, kind, _STORAGE_DTYPES.get(stored, "object"), nullable=True)
+            if stored == "boolean":
+                column = replace(column, categories=[False, True], public=True)
+            pii = _pii_by_name(name)
+            if pii is not None:
+                column = replace(
+                    column, pii=True, synthesize=False, reason=f"column name suggests personal data ({pii})"
+                )
+            elif set(_tokens(name)) & _ID_TOKENS and kind in (Kind.CATEGORICAL, Kind.INTEGER):
+                column = replace(
+                    column, kind=Kind.IDENTIFIER, synthesize=False, reason="column name suggests an identifier"
+                )
+            columns.append(column)
+        return cls(columns)
+
     # ---- YAML --------------------------------------------------------------------------------------------------
 
     def to_dict(self, private_domains: bool = True) -> dict[str, Any]:
@@ -331,6 +357,16 @@ _NEAR_UNIQUE = 0.95  # distinct/non-null above which a string column is an ident
 _ID_UNIQUE = 0.5  # distinct/non-null above which an id-named column is an identifier
 _MAX_CATEGORIES = 1000  # above this many levels a string column is text or an identifier, not a category
 _TEXT_MEAN_LENGTH = 40  # strings longer than this on average, with spaces, are free text
+
+
+_STORAGE_KINDS: Final = {"integer": Kind.INTEGER, "float": Kind.FLOAT, "datetime": Kind.DATETIME}
+_STORAGE_DTYPES: Final = {
+    "integer": "Int64",
+    "float": "float64",
+    "datetime": "datetime64[ns]",
+    "boolean": "boolean",
+    "string": "object",
+}
 
 
 def _tokens(name: str) -> list[str]:

@@ -67,7 +67,16 @@ class Source(ABC):
 
     @abstractmethod
     def fingerprint(self) -> str:
-        """A hash that identifies the data (content for files and frames, location for databases)."""
+        """A hash that identifies the data (content for files and frames, location for databases).
+
+        A function of the private rows: keep it on the custodian's side (the ledger stores only a keyed hash of
+        it); never put it in a DP release."""
+
+    @abstractmethod
+    def storage_types(self) -> dict[str, str]:
+        """Each column's type as the engine stores it (``integer``, ``float``, ``datetime``, ``boolean`` or
+        ``string``): the structure a DP fit may use without a reviewed schema. A CSV file's types are what DuckDB's
+        reader declares for it."""
 
     def iter_chunks(self, columns: Sequence[str] | None = None, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
         """Rows in chunks of ``chunk_rows`` (the last may be shorter), for methods that must see rows."""
@@ -92,13 +101,24 @@ class Source(ABC):
         chunks = list(self._chunks(names, 100_000, None))
         return _concat(chunks) if chunks else self._empty(names)
 
-    def counts(self, columns: Sequence[str], binnings: Sequence[Binning] | Mapping[str, Binning]) -> np.ndarray:
+    def counts(
+        self,
+        columns: Sequence[str],
+        binnings: Sequence[Binning] | Mapping[str, Binning],
+        *,
+        outside: str = "error",
+    ) -> np.ndarray:
         """The contingency table of ``columns`` under ``binnings``: an int64 array of shape (b1.size, ...).
 
         Cell ``[i, j, ...]`` counts rows whose first column falls in cell ``i`` of the first binning, and so
         on. A value that fits no cell (a category missing from a list without an ``other`` cell, or a missing
-        value without a ``null`` cell) is a :class:`DataError`.
+        value without a ``null`` cell) is a :class:`DataError` naming how many (for the custodian's checks);
+        with ``outside="drop"`` such rows are left out of the table and nothing is said, which is what a DP
+        mechanism needs: one record still changes one cell by at most one, and no error tells whether such a
+        record exists.
         """
+        if outside not in ("error", "drop"):
+            raise ParameterError(f"outside must be 'error' or 'drop', not {outside!r}")
         columns = list(columns)
         if isinstance(binnings, Mapping):
             absent = [c for c in columns if c not in binnings]
@@ -116,17 +136,17 @@ class Source(ABC):
             # between the select list and a repeated GROUP BY expression.
             query = query.group_by(*(sa.literal_column(str(i + 1)) for i in range(len(cells))))
         out = np.zeros(tuple(b.size for b in binnings), dtype=np.int64)
-        outside = dict.fromkeys(columns, 0)
+        unplaced = dict.fromkeys(columns, 0)
         for row in self._run_counts(query):
             index, n = tuple(int(v) for v in row[:-1]), int(row[-1])
             if OUTSIDE in index:
                 for column, cell in zip(columns, index, strict=True):
                     if cell == OUTSIDE:
-                        outside[column] += n
+                        unplaced[column] += n
                 continue
             out[index] += n
-        bad = [f"{n} value(s) of column '{c}'" for c, n in outside.items() if n]
-        if bad:
+        bad = [f"{n} value(s) of column '{c}'" for c, n in unplaced.items() if n]
+        if bad and outside == "error":
             raise DataError(
                 f"{', '.join(bad)} fit none of {'its' if len(bad) == 1 else 'their'} cells (a category missing "
                 "from the domain, or a missing value where the column is not nullable); add them to the schema "
@@ -208,6 +228,9 @@ class DuckDBSource(Source):
                 relation = cursor.sql("SELECT * FROM source LIMIT 0")
                 self._columns = [str(c) for c in relation.columns]
                 self._text = {str(c) for c, t in zip(relation.columns, relation.types, strict=True) if t == "VARCHAR"}
+                self._types = {
+                    str(c): _storage_kind(str(t)) for c, t in zip(relation.columns, relation.types, strict=True)
+                }
         except duckdb.Error as exc:
             raise DataError(f"{name} cannot be read: {_first_line(exc)}") from None
 
@@ -261,6 +284,9 @@ class DuckDBSource(Source):
         finally:
             reader.close()
             cursor.close()
+
+    def storage_types(self) -> dict[str, str]:
+        return dict(self._types)
 
     def fingerprint(self) -> str:
         # A file is hashed when first asked, not on opening: reading it whole is the cost of a large file.
@@ -337,6 +363,16 @@ class SQLSource(Source):
             query = query.limit(limit)
         with self._engine.connect().execution_options(stream_results=True) as con:
             yield from pd.read_sql(query, con, chunksize=chunk_rows)
+
+    def storage_types(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for column in self._from.columns:
+            try:
+                python = column.type.python_type
+            except NotImplementedError:
+                python = str
+            out[str(column.name)] = _storage_kind(python.__name__)
+        return out
 
     def fingerprint(self) -> str:
         # A database table is identified by where it lives, not by its (changing) content.
@@ -473,6 +509,20 @@ def _nonblank_lines(path: Path, n: int) -> list[str]:
                 if len(found) == n:
                     break
     return found
+
+
+def _storage_kind(engine_type: str) -> str:
+    """``integer``, ``float``, ``datetime``, ``boolean`` or ``string`` for an engine's (or Python's) type name."""
+    name = engine_type.upper()
+    if name.startswith(("BOOL",)):
+        return "boolean"
+    if any(t in name for t in ("INT", "HUGEINT")):
+        return "integer"
+    if any(t in name for t in ("FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC")):
+        return "float"
+    if any(t in name for t in ("TIMESTAMP", "DATE")):
+        return "datetime"
+    return "string"
 
 
 def _digest(data: str | bytes) -> str:

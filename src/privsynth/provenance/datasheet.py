@@ -145,7 +145,9 @@ def _synthetic_answers(card: Mapping[str, Any]) -> dict[str, str]:
         ),
         "collection_process.how": (
             f"Sampled from a '{method}' synthesizer (privsynth {generator.get('privsynth_version')}) fitted on "
-            f"'{source['name']}' (SHA-256 {str(source.get('fingerprint_sha256'))[:16]}...), seed "
+            f"'{source['name']}'"
+            + (f" (SHA-256 {str(source['fingerprint_sha256'])[:16]}...)" if source.get("fingerprint_sha256") else "")
+            + ", seed "
             f"{generator.get('seed')}"
             + (f", every row conditioned on {conditions}" if conditions else "")
             + ". The source's rows are not part of this release."

@@ -8,6 +8,7 @@ so the CLI, benchmarks and service create them the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pickle
@@ -22,6 +23,7 @@ import pandas as pd
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import DataError, ParameterError, PrivsynthError
+from privsynth.synth.dp import FitRecord, dataset_name, dp_schema
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ class Synthesizer(ABC):
     differentially_private: ClassVar[bool] = False
 
     schema_: Schema
-    source_fingerprint_: str
+    record_: FitRecord
 
     def fit(
         self,
@@ -47,16 +49,28 @@ class Synthesizer(ABC):
         epsilon: float | None = None,
         delta: float | None = None,
         ledger: Any = None,
+        dataset: str | None = None,
     ) -> Self:
-        """Learn from ``source``. Columns the schema excludes (identifiers, PII, text) are left out."""
+        """Learn from ``source``. Columns the schema excludes (identifiers, PII, text) are left out.
+
+        A DP method spends ``epsilon``/``delta`` on ``dataset`` (the name its budget is kept under in
+        ``ledger``: by default the source's name) and takes its structure only from what is declared: the
+        ``schema`` given (its domains only where ``public``), else the source's storage types
+        (:meth:`Schema.from_storage`); every column gets a missing-value cell, measured like the others.
+        ``record_`` is then what the fit may publish (:class:`~privsynth.synth.dp.FitRecord`).
+        """
         if not self.differentially_private and (epsilon is not None or delta is not None or ledger is not None):
             raise ParameterError(
                 f"'{self.name}' is not differentially private and takes no epsilon, delta or ledger; "
                 "use a DP method (see `privsynth methods`) or drop those options"
             )
-        if schema is None:
-            schema = infer_schema(source)
         source = load_source(source)
+        assumptions: tuple[str, ...] = ()
+        if self.differentially_private:
+            schema, assumptions = dp_schema(source, schema)
+            self.dataset_ = dataset_name(dataset, source)
+        elif schema is None:
+            schema = infer_schema(source)
         modelled = schema.synthesized()
         if len(modelled) == 0:
             raise DataError("no column is left to synthesize: the schema excludes them all")
@@ -66,9 +80,21 @@ class Synthesizer(ABC):
         for col in schema.excluded():
             logger.info("column '%s' is left out of synthesis: %s", col.name, col.reason or "synthesize: false")
         self.schema_ = modelled
-        self.source_fingerprint_ = source.fingerprint()
+        self.assumptions_ = assumptions
         self._fit(source, modelled, epsilon=epsilon, delta=delta, ledger=ledger)
+        if self.differentially_private:
+            self.schema_ = self._released_schema()
+        else:
+            self.record_ = FitRecord.of(self.name, self.get_params())
         return self
+
+    def _released_schema(self) -> Schema:
+        """The schema a DP model keeps after fitting: structure plus public domains only. Methods that learn
+        domains under DP override this to add them (they are DP outputs)."""
+        return Schema(
+            [col if col.public else dataclasses.replace(col, categories=None, bounds=None) for col in self.schema_],
+            target=self.schema_.target,
+        )
 
     @abstractmethod
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
@@ -118,7 +144,8 @@ class Synthesizer(ABC):
                 raise ParameterError(
                     f"cannot condition on '{column}': the model has no such column ({', '.join(self.schema_.names)})"
                 )
-            checked[column] = _condition_value(self.schema_[column], value)
+            shown = not self.differentially_private or self.schema_[column].public
+            checked[column] = _condition_value(self.schema_[column], value, show_domain=shown)
         return checked
 
     def _check_fitted(self) -> None:
@@ -173,13 +200,22 @@ def infer_schema(data: Source | pd.DataFrame | str | Path, rows: int = 100_000) 
     return Schema.infer(load_source(data).head(rows))
 
 
-def _condition_value(column: Column, value: Any) -> Any:
-    """The condition value in the column's own type, or a clear error when it is outside the domain."""
+def _condition_value(column: Column, value: Any, *, show_domain: bool = True) -> Any:
+    """The condition value in the column's own type, or a clear error when it is outside the domain.
+
+    ``show_domain=False`` (a DP model's column whose domain is not public) says only that the value is outside
+    the model's domain: the message reaches people the data's custodian did not show the domain to.
+    """
     if column.kind is Kind.CATEGORICAL:
         categories = column.categories or []
         for category in categories:
             if str(category) == str(value):
                 return category
+        if not show_domain:
+            raise ParameterError(
+                f"'{column.name}' = {value!r} is outside the model's domain for that column (a value the DP fit "
+                "did not release); condition on a released value, or declare the column's categories public"
+            )
         shown = ", ".join(map(str, categories[:20]))
         raise ParameterError(f"'{value}' is not a category of '{column.name}'; its categories are: {shown}")
     if column.kind in (Kind.INTEGER, Kind.FLOAT):
@@ -188,6 +224,8 @@ def _condition_value(column: Column, value: Any) -> Any:
         except (TypeError, ValueError):
             raise ParameterError(f"'{column.name}' is numeric; the condition value {value!r} is not a number") from None
         if column.bounds is not None and not float(column.bounds[0]) <= number <= float(column.bounds[1]):
+            if not show_domain:
+                raise ParameterError(f"{value} is outside the model's range for '{column.name}'")
             raise ParameterError(f"{value} is outside the range of '{column.name}' {list(column.bounds)}")
         return number
     raise ParameterError(f"conditions on {column.kind.value} columns such as '{column.name}' are not supported")

@@ -51,7 +51,7 @@ import pandas as pd
 from privsynth.data.binning import Binning, Categories, NumericBins, _isna, _numeric, category_key, uniform_bins
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source
-from privsynth.errors import BudgetExceeded, DataError, ParameterError
+from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import check_positive, fits_within, gaussian_sigma, split_exactly
 from privsynth.progress import report
@@ -62,6 +62,7 @@ __all__ = [
     "ColumnDomain",
     "cells_to_frame",
     "discovery_delta",
+    "domain_column",
     "learn_domains",
     "needs_budget",
     "public_domain",
@@ -178,15 +179,17 @@ class ColumnDomain:
                     return keys[category_key(v)]
             if binning.other_index is not None and category_key(value) in set(map(category_key, self.other_values)):
                 return binning.other_index
-            shown = ", ".join(map(str, binning.values[:20]))
-            raise ParameterError(f"'{value}' is not in the domain of '{self.name}' ({shown})")
+            raise ParameterError(
+                f"'{self.name}' = {value!r} is outside the model's domain for that column; condition on a value "
+                "the model holds"
+            )
         try:
             number = _to_number(value, self.column.kind)
         except (TypeError, ValueError):
             raise ParameterError(f"'{value}' is not a valid value for '{self.name}' ({self.column.kind})") from None
         low, high = (_to_number(e, self.column.kind) for e in (binning.edges[0], binning.edges[-1]))
         if not low <= number <= high:
-            raise ParameterError(f"{value} is outside the domain of '{self.name}' [{low:g}, {high:g}]")
+            raise ParameterError(f"{value} is outside the model's range for '{self.name}'")
         inner = _numeric(pd.Series(binning.edges[1:-1], dtype=object))
         return int(np.searchsorted(inner, number, side="right"))
 
@@ -412,6 +415,17 @@ def learn_domains(
     return domains
 
 
+def domain_column(domain: ColumnDomain) -> Column:
+    """The column with the domain a fit released (a DP output, or public), for the fitted model's schema."""
+    column, binning = domain.column, domain.binning
+    if isinstance(binning, Categories):
+        return dataclasses.replace(column, categories=[*binning.values, *domain.other_values], bounds=None)
+    low, high = binning.edges[0], binning.edges[-1]
+    if column.kind is Kind.DATETIME:
+        return dataclasses.replace(column, bounds=(pd.Timestamp(low).isoformat(), pd.Timestamp(high).isoformat()))
+    return dataclasses.replace(column, categories=None, bounds=(float(low), float(high)))
+
+
 def cells_to_frame(
     domains: Mapping[str, ColumnDomain], cells: np.ndarray, rng: np.random.Generator, columns: list[str]
 ) -> pd.DataFrame:
@@ -517,11 +531,7 @@ def _discover(
         key = "=" + repr(category_key(value))
         table[key] = table.get(key, 0) + count
         values.setdefault(key, value)
-    if missing and not column.nullable:
-        raise DataError(
-            f"column '{name}' has missing values but the schema says nullable: false; set nullable: true so that "
-            "missing values get a cell of their own"
-        )
+    # A DP fit never fails on the data: without a missing cell, missing values are simply not counted.
     if column.nullable:
         table[_MISSING_KEY] = missing  # always present: whether the key exists depends on the schema only
     released = gaussian_threshold_mechanism(
@@ -645,7 +655,11 @@ def _measure(
 
     binning = _numeric_binning(edges, column)
     noisy = gaussian_mechanism(
-        source.counts([column.name], [binning]), sensitivity=1.0, rho=rho, accountant=accountant, purpose=purpose
+        source.counts([column.name], [binning], outside="drop"),
+        sensitivity=1.0,
+        rho=rho,
+        accountant=accountant,
+        purpose=purpose,
     )
     missing = None if binning.null_index is None else int(noisy[binning.null_index])
     return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=gaussian_sigma(rho, 1.0))

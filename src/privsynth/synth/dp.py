@@ -11,19 +11,36 @@ fit, and a release's data card is built from it, never from attributes read off 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from privsynth.data.schema import Schema
+from privsynth.data.sources import Source
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_positive
 from privsynth.privacy.ledger import Ledger
 
-__all__ = ["DEFAULT_DELTA", "MAX_DELTA", "FitRecord", "LedgerArg", "open_fit", "resolve_budget"]
+__all__ = [
+    "DEFAULT_DELTA",
+    "MAX_DELTA",
+    "FitRecord",
+    "LedgerArg",
+    "dataset_name",
+    "dp_schema",
+    "ledger_for",
+    "open_fit",
+    "resolve_budget",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DELTA: Final = 1e-6
 MAX_DELTA: Final = 1e-5
@@ -65,6 +82,60 @@ def resolve_budget(method: str, epsilon: float | None, delta: float | None, sche
     return Budget.from_epsilon_delta(epsilon, delta, approx_delta=approx)
 
 
+NO_SCHEMA_NOTE: Final = (
+    "no reviewed schema was given: column kinds and types come from the source's storage types (for a CSV file, "
+    "DuckDB's reading of it), personal data and identifiers are recognised by column name only, every column has a "
+    "missing-value cell whose count is noised like the others, and every domain is learned under DP. Review the "
+    "structure with `privsynth schema infer DATA -o schema.yaml`, edit it, and pass --schema schema.yaml"
+)
+DECLARED_NOTE: Final = (
+    "structure from the declared schema; domains not marked public were learned under DP; values that fit no cell "
+    "(a missing value in a column declared not nullable, a category outside a public list) are left out of the "
+    "noisy counts, and no error reports them"
+)
+
+
+def dp_schema(source: Source, schema: Schema | None) -> tuple[Schema, tuple[str, ...]]:
+    """The structure a DP fit may use, and what it assumed, in sentences for the card and the log.
+
+    Only declared structure is used: the ``schema`` given (a reviewed file, a bundled dataset's schema), without
+    its domains unless they are marked public, else :meth:`Schema.from_storage` of the source's storage types
+    (every column then nullable: data-independent). Value-based detection (``Schema.infer``) is the custodian's
+    review tool and never decides a DP fit.
+    """
+    if schema is None:
+        logger.warning("%s", NO_SCHEMA_NOTE)
+        return Schema.from_storage(source.storage_types()), (NO_SCHEMA_NOTE,)
+    declared = [
+        dataclasses.replace(
+            column,
+            categories=column.categories if column.public else None,
+            bounds=column.bounds if column.public else None,
+        )
+        for column in schema
+    ]
+    return Schema(declared, target=schema.target), (DECLARED_NOTE,)
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def dataset_name(dataset: str | None, source: Source) -> str:
+    """The name a DP fit's budget is kept under: the one declared, else the source's own name (a file's stem,
+    a table's name), which the ledger then shows. Renaming or converting a file does not reset its budget when
+    the same name is given with ``dataset=`` (``--dataset``)."""
+    if dataset is not None:
+        if not isinstance(dataset, str) or not dataset.strip():
+            raise ParameterError(f"dataset must be a non-empty name, not {dataset!r}")
+        return dataset.strip()
+    name = source.name
+    if "[" in name and name.endswith("]"):  # "URL [table]" or "file.duckdb [table]"
+        name = name[name.rindex("[") + 1 : -1]
+    elif "://" not in name:
+        name = Path(name).name.split(".")[0] or name
+    return _UNSAFE_NAME.sub("-", name).strip("-") or "data"
+
+
 def ledger_for(ledger: LedgerArg) -> Ledger | None:
     """The ledger a DP fit records in: as given, the default one for ``None``, none for ``False``."""
     if ledger is False:
@@ -84,7 +155,7 @@ def open_fit(
     :func:`privsynth.privacy.accountant.fit_accountant`). ``content`` is an optional content fingerprint of the
     data: the ledger keeps only a keyed hash of it, to warn when the same data comes back under another name.
     """
-    with fit_accountant(budget, ledger_for(ledger), dataset, dataset, purpose) as pair:
+    with fit_accountant(budget, ledger_for(ledger), dataset, purpose=purpose, content=content) as pair:
         yield pair
 
 

@@ -38,7 +38,7 @@ from privsynth.data.binning import Categories
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
+from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
 from privsynth.privacy.mechanisms import exponential_mechanism, gaussian_mechanism
 from privsynth.progress import report
@@ -50,20 +50,16 @@ from privsynth.synth.domain import (
     NUMERIC_BINS,
     ColumnDomain,
     cells_to_frame,
-    discovery_delta,
+    domain_column,
     learn_domains,
     needs_budget,
 )
+from privsynth.synth.dp import FitRecord, open_fit, resolve_budget
 
-__all__ = ["AIM", "DEFAULT_DELTA", "MAX_DELTA", "MST"]
+__all__ = ["AIM", "MST"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DELTA = 1e-6
-MAX_DELTA = 1e-5
-"""Largest delta accepted. Delta must be well below 1/n, but n is private and is not read: 1e-5 keeps
-delta < 1/n for tables of up to 100,000 rows; a larger table needs a smaller delta (a warning says so when the
-noisy row count shows it)."""
 
 _SUPPORT_SIGMAS = 3.0
 """MST merges the values of a column whose noisy count is below this many standard deviations (paper, §4)."""
@@ -85,7 +81,8 @@ class _MarginalMethod(Synthesizer):
     """What MST and AIM share: the budget, the ledger, the domains, the model and sampling from it.
 
     ``fit(source, schema, epsilon=..., delta=1e-6, ledger=None)``: ``epsilon`` is required; ``delta`` at most
-    :data:`MAX_DELTA`; ``ledger`` a :class:`~privsynth.privacy.Ledger`, a SQLAlchemy URL or a SQLite path.
+    :data:`~privsynth.synth.dp.MAX_DELTA`; ``ledger`` a :class:`~privsynth.privacy.Ledger`, a URL, a SQLite path,
+    None (the default ledger) or False (none).
     ``preprocessing_share`` of rho learns the domains the schema does not declare public (only spent when
     there are any), ``bins`` cells per numeric column, ``numeric_bins`` ``"quantile"`` (DP quantiles, also
     inside public bounds) or ``"uniform"`` (equal width inside public bounds, free). After fitting:
@@ -117,11 +114,10 @@ class _MarginalMethod(Synthesizer):
         self.iters = _whole("iters", iters, minimum=1)
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
-        budget = _budget(self.name, schema, epsilon, delta)
+        budget = resolve_budget(self.name, epsilon, delta, schema)
         self._check(schema)
         purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        ledger = open_ledger(ledger)
-        with fit_accountant(budget, ledger, self.source_fingerprint_, source.name, purpose) as (accountant, _):
+        with open_fit(budget, ledger, self.dataset_, purpose, content=_content(source, ledger)) as (accountant, _):
             preprocessing = 0.0
             if needs_budget(schema, self.bins, numeric_bins=self.numeric_bins):
                 preprocessing = budget.split([self.preprocessing_share, 1 - self.preprocessing_share])[0].rho
@@ -140,6 +136,15 @@ class _MarginalMethod(Synthesizer):
         ]
         self.epsilon_, self.delta_, self.rho_ = budget.epsilon, budget.delta, budget.rho
         self.rows_estimate_ = model.total
+        self.record_ = FitRecord.of(
+            self.name,
+            self.get_params(),
+            budget=budget,
+            accountant=accountant,
+            dataset=self.dataset_,
+            released={"rows_estimate": round(float(model.total))},
+            assumptions=self.assumptions_,
+        )
         if budget.delta * model.total >= 1:
             logger.warning(
                 "delta=%g is not below 1/n for this table (about %d rows by the noisy count): choose delta below "
@@ -151,6 +156,10 @@ class _MarginalMethod(Synthesizer):
 
     def _check(self, schema: Schema) -> None:
         """Refuse settings that do not fit these columns, before anything is reserved or spent."""
+
+    def _released_schema(self) -> Schema:
+        """The structure plus the domains the fit released (DP outputs or public): what conditions check."""
+        return Schema([domain_column(self.domains_[c.name]) for c in self.schema_], target=self.schema_.target)
 
     @abstractmethod
     def _run(
@@ -344,7 +353,6 @@ class AIM(_MarginalMethod):
     def _run(
         self, counts: _Counts, accountant: Accountant, budget: Budget
     ) -> tuple[_pgm.Model, list[NoisyMarginal], dict[str, np.ndarray]]:
-        start = _clock()
         columns = counts.columns
         d = len(columns)
         rounds = self.rounds or 16 * d
@@ -354,6 +362,9 @@ class AIM(_MarginalMethod):
         for done, clique in enumerate(maximal):
             report("aim", 0, rounds, f"counting workload marginal {done + 1} of {len(maximal)}")
             counts(clique)
+        # The max_minutes clock starts after counting: the time counting takes grows with the private row
+        # count, and the number of rounds (on the card) must not depend on it.
+        start = _clock()
         rho = Fraction(budget.rho)
         round_rho = rho / rounds
         # Every 1-way marginal first, each at the first rounds' sigma (0.9 of a round's rho).
@@ -510,7 +521,7 @@ class _Counts:
             kept = [a for a in home if a in clique]
             table = np.transpose(summed, [kept.index(a) for a in clique])
         else:
-            table = self._source.counts(list(clique), [self._domains[c].binning for c in clique])
+            table = self._source.counts(list(clique), [self._domains[c].binning for c in clique], outside="drop")
         self._cache[clique] = table
         return table
 
@@ -721,21 +732,10 @@ def _worst_approximated(
 # ---- budget and ledger -----------------------------------------------------------------------------------------
 
 
-def _budget(method: str, schema: Schema, epsilon: float | None, delta: float | None) -> Budget:
-    """The run's budget; with categories to discover, part of delta is set aside for key discovery."""
-    if epsilon is None:
-        raise ParameterError(
-            f"'{method}' is differentially private and needs a privacy budget: pass epsilon (for example "
-            "epsilon=1.0; smaller is more private)"
-        )
-    delta = DEFAULT_DELTA if delta is None else check_positive("delta", delta)
-    if delta > MAX_DELTA:
-        raise ParameterError(
-            f"delta={delta:g} is too large: delta must be well below 1/n, and the row count n is private, so "
-            f"privsynth accepts at most delta={MAX_DELTA:g} (below 1/n up to 100,000 rows); use delta=1e-6, or "
-            "smaller for larger tables"
-        )
-    return Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
+def _content(source: Source, ledger: Any) -> str | None:
+    """The source's content fingerprint for the ledger's "looks like dataset X" hint (the ledger keeps only a
+    keyed hash of it); not computed without a ledger."""
+    return None if ledger is False else source.fingerprint()
 
 
 def _floor(value: Fraction) -> float:
