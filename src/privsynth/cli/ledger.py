@@ -64,14 +64,17 @@ def _remaining_epsilon(record: DatasetRecord) -> str:
     return f"{epsilon_from_rho_delta(record.remaining_rho, left):.4g}"
 
 
-def _spent_epsilon(record: DatasetRecord, refusals: list[str]) -> str:
-    """Spent epsilon at the cap's delta, or a pointer to why it is not converted there (added to ``refusals``)."""
-    try:
-        spent = record.spent_epsilon
-    except ParameterError as refused:
-        refusals.append(str(refused))
-        return "not at this delta (below)"
-    return "-" if spent is None else f"{spent:.4g}"
+def _spent_epsilon(record: DatasetRecord, notes: list[str]) -> str:
+    """Spent epsilon at the cap's delta; marked, with the reason added to ``notes``, when a spend's Rényi orders
+    kept the conversion from its best order."""
+    spent = record.spent_epsilon
+    if spent is None:
+        return "-"
+    note = record.conversion_note
+    if note is None:
+        return f"{spent:.4g}"
+    notes.append(note)
+    return f"{spent:.4g} (*)"
 
 
 @ledger_app.command("show")
@@ -81,7 +84,7 @@ def show(
 ) -> None:
     """List the datasets in the ledger with cap, spent and remaining budget; or every spend on one dataset."""
     book = Ledger(ledger)
-    refusals: list[str] = []
+    notes: list[str] = []
     if dataset is None:
         table = Table(
             "dataset", "cap (epsilon, delta)", "spent epsilon", "remaining epsilon", "rho", "approx delta", "orders"
@@ -91,15 +94,15 @@ def show(
             table.add_row(
                 _shown(record),
                 cap,
-                _spent_epsilon(record, refusals),
+                _spent_epsilon(record, notes),
                 _remaining_epsilon(record),
                 f"{record.spent_rho:.4g}",
                 f"{record.spent_approx_delta:.4g}",
                 _orders(record.min_order, record.max_order),
             )
         console.print(table)
-        for refusal in refusals:
-            console.print(refusal)
+        for note in notes:
+            console.print(f"(*) {note}")
         console.print(f"ledger: {book!r}")
         return
     found = _find(book, dataset)
@@ -128,10 +131,10 @@ def show(
     cap = f"cap ({found.cap.epsilon:g}, {found.cap.delta:g}), " if found.cap is not None else "no cap, "
     console.print(
         f"{_shown(found)}: {cap}spent rho {found.spent_rho:.4g}, "
-        f"approximate delta {found.spent_approx_delta:.4g}, epsilon {_spent_epsilon(found, refusals)}"
+        f"approximate delta {found.spent_approx_delta:.4g}, epsilon {_spent_epsilon(found, notes)}"
     )
-    for refusal in refusals:
-        console.print(refusal)
+    for note in notes:
+        console.print(f"(*) {note}")
 
 
 @ledger_app.command("cap")

@@ -21,8 +21,10 @@ under one name looks like another dataset's. Ledgers written before names were t
 the fingerprint they were registered with (:meth:`Ledger.rename` gives such a dataset a name).
 
 Some spends hold in Rényi DP only over a range of orders (DP-SGD, see :mod:`privsynth.synth._deep_privacy`): the
-ledger stores that range with the spend, and converts a dataset's total rho to (epsilon, delta) only at a delta
-whose conversion order (Canonne, Kamath and Steinke 2020, Proposition 12) every spend is valid at.
+ledger stores that range with the spend and converts a dataset's total rho to (epsilon, delta) (Canonne, Kamath
+and Steinke 2020, Proposition 12) only at orders every spend holds at. A cap whose conversion order lies outside
+that range is refused, and so is a spend that would leave the cap unreachable at those orders; the epsilon spent
+is reported at the nearest order inside the range when the best one lies outside it.
 
 The ledger is a SQLite file by default (``~/.privsynth/ledger.sqlite``, or ``$PRIVSYNTH_LEDGER``); any
 SQLAlchemy URL works. The check against the cap and the insert run in one transaction that holds a write lock
@@ -198,9 +200,10 @@ class DatasetRecord:
         """Committed spends as epsilon at the cap's delta, or ``None`` without a cap.
 
         Rho is converted at the delta the committed approximate deltas leave (``cap.delta - spent_approx_delta``);
-        infinite once they use the cap's whole delta, since no epsilon then holds at that delta. Raises
-        :class:`~privsynth.errors.ParameterError` when that conversion needs a Rényi order outside the range some
-        spend holds at (a DP-SGD spend charged for a larger delta), naming the spend and the deltas that convert.
+        infinite once they use the cap's whole delta, since no epsilon then holds at that delta. The conversion
+        is made at a Rényi order every spend holds at: when the best order lies outside that range (a DP-SGD
+        spend charged for another delta), at the nearest order inside it, which gives a larger, still valid
+        epsilon; :attr:`conversion_note` then says so.
         """
         if self.cap is None:
             return None
@@ -208,11 +211,39 @@ class DatasetRecord:
             return math.inf
         delta = self.cap.delta - self.spent_approx_delta
         epsilon = epsilon_from_rho_delta(self.spent_rho, delta)
-        if self.spent_rho > 0 and (self.min_order > 1 or self.max_order < math.inf):
-            order = conversion_order(self.spent_rho, epsilon)
-            if not _within_orders(order, self.min_order, self.max_order):
-                raise ParameterError(_conversion_refusal(self, order, self.cap.delta))
-        return epsilon
+        order = self._outside_order(epsilon)
+        if order is None:
+            return epsilon
+        nearest = min(max(order, self.min_order), self.max_order)
+        return _epsilon_at(self.spent_rho, delta, nearest)
+
+    @property
+    def conversion_note(self) -> str | None:
+        """Why :attr:`spent_epsilon` is converted at a Rényi order that is not the best one, naming the spend
+        that limits the orders and the cap deltas at which the best order is inside its range; ``None`` when it
+        is not."""
+        if self.cap is None or self.spent_approx_delta >= self.cap.delta:
+            return None
+        delta = self.cap.delta - self.spent_approx_delta
+        order = self._outside_order(epsilon_from_rho_delta(self.spent_rho, delta))
+        if order is None:
+            return None
+        low, high = _deltas_of_rho(self.spent_rho, self.min_order, self.max_order)
+        held = self.spent_approx_delta
+        nearest = min(max(order, self.min_order), self.max_order)
+        return (
+            f"dataset '{self.name}': the rho spent (rho={self.spent_rho:.4g}) converts best at the cap's "
+            f"delta={self.cap.delta:g} at Rényi order {order:.4g}, but {_binding(self, order)} (a DP-SGD charge "
+            f"made for another delta), so its epsilon is given at order {nearest:.4g}. The best order is in range "
+            f"for a cap delta from {held + low:.3g} to {held + high:.3g}."
+        )
+
+    def _outside_order(self, epsilon: float) -> float | None:
+        """The best conversion order of the spent rho at ``epsilon`` when it lies outside the spends' range."""
+        if self.spent_rho <= 0 or epsilon <= 0 or (self.min_order <= 1 and math.isinf(self.max_order)):
+            return None
+        order = conversion_order(self.spent_rho, epsilon)
+        return None if _within_orders(order, self.min_order, self.max_order) else order
 
 
 @dataclass(frozen=True)
@@ -452,17 +483,11 @@ def _binding(record: DatasetRecord, order: float) -> str:
     return f"spend #{spend} holds only at {_orders_text(record.min_order, record.max_order)}"
 
 
-def _conversion_refusal(record: DatasetRecord, order: float, cap_delta: float) -> str:
-    """Why a dataset's spent rho is not converted at the cap's delta, and at which cap deltas it would be."""
-    low, high = _deltas_of_rho(record.spent_rho, record.min_order, record.max_order)
-    held = record.spent_approx_delta
-    return (
-        f"The rho spent on dataset '{record.name}' (rho={record.spent_rho:.4g}) cannot be converted to epsilon at "
-        f"the cap's delta={cap_delta:g}: that conversion is made at Rényi order {order:.4g}, and "
-        f"{_binding(record, order)} (a DP-SGD charge made for another delta). It converts at a cap delta from "
-        f"{held + low:.3g} to {held + high:.3g}; set the cap at such a delta (privsynth ledger cap "
-        f"{record.name} --epsilon E --delta D, or Ledger.set_cap)."
-    )
+def _epsilon_at(rho: float, delta: float, alpha: float) -> float:
+    """The epsilon that rho-zCDP, used at the one Rényi order ``alpha``, gives at ``delta`` (CKS20,
+    Proposition 12 solved for epsilon), at least 0."""
+    log_terms = alpha * math.log1p(-1 / alpha) - math.log(alpha - 1) - math.log(delta)
+    return max(0.0, alpha * rho + log_terms / (alpha - 1))
 
 
 def _describe(rho: float, delta: float) -> str:
