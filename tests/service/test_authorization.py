@@ -8,7 +8,6 @@ from the app itself, so a new route without a row here fails the test.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from service_support import Service, make_service, quick_aim
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from privsynth.service.app import _route_table
 from privsynth.service.jobs import Worker
@@ -61,6 +62,32 @@ def _schema(ctx: Context) -> tuple[str, dict[str, Any]]:
     return f"/api/datasets/{ctx.dataset}/schema", {"json": current.json()}
 
 
+def _queued_job(ctx: Context) -> str:
+    """A job the custodian queued (the jobs queued before are cancelled: a user may have only so many)."""
+    for job in ctx.service.store.jobs(status="queued"):
+        ctx.service.store.fail(job.id, "cleared by the test", status="cancelled")
+    response = ctx.service.client.post(
+        f"/api/datasets/{ctx.dataset}/jobs",
+        headers=ctx.service.headers("custodian"),
+        json={"method": "aim", "epsilon": 0.01, "rows": 10, "params": quick_aim(ctx.columns)},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def _temp_user(ctx: Context) -> str:
+    name = f"temp{next(_names)}"
+    ctx.service.store.add_user(name, "analyst")
+    return name
+
+
+def _sql_dataset(ctx: Context) -> tuple[str, dict[str, Any]]:
+    if not ctx.sql_url:
+        pytest.skip("no PostgreSQL server for the SQL route (see the postgres_url fixture)")
+    body = {"name": f"sql{next(_names)}", "url": ctx.sql_url, "table": "authz_crashes", "password": "unused"}
+    return "/api/datasets/sql", {"json": body}
+
+
 ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], Build]] = {
     ("GET", "/api/health"): (ALL, lambda c: ("/api/health", {})),
     ("GET", "/api/me"): (ALL, lambda c: ("/api/me", {})),
@@ -71,14 +98,16 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], Build]] = {
         lambda c: ("/api/users", {"json": {"name": f"u{next(_names)}", "role": "analyst"}}),
     ),
     ("GET", "/api/audit"): (("admin",), lambda c: ("/api/audit", {})),
+    ("POST", "/api/users/{name}/token"): (("admin",), lambda c: (f"/api/users/{_temp_user(c)}/token", {})),
+    ("PATCH", "/api/users/{name}"): (
+        ("admin",),
+        lambda c: (f"/api/users/{_temp_user(c)}", {"json": {"disabled": True}}),
+    ),
     ("POST", "/api/datasets"): (
         CUSTODIANS,
         lambda c: ("/api/datasets", {"files": {"file": ("small.csv", c.small.to_csv(index=False).encode())}}),
     ),
-    ("POST", "/api/datasets/sql"): (
-        CUSTODIANS,
-        lambda c: ("/api/datasets/sql", {"json": {"name": f"sql{next(_names)}", "url": c.sql_url, "table": "crashes"}}),
-    ),
+    ("POST", "/api/datasets/sql"): (CUSTODIANS, _sql_dataset),
     ("GET", "/api/datasets"): (ALL, lambda c: ("/api/datasets", {})),
     ("GET", "/api/datasets/{dataset_id}"): (ON_A, lambda c: (f"/api/datasets/{c.dataset}", {})),
     ("PATCH", "/api/datasets/{dataset_id}"): (
@@ -107,6 +136,11 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], Build]] = {
     ),
     ("GET", "/api/jobs"): (ALL, lambda c: ("/api/jobs", {})),
     ("GET", "/api/jobs/{job_id}"): (ON_A, lambda c: (f"/api/jobs/{c.job}", {})),
+    ("POST", "/api/jobs/{job_id}/cancel"): (CUSTODIANS, lambda c: (f"/api/jobs/{_queued_job(c)}/cancel", {})),
+    ("PUT", "/api/releases/{release_id}/published"): (
+        CUSTODIANS,
+        lambda c: (f"/api/releases/{c.release}/published", {"json": {"published": False}}),
+    ),
     ("GET", "/api/releases"): (ALL, lambda c: ("/api/releases", {})),
     ("GET", "/api/releases/{release_id}"): (ON_A, lambda c: (f"/api/releases/{c.release}", {})),
     ("GET", "/api/releases/{release_id}/{item}"): (ON_A, lambda c: (f"/api/releases/{c.release}/card", {})),
@@ -114,9 +148,20 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], Build]] = {
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory: pytest.TempPathFactory, nass_train: pd.DataFrame) -> Iterator[Context]:
+def ctx(
+    tmp_path_factory: pytest.TempPathFactory, nass_train: pd.DataFrame, request: pytest.FixtureRequest
+) -> Iterator[Context]:
     root = tmp_path_factory.mktemp("authz")
-    service = make_service(root / "service")
+    sql_url = ""
+    try:
+        postgres = make_url(request.getfixturevalue("postgres_url"))
+    except pytest.skip.Exception:
+        allowed: tuple[str, ...] = ()
+    else:
+        allowed = (f"postgresql://{postgres.host}:{postgres.port}",)
+        sql_url = postgres.render_as_string(hide_password=False)
+        nass_train.head(3000).to_sql("authz_crashes", create_engine(sql_url), index=False, if_exists="replace")
+    service = make_service(root / "service", sql_allow=allowed)
     small = nass_train.head(3000)
     a = service.upload(small, "nassA")
     b = service.upload(small.tail(1000), "nassB")
@@ -133,10 +178,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory, nass_train: pd.DataFrame) -> I
     assert Worker(service.store, service.data_dir).run_once()
     release = client.get(f"/api/jobs/{job['id']}", headers=custodian).json()["release_id"]
     assert release, client.get(f"/api/jobs/{job['id']}", headers=custodian).json()
-    database = root / "warehouse.sqlite"
-    with sqlite3.connect(database) as con:
-        small.to_sql("crashes", con, index=False)
-    yield Context(service, a["id"], job["id"], release, columns, small, f"sqlite:///{database}")
+    yield Context(service, a["id"], job["id"], release, columns, small, sql_url)
     service.client.close()
     service.store.close()
 

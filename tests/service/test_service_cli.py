@@ -1,8 +1,10 @@
-"""`privsynth serve` prints an admin token on first start only; `privsynth users add|list` manage users."""
+"""`privsynth serve` makes an admin on first start, its token in a 0600 file (never in the log); `privsynth users
+add|list|rotate|disable|enable` manage users."""
 
 from __future__ import annotations
 
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -36,20 +38,47 @@ def test_users_add_prints_a_token_that_signs_in(tmp_path: Path) -> None:
     assert _privsynth("users", "list", *folder).stdout.split() == ["bea", "custodian"]
 
 
-def test_serve_prints_the_admin_token_on_first_start_only(tmp_path: Path) -> None:
+def test_serve_writes_the_first_admin_token_to_a_private_file_not_the_log(tmp_path: Path) -> None:
     port = free_port()
     server = serve(tmp_path, port)
     server.terminate()
     output, _ = server.communicate(timeout=30)
-    token = re.search(r"pst_\S+", output)
-    assert token is not None, output
+    assert "pst_" not in output
+    assert str(tmp_path / "admin.token") in output.replace("\n", "")
+    token_file = tmp_path / "admin.token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "session.key").stat().st_mode) == 0o600
+    token = re.search(r"pst_\S+", token_file.read_text())
+    assert token is not None
+    token_file.unlink()
     again = serve(tmp_path, port)
     try:
-        me = httpx.get(f"http://127.0.0.1:{port}/api/me", headers={"authorization": f"Bearer {token.group(0)}"})
+        me = httpx.get(
+            f"http://127.0.0.1:{port}/api/me", headers={"authorization": f"Bearer {token.group(0)}"}, timeout=30
+        )
         assert me.json() == {"id": 1, "name": "admin", "role": "admin"}
-        assert httpx.get(f"http://127.0.0.1:{port}/login").status_code == 200
-        assert "privsynth service" in httpx.get(f"http://127.0.0.1:{port}/openapi.json").text
+        assert httpx.get(f"http://127.0.0.1:{port}/login", timeout=30).status_code == 200
+        assert "privsynth service" in httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=30).text
     finally:
         again.terminate()
         second_output, _ = again.communicate(timeout=30)
-    assert "pst_" not in second_output
+    assert "pst_" not in second_output and not token_file.exists()
+
+
+def test_users_rotate_and_disable_end_the_old_token(tmp_path: Path) -> None:
+    folder = ["--data-dir", str(tmp_path)]
+    first = re.search(r"pst_\S+", _privsynth("users", "add", "cy", "--role", "analyst", *folder).stdout)
+    rotated = _privsynth("users", "rotate", "cy", *folder)
+    second = re.search(r"pst_\S+", rotated.stdout)
+    assert first is not None and second is not None and first.group(0) != second.group(0), rotated.stderr
+    store = Store(f"sqlite:///{tmp_path / 'service.sqlite'}")
+    try:
+        assert store.user_by_token(first.group(0)) is None
+        assert store.user_by_token(second.group(0)) is not None
+        assert _privsynth("users", "disable", "cy", *folder).returncode == 0
+        assert store.user_by_token(second.group(0)) is None
+        assert _privsynth("users", "list", *folder).stdout.split() == ["cy", "analyst", "disabled"]
+        assert _privsynth("users", "enable", "cy", *folder).returncode == 0
+        assert store.user_by_token(second.group(0)) is not None
+    finally:
+        store.close()

@@ -1,8 +1,10 @@
-"""`privsynth serve`, `privsynth worker` and `privsynth users add|list`: the service from the command line."""
+"""`privsynth serve`, `privsynth worker` and `privsynth users add|list|rotate|disable|enable`: the service from the
+command line."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,19 +49,42 @@ def serve(
         bool, typer.Option(help="Run a worker in this process (--no-worker: run `privsynth worker`).")
     ] = True,
     max_upload_mb: Annotated[int, typer.Option(help="Largest upload accepted, in MB.")] = 512,
+    max_cells: Annotated[
+        int, typer.Option(help="Largest upload in rows x columns (checked before the file is read).")
+    ] = 20_000_000,
+    allow_sql: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-sql",
+            help="A database server custodians may register tables from, as driver://host:port (repeat for more). "
+            "None by default; local database files (SQLite, DuckDB) are never allowed.",
+        ),
+    ] = None,
+    secure_cookies: Annotated[
+        bool, typer.Option(help="Send the session cookie over HTTPS only (use it behind HTTPS).")
+    ] = False,
 ) -> None:
-    """Run the service: the web UI at http://HOST:PORT/, the API under /api (spec at /docs)."""
+    """Run the service: the web UI at http://HOST:PORT/, the API under /api (its routes at /docs)."""
     import uvicorn
 
     from privsynth.service import Store, create_app
 
-    config = _config(data_dir, database, max_upload_bytes=max_upload_mb * 1024 * 1024)
+    config = _config(
+        data_dir,
+        database,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        max_cells=max_cells,
+        sql_allow=tuple(allow_sql or ()),
+        secure_cookies=secure_cookies,
+    )
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(config.url)
+    store = Store(config.url, data_dir=config.data_dir)
     if not store.has_users():
         admin, token = store.add_user("admin", "admin")
+        path = _write_private(config.data_dir / "admin.token", token)
         console.print(
-            f"[bold]first start[/bold]: created user '{admin.name}' (admin). Its token, shown only now:\n{token}"
+            f"[bold]first start[/bold]: created user '{admin.name}' (admin). Its token is in {path} (readable by "
+            "you only): sign in with it, then delete that file."
         )
     store.close()
     console.print(f"privsynth service on http://{host}:{port}/ (data in {config.data_dir})")
@@ -78,7 +103,12 @@ def worker_command(
     from privsynth.service.jobs import Worker
 
     config = _config(data_dir, database, stale_after=stale_after)
-    runner = Worker(Store(config.url), config.data_dir, heartbeat=config.heartbeat, stale_after=config.stale_after)
+    runner = Worker(
+        Store(config.url, data_dir=config.data_dir),
+        config.data_dir,
+        heartbeat=config.heartbeat,
+        stale_after=config.stale_after,
+    )
     console.print(f"worker {runner.name} on {config.data_dir}")
     if once:
         ran = runner.run_once()
@@ -107,11 +137,65 @@ def users_add(
     console.print(token, highlight=False, soft_wrap=True)
 
 
+@users_app.command("rotate")
+def users_rotate(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Give a user a new token (printed once); the old token and their web sessions stop working at once."""
+    from privsynth.service import Store
+
+    config = _config(data_dir, database)
+    token = Store(config.url).rotate_token(name)
+    console.print(f"new token for {name}, shown only now:")
+    console.print(token, highlight=False, soft_wrap=True)
+
+
+@users_app.command("disable")
+def users_disable(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Disable a user: their token and web sessions stop working at once (grants and history stay)."""
+    from privsynth.service import Store
+
+    config = _config(data_dir, database)
+    Store(config.url).set_disabled(name, True)
+    console.print(f"disabled {name}")
+
+
+@users_app.command("enable")
+def users_enable(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    database: DatabaseOpt = None,
+) -> None:
+    """Enable a disabled user again (with the token they had)."""
+    from privsynth.service import Store
+
+    config = _config(data_dir, database)
+    Store(config.url).set_disabled(name, False)
+    console.print(f"enabled {name}")
+
+
 @users_app.command("list")
 def users_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = None) -> None:
     """List the service's users."""
     from privsynth.service import Store
 
     config = _config(data_dir, database)
-    for user in Store(config.url).users():
-        console.print(f"{user.name}\t{user.role}")
+    store = Store(config.url)
+    disabled = store.disabled()
+    for user in store.users():
+        console.print(f"{user.name}\t{user.role}" + ("\tdisabled" if user.name in disabled else ""))
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file only its owner can read (mode 0600)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text + "\n")
+    return path

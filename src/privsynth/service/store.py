@@ -7,7 +7,9 @@ made twice. On SQLite each write transaction holds the database's write lock fro
 second engine in WAL mode and never wait for a writer.
 
 Tokens are stored as SHA-256 hashes: a token is 32 random bytes, so a slow password hash would add nothing but
-latency to every request.
+latency to every request. Secrets that would make a reader of this database an admin or a database user are kept
+elsewhere (see :mod:`privsynth.service.security`): the session-signing key, and SQL sources' passwords. A web
+session is a row here, so signing out, rotating a token or disabling a user ends it at once.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Double,
     Engine,
@@ -35,16 +39,20 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
 
-from privsynth.errors import ParameterError
+from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import DatasetRecord, Ledger
+from privsynth.service.security import Credentials, with_password, without_password
 
 __all__ = ["ROLES", "DatasetRow", "JobRow", "ReleaseRow", "Store", "User"]
 
@@ -53,8 +61,9 @@ logger = logging.getLogger(__name__)
 ROLES: Final = ("admin", "custodian", "analyst")
 GRANT_ROLES: Final = ("custodian", "analyst")
 Role = Literal["admin", "custodian", "analyst"]
-JOB_STATES: Final = ("queued", "running", "done", "failed")
+JOB_STATES: Final = ("queued", "running", "done", "failed", "cancelled")
 TOKEN_PREFIX: Final = "pst_"
+SESSION_HOURS: Final = 12
 
 _metadata = MetaData()
 
@@ -66,6 +75,16 @@ _users = Table(
     Column("role", String(16), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+_sessions = Table(
+    "service_sessions",
+    _metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the id the signed cookie holds
+    Column("user_id", Integer, ForeignKey("service_users.id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 _datasets = Table(
@@ -74,7 +93,7 @@ _datasets = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(256), nullable=False),
     Column("kind", String(8), nullable=False),  # file | sql
-    Column("location", Text, nullable=False),  # the stored file, or the SQLAlchemy URL
+    Column("location", Text, nullable=False),  # the stored file, or the SQLAlchemy URL (without its password)
     Column("table_name", String(256), nullable=True),
     Column("holdout", Text, nullable=True),  # held-out real rows (evaluation only), for an uploaded file
     Column("fingerprint", String(256), nullable=False),
@@ -93,6 +112,7 @@ _grants = Table(
     Column("dataset_id", String(32), ForeignKey("service_datasets.id"), primary_key=True),
     Column("user_id", Integer, ForeignKey("service_users.id"), primary_key=True),
     Column("role", String(16), nullable=False),
+    Column("share", Double, nullable=True),  # share of the cap (rho) the grantee's jobs may use; None: role default
 )
 
 _jobs = Table(
@@ -132,6 +152,7 @@ _releases = Table(
     Column("epsilon", Double, nullable=True),
     Column("delta", Double, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published", Boolean, nullable=False, default=False),  # a non-DP release a custodian shared
 )
 
 _audit = Table(
@@ -153,6 +174,14 @@ _settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+
+class TooManyJobs(ParameterError):
+    """A user already has as many jobs queued or running as a user may have at once."""
+
+
+class ShareExceeded(BudgetExceeded):
+    """A job would take its user's jobs past the user's share of the dataset's cap."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,12 @@ class DatasetRow:
     created_by: int
     created_at: datetime
     deleted_at: datetime | None
+
+    @property
+    def ledger_key(self) -> str:
+        """The name the dataset's budget is kept under in the ledger: its service id, so two datasets over the same
+        rows or the same table (registered by two custodians) have two budgets, each capped by its custodians."""
+        return f"service:{self.id}"
 
 
 @dataclass(frozen=True)
@@ -225,6 +260,7 @@ class ReleaseRow:
     epsilon: float | None
     delta: float | None
     created_at: datetime
+    published: bool = False
 
 
 def hash_token(token: str) -> str:
@@ -242,8 +278,10 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _dataset(row: Row[Any]) -> DatasetRow:
+def _dataset(row: Row[Any], credentials: Credentials | None = None) -> DatasetRow:
     values = row._asdict()
+    if values["kind"] == "sql" and credentials is not None:
+        values["location"] = with_password(values["location"], credentials.get(values["id"]))
     values["schema"] = json.loads(values["schema"])
     values["created_at"] = _utc(values["created_at"])
     values["deleted_at"] = _utc(values["deleted_at"])
@@ -277,9 +315,13 @@ def _wal(engine: Engine) -> None:
 
 
 class Store:
-    """The service's tables and the privacy ledger, in one database at ``url`` (a SQLAlchemy URL)."""
+    """The service's tables and the privacy ledger, in one database at ``url`` (a SQLAlchemy URL).
 
-    def __init__(self, url: str) -> None:
+    ``data_dir``: the service's folder, where SQL sources' passwords are kept (outside the database); a store
+    opened without it reads SQL datasets' URLs without their passwords.
+    """
+
+    def __init__(self, url: str, data_dir: Path | None = None) -> None:
         self.ledger = Ledger(url)
         self.url = self.ledger.url
         self._write = self.ledger.engine
@@ -289,7 +331,29 @@ class Store:
             _wal(self._read)
         else:
             self._read = self._write
+        self.credentials = None if data_dir is None else Credentials(data_dir)
         _metadata.create_all(self._write)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a database made by an earlier version up to date: add the users' ``disabled_at``, drop the
+        session key it kept in ``service_settings`` (a reader of the database could sign cookies with it), and
+        move SQL sources' passwords out of their stored URLs."""
+        columns = {c["name"] for c in inspect(self._write).get_columns("service_users")}
+        with self.ledger.begin() as connection:
+            if "disabled_at" not in columns:
+                connection.execute(text("ALTER TABLE service_users ADD COLUMN disabled_at TIMESTAMP"))
+            connection.execute(_settings.delete().where(_settings.c.key == "session"))
+            if self.credentials is None:
+                return
+            rows = connection.execute(
+                select(_datasets.c.id, _datasets.c.location).where(_datasets.c.kind == "sql")
+            ).all()
+            for dataset_id, location in rows:
+                stored, password = without_password(location)
+                if password:
+                    self.credentials.put(dataset_id, password)
+                    connection.execute(update(_datasets).where(_datasets.c.id == dataset_id).values(location=stored))
 
     def close(self) -> None:
         """Release the database connections."""
@@ -297,15 +361,6 @@ class Store:
         self.ledger.close()
 
     # ---- settings, users, audit ----------------------------------------------------------------------------
-
-    def secret(self, key: str) -> str:
-        """A random secret created on first use and kept in the database (the session-signing key)."""
-        with self.ledger.begin() as connection:
-            found = connection.execute(select(_settings.c.value).where(_settings.c.key == key)).scalar()
-            if found is None:
-                found = secrets.token_urlsafe(32)
-                connection.execute(insert(_settings).values(key=key, value=found))
-            return str(found)
 
     def add_user(self, name: str, role: str) -> tuple[User, str]:
         """Create a user; returns it with its API token (shown once: only its hash is stored)."""
@@ -328,11 +383,81 @@ class Store:
         return user, token
 
     def user_by_token(self, token: str) -> User | None:
+        """The user whose token this is, unless they are disabled."""
         with self._read.connect() as connection:
             row = connection.execute(
-                select(_users.c.id, _users.c.name, _users.c.role).where(_users.c.token_hash == hash_token(token))
+                select(_users.c.id, _users.c.name, _users.c.role).where(
+                    _users.c.token_hash == hash_token(token), _users.c.disabled_at.is_(None)
+                )
             ).first()
         return None if row is None else User(id=row.id, name=row.name, role=row.role)
+
+    def rotate_token(self, name: str) -> str:
+        """A new token for user ``name`` (the old one stops working, and their web sessions end)."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.ledger.begin() as connection:
+            user_id = connection.execute(select(_users.c.id).where(_users.c.name == name)).scalar()
+            if user_id is None:
+                raise ParameterError(f"no user named {name!r}")
+            connection.execute(update(_users).where(_users.c.id == user_id).values(token_hash=hash_token(token)))
+            connection.execute(delete(_sessions).where(_sessions.c.user_id == user_id))
+        logger.info("rotated the token of user %s", name)
+        return token
+
+    def set_disabled(self, name: str, disabled: bool) -> User:
+        """Disable user ``name`` (their token and web sessions stop working at once; grants and history stay) or
+        enable them again."""
+        with self.ledger.begin() as connection:
+            row = connection.execute(select(_users.c.id, _users.c.role).where(_users.c.name == name)).first()
+            if row is None:
+                raise ParameterError(f"no user named {name!r}")
+            connection.execute(
+                update(_users).where(_users.c.id == row.id).values(disabled_at=_now() if disabled else None)
+            )
+            if disabled:
+                connection.execute(delete(_sessions).where(_sessions.c.user_id == row.id))
+        logger.info("%s user %s", "disabled" if disabled else "enabled", name)
+        return User(id=row.id, name=name, role=row.role)
+
+    def disabled(self) -> set[str]:
+        """Names of the disabled users."""
+        with self._read.connect() as connection:
+            return set(connection.execute(select(_users.c.name).where(_users.c.disabled_at.is_not(None))).scalars())
+
+    # ---- web sessions ----------------------------------------------------------------------------------------
+
+    def start_session(self, user: User) -> str:
+        """A new web session for ``user``; returns its id (for the signed cookie; only its hash is stored)."""
+        session_id = secrets.token_urlsafe(32)
+        now = _now()
+        with self.ledger.begin() as connection:
+            connection.execute(delete(_sessions).where(_sessions.c.expires_at < now))
+            connection.execute(
+                insert(_sessions).values(
+                    id_hash=hash_token(session_id),
+                    user_id=user.id,
+                    created_at=now,
+                    expires_at=now + timedelta(hours=SESSION_HOURS),
+                )
+            )
+        return session_id
+
+    def session_user(self, session_id: str) -> User | None:
+        """The user of a live session (not ended, not expired, user not disabled), or None."""
+        query = (
+            select(_users.c.id, _users.c.name, _users.c.role, _sessions.c.expires_at)
+            .join(_users, _users.c.id == _sessions.c.user_id)
+            .where(_sessions.c.id_hash == hash_token(session_id), _users.c.disabled_at.is_(None))
+        )
+        with self._read.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None or (_utc(row.expires_at) or _now()) <= _now():
+            return None
+        return User(id=row.id, name=row.name, role=row.role)
+
+    def end_session(self, session_id: str) -> None:
+        with self.ledger.begin() as connection:
+            connection.execute(delete(_sessions).where(_sessions.c.id_hash == hash_token(session_id)))
 
     def user(self, user_id: int | None = None, *, name: str | None = None) -> User | None:
         query = select(_users.c.id, _users.c.name, _users.c.role)
@@ -390,8 +515,15 @@ class Store:
         dataset_id: str | None = None,
         holdout: str | None = None,
     ) -> DatasetRow:
-        """Register a dataset (and in the ledger its fingerprint); its creator becomes its custodian."""
+        """Register a dataset (and in the ledger its budget, under :attr:`DatasetRow.ledger_key`); its creator
+        becomes its custodian. A SQL ``location``'s password is kept in the credentials folder, not here."""
         dataset_id = dataset_id or uuid.uuid4().hex
+        if kind == "sql":
+            location, password = without_password(location)
+            if password:
+                if self.credentials is None:
+                    raise ParameterError("this store has no credentials folder to keep a database password in")
+                self.credentials.put(dataset_id, password)
         with self.ledger.begin() as connection:
             connection.execute(
                 insert(_datasets).values(
@@ -403,15 +535,15 @@ class Store:
                     holdout=holdout,
                     fingerprint=fingerprint,
                     schema=json.dumps(schema),
-                    reports_visible=True,
+                    reports_visible=False,
                     created_by=owner.id,
                     created_at=_now(),
                 )
             )
             connection.execute(insert(_grants).values(dataset_id=dataset_id, user_id=owner.id, role="custodian"))
-        self.ledger.register(fingerprint, name)
         found = self.dataset(dataset_id)
         assert found is not None
+        self.ledger.register(found.ledger_key, content=fingerprint)
         return found
 
     def dataset(self, dataset_id: str, *, include_deleted: bool = False) -> DatasetRow | None:
@@ -420,7 +552,7 @@ class Store:
             query = query.where(_datasets.c.deleted_at.is_(None))
         with self._read.connect() as connection:
             row = connection.execute(query).first()
-        return None if row is None else _dataset(row)
+        return None if row is None else _dataset(row, self.credentials)
 
     def datasets(self, user: User) -> list[DatasetRow]:
         """The datasets ``user`` may see: all for an admin, those granted otherwise."""
@@ -429,7 +561,7 @@ class Store:
             granted = select(_grants.c.dataset_id).where(_grants.c.user_id == user.id)
             query = query.where(_datasets.c.id.in_(granted))
         with self._read.connect() as connection:
-            return [_dataset(row) for row in connection.execute(query)]
+            return [_dataset(row, self.credentials) for row in connection.execute(query)]
 
     def access(self, user: User, dataset_id: str) -> str | None:
         """``user``'s role on the dataset: ``admin``, ``custodian``, ``analyst``, or None (no access)."""
@@ -441,14 +573,26 @@ class Store:
             ).scalar()
         return None if role is None else str(role)
 
-    def grant(self, dataset_id: str, user: User, role: str) -> None:
+    def grant(self, dataset_id: str, user: User, role: str, share: float | None = None) -> None:
+        """Give ``user`` ``role`` on the dataset; ``share`` is the share of the cap (0 to 1, in rho) the user's
+        jobs may use together (None: the role's default, :func:`privsynth.service.limits.default_share`)."""
+        if share is not None and not 0 < share <= 1:
+            raise ParameterError(f"a grant's share of the cap is above 0 and at most 1, not {share!r}")
         if role not in GRANT_ROLES:
             raise ParameterError(f"a grant's role is {' or '.join(GRANT_ROLES)}, not {role!r}")
         if role == "custodian" and user.role == "analyst":
             raise ParameterError(f"user {user.name!r} is an analyst; only a custodian or admin can be a custodian")
         with self.ledger.begin() as connection:
             connection.execute(_grants.delete().where(_grants.c.dataset_id == dataset_id, _grants.c.user_id == user.id))
-            connection.execute(insert(_grants).values(dataset_id=dataset_id, user_id=user.id, role=role))
+            connection.execute(insert(_grants).values(dataset_id=dataset_id, user_id=user.id, role=role, share=share))
+
+    def grant_share(self, dataset_id: str, user: User) -> float | None:
+        """The share of the cap ``user``'s grant on the dataset carries (None: the role's default)."""
+        with self._read.connect() as connection:
+            share = connection.execute(
+                select(_grants.c.share).where(_grants.c.dataset_id == dataset_id, _grants.c.user_id == user.id)
+            ).scalar()
+        return None if share is None else float(share)
 
     def revoke(self, dataset_id: str, user: User) -> bool:
         with self.ledger.begin() as connection:
@@ -459,7 +603,7 @@ class Store:
 
     def grants(self, dataset_id: str) -> list[dict[str, Any]]:
         query = (
-            select(_users.c.name, _users.c.role.label("user_role"), _grants.c.role)
+            select(_users.c.name, _users.c.role.label("user_role"), _grants.c.role, _grants.c.share)
             .join(_users, _users.c.id == _grants.c.user_id)
             .where(_grants.c.dataset_id == dataset_id)
             .order_by(_users.c.name)
@@ -483,7 +627,7 @@ class Store:
             connection.execute(update(_datasets).where(_datasets.c.id == dataset_id).values(deleted_at=_now()))
 
     def budget(self, dataset: DatasetRow) -> DatasetRecord:
-        return self.ledger.dataset(dataset.fingerprint)
+        return self.ledger.dataset(dataset.ledger_key)
 
     # ---- jobs ------------------------------------------------------------------------------------------------
 
@@ -498,10 +642,14 @@ class Store:
         seed: int | None,
         conditions: dict[str, Any],
         params: dict[str, Any],
+        share: float = 1.0,
+        max_active: int | None = None,
     ) -> JobRow:
         """Queue a job; a DP job's whole budget is reserved in the same transaction (or nothing is stored).
 
-        Raises :class:`~privsynth.errors.BudgetExceeded` when the dataset's cap cannot hold it.
+        Raises :class:`~privsynth.errors.BudgetExceeded` when the dataset's cap cannot hold it, or when ``user``'s
+        jobs on the dataset (reserved or spent) and this one would pass ``share`` of the cap (in rho); and
+        :class:`TooManyJobs` when ``user`` already has ``max_active`` jobs queued or running.
         """
         job_id = uuid.uuid4().hex
         with self.ledger.begin() as connection:
@@ -511,14 +659,25 @@ class Store:
             if current is None or current.deleted_at is not None:
                 raise ParameterError(f"dataset {dataset.id} was deleted; no job can run on it")
             reservation = None
+            if budget is not None and share < 1:
+                self._check_share(connection, dataset, user, budget, share)
             if budget is not None:
                 reservation = self.ledger.reserve(
-                    dataset.fingerprint,
+                    dataset.ledger_key,
                     budget.rho,
                     delta=budget.approx_delta,
                     purpose=f"service job {job_id} ({method}, epsilon={budget.epsilon:g}, delta={budget.delta:g})",
                     connection=connection,
                 )
+            if max_active is not None:
+                active = connection.execute(
+                    select(_jobs.c.id).where(_jobs.c.user_id == user.id, _jobs.c.status.in_(("queued", "running")))
+                ).all()
+                if len(active) >= max_active:
+                    raise TooManyJobs(
+                        f"you have {len(active)} jobs queued or running, the most a user may have at once; wait "
+                        "for one to finish, or cancel one (POST /api/jobs/<id>/cancel)"
+                    )
             connection.execute(
                 insert(_jobs).values(
                     id=job_id,
@@ -540,6 +699,29 @@ class Store:
         found = self.job(job_id)
         assert found is not None
         return found
+
+    def _check_share(
+        self, connection: Connection, dataset: DatasetRow, user: User, budget: Budget, share: float
+    ) -> None:
+        """Refuse a job that would take ``user``'s jobs on the dataset past ``share`` of its cap (in rho:
+        reservations still held and spends committed count, cancelled ones do not)."""
+        record = self.budget(dataset)
+        if record.cap is None:
+            return
+        held = connection.execute(
+            select(_jobs.c.reservation_id).where(
+                _jobs.c.dataset_id == dataset.id, _jobs.c.user_id == user.id, _jobs.c.reservation_id.is_not(None)
+            )
+        ).scalars()
+        ids = set(held)
+        used = sum(s.rho for s in self.ledger.entries(record.fingerprint) if s.id in ids and s.status != "cancelled")
+        allowed = share * record.cap.rho
+        if used + budget.rho > allowed * (1 + 1e-12):
+            raise ShareExceeded(
+                f"refused: your jobs on '{dataset.name}' may use {share:.0%} of its budget (rho={allowed:.6g}); "
+                f"they hold rho={used:.6g} and this job asks for rho={budget.rho:.6g}; ask the dataset's custodian "
+                "for a larger share, or a smaller epsilon; nothing was reserved"
+            )
 
     def job(self, job_id: str) -> JobRow | None:
         with self._read.connect() as connection:
@@ -615,9 +797,12 @@ class Store:
         self.audit(None, "job done", f"job:{job.id}", detail=f"release:{release_id} ({rows} rows, {job.method})")
         return True
 
-    def fail(self, job_id: str, error: str, *, only_if_stale: datetime | None = None) -> str | None:
-        """Mark a queued or running job failed and settle its reservation (committed if a mechanism drew noise
-        under it, cancelled otherwise), in one transaction. ``only_if_stale``: only if its heartbeat is older.
+    def fail(
+        self, job_id: str, error: str, *, only_if_stale: datetime | None = None, status: str = "failed"
+    ) -> str | None:
+        """Mark a queued or running job failed (or ``status="cancelled"``) and settle its reservation (committed if
+        a mechanism drew noise under it, cancelled otherwise), in one transaction. ``only_if_stale``: only if its
+        heartbeat is older.
 
         Returns how the reservation was settled (``committed``, ``cancelled``, ``none``), or None when the job was
         not failed (already finished, or alive).
@@ -633,7 +818,7 @@ class Store:
             if row.reservation_id is not None:
                 outcome = self.ledger.settle(row.reservation_id, connection=connection) or "already settled"
             connection.execute(
-                update(_jobs).where(_jobs.c.id == job_id).values(status="failed", error=error, finished_at=_now())
+                update(_jobs).where(_jobs.c.id == job_id).values(status=status, error=error, finished_at=_now())
             )
         logger.info("job %s failed (%s); reservation %s", job_id, error, outcome)
         self.audit(None, "job failed", f"job:{job_id}", "error", f"{error} (reservation: {outcome})")
@@ -662,6 +847,11 @@ class Store:
         with self._read.connect() as connection:
             row = connection.execute(select(_releases).where(_releases.c.id == release_id)).first()
         return None if row is None else _release(row)
+
+    def set_published(self, release_id: str, published: bool) -> None:
+        """Share (or stop sharing) a non-DP release with the dataset's analysts."""
+        with self.ledger.begin() as connection:
+            connection.execute(update(_releases).where(_releases.c.id == release_id).values(published=published))
 
     def releases(self, dataset_ids: list[str]) -> list[ReleaseRow]:
         query = select(_releases).where(_releases.c.dataset_id.in_(dataset_ids)).order_by(_releases.c.created_at.desc())

@@ -3,11 +3,17 @@
 Pages are rendered on the server from what the signed-in user may see (the same access rules as the API). Forms
 send their data to the JSON API with ``fetch`` (``static/ui.js``), so every action has exactly one
 implementation, and show the API's error message next to the form. Nothing is loaded from a CDN: the style is
-inline and the script is served by the app, so the UI works offline.
+inline and the script is served by the app (the Content-Security-Policy allows no other), so the UI works
+offline; ``/docs`` lists the API from its OpenAPI spec on a page of its own instead of Swagger UI from a CDN.
+
+A sign-in starts a session that lives in the database: signing out ends it for every copy of the cookie.
+Failed sign-ins are throttled per address and per user name; the audit log gets one line when a throttle
+starts, not one per failure.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable
 from importlib import resources
@@ -44,7 +50,7 @@ _environment.filters["num"] = _format
 
 def register(app: FastAPI, service: Service, current_user: Callable[[Request], User]) -> None:
     """Add the UI's routes to ``app``."""
-    from privsynth.service.app import CSRF_HEADER, budget_view, job_view, release_view
+    from privsynth.service.app import CSRF_HEADER, budget_view, job_view, release_view, release_visible
 
     store = service.store
 
@@ -77,22 +83,44 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
     def login(
         request: Request, name: str = Form(...), token: str = Form(...), next: str = Form("/datasets")
     ) -> Response:
+        name = name.strip()[:128]
+        keys = (f"address:{request.client.host if request.client else '-'}", f"name:{name}")
+        wait = service.throttle.retry_after(*keys)
+        if wait > 0:
+            message = f"Too many failed sign-ins; try again in {math.ceil(wait / 60)} min."
+            response = page(request, "login.html.j2", None, next=_local(next), error=message)
+            response.status_code = 429
+            response.headers["retry-after"] = str(math.ceil(wait))
+            return response
         user = store.user_by_token(token.strip())
-        if user is None or user.name != name.strip():
-            store.audit(None, "sign in", f"user:{name[:100]}", "denied", "wrong name or token")
+        if user is None or user.name != name:
+            if service.throttle.fail(*keys):
+                store.audit(None, "sign in", f"user:{name}", "denied", "throttled after repeated failures")
             response = page(request, "login.html.j2", None, next=_local(next), error="Wrong name or token.")
             response.status_code = 401
             return response
         request.session.clear()
-        request.session["user_id"] = user.id
+        request.session["sid"] = store.start_session(user)
         request.session["csrf"] = secrets.token_urlsafe(24)
         store.audit(user, "sign in", f"user:{user.name}")
         return RedirectResponse(_local(next), status_code=303)
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request) -> RedirectResponse:
+        if isinstance(request.session.get("sid"), str):
+            store.end_session(request.session["sid"])
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        spec = app.openapi()
+        routes = [
+            {"method": method.upper(), "path": path, "summary": op.get("summary", ""), "doc": op.get("description", "")}
+            for path, operations in spec["paths"].items()
+            for method, op in operations.items()
+        ]
+        return page(request, "docs.html.j2", signed_in(request), routes=routes, spec=spec)
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -116,8 +144,8 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
         dataset, role = service.dataset_for(user, dataset_id)
         schema = Schema.from_dict(dataset.schema)
         columns = service.schema_view(dataset, role)["columns"]
-        releases = [release_view(r, dataset, role) for r in store.releases([dataset.id])]
-        jobs = [job_view(j) for j in store.jobs([dataset.id])][:20]
+        releases = [release_view(r, dataset, role) for r in store.releases([dataset.id]) if release_visible(r, role)]
+        jobs = service.jobs_for(user, [dataset.id])[:20]
         methods = [
             {"name": name, "dp": cls.differentially_private}
             for name, cls in available().items()
@@ -136,7 +164,7 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
             jobs=jobs,
             methods=methods,
             grants=store.grants(dataset.id) if role != "analyst" else [],
-            ledger=[s for s in store.ledger.entries(dataset.fingerprint) if s.reservation_id is None],
+            ledger=[s for s in store.ledger.entries(dataset.ledger_key) if s.reservation_id is None],
         )
 
     @app.get("/jobs/{job_id}", include_in_schema=False, response_model=None)
@@ -144,9 +172,9 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
         user = signed_in(request)
         if user is None:
             return login_redirect(request)
-        job = service.job_for(user, job_id)
+        job, role = service.job_for(user, job_id)
         dataset = store.dataset(job.dataset_id)
-        return page(request, "job.html.j2", user, job=job_view(job), dataset=dataset)
+        return page(request, "job.html.j2", user, job=job_view(job, role), dataset=dataset)
 
     @app.get("/releases/{release_id}", include_in_schema=False, response_model=None)
     def release_page(request: Request, release_id: str) -> Response:
@@ -155,7 +183,8 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
             return login_redirect(request)
         release, dataset, role = service.release_for(user, release_id)
         store.audit(user, "view release", f"release:{release.id}")
-        return page(request, "release.html.j2", user, release=release_view(release, dataset, role), dataset=dataset)
+        view = release_view(release, dataset, role)
+        return page(request, "release.html.j2", user, release=view, dataset=dataset, role=role)
 
     @app.get("/users", include_in_schema=False, response_model=None)
     def users_page(request: Request) -> Response:

@@ -1,0 +1,381 @@
+"""Attacks on the service's authentication and its boundary, run through HTTP against a real ``privsynth serve``.
+
+Cast (issue #18): custodians carol and dave, analysts alan (granted carol's dataset) and bob (no grant). Each test
+runs one attack of the security review and checks that it is refused, with a message that says why. The threat
+model: analysts, and custodians beyond their own datasets, are adversaries; the admin and the service's OS account
+are trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from itsdangerous import TimestampSigner
+from service_support import free_port, quick_aim, serve
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from privsynth.service.store import Store
+
+TIMEOUT = 60.0
+"""Seconds an HTTP call may take: the machine running the tests may be slow and busy."""
+
+
+@dataclass
+class Server:
+    base: str
+    data_dir: Path
+    tokens: dict[str, str]
+    pid: int
+    sql_url: str
+    """A PostgreSQL database the admin allowed, without a password (empty when no server is available)."""
+
+    def client(self, name: str | None = None) -> httpx.Client:
+        headers = {} if name is None else {"authorization": f"Bearer {self.tokens[name]}"}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, nass_train: pd.DataFrame, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("attacks-service")
+    store = Store(f"sqlite:///{data_dir / 'service.sqlite'}")
+    tokens = {"admin": store.add_user("admin", "admin")[1]}
+    for name, role in (("carol", "custodian"), ("dave", "custodian"), ("alan", "analyst"), ("bob", "analyst")):
+        tokens[name] = store.add_user(name, role)[1]
+    # An earlier version kept the session-signing key in this table, where a SQL source could read it.
+    with sqlite3.connect(data_dir / "service.sqlite") as con:
+        con.execute("INSERT INTO service_settings (key, value) VALUES ('session', 'key-of-an-older-version')")
+    store.close()
+    options: list[str] = []
+    sql_url = ""
+    try:
+        postgres = make_url(request.getfixturevalue("postgres_url"))
+    except pytest.skip.Exception:
+        postgres = None
+    if postgres is not None:
+        nass_train.head(2000).to_sql("attack_crashes", create_engine(postgres), index=False, if_exists="replace")
+        options += ["--allow-sql", f"postgresql://{postgres.host}:{postgres.port}"]
+        sql_url = postgres.render_as_string(hide_password=False)
+    port = free_port()
+    process = serve(data_dir, port, *options)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", data_dir, tokens, process.pid, sql_url)
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def carols(server: Server, nass_train: pd.DataFrame) -> dict[str, Any]:
+    """Carol's upload of 3,000 nassCDS rows, capped at epsilon 0.5 and granted to alan."""
+    body = nass_train.head(3000).to_csv(index=False).encode()
+    with server.client("carol") as carol:
+        dataset = carol.post("/api/datasets", files={"file": ("nass.csv", body)}, data={"name": "nass"}).json()
+        carol.put(f"/api/datasets/{dataset['id']}/cap", json={"epsilon": 0.5, "delta": 1e-6}).raise_for_status()
+        carol.post(f"/api/datasets/{dataset['id']}/grants", json={"user": "alan", "role": "analyst"})
+    return {**dataset, "csv": body}
+
+
+def _sign_in(server: Server, name: str) -> httpx.Client:
+    client = httpx.Client(base_url=server.base, timeout=TIMEOUT)
+    signed = client.post("/login", data={"name": name, "token": server.tokens[name]}, follow_redirects=False)
+    assert signed.status_code == 303, signed.text
+    return client
+
+
+def _cookie(key: str, data: dict[str, Any]) -> str:
+    """A session cookie as Starlette's SessionMiddleware signs one with ``key``."""
+    payload = base64.b64encode(json.dumps(data).encode())
+    return TimestampSigner(key).sign(payload).decode()
+
+
+# ---- 1: a custodian becomes admin through a SQL source ----------------------------------------------------------
+
+
+def test_a_custodian_cannot_read_the_service_database_or_local_files_through_a_sql_source(server: Server) -> None:
+    own = f"sqlite:///{server.data_dir / 'service.sqlite'}"
+    planted = server.data_dir.parent / "planted.sqlite"
+    attempts = [
+        (own, "service_settings"),
+        (own, "service_users"),
+        (own, "service_datasets"),
+        ("sqlite:////etc/passwd", "x"),
+        (f"sqlite:///{planted}", "x"),
+        (f"duckdb:///{server.data_dir / 'service.sqlite'}", "service_settings"),
+    ]
+    with server.client("carol") as carol:
+        for url, table in attempts:
+            refused = carol.post("/api/datasets/sql", json={"name": "probe", "url": url, "table": table})
+            assert refused.status_code == 403, (url, refused.text)
+            assert "does not open database files" in refused.json()["detail"]
+            assert "not a database" not in refused.text and str(server.data_dir) not in refused.text
+        # A port on this machine is not probed: the server is not one an admin allowed, nothing is connected to.
+        probe = carol.post(
+            "/api/datasets/sql",
+            json={"name": "probe", "url": "postgresql://u:p@127.0.0.1:1/x", "table": "t"},
+        )
+        assert probe.status_code == 403 and "is not a database server this service may read" in probe.text
+    assert not planted.exists()
+    with sqlite3.connect(server.data_dir / "service.sqlite") as con:
+        assert con.execute("SELECT count(*) FROM service_settings WHERE key = 'session'").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM service_datasets").fetchone()[0] >= 0
+
+
+def test_a_forged_session_cookie_does_not_make_an_admin(server: Server) -> None:
+    key_file = server.data_dir / "session.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    forged = [
+        _cookie("key-of-an-older-version", {"user_id": 1}),  # the key an older database held
+        _cookie("key-of-an-older-version", {"sid": "x", "csrf": "x"}),
+        # Even the real key (read from the 0600 file) signs no session: a session is a row the server made.
+        _cookie(key_file.read_text().strip(), {"user_id": 1}),
+        _cookie(key_file.read_text().strip(), {"sid": "guessed", "csrf": "x"}),
+    ]
+    for cookie in forged:
+        with httpx.Client(base_url=server.base, timeout=TIMEOUT, cookies={"privsynth_session": cookie}) as client:
+            assert client.get("/api/me").status_code == 401
+            made = client.post(
+                "/api/users", json={"name": "mallory", "role": "admin"}, headers={"x-privsynth-csrf": "x"}
+            )
+            assert made.status_code == 401
+    with server.client("admin") as admin:
+        assert "mallory" not in {u["name"] for u in admin.get("/api/users").json()}
+
+
+def test_sql_sources_need_an_allowed_server_and_explicit_credentials(server: Server) -> None:
+    if not server.sql_url:
+        pytest.skip("no PostgreSQL server (see the postgres_url fixture)")
+    with server.client("carol") as carol:
+        body = {"name": "crashes", "url": server.sql_url, "table": "attack_crashes"}
+        no_password = carol.post("/api/datasets/sql", json=body)
+        assert no_password.status_code == 403 and "explicit credentials" in no_password.text
+        options = carol.post("/api/datasets/sql", json={**body, "url": server.sql_url + "?host=/tmp", "password": "s"})
+        assert options.status_code == 403 and "connection options" in options.text
+        missing = carol.post(
+            "/api/datasets/sql", json={**body, "url": server.sql_url.rsplit("/", 1)[0] + "/nodb", "password": "s"}
+        )
+        assert missing.status_code == 400 and missing.json()["detail"].startswith("cannot connect to")
+        assert not re.search(r"psycopg|FATAL|does not exist|Traceback", missing.text)
+        made = carol.post("/api/datasets/sql", json={**body, "password": "s3cret-pw"})
+        assert made.status_code == 201, made.text
+        assert "s3cret" not in made.text
+    with sqlite3.connect(server.data_dir / "service.sqlite") as con:
+        (location,) = con.execute("SELECT location FROM service_datasets WHERE id = ?", (made.json()["id"],)).fetchone()
+    assert "s3cret" not in location and "postgres@" in location
+    secret = server.data_dir / "credentials" / made.json()["id"]
+    assert secret.read_text() == "s3cret-pw" and oct(secret.stat().st_mode & 0o777) == "0o600"
+
+
+# ---- 5: another custodian changes a dataset's cap ---------------------------------------------------------------
+
+
+def test_two_custodians_with_the_same_bytes_keep_two_budgets(server: Server, carols: dict[str, Any]) -> None:
+    with server.client("dave") as dave:
+        copy = dave.post("/api/datasets", files={"file": ("same.csv", carols["csv"])}, data={"name": "same"}).json()
+        assert dave.put(f"/api/datasets/{copy['id']}/cap", json={"epsilon": 100, "delta": 1e-6}).status_code == 200
+        # Dave cannot reach carol's dataset, so he cannot change its cap.
+        assert dave.put(f"/api/datasets/{carols['id']}/cap", json={"epsilon": 100, "delta": 1e-6}).status_code == 404
+    with server.client("carol") as carol:
+        budget = carol.get(f"/api/datasets/{carols['id']}").json()["budget"]
+    assert budget["cap"] == {"epsilon": 0.5, "delta": 1e-6}
+    if server.sql_url:
+        tables = []
+        for name in ("carol", "dave"):
+            with server.client(name) as client:
+                body = {"name": "t", "url": server.sql_url, "table": "attack_crashes", "password": "pw"}
+                made = client.post("/api/datasets/sql", json=body).json()
+                client.put(
+                    f"/api/datasets/{made['id']}/cap", json={"epsilon": 0.5 if name == "carol" else 100, "delta": 1e-6}
+                )
+                tables.append(client.get(f"/api/datasets/{made['id']}").json()["budget"]["cap"])
+        assert [cap and cap["epsilon"] for cap in tables] == [0.5, 100]
+
+
+# ---- 6: the card an analyst reads -------------------------------------------------------------------------------
+
+
+def test_an_analyst_card_has_no_real_counts_coverage_or_server_paths(server: Server, carols: dict[str, Any]) -> None:
+    columns = [c["name"] for c in carols["schema"]["columns"]]
+    with server.client("alan") as alan:
+        job = alan.post(
+            f"/api/datasets/{carols['id']}/jobs",
+            json={"method": "aim", "epsilon": 0.2, "rows": 200, "seed": 1, "params": quick_aim(columns)},
+        )
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + 600
+        while (state := alan.get(f"/api/jobs/{job.json()['id']}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, state
+            time.sleep(1)
+        assert state["status"] == "done", state
+        card = alan.get(f"/api/releases/{state['release_id']}/card").json()
+        page = alan.get(f"/api/releases/{state['release_id']}/card.html")
+    text = json.dumps(card)
+    assert "summary" not in card["metrics"] and "category_coverage" not in text and "real_rows" not in text
+    assert card["privacy"]["ledger"] == "the service's privacy ledger" and "dataset_fingerprint_sha256" not in text
+    assert str(server.data_dir) not in text and "sqlite" not in text
+    assert "withheld from analysts" in " ".join(card["notes"])
+    assert "sandbox" in page.headers["content-security-policy"] and "category_coverage" not in page.text
+    with server.client("carol") as carol:
+        assert "summary" in carol.get(f"/api/releases/{state['release_id']}/card").json()["metrics"]
+
+
+# ---- 7 and 9: bodies read before authentication, files that unpack to gigabytes -------------------------------
+
+
+def _raw_request(server: Server, head: str) -> str:
+    """Send only the head of a request (no body) and return the status line the server answers with."""
+    port = int(server.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(head.encode())
+        return sock.recv(4096).decode(errors="replace").splitlines()[0]
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(server: Server) -> None:
+    head = (
+        "POST /api/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {300 * 1024 * 1024}\r\n\r\n"
+    )
+    # The server answers while the 300 MB body is still unsent: it read none of it.
+    assert _raw_request(server, head).startswith("HTTP/1.1 401")
+    signed = head.replace("Host: x", f"Host: x\r\nAuthorization: Bearer {server.tokens['carol']}")
+    signed = signed.replace(str(300 * 1024 * 1024), str(600 * 1024 * 1024))
+    assert _raw_request(server, signed).startswith("HTTP/1.1 413")
+    json_head = (
+        f"PUT /api/datasets/x/schema HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.tokens['carol']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {64 * 1024 * 1024}\r\n\r\n"
+    )
+    assert _raw_request(server, json_head).startswith("HTTP/1.1 413")
+    assert not list(server.data_dir.glob("upload-*"))
+
+
+def _peak_memory_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def test_a_small_parquet_file_of_many_cells_is_refused_from_its_footer(server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "zeros.parquet"
+    zeros = pa.table({"a": pa.array([0] * 1_000_000, pa.int64()), "b": pa.array([0] * 1_000_000, pa.int64())})
+    with pq.ParquetWriter(path, zeros.schema) as writer:
+        for _ in range(30):
+            writer.write_table(zeros)
+    assert path.stat().st_size < 2_000_000  # 30M x 2 zeros
+    before = _peak_memory_kb(server.pid) if Path(f"/proc/{server.pid}/status").exists() else None
+    with server.client("carol") as carol:
+        refused = carol.post("/api/datasets", files={"file": ("zeros.parquet", path.read_bytes())})
+        corrupt = carol.post("/api/datasets", files={"file": ("bad.parquet", b"PAR1 not really PAR1")})
+    assert refused.status_code == 413, refused.text
+    assert "30,000,000 rows x 2 columns" in refused.json()["detail"]
+    if before is not None:  # the serve process is python -m privsynth itself
+        assert _peak_memory_kb(server.pid) - before < 200_000
+    assert corrupt.status_code == 400 and str(server.data_dir) not in corrupt.text and "/tmp" not in corrupt.text
+
+
+# ---- 10: sessions, tokens and users -----------------------------------------------------------------------------
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(server: Server, carols: dict[str, Any]) -> None:
+    browser = _sign_in(server, "alan")
+    stolen = browser.cookies["privsynth_session"]
+    assert browser.get("/api/me").json()["name"] == "alan"
+    browser.post("/logout", follow_redirects=False)
+    with httpx.Client(base_url=server.base, timeout=TIMEOUT, cookies={"privsynth_session": stolen}) as replay:
+        assert replay.get("/api/me").status_code == 401
+        job = replay.post(
+            f"/api/datasets/{carols['id']}/jobs",
+            json={"method": "aim", "epsilon": 0.1, "rows": 10},
+            headers={"x-privsynth-csrf": "anything"},
+        )
+        assert job.status_code == 401
+    browser.close()
+
+
+def test_an_admin_rotates_a_token_and_disables_a_user(server: Server) -> None:
+    browser = _sign_in(server, "bob")
+    with server.client("admin") as admin:
+        rotated = admin.post("/api/users/bob/token")
+        assert rotated.status_code == 200
+        new = rotated.json()["token"]
+        with server.client("bob") as old:
+            assert old.get("/api/me").status_code == 401
+        assert browser.get("/api/me").status_code == 401  # rotating ends the web sessions too
+        headers = {"authorization": f"Bearer {new}"}
+        assert httpx.get(f"{server.base}/api/me", headers=headers, timeout=TIMEOUT).status_code == 200
+        assert admin.patch("/api/users/bob", json={"disabled": True}).json()["disabled"] is True
+        assert httpx.get(f"{server.base}/api/me", headers=headers, timeout=TIMEOUT).status_code == 401
+        assert admin.patch("/api/users/admin", json={"disabled": True}).status_code == 400
+        admin.patch("/api/users/bob", json={"disabled": False})
+        assert httpx.get(f"{server.base}/api/me", headers=headers, timeout=TIMEOUT).status_code == 200
+    server.tokens["bob"] = new
+    browser.close()
+
+
+# ---- 11: headers, frames, docs, the admin token ------------------------------------------------------------------
+
+
+def test_pages_send_security_headers_and_docs_load_nothing_from_outside(server: Server) -> None:
+    with httpx.Client(base_url=server.base, timeout=TIMEOUT) as client:
+        login = client.get("/login")
+        docs = client.get("/docs")
+    csp = login.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp and "object-src 'none'" in csp
+    assert login.headers["x-content-type-options"] == "nosniff"
+    assert login.headers["x-frame-options"] == "SAMEORIGIN"
+    assert docs.status_code == 200 and "/api/datasets/sql" in docs.text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", docs.text), "docs must not load from a CDN"
+    assert "pst_" not in (server.data_dir / "service.sqlite").read_bytes().decode(errors="replace")
+
+
+def test_release_html_is_served_sandboxed(server: Server) -> None:
+    template = Path(__file__).parents[2] / "src/privsynth/service/templates/release.html.j2"
+    assert template.read_text().count('sandbox=""') == 2
+    with server.client("carol") as carol:
+        missing = carol.get("/api/releases/0123/report")
+    assert "sandbox" in missing.headers["content-security-policy"]
+
+
+def test_failed_sign_ins_are_throttled_and_audited_once(server: Server) -> None:
+    """Last in this module: it throttles this test client's address."""
+    with httpx.Client(base_url=server.base, timeout=TIMEOUT) as client:
+        answers = [
+            client.post("/login", data={"name": "carol", "token": f"pst_guess{i}"}, follow_redirects=False).status_code
+            for i in range(12)
+        ]
+        right = client.post("/login", data={"name": "carol", "token": server.tokens["carol"]}, follow_redirects=False)
+    assert answers == [401] * 10 + [429] * 2
+    assert right.status_code == 429 and int(right.headers["retry-after"]) > 0
+    with server.client("admin") as admin:
+        audit = admin.get("/api/audit").json()
+    sign_ins = [row for row in audit if row["action"] == "sign in" and row["outcome"] == "denied"]
+    assert len(sign_ins) == 1 and "throttled" in sign_ins[0]["detail"]
+
+
+def test_the_session_key_may_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from privsynth.errors import ParameterError
+    from privsynth.service.security import SESSION_KEY_ENV, session_key
+
+    monkeypatch.setenv(SESSION_KEY_ENV, "k" * 40)
+    assert session_key(tmp_path) == "k" * 40 and not (tmp_path / "session.key").exists()
+    monkeypatch.delenv(SESSION_KEY_ENV)
+    key = session_key(tmp_path)
+    assert len(key) >= 48 and session_key(tmp_path) == key
+    os.chmod(tmp_path / "session.key", 0o644)
+    with pytest.raises(ParameterError, match="chmod 600"):
+        session_key(tmp_path)
