@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from privsynth.data.binning import OUTSIDE, Categories, category_key
+from privsynth.data.binning import OUTSIDE, Categories, NumericBins, category_key
 from privsynth.data.schema import Column, Kind
 from privsynth.errors import DataError, ParameterError
 from privsynth.synth.domain import ColumnDomain
@@ -57,6 +57,10 @@ class Codec(Protocol):
 
     def categories(self) -> list[Any]:
         """The categories this codec can produce (empty for numbers)."""
+        ...
+
+    def sampled(self) -> np.ndarray:
+        """Which tokens sampling may draw (a boolean per token)."""
         ...
 
 
@@ -146,6 +150,9 @@ class CategoryCodec:
     def categories(self) -> list[Any]:
         seen_rare = [v for v, w in zip(self.rare_values, self.rare_weights, strict=True) if w > 0]
         return [*self.values, *seen_rare]
+
+    def sampled(self) -> np.ndarray:
+        return np.ones(self.size, dtype=bool)
 
 
 @dataclass
@@ -252,6 +259,9 @@ class NumberCodec:
     def categories(self) -> list[Any]:
         return []
 
+    def sampled(self) -> np.ndarray:
+        return np.ones(self.size, dtype=bool)
+
 
 def _objects(values: list[Any]) -> np.ndarray:
     """``values`` as a 1-d object array (whatever the values are)."""
@@ -282,37 +292,121 @@ def _bin_of(edges: np.ndarray, numbers: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DomainCodec:
-    """A codec over a public or DP-learned :class:`~privsynth.synth.domain.ColumnDomain` (``dp-deep``)."""
+    """A codec over a public or DP-learned :class:`~privsynth.synth.domain.ColumnDomain` (``dp-deep``).
+
+    A DP fit must not fail on the data (the failure, and any value it names, would be a release outside the
+    mechanism), so every value gets a token and nothing is reported:
+
+    - a category outside the domain goes to the domain's *other* cell, or to an extra *unexpected* token when
+      the domain has none (public categories without ``other``);
+    - a number outside the domain is clipped into its first or last cell (a bound is a clipping bound), and a
+      value that is not a number (or date) counts as missing;
+    - a missing value goes to the domain's missing cell, or to an extra *missing* token when it has none.
+
+    Whether the extra tokens exist depends on the domain only, never on the data. The network trains on them
+    like on any token (under DP-SGD: a row's unexpected value is one more input, bounded by the clipping), and
+    sampling never draws them (:meth:`sampled` masks them): they keep out-of-domain rows from being counted in
+    a real cell without ever producing a value the domain does not hold.
+
+    The column kept here has no categories or bounds unless the schema declares them public: inferred ones
+    come from the rows (a canary's category would be one of them) and must not reach a model file.
+    """
 
     domain: ColumnDomain
+
+    def __post_init__(self) -> None:
+        column = self.domain.column
+        if not column.public and (column.categories is not None or column.bounds is not None):
+            column = dataclasses.replace(column, categories=None, bounds=None)
+            self.domain = dataclasses.replace(self.domain, column=column)
 
     @property
     def column(self) -> Column:
         return self.domain.column
 
     @property
+    def _unexpected_token(self) -> int | None:
+        binning = self.domain.binning
+        if isinstance(binning, Categories) and binning.other_index is None:
+            return self.domain.size
+        return None
+
+    @property
+    def _missing_token(self) -> int | None:
+        if self.domain.binning.null_index is not None:
+            return None
+        return self.domain.size + int(self._unexpected_token is not None)
+
+    @property
     def size(self) -> int:
-        return self.domain.size
+        return self.domain.size + int(self._unexpected_token is not None) + int(self._missing_token is not None)
+
+    def sampled(self) -> np.ndarray:
+        """Which tokens sampling may draw: the domain's cells, not the extra tokens."""
+        return np.arange(self.size) < self.domain.size
 
     def encode(self, values: pd.Series) -> np.ndarray:
-        tokens = self.domain.encode(values)
-        if (tokens == OUTSIDE).any():
-            bad = values[tokens == OUTSIDE].iloc[0]
-            raise DataError(
-                f"column '{self.column.name}' holds {bad!r}, which fits none of its domain's cells; "
-                "add it to the schema's public categories or allow missing values (nullable: true)"
-            )
-        return np.asarray(tokens, dtype=np.int64)
+        binning = self.domain.binning
+        values = values.reset_index(drop=True)
+        if isinstance(binning, Categories):
+            missing = values.isna().to_numpy()
+            tokens = np.asarray(binning.encode(values), dtype=np.int64)
+            fallback = binning.other_index if binning.other_index is not None else self._unexpected_token
+            tokens[(tokens == OUTSIDE) & ~missing] = int(fallback if fallback is not None else OUTSIDE)
+        else:
+            numbers = _coerced_numbers(self.column, values)
+            missing = np.isnan(numbers)
+            tokens = np.searchsorted(self._inner_edges(), np.nan_to_num(numbers), side="right").astype(np.int64)
+        null = binning.null_index if binning.null_index is not None else self._missing_token
+        tokens[missing] = int(null if null is not None else OUTSIDE)
+        return tokens
+
+    def _edges(self) -> np.ndarray:
+        binning = self.domain.binning
+        assert isinstance(binning, NumericBins)
+        return _coerced_numbers(self.column, pd.Series(binning.edges, dtype=object))
+
+    def _inner_edges(self) -> np.ndarray:
+        return self._edges()[1:-1]
 
     def decode(self, tokens: np.ndarray, rng: np.random.Generator) -> pd.Series:
         return self.domain.decode(tokens, rng)
 
     def condition(self, value: Any) -> tuple[int, Any]:
-        return self.domain.cell_of(value), value
+        """The cell of a condition ``value`` in the DP domain. A value outside it fails without naming the
+        domain's categories or bounds, or the value itself (the message may reach a log or an analyst;
+        :meth:`categories` lists the categories the model can generate)."""
+        name, binning = self.column.name, self.domain.binning
+        if _isna(value):
+            if binning.null_index is None:
+                raise ParameterError(f"'{name}' has no missing values in the model's domain")
+            return binning.null_index, None
+        if isinstance(binning, Categories):
+            keys = {category_key(v): (i, v) for i, v in enumerate(binning.values)}
+            for candidate in (value, _as_number(value)):
+                if candidate is not None and category_key(candidate) in keys:
+                    return keys[category_key(candidate)]
+            if binning.other_index is not None:
+                for v in self.domain.other_values:
+                    if category_key(v) == category_key(value) or str(v) == str(value):
+                        return binning.other_index, v
+            for i, v in enumerate(binning.values):
+                if str(v) == str(value):
+                    return i, v
+            raise ParameterError(
+                f"the value given for '{name}' is not a category the model can generate (outside its DP domain); "
+                f"known_categories('{name}') lists those it can"
+            )
+        number = _coerced_numbers(self.column, pd.Series([value], dtype=object))[0]
+        if np.isnan(number):
+            raise ParameterError(f"'{name}' is {self.column.kind.value}; the value given for it is not one")
+        edges = self._edges()
+        if not edges[0] <= number <= edges[-1]:
+            raise ParameterError(f"the value given for '{name}' is outside the model's DP domain of that column")
+        return int(np.searchsorted(edges[1:-1], number, side="right")), value
 
     def restore(self, values: pd.Series) -> pd.Series:
-        # Bounds that are not public were read from the data: never clip to them.
-        column = self.column if self.column.public else dataclasses.replace(self.column, bounds=None)
+        column = self.column
         if column.kind.numeric:
             return from_numbers(column, as_numbers(column, values))
         return restore_dtype(values.rename(column.name), column)
@@ -320,6 +414,32 @@ class DomainCodec:
     def categories(self) -> list[Any]:
         binning = self.domain.binning
         return [*binning.values, *self.domain.other_values] if isinstance(binning, Categories) else []
+
+
+def _as_number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _isna(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or an array: not a missing value
+        return False
+
+
+def _coerced_numbers(column: Column, data: pd.Series) -> np.ndarray:
+    """Numbers as floats (datetimes as nanoseconds, UTC), NaN for missing values and for values that are not
+    numbers or dates: the DP path's reading, which never fails on a value (and so never names one)."""
+    if column.kind is Kind.DATETIME:
+        stamps = pd.to_datetime(data, format="mixed", errors="coerce", utc=True).dt.tz_localize(None)
+        out = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
+        out[stamps.isna().to_numpy()] = np.nan
+        return out
+    numbers = pd.to_numeric(data, errors="coerce")
+    return np.asarray(numbers, dtype=float)
 
 
 def as_numbers(column: Column, data: pd.Series) -> np.ndarray:

@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -287,11 +287,14 @@ def sample_tokens(
     n: int,
     draw: Callable[[np.ndarray], np.ndarray],
     batch: int = 8192,
+    allowed: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Tokens (n, columns) drawn column by column in ``order``; columns in ``fixed`` take the given tokens.
 
     ``draw`` turns a (rows, size) probability matrix into one token per row (it holds the random state).
-    Fixed columns should come first in ``order``: later columns are drawn given them.
+    Fixed columns should come first in ``order``: later columns are drawn given them. ``allowed`` (a boolean
+    per token of each column) leaves tokens out of the draw: the network's probabilities are renormalised over
+    the others (post-processing).
     """
     columns = len(net.sizes)
     out = np.zeros((n, columns), dtype=np.int64)
@@ -307,6 +310,9 @@ def sample_tokens(
                 if column not in fixed:
                     logits = net.logits(net.embed(tokens), visible, column)
                     probs = torch.softmax(logits.double(), dim=1).numpy()
+                    if allowed is not None and not allowed[column].all():
+                        probs = probs * allowed[column]
+                        probs /= probs.sum(axis=1, keepdims=True)
                     tokens[:, column] = torch.from_numpy(draw(probs))
                 visible[:, column] = 1.0
             out[rows] = tokens.numpy()
@@ -325,7 +331,7 @@ def fit_dp_sgd(
     expected_batch_size: int,
     order: list[int],
     task: str = "train",
-) -> History:
+) -> None:
     """DP-SGD (Abadi et al., CCS 2016) with Adam, as opacus runs it: per-row gradients clipped to
     ``max_grad_norm``, Gaussian noise of ``noise_multiplier * max_grad_norm`` on their sum, divided by the public
     ``expected_batch_size``; the learning rate follows a cosine from ``learning_rate`` to zero over the steps.
@@ -333,9 +339,14 @@ def fit_dp_sgd(
     Each step takes a Poisson sample of the rows (each row independently with ``sample_rate``), the sampling the
     RDP accountant assumes; an empty sample still takes a noise-only step. The sampling, the noise and the
     training orders come from a generator seeded by the operating system, not by the user's seed: a known seed
-    would make the sampling predictable to an attacker. Progress is reported once per pass over the data, without
-    the loss: it is computed from the private rows without noise, so it is neither reported nor kept. Orders
-    are :func:`conditional_ranks` of the (public) sampling ``order``.
+    would make the sampling predictable to an attacker. The noise is drawn in opacus's ``secure_mode`` (each
+    coordinate the scaled sum of four Gaussian draws, against attacks on the floating-point representation of a
+    single draw; see :class:`privsynth.synth.deep.DPDeepSynthesizer` for what is left of that risk).
+
+    Nothing computed from the private rows without noise leaves this function: progress is reported once per
+    pass over the data as step counts only (no loss, which is computed from the rows; no time, which grows with
+    the size of each Poisson sample and so with the row count). Orders are :func:`conditional_ranks` of the
+    (public) sampling ``order``.
     """
     from opacus import GradSampleModule  # type: ignore[import-untyped]
     from opacus.optimizers import DPOptimizer  # type: ignore[import-untyped]
@@ -349,11 +360,10 @@ def fit_dp_sgd(
         expected_batch_size=expected_batch_size,
         loss_reduction="mean",
         generator=secret,
+        secure_mode=True,
     )
-    history = History()
     per_epoch = max(1, round(1 / sample_rate))
     epochs = math.ceil(steps / per_epoch)
-    start = time.perf_counter()
     report(task, 0, epochs, "starting")
     net.train()
     with warnings.catch_warnings():
@@ -368,15 +378,10 @@ def fit_dp_sgd(
             nll.mean().backward()
             optimizer.step()
             if step % per_epoch == 0 or step == steps:
-                left = (time.perf_counter() - start) / step * (steps - step)
-                report(task, math.ceil(step / per_epoch), epochs, f"step {step} of {steps}, ~{left:.0f}s left")
+                report(task, math.ceil(step / per_epoch), epochs, f"step {step} of {steps}")
     model.remove_hooks()
     for parameter in net.parameters():
         for name in ("grad_sample", "summed_grad", "_forward_counter", "_current_grad_sample"):
             if hasattr(parameter, name):
                 delattr(parameter, name)
     net.eval()
-    history.seconds = time.perf_counter() - start
-    history.best_epoch = epochs
-    history.stopped = f"{steps} DP-SGD steps ({epochs} passes over the data)"
-    return history

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -24,14 +24,22 @@ import torch
 from privsynth.data.schema import Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
+from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.progress import report
 from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
-from privsynth.synth._deep_net import AnyOrderNet, fit_dp_sgd, fit_early_stopping, sample_tokens, torch_threads
+from privsynth.synth._deep_net import (
+    AnyOrderNet,
+    History,
+    fit_dp_sgd,
+    fit_early_stopping,
+    sample_tokens,
+    torch_threads,
+)
 from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.synth.base import Conditions, Synthesizer, register
-from privsynth.synth.domain import discovery_delta, learn_domains, needs_budget
+from privsynth.synth.domain import domain_column, learn_domains, needs_budget
+from privsynth.synth.dp import FitRecord, open_fit, resolve_budget
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ class _AnyOrderSynthesizer(Synthesizer):
 
     def _draw(self, n: int, given: Mapping[str, Sequence[Any]], rng: np.random.Generator) -> pd.DataFrame:
         """``n`` rows whose columns in ``given`` take the listed values (one per row); the rest are drawn."""
-        names = self.schema_.names
+        names = [codec.column.name for codec in self.codecs_]
         fixed: dict[int, np.ndarray] = {}
         exact: dict[int, pd.Series] = {}
         for name, values in given.items():
@@ -72,7 +80,7 @@ class _AnyOrderSynthesizer(Synthesizer):
             return np.asarray(np.minimum((cumulative <= u).sum(axis=1), probs.shape[1] - 1), dtype=np.int64)
 
         with torch_threads():
-            tokens = sample_tokens(self.net_, order, fixed, n, draw)
+            tokens = sample_tokens(self.net_, order, fixed, n, draw, allowed=[c.sampled() for c in self.codecs_])
         columns = {
             names[j]: exact[j] if j in exact else codec.decode(tokens[:, j], rng).reset_index(drop=True)
             for j, codec in enumerate(self.codecs_)
@@ -88,11 +96,10 @@ class _AnyOrderSynthesizer(Synthesizer):
         conditional draw, so a rare class costs no more than a common one. Same seed, same rows.
         """
         self._check_fitted()
-        if column not in self.schema_:
-            raise ParameterError(f"cannot rebalance '{column}': the model has no such column")
-        if self.schema_[column].kind is not Kind.CATEGORICAL:
+        kind = self._codec(column, "rebalance").column.kind
+        if kind is not Kind.CATEGORICAL:
             raise ParameterError(
-                f"rebalance needs a categorical column; '{column}' is {self.schema_[column].kind.value} "
+                f"rebalance needs a categorical column; '{column}' is {kind.value} "
                 "(condition on a value with sample(..., conditions=...) instead)"
             )
         if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
@@ -115,7 +122,7 @@ class _AnyOrderSynthesizer(Synthesizer):
         shares: dict[Any, float] = {}
         for value, share in mix.items():
             category = self._check_conditions({column: value})[column]
-            self.codecs_[self.schema_.names.index(column)].condition(category)
+            self._codec(column).condition(category)
             if isinstance(share, bool) or not isinstance(share, int | float) or not share >= 0 or share == math.inf:
                 raise ParameterError(f"the share of '{value}' in '{column}' must be a number >= 0, not {share!r}")
             shares[category] = shares.get(category, 0.0) + float(share)
@@ -126,7 +133,15 @@ class _AnyOrderSynthesizer(Synthesizer):
 
     def known_categories(self, column: str) -> list[Any]:
         """The categories of ``column`` the model can generate (what ``rebalance(mix="uniform")`` spreads over)."""
-        return self.codecs_[self.schema_.names.index(column)].categories()
+        return self._codec(column).categories()
+
+    def _codec(self, column: str, action: str = "condition on") -> Codec:
+        """The codec of ``column``: the model's fitted domain of it (a DP one for ``dp-deep``)."""
+        for codec in self.codecs_:
+            if codec.column.name == column:
+                return codec
+        names = ", ".join(c.column.name for c in self.codecs_)
+        raise ParameterError(f"cannot {action} '{column}': the model has no such column ({names})")
 
 
 def _largest_remainder(shares: np.ndarray, n: int) -> np.ndarray:
@@ -255,11 +270,6 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
             raise ParameterError(f"max_seconds must be > 0 or None, not {self.max_seconds!r}")
 
 
-DEFAULT_DELTA = 1e-6
-MAX_DELTA = 1e-5
-"""Largest delta accepted: delta must be well below 1/n and n is private; 1e-5 keeps delta < 1/n up to 100,000
-rows (a warning says so when the noisy row count shows a larger table)."""
-
 _COUNT_SHARE = 0.01  # share of rho for the noisy row count that sets the sampling rate
 
 
@@ -267,21 +277,41 @@ _COUNT_SHARE = 0.01  # share of rho for the noisy row count that sets the sampli
 class DPDeepSynthesizer(_AnyOrderSynthesizer):
     """The ``deep`` network trained with DP-SGD on public or DP-learned domains: (epsilon, delta)-DP.
 
-    The fit spends its budget in three parts, all through the accountant (and so the ledger):
+    The budget comes from :func:`privsynth.synth.dp.resolve_budget` and is spent in three parts, all through
+    the accountant of :func:`privsynth.synth.dp.open_fit` (and so the ledger, under the dataset's name):
 
     1. Domains: columns without a public domain (and numeric columns whose quantile bins are learned inside
        public bounds) get theirs from :func:`privsynth.synth.domain.learn_domains`, with ``preprocessing`` of
        rho (nothing when every domain is public). Categories, bounds and bins never come from the data unnoised.
-    2. A row count with Gaussian noise (1% of rho) sets the Poisson sampling rate ``batch_size / n`` and the
-       number of steps; the true n is never used.
-    3. DP-SGD on the rest: per-row gradient clipping at ``max_grad_norm`` and Gaussian noise, with the smallest
-       noise multiplier whose RDP fits the rho left (see :mod:`privsynth.synth._deep_privacy` for why this
-       composes soundly with the zCDP spends: the charge is DP-SGD's RDP over alpha up to the conversion order,
-       and the fit is (epsilon, delta)-DP as the budget states).
+    2. A row count with Gaussian noise (1% of rho, sensitivity 1) sets the Poisson sampling rate
+       ``batch_size / n`` and the number of steps; the true n is never used.
+    3. DP-SGD on the rest: per-row gradient clipping at ``max_grad_norm`` (the L2 sensitivity of a step's sum)
+       and Gaussian noise, with the smallest noise multiplier whose RDP fits the rho left (see
+       :mod:`privsynth.synth._deep_privacy` for why this composes soundly with the zCDP spends).
 
-    There is no validation split, early stopping or choice of sampling order (each would read the data without
-    noise): training runs ``epochs`` passes, and sampling follows the schema's column order. ``privacy_``
-    records the noise multiplier, sampling rate, steps and the epsilon opacus's accountant gives for the fit.
+    The fit never fails on the data and never reports a value from it: a category outside the domain, a number
+    outside it, a value of the wrong type or an unexpected missing value goes to an *other* or *missing* token,
+    or is clipped, inside the mechanism (:class:`~privsynth.synth._deep_codec.DomainCodec`). Conditions and
+    :meth:`rebalance` are checked against the fitted DP domains only, and their errors name no category or bound.
+    There is no validation split, early stopping, choice of sampling order, training loss or timing (each would
+    read the data without noise): training runs ``epochs`` passes, and sampling follows the schema's column order.
+    ``record_`` (a :class:`~privsynth.synth.dp.FitRecord`) is what the fit may publish; ``privacy_`` adds the
+    epsilon opacus's own accountant gives for the same run, as a cross-check.
+
+    DP-SGD noise and floating point. The accounting assumes exact Gaussian noise; the noise is drawn as
+    floating-point numbers, whose representation can leak the value they were added to (Mironov, "On
+    Significance of the Least Significant Bits for Differential Privacy", CCS 2012, for the Laplace mechanism;
+    Jin, McMurtry, Rubinstein and Ohrimenko, "Are We There Yet? Timing and Floating-Point Attacks on
+    Differential Privacy Systems", IEEE S&P 2022, for opacus's Gaussian). The noise is therefore drawn in opacus's
+    ``secure_mode``: each coordinate is the sum of four Gaussian draws scaled by one half, which the attack on a
+    single draw cannot invert (Holohan and Braghin, "Secure Random Sampling in Differential Privacy",
+    ESORICS 2021). What remains, and why it is accepted: the draws come from torch's Mersenne Twister, seeded
+    with 64 bits from the operating system, not from a cryptographic generator (opacus's full secure mode needs
+    ``torchcsprng``, which has no build for this torch); and the sum is still a float32, not an exact sample.
+    The attacks need each noisy release; here only the final weights are published, after every noisy gradient
+    has passed through Adam and been added to thousands of others, so no single draw is observable. An exact
+    sampler (OpenDP's) would close the gap at a cost measured in ``benchmarks/results/dp_sgd_noise.json``
+    (``docs/PRIVACY_NOTES.md``, "DP-SGD noise").
 
     Parameters
     ----------
@@ -299,6 +329,8 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
 
     name = "dp-deep"
     differentially_private = True
+
+    record_: FitRecord
 
     def __init__(
         self,
@@ -331,22 +363,20 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         check_positive("max_grad_norm", self.max_grad_norm)
         if not 0 < self.preprocessing < 1:
             raise ParameterError(f"preprocessing must be a share between 0 and 1, not {self.preprocessing!r}")
-        if epsilon is None:
-            raise ParameterError("dp-deep is differentially private and needs a budget: pass epsilon (and delta)")
-        delta = DEFAULT_DELTA if delta is None else check_positive("delta", delta)
-        if delta > MAX_DELTA:
-            raise ParameterError(
-                f"delta={delta:g} is too large: delta must be well below 1/n, and the row count n is private, so "
-                f"dp-deep accepts at most delta={MAX_DELTA:g}; use delta=1e-6, or smaller for larger tables"
-            )
-        budget = Budget.from_epsilon_delta(epsilon, delta, approx_delta=discovery_delta(schema, delta))
+        budget = resolve_budget(self.name, epsilon, delta, schema)
         paid = needs_budget(schema, self.bins)
+        dataset = str(getattr(self, "dataset_", source.name))
         purpose = f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        with fit_accountant(budget, open_ledger(ledger), self.source_fingerprint_, source.name, purpose) as (
-            acc,
-            cap,
-        ):
-            self._train(source, schema, budget, acc, cap, paid)
+        with open_fit(budget, ledger, dataset, purpose) as (accountant, cap):
+            released = self._train(source, schema, budget, accountant, cap, paid)
+        self.record_ = FitRecord.of(
+            self.name,
+            self.get_params(),
+            budget=budget,
+            accountant=accountant,
+            dataset=dataset,
+            released=released,
+        )
 
     def _train(
         self,
@@ -356,7 +386,8 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         accountant: Accountant,
         cap: Budget | None,
         paid: list[str],
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Learn domains, count, train; returns the values released through a mechanism that a card may show."""
         from privsynth.privacy.mechanisms import gaussian_mechanism  # needs OpenDP (the dp extra)
 
         domain_share = self.preprocessing if paid else 0.0
@@ -397,7 +428,7 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         with torch_threads(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, 0.0)
-            self.history_ = fit_dp_sgd(
+            fit_dp_sgd(
                 self.net_,
                 tokens,
                 sample_rate=sample_rate,
@@ -408,9 +439,27 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
                 expected_batch_size=self.batch_size,
                 order=list(range(len(schema))),
             )
+        passes = math.ceil(steps * sample_rate)
+        self.history_ = History(best_epoch=passes, stopped=f"{steps} DP-SGD steps ({passes} passes over the data)")
         self.order_ = list(range(len(schema)))
         self.privacy_ = privacy_record(budget, accountant, sgd)
         report("fit dp-deep", 3, 3)
+        return {
+            "noisy_rows": int(noisy[0]),
+            "noise_multiplier": sgd.sigma,
+            "sample_rate": sample_rate,
+            "steps": steps,
+            "domains": {name: domains[name].cost for name in schema.names},
+        }
+
+    def _released_schema(self) -> Schema:
+        """The structure plus the domains the fit released (DP outputs or public), as the model keeps it."""
+        codecs = cast(list[DomainCodec], self.codecs_)
+        return Schema([domain_column(codec.domain) for codec in codecs], target=self.schema_.target)
+
+    def _check_conditions(self, conditions: Conditions) -> dict[str, Any]:
+        """Conditions checked against the fitted DP domains (the codecs) only, never the inferred schema."""
+        return {column: self._codec(column).condition(value)[1] for column, value in conditions.items()}
 
 
 def _columns(source: Source, schema: Schema, codecs: list[Codec]) -> list[tuple[Codec, pd.Series]]:
