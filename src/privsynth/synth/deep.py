@@ -365,17 +365,19 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             raise ParameterError(f"preprocessing must be a share between 0 and 1, not {self.preprocessing!r}")
         budget = resolve_budget(self.name, epsilon, delta, schema)
         paid = needs_budget(schema, self.bins)
-        dataset = str(getattr(self, "dataset_", source.name))
         purpose = f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        with open_fit(budget, ledger, dataset, purpose) as (accountant, cap):
+        # the content fingerprint only feeds the ledger's keyed "looks like dataset X" hint; it is not kept here
+        content = None if ledger is False else source.fingerprint()
+        with open_fit(budget, ledger, self.dataset_, purpose, content=content) as (accountant, cap):
             released = self._train(source, schema, budget, accountant, cap, paid)
         self.record_ = FitRecord.of(
             self.name,
             self.get_params(),
             budget=budget,
             accountant=accountant,
-            dataset=dataset,
+            dataset=self.dataset_,
             released=released,
+            assumptions=self.assumptions_,
         )
 
     def _train(
