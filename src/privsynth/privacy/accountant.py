@@ -239,10 +239,9 @@ def fit_accountant(
     if ledger is None:
         yield Accountant(budget), None
         return
-    label = name if name and name != dataset else None
-    cap = ledger._register(dataset, content=content, label=label).cap
-    if cap is None:
-        _warn_uncapped(ledger, dataset, label or dataset)
+    record = ledger.register(dataset, content=content, label=name if name and name != dataset else None)
+    if record.cap is None:
+        _warn_uncapped(ledger, record.name, record.label or record.name)
     reservation = ledger.reserve(dataset, budget.rho, delta=budget.approx_delta, purpose=purpose)
     accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
     try:

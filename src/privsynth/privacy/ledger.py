@@ -610,23 +610,22 @@ class Ledger:
         self._engine.dispose()
         self._reader.dispose()
 
-    def register(self, name: str, *_removed: Never, content: str | None = None) -> DatasetRecord:
+    def register(
+        self, name: str, *_removed: Never, content: str | None = None, label: str | None = None
+    ) -> DatasetRecord:
         """Make a dataset known under ``name``, the key its budget is kept under; registering it again keeps
         its cap and spends.
 
         ``content`` is an optional fingerprint of the data (:meth:`Source.fingerprint`). The ledger keeps only
         its HMAC under the ledger's secret, and logs a warning when another dataset was registered with the same
-        content: a hint that the data may already have a budget under another name, never the key.
+        content: a hint that the data may already have a budget under another name, never the key. ``label`` is
+        for callers that still use a fingerprint as the key: the name shown beside it.
         """
         if _removed:
             raise ParameterError(
                 "Ledger.register takes the dataset's name only (budgets are kept per name, not per fingerprint): "
                 "call Ledger.register(name), and pass a content fingerprint, if any, as content=..."
             )
-        return self._register(name, content=content)
-
-    def _register(self, name: str, *, content: str | None = None, label: str | None = None) -> DatasetRecord:
-        """:meth:`register`, with the ``label`` an older caller gives beside a fingerprint used as the key."""
         if not isinstance(name, str) or not name.strip() or len(name) > 256:
             raise ParameterError(
                 f"the dataset name must be a non-empty string of at most 256 characters, got {name!r}; name the "
