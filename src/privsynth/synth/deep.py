@@ -303,15 +303,15 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
     Significance of the Least Significant Bits for Differential Privacy", CCS 2012, for the Laplace mechanism;
     Jin, McMurtry, Rubinstein and Ohrimenko, "Are We There Yet? Timing and Floating-Point Attacks on
     Differential Privacy Systems", IEEE S&P 2022, for opacus's Gaussian). The noise is therefore drawn in opacus's
-    ``secure_mode``: each coordinate is the sum of four Gaussian draws scaled by one half, which the attack on a
-    single draw cannot invert (Holohan and Braghin, "Secure Random Sampling in Differential Privacy",
+    ``secure_mode``: each coordinate is the sum of four Gaussian draws scaled by one half, a defence against the
+    attack on a single draw (Holohan and Braghin, "Secure Random Sampling in Differential Privacy",
     ESORICS 2021). What remains, and why it is accepted: the draws come from torch's Mersenne Twister, seeded
     with 64 bits from the operating system, not from a cryptographic generator (opacus's full secure mode needs
     ``torchcsprng``, which has no build for this torch); and the sum is still a float32, not an exact sample.
-    The attacks need each noisy release; here only the final weights are published, after every noisy gradient
-    has passed through Adam and been added to thousands of others, so no single draw is observable. An exact
-    sampler (OpenDP's) would close the gap at a cost measured in ``benchmarks/results/dp_sgd_noise.json``
-    (``docs/PRIVACY_NOTES.md``, "DP-SGD noise").
+    The published attacks need each noisy output; here only the final weights are published, after every
+    noisy gradient has passed through Adam and been added to hundreds of others, so no single draw is
+    observable. An exact sampler (OpenDP's) would close the gap at a cost measured in
+    ``benchmarks/results/dp_sgd_noise.json`` (``docs/PRIVACY_NOTES.md``, "DP-SGD noise").
 
     Parameters
     ----------
