@@ -87,6 +87,7 @@ def test_a_spend_that_leaves_the_cap_unreachable_at_its_orders_is_refused(ledger
     ledger.spend("adult", 0.001, mechanism="dp-sgd", purpose="train", min_order=2, max_order=15)
     limit = float(optimize.brentq(lambda rho: _log_delta(15, rho, 1.0) - math.log(1e-6), 1e-4, cap.rho, xtol=1e-15))
     assert limit == pytest.approx(0.01837, abs=1e-5) and limit < cap.rho
+    assert ledger.remaining("adult") == pytest.approx(limit - 0.001, rel=1e-9)  # not cap.rho - 0.001
     with pytest.raises(BudgetExceeded, match=r"spend #1 holds only at Rényi orders 2 to 15"):
         ledger.spend("adult", limit * 1.001 - 0.001, mechanism="gaussian", purpose="one marginal too many")
     ledger.spend("adult", limit * 0.999 - 0.001, mechanism="gaussian", purpose="marginals")

@@ -189,10 +189,17 @@ class DatasetRecord:
     @property
     def remaining_rho(self) -> float:
         """Rho still available under the cap (infinite without a cap, never negative): the rho the cap's epsilon
-        buys at the delta that committed and reserved approximate deltas leave, less the rho already used."""
+        buys at the delta that committed and reserved approximate deltas leave, at a Rényi order every spend holds
+        at, less the rho already used."""
         if self.cap is None:
             return math.inf
-        allowed = _cap_rho_at(self.cap, Fraction(self.spent_approx_delta) + Fraction(self.reserved_approx_delta))
+        held = Fraction(self.spent_approx_delta) + Fraction(self.reserved_approx_delta)
+        allowed = _cap_rho_at(self.cap, held)
+        if allowed > 0 and (self.min_order > 1 or self.max_order < math.inf):
+            order = conversion_order(allowed, self.cap.epsilon)
+            if not _within_orders(order, self.min_order, self.max_order):
+                nearest = min(max(order, self.min_order), self.max_order)
+                allowed = min(allowed, _rho_at(self.cap.epsilon, float(Fraction(self.cap.delta) - held), nearest))
         return max(0.0, allowed - self.spent_rho - self.reserved_rho)
 
     @property
@@ -442,6 +449,13 @@ def _delta_at(rho: float, epsilon: float, alpha: float) -> float:
     Proposition 12), at most 1."""
     exponent = (alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha) - math.log(alpha - 1)
     return 1.0 if exponent >= 0 else math.exp(exponent)
+
+
+def _rho_at(epsilon: float, delta: float, alpha: float) -> float:
+    """The largest rho whose zCDP, used at the one Rényi order ``alpha``, gives (epsilon, delta) (CKS20,
+    Proposition 12 solved for rho), at least 0."""
+    log_terms = math.log(delta) - alpha * math.log1p(-1 / alpha) + math.log(alpha - 1)
+    return max(0.0, (epsilon + log_terms / (alpha - 1)) / alpha)
 
 
 def _within_orders(order: float, low: float, high: float) -> bool:
