@@ -255,3 +255,21 @@ def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Pat
     unknown = runner.invoke(app, ["ledger", "show", "clinic", "--ledger", path])
     assert isinstance(unknown.exception, ParameterError)  # main() prints it and exits with 2
     assert "nothing has been spent on 'clinic' yet" in str(unknown.exception)
+
+
+def test_ledger_rename_names_a_fingerprint_keyed_dataset_by_its_old_name(tmp_path: Path, rows: pd.DataFrame) -> None:
+    fingerprint = frame_source(rows).fingerprint()
+    path = tmp_path / "old.sqlite"
+    _fingerprint_keyed_ledger(path, fingerprint)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["ledger", "show", "--ledger", str(path)], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0 and "train.csv (by fingerprint" in listing.output
+    renamed = runner.invoke(app, ["ledger", "rename", "train.csv", "nassCDS", "--ledger", str(path)])
+    assert renamed.exit_code == 0, renamed.output
+    assert "dataset train.csv is now nassCDS: pass --dataset nassCDS" in " ".join(renamed.output.split())
+    capped = runner.invoke(app, ["ledger", "cap", "nassCDS", "--epsilon", "2", "--ledger", str(path)])
+    assert capped.exit_code == 0, capped.output
+    ledger = Ledger(path)
+    (record,) = ledger.datasets()
+    assert (record.name, record.spent_rho, record.cap) == ("nassCDS", 0.01, Budget.from_epsilon_delta(2.0, 1e-6))
+    ledger.close()
