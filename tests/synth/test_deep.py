@@ -323,3 +323,45 @@ def test_deep_handles_datetimes_and_missing_numbers() -> None:
     assert synthetic["last_seen"].between(nafld["last_seen"].min(), nafld["last_seen"].max()).all()
     assert synthetic["last_seen"].nunique() > 500
     assert synthetic["bmi"].isna().mean() == pytest.approx(nafld["bmi"].isna().mean(), abs=0.05)
+
+
+def test_dp_codec_puts_unexpected_values_in_cells_without_failing_or_naming_them() -> None:
+    from privsynth.data.schema import Column, Kind
+    from privsynth.synth._deep_codec import DomainCodec
+    from privsynth.synth.domain import public_domain
+
+    # public categories without an 'other' cell and no missing cell: two extra tokens, never sampled
+    role = public_domain(Column("occRole", Kind.CATEGORICAL, categories=["driver", "pass"], public=True))
+    assert role is not None and role.size == 2
+    codec = DomainCodec(role)
+    assert codec.size == 4 and codec.sampled().tolist() == [True, True, False, False]
+    tokens = codec.encode(pd.Series(["pass", "zqxcanary", None, "driver"], index=[7, 3, 9, 1]))
+    assert tokens.tolist() == [1, 2, 3, 0]
+    # numbers: out of range clipped into the end cells, a value that is no number counts as missing
+    age = public_domain(Column("age", Kind.INTEGER, "int64", bounds=(16, 96), public=True), bins=8)
+    assert age is not None and age.size == 8
+    codec = DomainCodec(age)
+    assert codec.size == 9
+    tokens = codec.encode(pd.Series([20, 8675309, -5, "unknown", None, float("inf")], dtype=object))
+    assert tokens.tolist() == [0, 7, 0, 8, 8, 7]
+    for value in (8675309, "unknown"):
+        with pytest.raises(ParameterError) as caught:
+            codec.condition(value)
+        assert not any(ch.isdigit() for ch in str(caught.value)) and "unknown" not in str(caught.value)
+    assert codec.condition(40) == (int(age.encode(pd.Series([40]))[0]), 40)
+
+
+def test_dp_codec_keeps_no_domain_the_schema_does_not_declare_public() -> None:
+    from privsynth.data.binning import Categories
+    from privsynth.data.schema import Column, Kind
+    from privsynth.synth._deep_codec import DomainCodec
+    from privsynth.synth.domain import ColumnDomain
+
+    inferred = Column("occRole", Kind.CATEGORICAL, categories=["driver", "pass", "zqxcanary"], nullable=True)
+    codec = DomainCodec(ColumnDomain(inferred, Categories(("driver", "pass"), other=True, null=True)))
+    assert codec.column.categories is None and codec.domain.column.categories is None
+    assert codec.size == 4 and codec.sampled().all()  # the domain has 'other' and missing cells of its own
+    assert codec.encode(pd.Series(["zqxcanary", None])).tolist() == [2, 3]
+    with pytest.raises(ParameterError, match="outside its DP domain") as caught:
+        codec.condition("zqxcanary")
+    assert "zqxcanary" not in str(caught.value) and "driver" not in str(caught.value)
