@@ -166,7 +166,7 @@ def test_ledger_cap_then_show(tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger.sqlite")
     result = run("ledger", "cap", "nassCDS", "--epsilon", "2", "--delta", "1e-6", "--ledger", ledger, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "capped nassCDS (bundled, train split)" in " ".join(result.stdout.split())
+    assert "capped nassCDS at epsilon" in " ".join(result.stdout.split())
     book = Ledger(ledger)
     (record,) = book.datasets()
     assert record.cap is not None and record.cap.epsilon == 2

@@ -109,7 +109,7 @@ def test_a_key_held_by_one_record_is_released_at_most_with_probability_delta() -
 
 def test_threshold_mechanism_debits_the_ledger_with_its_delta_before_releasing(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    ledger.register("fp", "covid")
+    ledger.register("fp")
     accountant = Accountant(Budget.from_epsilon_delta(1.0, 1e-6, approx_delta=1e-7), ledger=ledger, dataset="fp")
     gaussian_threshold_mechanism({"a": 100}, rho=0.01, delta=1e-8, accountant=accountant, purpose="domain of 'x'")
     [entry] = ledger.entries("fp")

@@ -116,7 +116,7 @@ MECHANISMS: list[Callable[..., Any]] = [gaussian_mechanism, laplace_mechanism, e
 @pytest.mark.parametrize("mechanism", MECHANISMS, ids=lambda mechanism: mechanism.__name__)
 def test_mechanism_debits_the_ledger_before_it_releases(tmp_path: Path, mechanism: Callable[..., Any]) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    ledger.register("fp", "adult")
+    ledger.register("fp")
     ledger.set_cap("fp", 1.0, 1e-6)
     accountant = Accountant(Budget.from_epsilon_delta(1.0, 1e-6), ledger=ledger, dataset="fp", release_id="r1")
     mechanism([3, 1, 4], sensitivity=1.0, rho=0.01, accountant=accountant, purpose="MST 1-way marginal (age)")
@@ -131,7 +131,7 @@ def test_mechanism_debits_the_ledger_before_it_releases(tmp_path: Path, mechanis
 @pytest.mark.parametrize("mechanism", MECHANISMS, ids=lambda mechanism: mechanism.__name__)
 def test_mechanism_refuses_over_budget_and_releases_nothing(tmp_path: Path, mechanism: Callable[..., Any]) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    ledger.register("fp", "adult")
+    ledger.register("fp")
     ledger.set_cap("fp", 0.5, 1e-6)
     budget = Budget.from_epsilon_delta(1.0, 1e-6)
     within_cap = Accountant(budget, ledger=ledger, dataset="fp")

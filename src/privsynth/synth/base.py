@@ -23,7 +23,7 @@ import pandas as pd
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import DataError, ParameterError, PrivsynthError
-from privsynth.synth.dp import FitRecord, dataset_name, dp_schema
+from privsynth.synth.dp import NO_SCHEMA_NOTE, FitRecord, dataset_name, dp_schema
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class Synthesizer(ABC):
         assumptions: tuple[str, ...] = ()
         if self.differentially_private:
             schema, assumptions = dp_schema(source, schema)
+            for note in assumptions:
+                logger.log(logging.WARNING if note == NO_SCHEMA_NOTE else logging.INFO, "%s", note)
             self.dataset_ = dataset_name(dataset, source)
         elif schema is None:
             schema = infer_schema(source)

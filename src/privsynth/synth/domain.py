@@ -559,8 +559,7 @@ def _discover(
             )
     elif len(ranked) == 1:
         warnings.append(
-            f"column '{name}' has a single value after DP key discovery ({values[ranked[0][0]]!r}); it is kept as "
-            "a constant column"
+            f"column '{name}' has a single value after DP key discovery; it is kept as a constant column"
         )
     if len(frequent) > max_categories:
         warnings.append(
@@ -702,8 +701,8 @@ def _learn_numeric(source: Source, column: Column, accountant: Accountant, rho: 
                 warnings.append(
                     f"column '{name}': its share of the budget is too small to locate its bounds well: the cells "
                     f"above the noise hold about {located:.0f} of about {rows:.0f} rows (noisy counts), and values "
-                    f"outside the learned bounds [{_show(low, kind)}, {_show(top, kind)}] are clipped. Give "
-                    "preprocessing more budget, or declare the column's bounds public"
+                    "outside the learned bounds are clipped. Give preprocessing more budget, or declare the column's "
+                    "bounds public"
                 )
         sigma = gaussian_sigma(rho_fine, 1.0)
         cells = int(np.clip(round(weights.sum() / (FINE_CELL_SIGMAS * sigma)), 2 * bins, MAX_FINE_CELLS))
@@ -734,7 +733,7 @@ def _learn_numeric(source: Source, column: Column, accountant: Accountant, rho: 
         edges, within, shape = fine[heavy : heavy + 2], None, "one cell (a constant column)"
         warnings.append(
             f"column '{name}' has (nearly) a single value: {CONSTANT_SHARE:.0%} of its noisy mass or more lies in "
-            f"one cell [{_show(edges[0], kind)}, {_show(edges[1], kind)}); it is kept as a constant column"
+            "one cell; it is kept as a constant column"
         )
     cost = f"{learned}; {shape} from rho={rho_fine:.4g} on a noisy {len(measured) - 1}-cell histogram"
     return _warn(ColumnDomain(column, _numeric_binning(edges, column), within=within, cost=cost), *warnings)

@@ -24,7 +24,7 @@ from typing import Any, Final, Literal
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
 from privsynth.errors import ParameterError
-from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
+from privsynth.privacy.accountant import Accountant, Charge, fit_accountant, open_ledger
 from privsynth.privacy.budget import Budget, check_positive
 from privsynth.privacy.ledger import Ledger
 
@@ -104,7 +104,6 @@ def dp_schema(source: Source, schema: Schema | None) -> tuple[Schema, tuple[str,
     review tool and never decides a DP fit.
     """
     if schema is None:
-        logger.warning("%s", NO_SCHEMA_NOTE)
         return Schema.from_storage(source.storage_types()), (NO_SCHEMA_NOTE,)
     declared = [
         dataclasses.replace(
@@ -159,6 +158,15 @@ def open_fit(
         yield pair
 
 
+def _spend(charge: Charge) -> dict[str, Any]:
+    """One charge as a card row; the Renyi-order range only where it is limited (DP-SGD)."""
+    out: dict[str, Any] = {"mechanism": charge.mechanism, "purpose": charge.purpose, "rho": charge.rho}
+    out["delta"] = charge.delta
+    if charge.min_order is not None or charge.max_order is not None:
+        out["orders"] = [charge.min_order, charge.max_order]
+    return out
+
+
 @dataclass(frozen=True)
 class FitRecord:
     """What one fit may publish: a data card's generator and privacy sections are built from this only.
@@ -198,10 +206,7 @@ class FitRecord:
         """The record of a fit: non-DP without a budget, DP with the budget it ran under and its spends."""
         spends: tuple[Mapping[str, Any], ...] = ()
         if accountant is not None:
-            spends = tuple(
-                {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta}
-                for c in accountant.charges
-            )
+            spends = tuple(_spend(c) for c in accountant.charges)
         return cls(
             method=method,
             differentially_private=budget is not None,
