@@ -82,9 +82,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def serve(data_dir: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """``privsynth serve`` on ``port`` (``options``: more of its options, such as ``--no-worker``)."""
     server = privsynth_process(
-        "serve", "--port", str(port), "--data-dir", str(data_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        *options,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -92,9 +92,11 @@ def test_custodian_uploads_analyst_requests_until_the_budget_is_spent(
                 custodian.click("#cap-form button[type=submit]")
             assert "Cap ε 2 at δ 1e-06" in custodian.locator("#budget").inner_text()
             custodian.select_option("#target", "dead")
+            custodian.check("input[name=reports_visible]")  # reports are private until the custodian shares them
             with custodian.expect_navigation():
                 custodian.click("#settings-form button[type=submit]")
             custodian.fill("#grant-user", "analyst")
+            custodian.fill("#grant-share", "1")  # the whole cap (an analyst's default share is a quarter of it)
             with custodian.expect_navigation():
                 custodian.click("#grant-form button[type=submit]")
             custodian.wait_for_selector("td:text-is('analyst')")
@@ -126,6 +128,10 @@ def test_custodian_uploads_analyst_requests_until_the_budget_is_spent(
             report = analyst.frame_locator("#report")
             report.locator("h2").first.wait_for()
             assert report.locator("img").count() > 0
+            card = analyst.frame_locator("#card")  # an analyst's card: metrics on the real rows withheld
+            card.locator("h1").first.wait_for()
+            assert "withheld from analysts" in card.locator("body").inner_text()
+            analyst.locator("#card").screenshot(path=str(shots / "3-analyst-card.png"))
             with analyst.expect_download() as download:
                 analyst.click("#download-data")
             rows = pd.read_csv(download.value.path())

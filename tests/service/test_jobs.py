@@ -22,8 +22,13 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("service.sqlite"))
 
 
-def _reservations(store: Store, fingerprint: str) -> list[Any]:
-    return [s for s in store.ledger.entries(fingerprint) if s.mechanism == "reservation"]
+def _key(dataset: dict[str, Any]) -> str:
+    """The name a dataset's budget is kept under in the ledger."""
+    return f"service:{dataset['id']}"
+
+
+def _reservations(store: Store, key: str) -> list[Any]:
+    return [s for s in store.ledger.entries(key) if s.mechanism == "reservation"]
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------
@@ -91,7 +96,7 @@ def test_bad_job_requests_are_refused_and_reserve_nothing(service_factory: Any, 
         assert response.status_code == status, (body, response.text)
         assert says in str(response.json()["detail"]), (body, response.text)
     assert service.store.jobs() == []
-    assert _reservations(service.store, dataset["fingerprint"]) == []
+    assert _reservations(service.store, _key(dataset)) == []
 
 
 def test_a_job_for_a_deleted_dataset_is_refused_or_fails_cleanly(
@@ -110,7 +115,7 @@ def test_a_job_for_a_deleted_dataset_is_refused_or_fails_cleanly(
     assert Worker(service.store, service.data_dir).run_once()
     job = service.store.job(queued["id"])
     assert job is not None and job.status == "failed" and "deleted" in (job.error or "")
-    (reservation,) = _reservations(service.store, dataset["fingerprint"])
+    (reservation,) = _reservations(service.store, _key(dataset))
     assert reservation.status == "cancelled"
     assert service.store.budget(service.store.dataset(dataset["id"], include_deleted=True)).reserved_rho == 0  # type: ignore[arg-type]
 
@@ -147,12 +152,12 @@ def _slow_job(service: Service, dataset: dict[str, Any]) -> str:
     return str(response.json()["id"])
 
 
-def _wait_until_noise_is_drawn(store: Store, fingerprint: str, job_id: str, timeout: float = 120) -> None:
+def _wait_until_noise_is_drawn(store: Store, key: str, job_id: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = store.job(job_id)
         assert job is not None
-        drawn = [s for s in store.ledger.entries(fingerprint) if s.reservation_id == job.reservation_id]
+        drawn = [s for s in store.ledger.entries(key) if s.reservation_id == job.reservation_id]
         if job.status == "running" and len(drawn) >= 3:
             return
         assert job.status in ("queued", "running"), job
@@ -171,7 +176,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_and_the_reservation_commi
     job_id = _slow_job(service, dataset)
     worker = privsynth_process("worker", "--data-dir", str(service.data_dir))
     try:
-        _wait_until_noise_is_drawn(service.store, dataset["fingerprint"], job_id)
+        _wait_until_noise_is_drawn(service.store, _key(dataset), job_id)
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
     finally:
@@ -179,7 +184,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_and_the_reservation_commi
     assert Worker(service.store, service.data_dir).sweep() == [job_id]
     job = service.store.job(job_id)
     assert job is not None and job.status == "failed" and "exited" in (job.error or "")
-    (reservation,) = _reservations(service.store, dataset["fingerprint"])
+    (reservation,) = _reservations(service.store, _key(dataset))
     assert reservation.status == "committed"  # noise was drawn: spent for good
     record = service.store.budget(service.store.dataset(dataset["id"]))  # type: ignore[arg-type]
     assert record.reserved_rho == 0
@@ -200,7 +205,7 @@ def test_a_late_finish_after_the_sweep_publishes_nothing(service_factory: Any, n
     assert service.store.fail(job_id, "declared dead") == "cancelled"  # nothing drawn yet: budget given back
     assert service.store.finish(job, "late-release", str(service.data_dir / "late"), 10) is False
     assert service.store.fail(job_id, "again") is None
-    (reservation,) = _reservations(service.store, dataset["fingerprint"])
+    (reservation,) = _reservations(service.store, _key(dataset))
     assert reservation.status == "cancelled"
     assert service.store.releases([dataset["id"]]) == []
 
@@ -223,7 +228,7 @@ def test_four_processes_racing_for_the_last_budget_get_it_once(service_factory: 
         racer.join(120)
     outcomes = sorted(results.get(timeout=10) for _ in racers)
     assert outcomes == ["BudgetExceeded"] * 3 + ["accepted"]
-    (reservation,) = _reservations(service.store, dataset["fingerprint"])
+    (reservation,) = _reservations(service.store, _key(dataset))
     assert reservation.status == "reserved"
     assert len(service.store.jobs([dataset["id"]])) == 1
 
@@ -244,7 +249,7 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         httpx.put(f"{base}/api/datasets/{dataset['id']}/cap", headers=headers, json={"epsilon": 3, "delta": 1e-6})
         slow = {"method": "aim", "epsilon": 1, "rows": 100, "params": {"rounds": 400, "iters": 300}}
         job_id = httpx.post(f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, json=slow).json()["id"]
-        _wait_until_noise_is_drawn(store, dataset["fingerprint"], job_id)
+        _wait_until_noise_is_drawn(store, _key(dataset), job_id)
         server.send_signal(signal.SIGKILL)
         server.wait(30)
         server = serve(data_dir, port)
@@ -255,7 +260,7 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         second = httpx.post(f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, json=quick).json()
         done = wait_for(store, second["id"], timeout=120)
         assert done.status == "done", done
-        reservations = _reservations(store, dataset["fingerprint"])
+        reservations = _reservations(store, _key(dataset))
         assert [r.status for r in reservations] == ["committed", "committed"]
         record = store.budget(store.dataset(dataset["id"]))  # type: ignore[arg-type]
         assert record.reserved_rho == 0

@@ -33,10 +33,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 import numpy as np
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import make_url
 from starlette.middleware.sessions import SessionMiddleware
@@ -48,17 +52,39 @@ from privsynth.errors import BudgetExceeded, PrivsynthError
 from privsynth.pipeline import check_schema
 from privsynth.privacy.budget import Budget, epsilon_from_rho_delta
 from privsynth.privacy.ledger import DatasetRecord
-from privsynth.service.jobs import Worker, open_dataset
-from privsynth.service.store import ROLES, DatasetRow, JobRow, ReleaseRow, Store, User
+from privsynth.provenance.card import render_card_html
+from privsynth.service.exports import safe_csv
+from privsynth.service.jobs import DEFAULT_MAX_MINUTES, DEFAULT_MEMORY_MB, Worker, open_dataset, public_error
+from privsynth.service.limits import (
+    ANALYST_MAX_ROWS,
+    ANALYST_PARAMS,
+    MAX_ACTIVE_JOBS,
+    MAX_SEED,
+    check_analyst_conditions,
+    check_analyst_params,
+    check_public_conditions,
+    default_share,
+)
+from privsynth.service.security import (
+    Credentials,
+    LoginThrottle,
+    SecurityMiddleware,
+    SQLAllowList,
+    analyst_card,
+    connect_options,
+    constant_time_equal,
+    scrub_paths,
+    session_key,
+)
+from privsynth.service.store import ROLES, DatasetRow, JobRow, ReleaseRow, ShareExceeded, Store, TooManyJobs, User
 from privsynth.synth import available, create
 from privsynth.synth.base import infer_schema
-from privsynth.synth.domain import discovery_delta
+from privsynth.synth.dp import resolve_budget
 
 __all__ = ["ServiceConfig", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DELTA: Final = 1e-6
 MAX_ROWS: Final = 10_000_000
 DEFAULT_HOLDOUT: Final = 0.2
 CSRF_HEADER: Final = "x-privsynth-csrf"
@@ -82,8 +108,20 @@ class ServiceConfig:
     data_dir: Path = field(default_factory=lambda: Path("~/.privsynth/service").expanduser())
     database_url: str | None = None
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body other than an upload (JSON: schemas, jobs)."""
+    max_cells: int = 20_000_000
+    """Largest upload in rows x columns, checked before it is read (a small Parquet file can hold many cells)."""
     heartbeat: float = 2.0
     stale_after: float = 60.0
+    job_max_minutes: float = DEFAULT_MAX_MINUTES
+    """Wall-clock limit of one job; a job past it is stopped and its reservation settled."""
+    job_memory_mb: int = DEFAULT_MEMORY_MB
+    """Address-space limit of one job's process."""
+    sql_allow: tuple[str, ...] = ()
+    """Database servers custodians may register tables from, as ``driver://host:port``; none by default."""
+    secure_cookies: bool = False
+    """Send the session cookie over HTTPS only (set it whenever the service is behind HTTPS)."""
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -94,14 +132,16 @@ class ServiceConfig:
 
 
 class JobRequest(BaseModel):
-    """A generation job: ``method`` (see ``/api/methods``), its budget, and how many rows."""
+    """A generation job: ``method`` (see ``/api/methods``), its budget, and how many rows. Numbers are finite
+    (``NaN`` and ``Infinity``, which Python's JSON parser accepts, are refused) and a seed is 0 to 2**63 - 1, so a
+    bad request is refused before any budget is reserved."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: str
     epsilon: float | None = Field(default=None, gt=0, le=100)
     delta: float | None = Field(default=None, gt=0, lt=1e-3)
     rows: int = Field(gt=0, le=MAX_ROWS)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     conditions: dict[str, str | int | float | bool] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -113,9 +153,18 @@ class CapRequest(BaseModel):
 
 
 class GrantRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``share``: the share of the dataset's cap (0 to 1, in rho) the user's jobs may use together; by default
+    the whole cap for a custodian and :data:`~privsynth.service.limits.DEFAULT_ANALYST_SHARE` for an analyst."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     user: str
     role: str
+    share: float | None = Field(default=None, gt=0, le=1)
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    published: bool
 
 
 class UserRequest(BaseModel):
@@ -124,11 +173,21 @@ class UserRequest(BaseModel):
     role: str
 
 
+class UserSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    disabled: bool
+
+
 class SQLDatasetRequest(BaseModel):
+    """A table on a database server an admin allowed, read with the credentials given here (the password is kept
+    in the service's credentials folder, not in its database)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     url: str
     table: str
+    user: str | None = None
+    password: str | None = None
 
 
 class DatasetSettings(BaseModel):
@@ -145,7 +204,15 @@ class Service:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.url)
+        self.store = Store(config.url, data_dir=config.data_dir)
+        self.sql_allow = SQLAllowList(tuple(config.sql_allow), self.store.url)
+        self.throttle = LoginThrottle()
+
+    def scrub(self, message: str) -> str:
+        """``message`` without the server's folders, for a user's eyes."""
+        roots: list[str | Path] = [self.config.data_dir, self.config.data_dir.resolve(), tempfile.gettempdir()]
+        roots.append(Path.home())
+        return scrub_paths(message, roots)
 
     # ---- access ----------------------------------------------------------------------------------------------
 
@@ -161,18 +228,30 @@ class Service:
             raise HTTPException(403, f"only the custodians of dataset '{dataset.name}' can do this")
         return dataset, role
 
-    def job_for(self, user: User, job_id: str) -> JobRow:
+    def job_for(self, user: User, job_id: str) -> tuple[JobRow, str]:
+        """The job and ``user``'s role on its dataset; 404 without access, and for an analyst's view of another
+        user's job (its parameters, conditions and errors are that user's and the custodians')."""
         job = self.store.job(job_id)
-        if job is None or self.store.access(user, job.dataset_id) is None:
+        role = None if job is None else self.store.access(user, job.dataset_id)
+        if job is None or role is None or not job_visible(job, user, role):
             self.store.audit(user, "access job", f"job:{job_id}", "denied", "no such job or no grant")
             raise HTTPException(404, f"no job {job_id} (or it is not shared with you)")
-        return job
+        return job, role
+
+    def jobs_for(self, user: User, dataset_ids: list[str]) -> list[dict[str, Any]]:
+        """The jobs on these datasets ``user`` may see, as ``user`` may see them."""
+        roles = {i: self.store.access(user, i) or "analyst" for i in dataset_ids}
+        return [
+            job_view(job, roles[job.dataset_id])
+            for job in self.store.jobs(dataset_ids)
+            if job_visible(job, user, roles[job.dataset_id])
+        ]
 
     def release_for(self, user: User, release_id: str) -> tuple[ReleaseRow, DatasetRow, str]:
         release = self.store.release(release_id)
         dataset = None if release is None else self.store.dataset(release.dataset_id)
         role = None if dataset is None else self.store.access(user, dataset.id)
-        if release is None or dataset is None or role is None:
+        if release is None or dataset is None or role is None or not release_visible(release, role):
             self.store.audit(user, "access release", f"release:{release_id}", "denied", "no such release or no grant")
             raise HTTPException(404, f"no release {release_id} (or it is not shared with you)")
         return release, dataset, role
@@ -234,9 +313,7 @@ class Service:
             return None
         if request.epsilon is None:
             raise HTTPException(400, f"method {request.method!r} is differentially private: give epsilon")
-        schema = Schema.from_dict(dataset.schema)
-        delta = request.delta or DEFAULT_DELTA
-        return Budget.from_epsilon_delta(request.epsilon, delta, approx_delta=discovery_delta(schema, delta))
+        return resolve_budget(request.method, request.epsilon, request.delta, Schema.from_dict(dataset.schema))
 
 
 def budget_view(record: DatasetRecord) -> dict[str, Any]:
@@ -260,11 +337,26 @@ def budget_view(record: DatasetRecord) -> dict[str, Any]:
     }
 
 
-def job_view(job: JobRow) -> dict[str, Any]:
+def job_visible(job: JobRow, user: User, role: str) -> bool:
+    """An analyst sees their own jobs only; custodians and admins every job on their datasets."""
+    return role != "analyst" or job.user_id == user.id
+
+
+def release_visible(release: ReleaseRow, role: str) -> bool:
+    """An analyst sees DP releases, and a non-DP release only once a custodian published it: its rows were fitted
+    without a privacy guarantee."""
+    return role != "analyst" or release.epsilon is not None or release.published
+
+
+def job_view(job: JobRow, role: str = "custodian") -> dict[str, Any]:
+    """A job as ``role`` may see it: an analyst reads :func:`~privsynth.service.jobs.public_error` of its error
+    (the detail may quote the data), custodians and admins the error itself."""
     out = {
         key: getattr(job, key)
         for key in ("id", "dataset_id", "method", "epsilon", "delta", "rows", "seed", "status", "progress", "error")
     }
+    if role == "analyst":
+        out["error"] = public_error(job.error)
     out["conditions"], out["params"] = job.conditions, job.params
     out["release_id"] = job.release_id
     for key in ("created_at", "started_at", "finished_at"):
@@ -289,8 +381,15 @@ def release_view(release: ReleaseRow, dataset: DatasetRow, role: str) -> dict[st
         "epsilon": release.epsilon,
         "delta": release.delta,
         "created_at": release.created_at.isoformat(),
+        "published": release.published,
         "files": files,
     }
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition header for ``filename`` (a dataset name may hold any character)."""
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def _checked_upload_name(filename: str | None) -> str:
@@ -326,13 +425,14 @@ def _store_upload(
     final = service.config.data_dir / "datasets" / dataset_id
     try:
         staged = _receive(file, staging / f"data{suffix}", limit)
+        _check_cells(staged, service.config.max_cells, file.filename or "")
         try:
             source = load_source(staged, name=dataset_name)
             frame = source.to_pandas()
         except PrivsynthError as exc:
-            raise HTTPException(400, f"cannot read {file.filename}: {exc}") from None
+            raise HTTPException(400, service.scrub(f"cannot read {file.filename}: {exc}")) from None
         except Exception as exc:
-            raise HTTPException(400, f"cannot read {file.filename} as {suffix[1:]}: {exc}") from None
+            raise HTTPException(400, service.scrub(f"cannot read {file.filename} as {suffix[1:]}: {exc}")) from None
         if frame.empty or frame.shape[1] == 0:
             raise HTTPException(400, f"{file.filename} has no rows or no columns")
         held = None
@@ -369,6 +469,31 @@ def _store_upload(
             shutil.rmtree(final, ignore_errors=True)
 
 
+def _check_cells(path: Path, max_cells: int, filename: str) -> None:
+    """Refuse (413) an upload of more than ``max_cells`` rows x columns before it is read: a Parquet file's
+    footer says how many rows and columns (and bytes, uncompressed) it holds; a CSV file's lines are counted while
+    streaming it, 1 MB at a time."""
+    if path.suffix == ".parquet":
+        try:
+            metadata = pq.ParquetFile(path).metadata
+        except Exception:
+            raise HTTPException(400, f"{filename} is not a Parquet file (its footer cannot be read)") from None
+        rows, columns = metadata.num_rows, metadata.num_columns
+        unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        if unpacked > 4 * max_cells * 8:
+            raise HTTPException(413, f"{filename} unpacks to {unpacked:,} bytes; the limit is {4 * max_cells * 8:,}")
+    else:
+        with path.open("rb") as data:
+            columns = data.readline().count(b",") + 1
+            rows = sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1024 * 1024), b""))
+    if rows * columns > max_cells:
+        raise HTTPException(
+            413,
+            f"{filename} holds {rows:,} rows x {columns:,} columns; this service accepts up to {max_cells:,} cells "
+            "(an admin sets --max-cells)",
+        )
+
+
 def _receive(file: UploadFile, path: Path, limit: int) -> Path:
     """Copy an upload to ``path``, refusing it (413) once it passes ``limit`` bytes."""
     copied = 0
@@ -400,10 +525,14 @@ def current_user(request: Request) -> User:
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             user = store.user_by_token(token.strip())
-    elif "user_id" in request.session:
-        user = store.user(int(request.session["user_id"]))
+    elif isinstance(request.session.get("sid"), str):
+        user = store.session_user(request.session["sid"])
         unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
-        if user is not None and unsafe and request.headers.get(CSRF_HEADER) != request.session.get("csrf"):
+        if (
+            user is not None
+            and unsafe
+            and not constant_time_equal(request.headers.get(CSRF_HEADER), request.session.get("csrf"))
+        ):
             raise HTTPException(403, f"a signed-in browser request that changes something must send {CSRF_HEADER}")
     if user is None:
         raise HTTPException(401, "sign in: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
@@ -423,7 +552,14 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         runner = None
         if worker:
             settings = service.config
-            runner = Worker(store, settings.data_dir, heartbeat=settings.heartbeat, stale_after=settings.stale_after)
+            runner = Worker(
+                store,
+                settings.data_dir,
+                heartbeat=settings.heartbeat,
+                stale_after=settings.stale_after,
+                max_minutes=settings.job_max_minutes,
+                memory_mb=settings.job_memory_mb,
+            )
             runner.start_thread()
         yield
         if runner is not None:
@@ -431,23 +567,56 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         title="privsynth service",
         version=__version__,
         description="Custodians register sensitive datasets and cap their privacy budget; analysts request "
         "differentially private synthetic releases and read their reports and data cards.",
     )
     app.state.service = service
+    settings = service.config
+
+    async def authenticate(scope: Any) -> tuple[int, str, dict[str, str]] | None:
+        try:
+            await run_in_threadpool(current_user, Request(scope))
+        except HTTPException as exc:
+            return exc.status_code, str(exc.detail), dict(exc.headers or {})
+        return None
+
     app.add_middleware(
-        SessionMiddleware, secret_key=store.secret("session"), same_site="strict", session_cookie="privsynth_session"
+        SecurityMiddleware,
+        upload_limit=settings.max_upload_bytes,
+        body_limit=settings.max_body_bytes,
+        authenticate=authenticate,
+        sandboxed=lambda path: path.startswith("/api/releases/") and path.count("/") == 4,
+        secure=settings.secure_cookies,
     )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_key(settings.data_dir),
+        same_site="strict",
+        session_cookie="privsynth_session",
+        https_only=settings.secure_cookies,
+        max_age=12 * 3600,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the field and the rule; the input is not echoed (a NaN in it cannot be written as JSON,
+        and a long input would be sent back whole)."""
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.exception_handler(BudgetExceeded)
     def _budget(_request: Request, exc: BudgetExceeded) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+        return JSONResponse(status_code=409, content={"detail": service.scrub(str(exc))})
 
     @app.exception_handler(PrivsynthError)
     def _privsynth(_request: Request, exc: PrivsynthError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        return JSONResponse(status_code=400, content={"detail": service.scrub(str(exc))})
 
     def admin_only(user: User, action: str) -> None:
         if user.role != "admin":
@@ -479,7 +648,8 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     @app.get("/api/users", tags=["users"])
     def list_users(user: Authed) -> list[dict[str, Any]]:
         admin_only(user, "list users")
-        return [{"id": u.id, "name": u.name, "role": u.role} for u in store.users()]
+        disabled = store.disabled()
+        return [{"id": u.id, "name": u.name, "role": u.role, "disabled": u.name in disabled} for u in store.users()]
 
     @app.post("/api/users", tags=["users"], status_code=201)
     def add_user(body: UserRequest, user: Authed) -> dict[str, Any]:
@@ -489,6 +659,24 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         added, token = store.add_user(body.name, body.role)
         store.audit(user, "add user", f"user:{added.name}", detail=f"role {added.role}")
         return {"id": added.id, "name": added.name, "role": added.role, "token": token}
+
+    @app.post("/api/users/{name}/token", tags=["users"])
+    def rotate_token(name: str, user: Authed) -> dict[str, Any]:
+        """A new token for ``name``: the old one and the user's web sessions stop working at once."""
+        admin_only(user, "rotate token")
+        token = store.rotate_token(name)
+        store.audit(user, "rotate token", f"user:{name}")
+        return {"name": name, "token": token}
+
+    @app.patch("/api/users/{name}", tags=["users"])
+    def update_user(name: str, body: UserSettings, user: Authed) -> dict[str, Any]:
+        """Disable a user (their token and sessions stop working; grants and history stay) or enable them."""
+        admin_only(user, "update user")
+        if name == user.name and body.disabled:
+            raise HTTPException(400, "you cannot disable yourself; another admin can")
+        changed = store.set_disabled(name, body.disabled)
+        store.audit(user, "disable user" if body.disabled else "enable user", f"user:{name}")
+        return {"id": changed.id, "name": changed.name, "role": changed.role, "disabled": body.disabled}
 
     @app.get("/api/audit", tags=["users"])
     def audit(user: Authed, limit: int = 500) -> list[dict[str, Any]]:
@@ -525,12 +713,26 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     def register_sql(body: SQLDatasetRequest, user: Authed) -> dict[str, Any]:
         custodian_or_admin(user, "register dataset")
         dataset_name = _checked_name(body.name)
-        source = load_source(body.url, table=body.table)
-        schema = infer_schema(source)
+        try:
+            url, shown = service.sql_allow.check(body.url, body.table, body.user, body.password)
+        except PrivsynthError as exc:
+            store.audit(user, "register dataset", None, "refused", str(exc))
+            raise HTTPException(403, str(exc)) from None
+        try:
+            source = load_source(connect_options(url).render_as_string(hide_password=False), table=body.table)
+            schema = infer_schema(source)
+        except Exception as exc:
+            logger.info("registering %s table %s failed: %s", shown, body.table, type(exc).__name__)
+            store.audit(user, "register dataset", None, "refused", f"cannot connect to {shown} ({body.table})")
+            raise HTTPException(
+                400,
+                f"cannot connect to {shown}, or it has no table {body.table!r} this user may read: check the "
+                "server, database, user, password and table name",
+            ) from None
         dataset = store.add_dataset(
             name=dataset_name,
             kind="sql",
-            location=body.url,
+            location=url.render_as_string(hide_password=False),
             table_name=body.table,
             fingerprint=source.fingerprint(),
             schema=schema.to_dict(),
@@ -583,7 +785,7 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     @app.put("/api/datasets/{dataset_id}/cap", tags=["datasets"])
     def set_cap(dataset_id: str, body: CapRequest, user: Authed) -> dict[str, Any]:
         dataset, _ = service.dataset_for(user, dataset_id, need="custodian")
-        store.ledger.set_cap(dataset.fingerprint, body.epsilon, body.delta)
+        store.ledger.set_cap(dataset.ledger_key, body.epsilon, body.delta)
         store.audit(user, "set cap", f"dataset:{dataset.id}", detail=f"epsilon {body.epsilon:g}, delta {body.delta:g}")
         return service.budget_view(dataset)
 
@@ -593,8 +795,9 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         grantee = store.user(name=body.user)
         if grantee is None:
             raise HTTPException(400, f"no user named {body.user!r}")
-        store.grant(dataset.id, grantee, body.role)
-        store.audit(user, "grant", f"dataset:{dataset.id}", detail=f"{grantee.name} as {body.role}")
+        store.grant(dataset.id, grantee, body.role, body.share)
+        share = default_share(body.role) if body.share is None else body.share
+        store.audit(user, "grant", f"dataset:{dataset.id}", detail=f"{grantee.name} as {body.role}, share {share:g}")
         return store.grants(dataset.id)
 
     @app.delete("/api/datasets/{dataset_id}/grants/{name}", tags=["datasets"])
@@ -612,6 +815,8 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         store.delete_dataset(dataset.id)
         if dataset.kind == "file":
             shutil.rmtree(Path(dataset.location).parent, ignore_errors=True)
+        else:
+            Credentials(service.config.data_dir).delete(dataset.id)
         store.audit(user, "delete dataset", f"dataset:{dataset.id}", detail=dataset.name)
         return {"deleted": dataset.id}
 
@@ -630,7 +835,7 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
                 "release_id": spend.release_id,
                 "created_at": spend.created_at.isoformat(),
             }
-            for spend in store.ledger.entries(dataset.fingerprint)
+            for spend in store.ledger.entries(dataset.ledger_key)
         ]
         return {"budget": service.budget_view(dataset), "entries": entries}
 
@@ -639,14 +844,31 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     @app.post("/api/datasets/{dataset_id}/jobs", tags=["jobs"], status_code=202)
     def submit(dataset_id: str, body: JobRequest, user: Authed) -> dict[str, Any]:
         dataset, role = service.dataset_for(user, dataset_id)
+        schema = Schema.from_dict(dataset.schema)
+        try:
+            if role == "analyst" and body.method in ANALYST_PARAMS:  # before the method sees the parameters
+                if body.rows > ANALYST_MAX_ROWS:
+                    raise PrivsynthError(f"analysts may ask for at most {ANALYST_MAX_ROWS:,} rows, not {body.rows:,}")
+                check_analyst_params(body.method, body.params, schema)
+        except PrivsynthError as exc:
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
+            raise HTTPException(422, str(exc)) from None
         budget = service.job_budget(dataset, body)
         if budget is None and role == "analyst":
             store.audit(user, "submit job", f"dataset:{dataset.id}", "denied", f"non-DP method {body.method}")
             raise HTTPException(403, f"analysts can only request differentially private methods, not {body.method!r}")
-        schema = Schema.from_dict(dataset.schema)
         for column in body.conditions:
             if column not in schema:
                 raise HTTPException(400, f"condition on {column!r}: no such column; columns are {schema.names}")
+        try:
+            if role == "analyst":
+                check_analyst_conditions(body.conditions, schema)
+            check_public_conditions(body.conditions, schema)
+        except PrivsynthError as exc:
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
+            raise HTTPException(422, str(exc)) from None
+        share = store.grant_share(dataset.id, user) if role in ("analyst", "custodian") else None
+        share = default_share(role) if share is None else share
         record = store.budget(dataset)
         if budget is not None and record.cap is None:
             store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", "no cap")
@@ -663,7 +885,15 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
                 seed=body.seed,
                 conditions=dict(body.conditions),
                 params=body.params,
+                share=share,
+                max_active=MAX_ACTIVE_JOBS.get(user.role),
             )
+        except TooManyJobs as exc:
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
+            raise HTTPException(429, str(exc)) from None
+        except ShareExceeded as exc:
+            store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
+            raise HTTPException(409, {"message": str(exc), "budget": service.budget_view(dataset)}) from None
         except BudgetExceeded as exc:
             view = service.budget_view(dataset)
             store.audit(user, "submit job", f"dataset:{dataset.id}", "refused", str(exc))
@@ -679,18 +909,37 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
                 },
             ) from None
         store.audit(user, "submit job", f"job:{job.id}", detail=f"{body.method} on dataset:{dataset.id}")
-        return job_view(job)
+        return job_view(job, role)
 
     @app.get("/api/jobs", tags=["jobs"])
     def list_jobs(user: Authed, dataset: str | None = None) -> list[dict[str, Any]]:
         ids = [d.id for d in store.datasets(user)]
         if dataset is not None:
             ids = [i for i in ids if i == dataset]
-        return [job_view(job) for job in store.jobs(ids)]
+        return service.jobs_for(user, ids)
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str, user: Authed) -> dict[str, Any]:
-        return job_view(service.job_for(user, job_id))
+        job, role = service.job_for(user, job_id)
+        return job_view(job, role)
+
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel_job(job_id: str, user: Authed) -> dict[str, Any]:
+        """Stop a queued or running job (its submitter, or the dataset's custodians). Its reservation is settled
+        like a failed job's: committed if a mechanism already drew noise (its output may have been seen),
+        cancelled, and so given back, otherwise. The worker stops the job's process within a second."""
+        job, role = service.job_for(user, job_id)
+        if role not in ("admin", "custodian") and job.user_id != user.id:
+            store.audit(user, "cancel job", f"job:{job.id}", "denied", f"role {role}")
+            raise HTTPException(403, "only the job's submitter and the dataset's custodians can cancel it")
+        outcome = store.fail(job.id, f"cancelled by {user.name}", status="cancelled")
+        if outcome is None:
+            raise HTTPException(
+                409, f"job {job.id} is {job.status} already; only a queued or running job can be cancelled"
+            )
+        store.audit(user, "cancel job", f"job:{job.id}", detail=f"reservation {outcome}")
+        cancelled, _ = service.job_for(user, job.id)
+        return {**job_view(cancelled, role), "reservation": outcome}
 
     # ---- releases --------------------------------------------------------------------------------------------
 
@@ -698,10 +947,25 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     def list_releases(user: Authed, dataset: str | None = None) -> list[dict[str, Any]]:
         datasets = {d.id: d for d in store.datasets(user) if dataset is None or d.id == dataset}
         out = []
+        roles = {i: store.access(user, i) or "analyst" for i in datasets}
         for release in store.releases(list(datasets)):
-            owner = datasets[release.dataset_id]
-            out.append(release_view(release, owner, store.access(user, owner.id) or "analyst"))
+            owner, role = datasets[release.dataset_id], roles[release.dataset_id]
+            if release_visible(release, role):
+                out.append(release_view(release, owner, role))
         return out
+
+    @app.put("/api/releases/{release_id}/published", tags=["releases"])
+    def publish_release(release_id: str, body: PublishRequest, user: Authed) -> dict[str, Any]:
+        """Share a non-DP release with the dataset's analysts (or stop sharing it). A DP release is theirs
+        already; a non-DP one was fitted without a privacy guarantee, so only a custodian may decide to share it."""
+        release, dataset, role = service.release_for(user, release_id)
+        if role not in ("admin", "custodian"):
+            store.audit(user, "publish release", f"release:{release.id}", "denied", f"role {role}")
+            raise HTTPException(403, f"only the custodians of dataset '{dataset.name}' can publish a release")
+        store.set_published(release.id, body.published)
+        store.audit(user, "publish release", f"release:{release.id}", detail=f"published {body.published}")
+        updated, _, _ = service.release_for(user, release.id)
+        return release_view(updated, dataset, role)
 
     @app.get("/api/releases/{release_id}", tags=["releases"])
     def get_release(release_id: str, user: Authed) -> dict[str, Any]:
@@ -709,7 +973,7 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         return release_view(release, dataset, role)
 
     @app.get("/api/releases/{release_id}/{item}", tags=["releases"], response_model=None)
-    def release_file(release_id: str, item: str, user: Authed) -> FileResponse:
+    def release_file(release_id: str, item: str, user: Authed) -> Response:
         release, dataset, role = service.release_for(user, release_id)
         if item not in RELEASE_FILES:
             raise HTTPException(404, f"a release has {', '.join(RELEASE_FILES)}, not {item!r}")
@@ -721,8 +985,16 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         if not path.is_file():
             raise HTTPException(404, f"the release's {item} is missing on the server")
         store.audit(user, f"download {item}", f"release:{release.id}")
-        filename = f"{dataset.name}-{release.id[:8]}-{name}" if item == "data" else None
-        return FileResponse(path, media_type=media, filename=filename)
+        if item in ("card", "card.html") and role == "analyst":
+            card = analyst_card(json.loads((Path(release.directory) / RELEASE_FILES["card"][0]).read_text("utf-8")))
+            body = render_card_html(card) if item == "card.html" else json.dumps(card, indent=2)
+            return Response(body, media_type=media)
+        if item == "data":  # cells a spreadsheet would run as formulas are neutralised (the file stays as it is)
+            filename = f"{dataset.name}-{release.id[:8]}-{name}"
+            return StreamingResponse(
+                safe_csv(path), media_type=media, headers={"content-disposition": _attachment(filename)}
+            )
+        return FileResponse(path, media_type=media)
 
     app.state.routes_table = _route_table
     _register_ui(app, service, current_user)

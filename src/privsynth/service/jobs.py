@@ -7,12 +7,25 @@ transaction with the job's final state: committed with the release (:meth:`Store
 job fails (:meth:`Store.fail`: committed if any mechanism drew noise, since its output may have been seen,
 cancelled otherwise). A worker killed mid-job stops beating its heartbeat; any worker or server sweeping finds
 the job and fails it the same way, and a late finish from a worker that was presumed dead publishes nothing.
+
+Limits. Each job runs in a process of its own (forked from a server process that has imported privsynth once, so
+a job starts in a fraction of a second), under a memory limit (``RLIMIT_AS``) and a wall-clock limit: a job past
+its time is killed, a job that runs out of memory fails, and either way its reservation is settled like any
+failed job's. A job cancelled through the API is killed the same way. The process exits on its own when the
+worker that started it is gone.
+
+Errors. A job's error may quote the data (a schema check names a value), so it is for the dataset's custodians;
+analysts see :data:`GENERIC_ERROR`, or one of the service's own messages, which say nothing of the data
+(:func:`public_error`).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import re
+import resource
 import shutil
 import socket
 import threading
@@ -28,34 +41,69 @@ from privsynth.data.sources import Source, load_source
 from privsynth.errors import BudgetExceeded, ParameterError, PrivsynthError
 from privsynth.evaluate import evaluate, write_report
 from privsynth.pipeline import synthesize
-from privsynth.privacy.ledger import DatasetRecord, Ledger
+from privsynth.privacy.ledger import DatasetRecord, Ledger, Spend
 from privsynth.progress import ProgressEvent, listen
 from privsynth.service.store import DatasetRow, JobRow, Store
 
-__all__ = ["HeldLedger", "Worker", "run_job"]
+__all__ = ["GENERIC_ERROR", "HeldLedger", "Worker", "public_error", "run_job"]
 
 logger = logging.getLogger(__name__)
 
 EVALUATION_ROWS: Final = 50_000
 """A release is evaluated against at most this many real rows (a database source's are sampled by ``head``)."""
 
+DEFAULT_MAX_MINUTES: Final = 60.0
+"""Wall-clock limit of one job (the job is killed past it)."""
+DEFAULT_MEMORY_MB: Final = 8192
+"""Address-space limit of one job's process (``RLIMIT_AS``): it counts reserved, not only used, memory, and
+thread pools (DuckDB, Arrow, JAX) reserve much: a small AIM job on 2,000 rows needs about 4 GB of it."""
+GENERIC_ERROR: Final = "the job failed; the dataset's custodian can see why"
+_PUBLIC_ERRORS: Final = (
+    re.compile(r"the job ran past its time limit of [0-9.]+ minutes? and was stopped"),
+    re.compile(r"the job ran out of its memory limit of [0-9]+ MB"),
+    re.compile(
+        r"the job's process stopped unexpectedly \(exit code -?[0-9]+\); "
+        r"it may have run out of its memory limit of [0-9]+ MB"
+    ),
+    re.compile(r"cancelled by [^ ]+"),
+    re.compile(r"the dataset was deleted before the job ran"),
+    re.compile(r"the service stopped while the job ran; submit it again"),
+)
+"""The service's own job errors: they say nothing of the data, so analysts may read them."""
+
+
+def public_error(error: str | None) -> str | None:
+    """What an analyst may read of a job's error: the service's own messages as they are, anything else (it may
+    quote the data) as :data:`GENERIC_ERROR`."""
+    if error is None:
+        return None
+    return error if any(p.fullmatch(error) for p in _PUBLIC_ERRORS) else GENERIC_ERROR
+
 
 class HeldLedger(Ledger):
     """The ledger as a fit inside a service job sees it: the job's reservation, taken when the job was accepted,
     is handed to the fit instead of a new one, and is closed by the service (with the release, or when the job
     fails), not by the fit. Spends under it are recorded in the real ledger as they happen.
+
+    Whatever name the fit registers the data under, its budget is the service dataset's (``key``, the
+    dataset's ledger key): the service, not the fit, decides which dataset a job spends on.
     """
 
-    def __init__(self, ledger: Ledger, fingerprint: str, reservation: int, rho: float, approx_delta: float) -> None:
+    def __init__(self, ledger: Ledger, key: str, reservation: int, rho: float, approx_delta: float) -> None:
         self.__dict__.update(vars(ledger))  # the same database and engines
-        self._fingerprint = fingerprint
+        self._key = key
         self._reservation_id = reservation
         self._rho = rho
         self._approx_delta = approx_delta
 
-    def register(self, fingerprint: str, name: str) -> DatasetRecord:
-        self._same(fingerprint)
-        return self.dataset(fingerprint)
+    def register(self, *_args: Any, **_kwargs: Any) -> DatasetRecord:
+        return Ledger.dataset(self, self._key)
+
+    def dataset(self, *_args: Any, **_kwargs: Any) -> DatasetRecord:
+        return Ledger.dataset(self, self._key)
+
+    def spend(self, dataset: str, rho: float, **options: Any) -> Spend:
+        return Ledger.spend(self, self._key, rho, **{**options, "reservation": self._reservation_id})
 
     def reserve(
         self,
@@ -67,7 +115,6 @@ class HeldLedger(Ledger):
         delta: float = 0.0,
         connection: Connection | None = None,
     ) -> int:
-        self._same(dataset)
         if rho > self._rho or delta > self._approx_delta:
             raise BudgetExceeded(
                 f"the fit asks for rho={rho:.6g} (approximate delta {delta:.3g}) but the job reserved "
@@ -80,12 +127,6 @@ class HeldLedger(Ledger):
 
     def cancel(self, reservation: int, *, connection: Connection | None = None) -> None:
         """Left to the service, which settles the reservation in the transaction that fails the job."""
-
-    def _same(self, fingerprint: str) -> None:
-        if fingerprint != self._fingerprint:
-            raise ParameterError(
-                "the dataset's data changed since it was registered (its fingerprint differs); register it again"
-            )
 
 
 def open_dataset(dataset: DatasetRow) -> Source:
@@ -111,8 +152,8 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
         schema = Schema.from_dict(dataset.schema)
         ledger: Ledger | bool = False
         if job.reservation_id is not None:
-            held = next(s for s in store.ledger.entries(dataset.fingerprint) if s.id == job.reservation_id)
-            ledger = HeldLedger(store.ledger, dataset.fingerprint, job.reservation_id, held.rho, held.approx_delta)
+            held = next(s for s in store.ledger.entries(dataset.ledger_key) if s.id == job.reservation_id)
+            ledger = HeldLedger(store.ledger, dataset.ledger_key, job.reservation_id, held.rho, held.approx_delta)
         with listen(on_progress or (lambda _event: None)):
             release = synthesize(
                 source,
@@ -150,6 +191,9 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
         logger.warning("job %s was failed by a sweeper while it ran; its release is not published", job.id)
     except PrivsynthError as exc:
         store.fail(job.id, str(exc))
+    except MemoryError:
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        store.fail(job.id, f"the job ran out of its memory limit of {max(limit, 0) // 2**20} MB")
     except Exception as exc:
         logger.exception("job %s failed", job.id)
         store.fail(job.id, f"internal error ({type(exc).__name__}: {exc}); the service log has the details")
@@ -171,13 +215,19 @@ def _alive(pid: int) -> bool:
 @dataclass
 class Worker:
     """Runs queued jobs one at a time; ``heartbeat`` is how often a running job says it is alive and
-    ``stale_after`` how long a job may go without a heartbeat before it is declared dead."""
+    ``stale_after`` how long a job may go without a heartbeat before it is declared dead.
+
+    Each job runs in a process of its own limited to ``max_minutes`` of wall-clock time and ``memory_mb`` of
+    address space; ``isolate=False`` runs it in this thread instead, without limits (for debugging)."""
 
     store: Store
     data_dir: Path
     poll: float = 1.0
     heartbeat: float = 5.0
     stale_after: float = 60.0
+    max_minutes: float = DEFAULT_MAX_MINUTES
+    memory_mb: int = DEFAULT_MEMORY_MB
+    isolate: bool = True
 
     def __post_init__(self) -> None:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -195,30 +245,55 @@ class Worker:
         return failed
 
     def run_once(self) -> bool:
-        """Sweep, then run one queued job if there is one; returns whether a job ran."""
+        """Sweep, then run one queued job if there is one (in a process of its own unless ``isolate`` is off);
+        returns whether a job ran."""
         self.sweep()
         job = self.store.claim(self.name)
         if job is None:
             return False
         logger.info("worker %s runs job %s (%s on dataset %s)", self.name, job.id, job.method, job.dataset_id)
-        beating = threading.Event()
-        state: dict[str, Any] = {}
-
-        def progress(event: ProgressEvent) -> None:
-            state.update(task=event.task, completed=event.completed, total=event.total, detail=event.detail)
-
-        def beat() -> None:
-            while not beating.wait(self.heartbeat):
-                self.store.beat(job.id, dict(state) if state else None)
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
-        thread.start()
-        try:
-            run_job(self.store, job, self.data_dir, progress)
-        finally:
-            beating.set()
-            thread.join()
+        if not self.isolate:
+            _run_beating(self.store, job, self.data_dir, self.heartbeat, None)
+            return True
+        process = _job_context().Process(
+            target=_job_process,
+            args=(self.store.url, job.id, str(self.data_dir), self.heartbeat, self.memory_mb, os.getpid()),
+            name=f"privsynth-job-{job.id}",
+            daemon=True,
+        )
+        process.start()
+        self._supervise(job, process)
         return True
+
+    def _supervise(self, job: JobRow, process: multiprocessing.process.BaseProcess) -> None:
+        """Wait for the job's process; kill it past the time limit, once the job is no longer running (cancelled,
+        or swept), or when the worker stops; fail the job if its process died without settling it."""
+        deadline = time.monotonic() + self.max_minutes * 60
+        error = None
+        while process.is_alive():
+            process.join(0.25)
+            if not process.is_alive():
+                break
+            if time.monotonic() > deadline:
+                error = f"the job ran past its time limit of {self.max_minutes:g} minutes and was stopped"
+            elif self._stop.is_set():
+                error = "the service stopped while the job ran; submit it again"
+            else:
+                current = self.store.job(job.id)
+                if current is not None and current.status == "running":
+                    continue
+                logger.info("job %s is no longer running; stopping its process", job.id)
+            process.kill()
+            process.join(30)
+            break
+        current = self.store.job(job.id)
+        if current is not None and current.status == "running":
+            if error is None:
+                error = (
+                    f"the job's process stopped unexpectedly (exit code {process.exitcode}); it may have run out "
+                    f"of its memory limit of {self.memory_mb} MB"
+                )
+            self.store.fail(job.id, error)
 
     def run_forever(self) -> None:
         """Run jobs until :meth:`stop` is called."""
@@ -241,13 +316,64 @@ class Worker:
         return thread
 
 
+def _run_beating(store: Store, job: JobRow, data_dir: Path, heartbeat: float, worker_pid: int | None) -> None:
+    """Run ``job`` while a thread beats its heartbeat (with the job's progress); with ``worker_pid``, the process
+    exits once that worker is gone (a killed worker must not leave its jobs running)."""
+    beating = threading.Event()
+    state: dict[str, Any] = {}
+
+    def progress(event: ProgressEvent) -> None:
+        state.update(task=event.task, completed=event.completed, total=event.total, detail=event.detail)
+
+    def beat() -> None:
+        while not beating.wait(heartbeat):
+            if worker_pid is not None and not _alive(worker_pid):
+                logger.warning("job %s: its worker (pid %d) is gone; stopping", job.id, worker_pid)
+                os._exit(1)
+            store.beat(job.id, dict(state) if state else None)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+    thread.start()
+    try:
+        run_job(store, job, data_dir, progress)
+    finally:
+        beating.set()
+        thread.join()
+
+
+def _job_process(url: str, job_id: str, data_dir: str, heartbeat: float, memory_mb: int, worker_pid: int) -> None:
+    """The body of a job's process: limit its address space, then run the job (claimed by the worker)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    store = Store(url)
+    try:
+        job = store.job(job_id)
+        if job is not None and job.status == "running":
+            _run_beating(store, job, Path(data_dir), heartbeat, worker_pid)
+    finally:
+        store.close()
+
+
+_PRELOAD: Final = ["privsynth.service.jobs", "privsynth.synth.marginal", "privsynth.synth.deep", "privsynth.evaluate"]
+
+
+def _job_context() -> multiprocessing.context.ForkServerContext:
+    """Processes forked from a server process that imported privsynth once (multiprocessing's forkserver):
+    a job starts without re-importing (about 5 s) and without the threads of the worker's own process."""
+    context = multiprocessing.get_context("forkserver")
+    assert isinstance(context, multiprocessing.context.ForkServerContext)
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
 def wait_for(store: Store, job_id: str, timeout: float = 600.0) -> JobRow:
-    """Block until a job is done or failed (for scripts and tests)."""
+    """Block until a job is done, failed or cancelled (for scripts and tests)."""
     deadline = time.monotonic() + timeout
     while True:
         job = store.job(job_id)
         if job is None:
             raise ParameterError(f"no job {job_id}")
-        if job.status in ("done", "failed") or time.monotonic() > deadline:
+        if job.status in ("done", "failed", "cancelled") or time.monotonic() > deadline:
             return job
         time.sleep(0.2)
