@@ -1,0 +1,108 @@
+"""The DP release boundary of MST and AIM: a canary record appended to real data leaves no trace.
+
+The canary holds a category no other row has (``occRole = zqxcanary``) and an extreme value (``ageOFocc =
+8675309``). Nothing a user or an analyst can get back (the rows, the card as JSON and HTML, the model file, the
+terminal's output, the log, error messages of conditions) may hold the canary's values, the exact row count of
+the private data or the SHA-256 of its file. This is the same check as the team's ``canary-check`` tool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import privsynth as ps
+from privsynth.data.datasets import load_dataset
+from privsynth.data.schema import Column, Schema
+from privsynth.errors import ParameterError
+from privsynth.provenance.card import card_html_path, card_path
+
+CATEGORY, VALUE = "zqxcanary", 8675309
+
+
+@pytest.fixture(scope="module")
+def canary(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """nassCDS's train split plus the canary row as a CSV file: its path, exact row count and SHA-256."""
+    train = load_dataset("nassCDS")
+    row = train.iloc[[0]].copy()
+    row["occRole"], row["ageOFocc"] = CATEGORY, VALUE
+    data = pd.concat([train, row], ignore_index=True)
+    path = tmp_path_factory.mktemp("canary") / "private.csv"
+    data.to_csv(path, index=False)
+    return path, len(data), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leaks(text: str, rows: int, sha: str) -> list[str]:
+    found = [needle for needle in (CATEGORY, str(VALUE), sha) if needle in text]
+    if re.search(rf"(?<![\d.]){rows}(?![\d.])", text) or re.search(rf"(?<![\d.]){rows:,}(?![\d.])", text):
+        found.append(f"the exact row count {rows}")
+    return found
+
+
+def test_an_mst_release_through_the_cli_holds_nothing_of_the_canary(
+    canary: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    """End to end as a custodian runs it: no schema (storage types), MST at epsilon 1, model saved."""
+    path, rows, sha = canary
+    env = {**os.environ, "COLUMNS": "200"}
+    command = [sys.executable, "-m", "privsynth", "generate", str(path), "--method", "mst", "--epsilon", "1"]
+    command += ["--rows", "500", "--ledger", str(tmp_path / "l.db"), "--save-model", str(tmp_path / "m.model")]
+    result = subprocess.run([*command, "-o", str(tmp_path / "out.csv")], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert leaks(result.stdout + result.stderr, rows, sha) == []
+    assert "dataset 'private'" in result.stdout  # the budget is kept under the file's name
+    for name in ("out.csv", "out.card.json", "out.card.html", "m.model"):
+        content = (tmp_path / name).read_bytes().decode("latin-1")
+        assert leaks(content, rows, sha) == [], name
+    condition = [*command[:-4], "--rows", "10", "--ledger", str(tmp_path / "l.db"), "--condition", "occRole=nothere"]
+    refused = subprocess.run([*condition, "-o", str(tmp_path / "c.csv")], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0
+    message = " ".join(refused.stderr.split())
+    assert "outside the model's domain" in message
+    assert "driver" not in message and CATEGORY not in message and leaks(message, rows, sha) == []
+
+
+@pytest.mark.parametrize("method", ["mst", "aim"])
+def test_a_marginal_release_holds_nothing_of_the_canary(
+    method: str, canary: tuple[Path, int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the Python API with a reviewed schema (from the data without the canary, domains not public):
+    rows, card, model file, log and condition errors."""
+    path, rows, sha = canary
+    train = load_dataset("nassCDS")
+    kept = ["dvcat", "dead", "sex", "occRole", "ageOFocc", "injSeverity"]
+    schema = Schema([c if c.name in kept else _left_out(c) for c in Schema.infer(train)])
+    params = {"rounds": 6, "iters": 200} if method == "aim" else {}
+    caplog.set_level(logging.DEBUG, logger="privsynth")
+    release = ps.synthesize(
+        path, method, rows=300, schema=schema, epsilon=1.0, params=params, ledger=tmp_path / "l.db", seed=0
+    )
+    written = release.write(tmp_path / "out.csv")
+    release.save_model(tmp_path / "m.model")
+    for file in (written, card_path(written), card_html_path(written), tmp_path / "m.model"):
+        assert leaks(file.read_bytes().decode("latin-1"), rows, sha) == [], file.name
+    assert leaks(caplog.text, rows, sha) == []
+    model = release.model
+    assert not any(c.categories and CATEGORY in map(str, c.categories) for c in model.schema_)
+    with pytest.raises(ParameterError) as category:
+        model.sample(10, conditions={"occRole": "nothere"}, seed=0)
+    with pytest.raises(ParameterError) as number:
+        model.sample(10, conditions={"ageOFocc": 10**9}, seed=0)
+    low, high = model.schema_["ageOFocc"].bounds or (None, None)
+    for message in (str(category.value), str(number.value)):
+        assert "driver" not in message and leaks(message, rows, sha) == []
+        assert f"{low:g}" not in message and f"{high:g}" not in message
+    assert "fingerprint_sha256" not in card_path(written).read_text()
+
+
+def _left_out(column: Column) -> Column:
+    return dataclasses.replace(column, synthesize=False, reason="not in this test")
