@@ -265,6 +265,28 @@ def test_an_anonymous_upload_is_refused_before_its_body_is_read(server: Server) 
     assert not list(server.data_dir.glob("upload-*"))
 
 
+def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(server: Server, carols: dict[str, Any]) -> None:
+    port = int(server.base.rsplit(":", 1)[1])
+    head = (
+        f"PUT /api/datasets/{carols['id']}/schema HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.tokens['carol']}\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"%x\r\n%s\r\n" % (1024 * 1024, b" " * 1024 * 1024)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(head.encode())
+        try:
+            while sent < 64:  # the limit for a request other than an upload is 16 MB
+                sock.sendall(chunk)
+                sent += 1
+        except OSError:
+            pass  # the server answered and closed the connection
+        answer = sock.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "over the limit of 16,777,216 bytes" in answer
+
+
 def _peak_memory_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]

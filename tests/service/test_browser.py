@@ -131,6 +131,8 @@ def test_custodian_uploads_analyst_requests_until_the_budget_is_spent(
             card = analyst.frame_locator("#card")  # an analyst's card: metrics on the real rows withheld
             card.locator("h1").first.wait_for()
             assert "withheld from analysts" in card.locator("body").inner_text()
+            analyst.locator("#card").scroll_into_view_if_needed()
+            analyst.wait_for_timeout(500)  # a frame scrolled into view paints on the next frames
             analyst.locator("#card").screenshot(path=str(shots / "3-analyst-card.png"))
             with analyst.expect_download() as download:
                 analyst.click("#download-data")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from fastapi import HTTPException
 from sqlalchemy.engine import URL, make_url
 
 from privsynth.errors import ParameterError
@@ -267,10 +268,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyTooLarge(Exception):
-    """A request body passed its limit while it was read."""
-
-
 class SecurityMiddleware:
     """Security headers on every response, a size limit on every request body (checked on Content-Length before
     anything is read, and again while reading), and no body read at all from a request to the API that does not
@@ -337,7 +334,9 @@ class SecurityMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    # FastAPI passes an HTTPException raised while it reads a body on as it is (any other
+                    # exception becomes a 400), so the client is told 413 whichever route was reading.
+                    raise HTTPException(413, f"the request body is over the limit of {limit:,} bytes")
             return message
 
         async def tracked(message: MutableMapping[str, Any]) -> None:
@@ -347,10 +346,10 @@ class SecurityMiddleware:
 
         try:
             await self.app(scope, counted, tracked)
-        except BodyTooLarge:
-            if started:
+        except HTTPException as exc:
+            if started or exc.status_code != 413:
                 raise
-            await _json(send_secured, 413, f"the request body is over the limit of {limit:,} bytes")
+            await _json(send_secured, 413, str(exc.detail))
 
 
 async def _json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
