@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from itsdangerous import TimestampSigner
-from service_support import free_port, quick_aim, serve
+from service_support import free_port, make_service, quick_aim, serve
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
@@ -401,3 +401,41 @@ def test_the_session_key_may_come_from_the_environment(tmp_path: Path, monkeypat
     os.chmod(tmp_path / "session.key", 0o644)
     with pytest.raises(ParameterError, match="chmod 600"):
         session_key(tmp_path)
+
+
+def test_the_service_database_on_an_allowed_server_is_still_refused(
+    postgres_url: str, tmp_path: Path, nass_train: pd.DataFrame
+) -> None:
+    server = make_url(postgres_url)
+    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as con:
+        con.exec_driver_sql("DROP DATABASE IF EXISTS attack_service")
+        con.exec_driver_sql("CREATE DATABASE attack_service")
+    own = server.set(database="attack_service").render_as_string(hide_password=False)
+    service = make_service(
+        tmp_path / "service", database_url=own, sql_allow=(f"postgresql://{server.host}:{server.port}",)
+    )
+    try:
+        for table in ("service_users", "service_datasets", "ledger_datasets"):
+            refused = service.client.post(
+                "/api/datasets/sql",
+                headers=service.headers("custodian"),
+                json={"name": "own", "url": own, "table": table, "password": "x"},
+            )
+            assert refused.status_code == 403 and "the service's own database" in refused.text
+    finally:
+        service.client.close()
+        service.store.close()
+
+
+def test_secure_cookies_are_sent_over_https_only(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "service", secure_cookies=True)
+    try:
+        signed = service.client.post(
+            "/login", data={"name": "analyst", "token": service.tokens["analyst"]}, follow_redirects=False
+        )
+        cookie = signed.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert signed.headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        service.client.close()
+        service.store.close()
