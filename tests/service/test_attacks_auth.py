@@ -439,3 +439,18 @@ def test_secure_cookies_are_sent_over_https_only(tmp_path: Path) -> None:
     finally:
         service.client.close()
         service.store.close()
+
+
+def test_a_csv_file_over_the_cell_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "service", max_cells=1_000)
+    try:
+        for separator in (",", ";"):
+            body = f"a{separator}b\n" + f"0{separator}0\n" * 600
+            refused = service.client.post(
+                "/api/datasets", headers=service.headers("custodian"), files={"file": ("zeros.csv", body.encode())}
+            )
+            assert refused.status_code == 413, refused.text
+            assert "600 rows x 2 columns" in refused.json()["detail"]
+    finally:
+        service.client.close()
+        service.store.close()

@@ -484,7 +484,8 @@ def _check_cells(path: Path, max_cells: int, filename: str) -> None:
             raise HTTPException(413, f"{filename} unpacks to {unpacked:,} bytes; the limit is {4 * max_cells * 8:,}")
     else:
         with path.open("rb") as data:
-            columns = data.readline().count(b",") + 1
+            header = data.readline()
+            columns = max(header.count(separator) for separator in (b",", b";", b"\t", b"|")) + 1
             rows = sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1024 * 1024), b""))
     if rows * columns > max_cells:
         raise HTTPException(
