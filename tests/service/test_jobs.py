@@ -17,9 +17,15 @@ from service_support import Service, free_port, privsynth_process, quick_aim, ra
 from privsynth.service.jobs import Worker, wait_for
 from privsynth.service.store import Store
 
+HTTP_TIMEOUT = 60.0
+"""Seconds an HTTP call to a real server may take (the machine running the tests may be loaded)."""
+SERVICE_FILES = ("service.sqlite", "session.key")
+"""The service's own files in its data folder (the database, the session-signing key)."""
+
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("service.sqlite"))
+    """Files in the data folder other than the service's own: what an upload left behind."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(SERVICE_FILES))
 
 
 def _key(dataset: dict[str, Any]) -> str:
@@ -52,7 +58,7 @@ def test_an_oversized_upload_is_refused_and_nothing_is_kept(service_factory: Any
     [
         ("ragged.csv", b"a,b\n1,2\n3,4,5,6,7\n8\n", 400, "cannot read ragged.csv"),
         ("header-only.csv", b"a,b\n", 400, "no rows"),
-        ("fake.parquet", b"a,b\n1,2\n", 400, "cannot read fake.parquet"),
+        ("fake.parquet", b"a,b\n1,2\n", 400, "fake.parquet is not a Parquet file"),
         ("../../escape.csv", b"a,b\n1,2\n", 400, "not allowed"),
         ("..\\..\\escape.csv", b"a,b\n1,2\n", 400, "not allowed"),
         ("notes.txt", b"a,b\n1,2\n", 415, ".csv or .parquet"),
@@ -245,10 +251,19 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
     server = serve(data_dir, port)
     try:
         body = nass_train.head(3000).to_csv(index=False).encode()
-        dataset = httpx.post(f"{base}/api/datasets", headers=headers, files={"file": ("nass.csv", body)}).json()
-        httpx.put(f"{base}/api/datasets/{dataset['id']}/cap", headers=headers, json={"epsilon": 3, "delta": 1e-6})
+        dataset = httpx.post(
+            f"{base}/api/datasets", headers=headers, timeout=HTTP_TIMEOUT, files={"file": ("nass.csv", body)}
+        ).json()
+        httpx.put(
+            f"{base}/api/datasets/{dataset['id']}/cap",
+            headers=headers,
+            timeout=HTTP_TIMEOUT,
+            json={"epsilon": 3, "delta": 1e-6},
+        )
         slow = {"method": "aim", "epsilon": 1, "rows": 100, "params": {"rounds": 400, "iters": 300}}
-        job_id = httpx.post(f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, json=slow).json()["id"]
+        job_id = httpx.post(
+            f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, timeout=HTTP_TIMEOUT, json=slow
+        ).json()["id"]
         _wait_until_noise_is_drawn(store, _key(dataset), job_id)
         server.send_signal(signal.SIGKILL)
         server.wait(30)
@@ -257,7 +272,9 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         assert job.status == "failed" and "exited" in (job.error or ""), job
         columns = [c["name"] for c in dataset["schema"]["columns"]]
         quick = {"method": "aim", "epsilon": 1, "rows": 200, "params": quick_aim(columns)}
-        second = httpx.post(f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, json=quick).json()
+        second = httpx.post(
+            f"{base}/api/datasets/{dataset['id']}/jobs", headers=headers, timeout=HTTP_TIMEOUT, json=quick
+        ).json()
         done = wait_for(store, second["id"], timeout=120)
         assert done.status == "done", done
         reservations = _reservations(store, _key(dataset))
