@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -384,3 +385,24 @@ def _wait_for_noise(server: Server, job_id: str, timeout: float = 120) -> None:
         assert job.status in ("queued", "running"), job
         time.sleep(0.2)
     pytest.fail("the job did not start spending in time")
+
+
+def test_a_database_from_before_shares_and_publishing_is_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.sqlite") as connection:  # the tables as the previous version made them
+        connection.execute("ALTER TABLE service_grants DROP COLUMN share")
+        connection.execute("ALTER TABLE service_releases DROP COLUMN published")
+    store = Store(url)
+    try:
+        carol = store.add_user("carol", "custodian")[0]
+        alan = store.add_user("alan", "analyst")[0]
+        dataset = store.add_dataset(
+            name="d", kind="file", location=str(tmp_path / "d.parquet"), table_name=None, fingerprint="f",
+            schema={"columns": []}, owner=carol,
+        )  # fmt: skip
+        store.grant(dataset.id, alan, "analyst", 0.1)
+        assert store.grant_share(dataset.id, alan) == 0.1
+        assert store.releases([dataset.id]) == []
+    finally:
+        store.close()

@@ -336,13 +336,24 @@ class Store:
         self._upgrade()
 
     def _upgrade(self) -> None:
-        """Bring a database made by an earlier version up to date: add the users' ``disabled_at``, drop the
+        """Bring a database made by an earlier version up to date: add the users' ``disabled_at``, the grants'
+        ``share`` (None: the role's default) and the releases' ``published`` (false: a non-DP release stays hidden
+        from analysts until a custodian publishes it), drop the
         session key it kept in ``service_settings`` (a reader of the database could sign cookies with it), and
         move SQL sources' passwords out of their stored URLs."""
         columns = {c["name"] for c in inspect(self._write).get_columns("service_users")}
+        grants = {c["name"] for c in inspect(self._write).get_columns(_grants.name)}
+        releases = {c["name"] for c in inspect(self._write).get_columns(_releases.name)}
         with self.ledger.begin() as connection:
             if "disabled_at" not in columns:
                 connection.execute(text("ALTER TABLE service_users ADD COLUMN disabled_at TIMESTAMP"))
+            if "share" not in grants:
+                kind = Double().compile(dialect=connection.dialect)
+                connection.execute(text(f"ALTER TABLE {_grants.name} ADD COLUMN share {kind}"))
+            if "published" not in releases:
+                connection.execute(
+                    text(f"ALTER TABLE {_releases.name} ADD COLUMN published BOOLEAN NOT NULL DEFAULT FALSE")
+                )
             connection.execute(_settings.delete().where(_settings.c.key == "session"))
             if self.credentials is None:
                 return
