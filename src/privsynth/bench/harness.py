@@ -349,7 +349,7 @@ def _generate(
     synthesizer = create(key.method)
     start = time.perf_counter()
     if key.epsilon is not None:
-        synthesizer.fit(context.train, context.schema, epsilon=key.epsilon, delta=delta)
+        synthesizer.fit(context.train, context.schema, epsilon=key.epsilon, delta=delta, ledger=False)
     else:
         synthesizer.fit(context.train, context.schema)
     fit_seconds = time.perf_counter() - start
@@ -679,7 +679,7 @@ def _sampler(
         return from_pool
     synthesizer = create(method)
     if epsilon is not None:
-        synthesizer.fit(context.train, context.schema, epsilon=epsilon, delta=delta)
+        synthesizer.fit(context.train, context.schema, epsilon=epsilon, delta=delta, ledger=False)
     else:
         synthesizer.fit(context.train, context.schema)
 
