@@ -34,8 +34,8 @@ from privsynth.synth.deep import DPDeepSynthesizer
 
 EPSILON = 1.0
 CANARY = {"dead": "dead", "airbag": "none", "sex": "f", "seatbelt": "none", "occRole": "zqxcanary"}
-PARAMS = {"hidden": 8, "epochs": 20, "batch_size": 100, "learning_rate": 0.05}
-"""A small network and few steps (about 40) keep a fit near a second; a large sampling rate (about 0.5) puts
+PARAMS = {"hidden": 8, "epochs": 10, "batch_size": 100, "learning_rate": 0.05}
+"""A small network and few steps (about 20) keep a fit under a second; a large sampling rate (about 0.5) puts
 the canary in as many steps as possible, the strongest setting for the auditor."""
 
 
@@ -91,8 +91,10 @@ def test_canary_statistic_separates_the_worlds_without_noise(
 
 
 def test_dp_deep_canary_audit_stays_below_epsilon_fast(worlds: tuple[pd.DataFrame, pd.DataFrame, Schema]) -> None:
-    """10 fits per world: little power, but the bound must not pass the claim."""
-    out, inside = scores(worlds, 10)
+    """20 fits per world: little power, but the bound must not pass the claim (with 10 scores per world left
+    for the bound, scores that separated the worlds would pass it)."""
+    assert epsilon_lower_bound([0.0] * 20, [1.0] * 20) > EPSILON
+    out, inside = scores(worlds, 20)
     assert epsilon_lower_bound(out, inside) <= EPSILON
     # noise alone moves the token in both worlds, by about as much
     assert np.std(out) > 0 and np.std(inside) > 0

@@ -369,6 +369,7 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         # the content fingerprint only feeds the ledger's keyed "looks like dataset X" hint; it is not kept here
         content = None if ledger is False else source.fingerprint()
         with open_fit(budget, ledger, self.dataset_, purpose, content=content) as (accountant, cap):
+            source, schema = self._declare_structure(source, schema, accountant)
             released = self._train(source, schema, budget, accountant, cap, paid)
         self.record_ = FitRecord.of(
             self.name,
@@ -409,10 +410,9 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         )
         rows = max(int(noisy[0]), 2 * self.batch_size)
         if budget.delta * rows >= 1:
+            # DP log lines name no released value: the noisy count is on the card (record_), not in the log
             logger.warning(
-                "delta=%g is not below 1/n for this table (about %d rows by the noisy count): choose a smaller delta",
-                budget.delta,
-                rows,
+                "delta=%g is not below 1/n for this table by its noisy row count: choose a smaller delta", budget.delta
             )
         sample_rate = self.batch_size / rows
         steps = math.ceil(self.epochs / sample_rate)
