@@ -324,6 +324,9 @@ def test_reports_are_private_until_the_custodian_shares_them(server: Server) -> 
         refused = server.call("alan", "GET", f"/api/releases/{release}/{item}")
         assert refused.status_code == 403 and "not shared" in refused.json()["detail"]
     assert server.call("carol", "GET", f"/api/releases/{release}/report.json").status_code == 200
+    stored = server.store.release(release)
+    assert stored is not None  # the DP card stays within the guarantee: no real-data metrics on it, even stored
+    assert "evaluated_rows" not in (Path(stored.directory) / "synthetic.card.json").read_text()
     page = server.call("carol", "GET", f"/datasets/{server.nass}")
     assert "exact statistics of them" in page.text and 'name="reports_visible" data-type="bool" >' in page.text
     shared = server.call("carol", "PATCH", f"/api/datasets/{server.nass}", json={"reports_visible": True})
@@ -371,6 +374,8 @@ def test_non_dp_releases_are_hidden_from_analysts_until_published_and_csv_formul
     assert min(amounts) < 0
     stored = (Path(server.store.release(release).directory) / "synthetic.csv").read_text()  # type: ignore[union-attr]
     assert "\n=HYPERLINK" in stored or '\n"=HYPERLINK' in stored  # the release itself is unchanged
+    card = server.call("carol", "GET", f"/api/releases/{release}/card").json()
+    assert "evaluated_rows" in json.dumps(card)  # a non-DP release's card summarises its evaluation
 
 
 def _wait_for_noise(server: Server, job_id: str, timeout: float = 120) -> None:

@@ -181,7 +181,8 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
                 seed=0,
                 privacy_budget=None if job.epsilon is None else {"epsilon": job.epsilon, "delta": job.delta or 0.0},
             )
-        release.attach_report(report)
+        if job.epsilon is None:  # a DP release's card stays within its guarantee: the report is kept beside it
+            release.attach_report(report)
         directory = data_dir / "releases" / release.release_id
         directory.mkdir(parents=True)
         release.write(directory / "synthetic.csv")
