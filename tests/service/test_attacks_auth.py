@@ -455,3 +455,47 @@ def test_a_csv_file_over_the_cell_limit_is_refused_before_it_is_read(tmp_path: P
     finally:
         service.client.close()
         service.store.close()
+
+
+def test_datasets_that_shared_a_fingerprint_budget_get_their_own_on_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'service.sqlite'}"
+    store = Store(url)
+    owner = store.add_user("carol", "custodian")[0]
+    first, second = (
+        store.add_dataset(
+            name=name, kind="file", location="x", table_name=None, fingerprint="f" * 64, schema={}, owner=owner
+        )
+        for name in ("first", "second")
+    )
+    # As an older version kept them: one budget under the data's fingerprint, capped and spent on.
+    store.ledger.rename(first.ledger_key, "f" * 64)
+    store.ledger.rename(second.ledger_key, "unused")
+    store.ledger.set_cap("f" * 64, 1.0, 1e-6)
+    store.ledger.spend("f" * 64, 0.01, mechanism="test", purpose="a spend before the upgrade")
+    store.close()
+    upgraded = Store(url)
+    try:
+        old = upgraded.budget(first)
+        assert old.cap is not None and old.cap.epsilon == 1.0 and old.spent_rho == pytest.approx(0.01)
+        assert upgraded.budget(second).cap is None and upgraded.budget(second).spent_rho == 0
+    finally:
+        upgraded.close()
+
+
+def test_an_analyst_card_leaves_out_what_was_measured_on_the_real_rows() -> None:
+    """A card with evaluation metrics (a non-DP release a custodian published) as an analyst is served it."""
+    from privsynth.service.security import analyst_card
+
+    card = {
+        "metrics": {"summary": {"diversity.category_coverage": 0.93}, "evaluated_rows": {"real_rows": 16_779}},
+        "mix": {"real_rows": 5_000, "synthetic_rows": 100},
+        "privacy": {"epsilon": 1.0, "ledger": "sqlite:////srv/service.sqlite", "dataset_fingerprint_sha256": "ab"},
+        "source": {"name": "nass", "fingerprint_sha256": "cd"},
+        "notes": ["a note"],
+    }
+    seen = analyst_card(card)
+    text = json.dumps(seen)
+    assert "16779" not in text and "5000" not in text and "category_coverage" not in text
+    assert "/srv/" not in text and '"ab"' not in text and '"cd"' not in text
+    assert seen["privacy"]["epsilon"] == 1.0 and seen["source"]["name"] == "nass"
+    assert seen["notes"] == ["a note", "withheld from analysts: evaluation metrics, mixing counts of real rows"]

@@ -216,9 +216,8 @@ class DatasetRow:
 
     @property
     def ledger_key(self) -> str:
-        """The name the dataset's budget is kept under in the ledger: its service id, so two datasets over the same
-        rows or the same table (registered by two custodians) have two budgets, each capped by its custodians."""
-        return f"service:{self.id}"
+        """The name the dataset's budget is kept under in the ledger (see :func:`ledger_key`)."""
+        return ledger_key(self.id)
 
 
 @dataclass(frozen=True)
@@ -261,6 +260,12 @@ class ReleaseRow:
     delta: float | None
     created_at: datetime
     published: bool = False
+
+
+def ledger_key(dataset_id: str) -> str:
+    """The name a service dataset's budget is kept under in the ledger: its service id, so two datasets over the
+    same rows or the same table (registered by two custodians) have two budgets, each capped by its custodians."""
+    return f"service:{dataset_id}"
 
 
 def hash_token(token: str) -> str:
@@ -334,6 +339,7 @@ class Store:
         self.credentials = None if data_dir is None else Credentials(data_dir)
         _metadata.create_all(self._write)
         self._upgrade()
+        self._key_budgets_by_dataset()
 
     def _upgrade(self) -> None:
         """Bring a database made by an earlier version up to date: add the users' ``disabled_at``, the grants'
@@ -365,6 +371,27 @@ class Store:
                 if password:
                     self.credentials.put(dataset_id, password)
                     connection.execute(update(_datasets).where(_datasets.c.id == dataset_id).values(location=stored))
+
+    def _key_budgets_by_dataset(self) -> None:
+        """Give each dataset registered before budgets were kept per dataset id its own budget: the oldest
+        dataset over some data takes the budget its fingerprint had (cap, spends and reservations move with it);
+        a later one that shared that budget gets a budget without a cap, so nothing runs on it until its
+        custodians set one (the spends they shared stay with the first)."""
+        known = {record.name for record in self.ledger.datasets()}
+        query = select(_datasets.c.id, _datasets.c.fingerprint).order_by(_datasets.c.created_at)
+        with self._read.connect() as connection:
+            rows = connection.execute(query).all()
+        for dataset_id, fingerprint in rows:
+            key = ledger_key(dataset_id)
+            if key in known:
+                continue
+            if fingerprint in known:
+                self.ledger.rename(fingerprint, key)
+                known.discard(fingerprint)
+            else:
+                self.ledger.register(key)
+                logger.warning("dataset %s shared its budget with an older dataset: it has no cap until set", key)
+            known.add(key)
 
     def close(self) -> None:
         """Release the database connections."""
