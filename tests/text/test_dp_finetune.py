@@ -205,7 +205,7 @@ def test_label_conditioned_sampling_and_truncation(dp_fit: tuple[DPLoRA, Ledger,
     probabilities = model.label_probabilities()
     assert set(probabilities) == set(LABELS) and sum(probabilities.values()) == pytest.approx(1.0)
     assert set(model.sample(4, seed=0)["label"]) <= set(LABELS)
-    with pytest.raises(DataError, match="'TweetDeck' is not among public_labels"):
+    with pytest.raises(ParameterError, match="'TweetDeck' is not among the model's public labels"):
         model.sample(2, label="TweetDeck")
 
 
@@ -228,7 +228,9 @@ def test_a_saved_model_loads_with_its_adapters_and_samples_alike(
     loaded = TextModel.load(path)
     assert loaded.context == {"epsilon": 4.0}
     again = loaded.generator
-    assert again.privacy_ == model.privacy_ and again.labels_ == model.labels_
+    assert again.privacy_ == model.privacy_ and again.labels_ == model.labels_ and again.record_ == model.record_
+    # exact counts and timings of the private texts stay in memory, with the data holder
+    assert not hasattr(again, "truncated_") and not hasattr(again, "seconds_")
     texts = ["Make America great again", "Thank you Ohio!"]
     np.testing.assert_allclose(again.log_likelihood(texts, LABELS), model.log_likelihood(texts, LABELS), atol=1e-4)
     iphone = "Twitter for iPhone"
@@ -240,9 +242,12 @@ def test_a_saved_model_loads_with_its_adapters_and_samples_alike(
 def test_inputs_are_checked(tweets: tuple[list[str], list[str]]) -> None:
     texts, labels = tweets
     with pytest.raises(ParameterError, match="public_labels"):
-        DPLoRA().fit(texts, labels, epsilon=1.0)
+        DPLoRA().fit(texts, labels, epsilon=1.0, ledger=False)
+    with pytest.raises(ParameterError, match="dataset='NAME'"):
+        DPLoRA().fit(texts, labels, public_labels=LABELS, epsilon=1.0)
+    # the non-private baseline is the data holder's own experiment: it names the bad label
     with pytest.raises(DataError, match="not among public_labels"):
-        DPLoRA().fit(texts, labels, public_labels=["Twitter for iPhone"], epsilon=1.0)
+        DPLoRA().fit(texts, labels, public_labels=["Twitter for iPhone"], epsilon=None)
     with pytest.raises(ParameterError, match=r"delta=0\.001 is too large"):
         DPLoRA().fit(texts, epsilon=1.0, delta=1e-3)
     with pytest.raises(ParameterError, match="rank must be a positive whole number"):
@@ -284,6 +289,7 @@ def test_dp_lora_on_500_tweets_within_45_minutes_with_low_canary_exposure() -> N
         candidates=1000,
         epsilon=4.0,
         delta=1e-5,
+        ledger=False,
     )
     assert time.perf_counter() - start < 45 * 60
     privacy = result.model.privacy_

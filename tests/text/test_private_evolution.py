@@ -7,13 +7,14 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("opendp")
 
 from privsynth.data.datasets import load_dataset
-from privsynth.errors import DataError, ParameterError
+from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import Ledger
 from privsynth.text.llm import Embedder, LlamaCppGenerator, local_generator
 from privsynth.text.private_evolution import (
     PrivateEvolution,
+    _clean_texts,
     gdp_delta,
     measure,
     pe_epsilon,
@@ -116,39 +117,37 @@ def test_votes_stay_within_their_label(tweets: tuple[list[str], list[str]]) -> N
     assert scores[3] == pytest.approx(10, abs=0.5)
 
 
-def test_non_string_texts_are_refused_by_position() -> None:
-    with pytest.raises(DataError, match="text 1 is float"):
-        PrivateEvolution(LlamaCppGenerator()).fit(["fine", math.nan, "also fine"], epsilon=4, delta=1e-5)
-
-
-def test_all_empty_texts_are_refused() -> None:
-    with pytest.raises(DataError, match="all 3 texts are empty"):
-        PrivateEvolution(LlamaCppGenerator()).fit(["", "  ", "\n"], epsilon=4, delta=1e-5)
+def test_unusable_texts_cast_no_vote_and_are_not_reported() -> None:
+    texts, voting = _clean_texts(["fine", math.nan, None, "  ", 3, "also fine"])
+    assert texts[0] == "fine" and voting.tolist() == [True, False, False, False, False, True]
+    with pytest.raises(ParameterError, match="not one string"):
+        _clean_texts("one string")
 
 
 def test_labels_need_a_declared_public_label_set(tweets: tuple[list[str], list[str]]) -> None:
     texts, sources = tweets
     with pytest.raises(ParameterError, match="public_labels"):
-        PrivateEvolution(LlamaCppGenerator()).fit(texts[:50], sources[:50], epsilon=4, delta=1e-5)
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:50], sources[:50], epsilon=4, ledger=False)
 
 
 def test_thousands_of_classes_are_refused(tweets: tuple[list[str], list[str]]) -> None:
     texts, _ = tweets
     ids = [f"user{i}" for i in range(2000)]
     with pytest.raises(ParameterError, match="2000 public labels is too many"):
-        PrivateEvolution(LlamaCppGenerator()).fit(texts[:2000], ids, public_labels=ids, epsilon=4, delta=1e-6)
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:2000], ids, public_labels=ids, epsilon=4, ledger=False)
 
 
-def test_too_small_epsilon_names_the_resulting_noise(tweets: tuple[list[str], list[str]]) -> None:
+def test_delta_above_the_cap_is_refused_without_reading_the_texts(tweets: tuple[list[str], list[str]]) -> None:
     texts, _ = tweets
-    with pytest.raises(ParameterError, match=r"epsilon=0.05 over 5 iterations gives noise sigma=\d+"):
-        PrivateEvolution(LlamaCppGenerator(), population=300).fit(texts[:300], epsilon=0.05, delta=1e-4)
+    with pytest.raises(ParameterError, match=r"delta=0\.05 is too large") as error:
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:37], epsilon=4, delta=0.05, ledger=False)
+    assert "37" not in str(error.value)
 
 
-def test_delta_must_be_below_one_over_n(tweets: tuple[list[str], list[str]]) -> None:
+def test_a_recorded_fit_needs_a_declared_dataset_name(tweets: tuple[list[str], list[str]]) -> None:
     texts, _ = tweets
-    with pytest.raises(ParameterError, match="not below 1/n"):
-        PrivateEvolution(LlamaCppGenerator()).fit(texts[:100], epsilon=4, delta=0.05)
+    with pytest.raises(ParameterError, match="dataset='NAME'"):
+        PrivateEvolution(LlamaCppGenerator()).fit(texts[:100], epsilon=4)
 
 
 def test_tiny_fit_spends_the_budget_through_the_ledger(tweets: tuple[list[str], list[str]], tmp_path) -> None:
@@ -164,11 +163,10 @@ def test_tiny_fit_spends_the_budget_through_the_ledger(tweets: tuple[list[str], 
         [sources[i] for i in chosen],
         public_labels=labels,
         epsilon=8.0,
-        delta=1e-3,
         ledger=ledger,
         dataset="tweets-sample",
     )
-    budget = Budget.from_epsilon_delta(8.0, 1e-3)
+    budget = Budget.from_epsilon_delta(8.0, 1e-6)  # the default delta
     assert len(model.charges_) == 2
     assert ledger.spent("tweets-sample") == pytest.approx(budget.rho, rel=1e-9)
     assert model.sigma_ == pytest.approx(math.sqrt(2 / (2 * budget.rho)), rel=1e-6)
@@ -180,6 +178,10 @@ def test_tiny_fit_spends_the_budget_through_the_ledger(tweets: tuple[list[str], 
     assert len(synthetic) == 6
     assert set(synthetic["label"]) <= set(labels)
     assert synthetic["text"].str.len().gt(0).mean() >= 0.5
+    record = model.record_
+    assert record.method == "pe" and record.dataset == "tweets-sample" and record.delta == 1e-6
+    assert record.parameters["population"] == 4 and record.parameters["public_labels"] == labels
+    assert record.rho_spent == pytest.approx(budget.rho, rel=1e-9) and len(record.spends) == 2
 
 
 @pytest.mark.slow
@@ -194,7 +196,7 @@ def test_evolution_moves_the_population_towards_the_private_texts(tweets: tuple[
         max_tokens=40,
         prompt="Write a short tweet by Donald Trump. Reply with the tweet only.",
     )
-    model.fit(texts[:300], epsilon=8.0, delta=1e-3)
+    model.fit(texts[:300], epsilon=8.0, ledger=False)
     holdout = embedder.embed(load_dataset("trump_tweets", "holdout")["text"].tolist()[:300])
 
     def closeness(frame_texts: list[str]) -> float:

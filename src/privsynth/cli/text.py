@@ -1,4 +1,9 @@
-"""`privsynth text generate`: private synthetic text with its data card and evaluation report."""
+"""`privsynth text generate`: private synthetic text with its data card, and a custodian-side evaluation report.
+
+The report compares the release with the private texts (it holds their exact number and metrics computed on them),
+so it is written apart from the card and is not part of the DP release; ``--attach-report`` puts its summary on
+the card on purpose, where it is marked as outside the guarantee.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from privsynth.data.sources import load_source
 from privsynth.errors import ParameterError
 from privsynth.evaluate import write_report
 from privsynth.pipeline import TEXT_METHODS, TextModel, sample_text, synthesize_text
+from privsynth.synth.dp import DEFAULT_DELTA, MAX_DELTA, dataset_name
 
 text_app = typer.Typer(help="Private synthetic text (Private Evolution, DP LoRA) with a local language model.")
 app.add_typer(text_app, name="text")
@@ -38,7 +44,16 @@ def generate(
         ),
     ] = None,
     method: Annotated[str, typer.Option(help=f"One of {', '.join(TEXT_METHODS)}.")] = "pe",
-    delta: Annotated[float, typer.Option(help="Privacy budget delta.")] = 1e-6,
+    delta: Annotated[
+        float | None, typer.Option(help=f"Privacy budget delta (default {DEFAULT_DELTA:g}, at most {MAX_DELTA:g}).")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="The name this corpus's budget is kept under in the ledger (default: the bundled corpus's name or "
+            "the file's stem). Give the same name whenever you fit on these texts, in any file format."
+        ),
+    ] = None,
     holdout: Annotated[
         str | None, typer.Option(help="Real texts the generator must not see, for the report (bundled: its split).")
     ] = None,
@@ -59,15 +74,31 @@ def generate(
     save_model: Annotated[
         Path | None, typer.Option(help="Also save the fitted model here (`privsynth text sample` reads it).")
     ] = None,
-    report: Annotated[bool, typer.Option(help="Evaluate against the private and holdout texts.")] = True,
+    report: Annotated[
+        bool,
+        typer.Option(
+            help="Evaluate against the private and holdout texts, in OUTPUT.report.html/.json: a custodian-side file "
+            "(it holds the exact corpus size and metrics on the real texts), not part of the release."
+        ),
+    ] = True,
+    attach_report: Annotated[
+        bool,
+        typer.Option(
+            "--attach-report",
+            help="Also summarise the report on the data card, where it is marked as outside the DP guarantee.",
+        ),
+    ] = False,
     delimiter: DelimiterOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Fit a private text generator on DATA; write OUTPUT, its data card and OUTPUT.report.html/.json."""
+    """Fit a private text generator on DATA; write OUTPUT and its data card, and (custodian-side, apart from the
+    card) OUTPUT.report.html/.json."""
     check_output(output, overwrite, inputs=[data])
     if save_model is not None:
         check_output(save_model, overwrite, inputs=[data])
     report_path = output.with_name(output.stem + ".report.html")
+    if attach_report and not report:
+        raise ParameterError("--attach-report needs the report: drop --no-report")
     if report:
         check_output(report_path, overwrite, inputs=[data])
     bundled = DATASETS.get(data) if not Path(data).exists() else None
@@ -82,6 +113,9 @@ def generate(
     if public is None and bundled is not None and label_column is not None:
         public = [str(value) for value in dict(bundled.public).get(label_column, ())] or None
     source = open_data(data, None, delimiter)
+    evaluation = None
+    if dataset is None:
+        dataset = data if bundled is not None else dataset_name(None, source)
     with progress_bar():
         release = synthesize_text(
             source,
@@ -93,6 +127,7 @@ def generate(
             epsilon=epsilon,
             delta=delta,
             ledger=ledger,
+            dataset=dataset,
             seed=seed,
             names=tuple(name or ()),
             params=parse_params(param or []),
@@ -114,16 +149,24 @@ def generate(
                 synthetic_labels=None if not labelled else release.data[label_column].astype(str).tolist(),
                 holdout_labels=None if not labelled or held is None else held[label_column].astype(str).tolist(),
                 label_name=label_column or "label",
-                privacy_budget={"epsilon": epsilon, "delta": delta},
+                privacy_budget={"epsilon": epsilon, "delta": float(release.delta or DEFAULT_DELTA)},
                 canary_exposure=None if release.canaries is None else release.canaries["exposures"],
                 seed=seed,
             )
-            release.report = evaluation
+            if attach_report:
+                release.attach_report(evaluation)
     written = release.write(output, overwrite, inputs=(data,))
-    console.print(f"wrote {len(release.data)} synthetic texts to {written} ({method}, ({epsilon:g}, {delta:g})-DP)")
-    if report and release.report is not None:
-        html, json_path = write_report(release.report, report_path, overwrite=overwrite)
-        console.print(f"report: {html} and {json_path}")
+    console.print(
+        f"wrote {len(release.data)} synthetic texts to {written} "
+        f"({method}, ({epsilon:g}, {release.delta or DEFAULT_DELTA:g})-DP, budget kept under dataset '{dataset}')"
+    )
+    if evaluation is not None:
+        html, json_path = write_report(evaluation, report_path, overwrite=overwrite)
+        console.print(
+            f"custodian report: {html} and {json_path}. It holds the exact number of private texts and metrics "
+            "computed on them: it is not covered by the DP guarantee, keep it with the private data"
+            + (" (its summary is on the card, marked outside the guarantee)" if attach_report else "")
+        )
     if save_model is not None:
         console.print(f"saved the fitted model to {save_model}")
 

