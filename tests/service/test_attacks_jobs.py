@@ -213,6 +213,12 @@ def test_an_analysts_parameters_are_held_to_the_allowlist(server: Server, body: 
     assert len(server.reservations()) == before
 
 
+def test_the_allowlist_is_published_with_the_methods(server: Server) -> None:
+    methods = {m["name"]: m for m in server.call("alan", "GET", "/api/methods").json()}
+    assert methods["aim"]["analyst_params"]["iters"] == "a whole number from 1 to 3000"
+    assert methods["copula"]["analyst_params"] == {} and methods["copula"]["allowed"] is False
+
+
 def test_a_custodian_may_set_any_parameter_of_the_method(server: Server) -> None:
     response = server.submit("carol", _quick(server, params={**quick_aim(server.columns), "iters": 5000}))
     assert response.status_code == 202, response.text

@@ -640,6 +640,7 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
                 "differentially_private": cls.differentially_private,
                 "description": (cls.__doc__ or "").strip().splitlines()[0],
                 "allowed": cls.differentially_private or user.role != "analyst",
+                "analyst_params": {key: bound.describe() for key, bound in ANALYST_PARAMS.get(name, {}).items()},
             }
             for name, cls in available().items()
         ]
