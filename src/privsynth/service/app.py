@@ -6,14 +6,21 @@ session cookie of the web UI. What a user may do on a dataset follows from :meth
 ============================  =====  =========  =======
 action                        admin  custodian  analyst
 ============================  =====  =========  =======
-list / read its releases       yes     yes       yes (reports if the custodian shares them)
+list / read its releases       yes     yes       DP ones and those published (reports if shared)
+publish a non-DP release       yes     yes       no
 budget and ledger              yes     yes       yes
 schema: public part            yes     yes       yes
 schema: domains, edit          yes     yes       no
 register, cap, grants, delete  yes     yes       no
-jobs: DP methods               yes     yes       yes, within the budget left
+jobs: DP methods               yes     yes       yes, within the grant's share of the cap (see below)
 jobs: non-DP methods           yes     yes       no
+read, cancel jobs              all     all       their own (errors generic)
 ============================  =====  =========  =======
+
+An analyst's job is held to :mod:`privsynth.service.limits`: the parameters listed there, within bounds; at most
+a million rows; conditions only on columns whose domain is public; two jobs queued or running at once; and a
+quarter of the cap unless the custodian granted another share. Every job runs in its own process under a time and
+a memory limit (:mod:`privsynth.service.jobs`).
 
 A dataset the user has no grant on answers 404, like one that does not exist, so ids cannot be probed. No route
 returns the raw rows. Every request that changes something, and every refusal, is written to the audit log.
