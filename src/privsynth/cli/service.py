@@ -4,7 +4,6 @@ command line."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +67,7 @@ def serve(
     import uvicorn
 
     from privsynth.service import Store, create_app
+    from privsynth.service.security import write_private
 
     config = _config(
         data_dir,
@@ -81,7 +81,7 @@ def serve(
     store = Store(config.url, data_dir=config.data_dir)
     if not store.has_users():
         admin, token = store.add_user("admin", "admin")
-        path = _write_private(config.data_dir / "admin.token", token)
+        path = write_private(config.data_dir / "admin.token", token + "\n")
         console.print(
             f"[bold]first start[/bold]: created user '{admin.name}' (admin). Its token is in {path} (readable by "
             "you only): sign in with it, then delete that file."
@@ -190,12 +190,3 @@ def users_list(data_dir: DataDirOpt = DEFAULT_DATA_DIR, database: DatabaseOpt = 
     disabled = store.disabled()
     for user in store.users():
         console.print(f"{user.name}\t{user.role}" + ("\tdisabled" if user.name in disabled else ""))
-
-
-def _write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to a new file only its owner can read (mode 0600)."""
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text + "\n")
-    return path

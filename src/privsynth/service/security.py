@@ -39,6 +39,7 @@ __all__ = [
     "constant_time_equal",
     "scrub_paths",
     "session_key",
+    "write_private",
 ]
 
 SESSION_KEY_ENV: Final = "PRIVSYNTH_SESSION_KEY"
@@ -63,11 +64,28 @@ SANDBOX_CSP: Final = (
 # ---- secrets outside the database ------------------------------------------------------------------------------
 
 
+def _create_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file ``path`` that only its owner can read (mode 0600 from the start);
+    FileExistsError if it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Replace ``path`` with a file holding ``text`` that only its owner can read (mode 0600)."""
+    path.unlink(missing_ok=True)
+    _create_private(path, text)
+    return path
+
+
 def _private_file(path: Path, create: Callable[[], str]) -> str:
-    """The text of ``path``, created with mode 0600 if missing; refuses a file that others can read."""
+    """The text of ``path``, created with mode 0600 if missing (by one process, if several start at once);
+    refuses a file that others can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    value = create()
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_private(path, value)
     except FileExistsError:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -76,9 +94,6 @@ def _private_file(path: Path, create: Callable[[], str]) -> str:
                 f"run 'chmod 600 {path.name}' there and start again"
             ) from None
         return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        value = create()
-        out.write(value)
     return value
 
 
@@ -108,9 +123,7 @@ class Credentials:
 
     def put(self, dataset_id: str, password: str) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._path(dataset_id)
-        path.unlink(missing_ok=True)
-        _private_file(path, lambda: password)
+        write_private(self._path(dataset_id), password)
 
     def get(self, dataset_id: str) -> str | None:
         path = self._path(dataset_id)
