@@ -36,9 +36,12 @@ __all__ = [
     "SQLAllowList",
     "SecurityMiddleware",
     "analyst_card",
+    "connect_options",
     "constant_time_equal",
     "scrub_paths",
     "session_key",
+    "with_password",
+    "without_password",
     "write_private",
 ]
 
