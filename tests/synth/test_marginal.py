@@ -286,7 +286,9 @@ def test_aim_out_of_time_spends_the_rest_on_what_it_measured(
     monkeypatch.setattr(marginal, "_clock", lambda: 10.0 * next(ticks))
     small = nass[SMALL]
     with caplog.at_level(logging.INFO, logger="privsynth.synth.marginal"):
-        model = AIM(rounds=200, max_model_size=1, numeric_bins="uniform", max_minutes=1).fit(
+        # iters=100: the final estimate AIM reserves time for (2.5 rounds of steps at the measured seconds per
+        # step) stays well under the fake clock's 10 s even on a loaded machine
+        model = AIM(rounds=200, max_model_size=1, numeric_bins="uniform", max_minutes=1, iters=100).fit(
             small, public(small), epsilon=1.0
         )
     assert isinstance(model, AIM) and model.time_limited_

@@ -72,6 +72,10 @@ class Source(ABC):
         A function of the private rows: keep it on the custodian's side (the ledger stores only a keyed hash of
         it); never put it in a DP release."""
 
+    declares_types: bool = True
+    """Whether :meth:`storage_types` are declared by the storage (Parquet, a database, a typed frame) rather than
+    guessed from the values (a CSV file)."""
+
     @abstractmethod
     def storage_types(self) -> dict[str, str]:
         """Each column's type as the engine stores it (``integer``, ``float``, ``datetime``, ``boolean`` or
@@ -218,14 +222,20 @@ class DuckDBSource(Source):
         name: str,
         fingerprint: str | Callable[[], str],
         frame: pd.DataFrame | None = None,
+        *,
+        view: str = "source",
+        declares_types: bool = True,
     ) -> None:
         self._con = connection
         self.name = name
         self._fingerprint = fingerprint
         self._frame = frame
+        self._view = view
+        self.declares_types = declares_types
+        self._as_text: str | None = None  # a CSV file read with every column as text, skipping malformed lines
         try:
             with self._cursor() as cursor:
-                relation = cursor.sql("SELECT * FROM source LIMIT 0")
+                relation = cursor.sql(f"SELECT * FROM {view} LIMIT 0")
                 self._columns = [str(c) for c in relation.columns]
                 self._text = {str(c) for c, t in zip(relation.columns, relation.types, strict=True) if t == "VARCHAR"}
                 self._types = {
@@ -239,10 +249,10 @@ class DuckDBSource(Source):
         return list(self._columns)
 
     def _relation(self) -> sa.FromClause:
-        return sa.table("source", *(sa.column(c, sa.String() if c in self._text else None) for c in self._columns))
+        return sa.table(self._view, *(sa.column(c, sa.String() if c in self._text else None) for c in self._columns))
 
     def num_rows(self) -> int:
-        return int(self._fetch("SELECT count(*) FROM source")[0][0])
+        return int(self._fetch(f"SELECT count(*) FROM {self._view}")[0][0])
 
     def _run_counts(self, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
         sql = str(query.compile(dialect=_DUCKDB_DIALECT, compile_kwargs={"literal_binds": True}))
@@ -265,7 +275,7 @@ class DuckDBSource(Source):
             raise _read_error(self.name, exc) from None
 
     def _chunks(self, columns: list[str], chunk_rows: int, limit: int | None) -> Iterator[pd.DataFrame]:
-        sql = f"SELECT {', '.join(_quote(c) for c in columns)} FROM source"
+        sql = f"SELECT {', '.join(_quote(c) for c in columns)} FROM {self._view}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         cursor = self._cursor()
@@ -287,6 +297,48 @@ class DuckDBSource(Source):
 
     def storage_types(self) -> dict[str, str]:
         return dict(self._types)
+
+    def retyped(self, types: Mapping[str, str]) -> DuckDBSource:
+        """The same rows with each column cast to ``types`` (``integer``, ``float``, ``datetime``, ``boolean``,
+        ``string``) by ``TRY_CAST``: a value that does not parse becomes missing. Columns not named keep their type.
+
+        A CSV file is read again with every column as text and malformed lines skipped, so that nothing about
+        its values (a type guessed from its first rows, a line that does not parse) can make a read fail: this
+        is how a DP fit reads a CSV file."""
+        casts = {"integer": "BIGINT", "float": "DOUBLE", "datetime": "TIMESTAMP", "boolean": "BOOLEAN"}
+        casts["string"] = "VARCHAR"
+        select = ", ".join(
+            f"TRY_CAST(CAST({_quote(c)} AS VARCHAR) AS {casts[types[c]]}) AS {_quote(c)}" if c in types else _quote(c)
+            for c in self._columns
+        )
+        view = f"typed_{len(self._views())}"
+        with self._cursor() as cursor:
+            cursor.execute(f"CREATE VIEW {view} AS SELECT {select} FROM {self._as_text or self._view}")
+        return DuckDBSource(self._con, self.name, self._fingerprint, self._frame, view=view)
+
+    def parse_counts(self, columns: Sequence[str]) -> np.ndarray:
+        """Per column, in one scan: how many values are non-empty, how many of those do not parse as a number,
+        how many numbers are not whole, and how many non-numbers do not parse as a timestamp; shape
+        (len(columns), 4). Exact counts of private rows: release them only through a mechanism (each row adds at
+        most one to each of them)."""
+        self._check_columns(columns)
+        parts: list[str] = []
+        for column in columns:
+            text = f"NULLIF(trim(CAST({_quote(column)} AS VARCHAR)), '')"
+            number = f"TRY_CAST({text} AS DOUBLE)"
+            parts += [
+                f"count({text})",
+                f"count(CASE WHEN {text} IS NOT NULL AND {number} IS NULL THEN 1 END)",
+                f"count(CASE WHEN {number} IS NOT NULL AND NOT (isfinite({number}) AND {number} = round({number})) "
+                "THEN 1 END)",
+                f"count(CASE WHEN {text} IS NOT NULL AND {number} IS NULL AND TRY_CAST({text} AS TIMESTAMP) IS NULL "
+                "THEN 1 END)",
+            ]
+        row = self._fetch(f"SELECT {', '.join(parts)} FROM {self._as_text or self._view}")[0]
+        return np.asarray(row, dtype=np.int64).reshape(len(columns), 4)
+
+    def _views(self) -> list[str]:
+        return [str(r[0]) for r in self._fetch("SELECT view_name FROM duckdb_views() WHERE NOT internal")]
 
     def fingerprint(self) -> str:
         # A file is hashed when first asked, not on opening: reading it whole is the cost of a large file.
@@ -451,6 +503,8 @@ def _csv_source(path: Path, delimiter: str | None) -> DuckDBSource:
     if delimiter is not None:
         options += f", delim = {_literal(delimiter)}"
     source = _file_source(path, f"read_csv({_literal(str(path))}, {options})")
+    source.declares_types = False  # DuckDB reads a CSV file's types from its values
+    source._as_text = f"read_csv({_literal(str(path))}, {options}, all_varchar = true, ignore_errors = true)"
     if len(source.columns) == 1:
         found = [d for d in _DELIMITERS if d in lines[0] and d != delimiter]
         if found:

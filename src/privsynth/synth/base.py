@@ -21,9 +21,19 @@ import numpy as np
 import pandas as pd
 
 from privsynth.data.schema import Column, Kind, Schema
-from privsynth.data.sources import Source, load_source
+from privsynth.data.sources import DuckDBSource, Source, load_source
 from privsynth.errors import DataError, ParameterError, PrivsynthError
-from privsynth.synth.dp import NO_SCHEMA_NOTE, FitRecord, dataset_name, dp_schema
+from privsynth.privacy.accountant import Accountant
+from privsynth.synth.dp import (
+    KINDS_NOTE,
+    KINDS_SHARE,
+    NO_SCHEMA_NOTE,
+    FitRecord,
+    dataset_name,
+    detect_kinds,
+    dp_schema,
+    storage_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +74,26 @@ class Synthesizer(ABC):
                 f"'{self.name}' is not differentially private and takes no epsilon, delta or ledger; "
                 "use a DP method (see `privsynth methods`) or drop those options"
             )
+        given = source
         source = load_source(source)
         assumptions: tuple[str, ...] = ()
+        self._kinds_pending = False
         if self.differentially_private:
-            schema, assumptions = dp_schema(source, schema)
+            if schema is None and not source.declares_types:
+                # A CSV file's types would be guessed from its values: the fit chooses them under DP instead
+                # (see _declare_structure); until then every column is a placeholder with no domain.
+                schema = Schema.from_storage(dict.fromkeys(source.columns, "string"))
+                assumptions = (NO_SCHEMA_NOTE, KINDS_NOTE)
+                self._kinds_pending = True
+            else:
+                schema, assumptions = dp_schema(source, schema)
+                if not source.declares_types and isinstance(source, DuckDBSource):
+                    source = source.retyped(storage_of(schema))  # read as declared, never as guessed
             for note in assumptions:
                 logger.log(logging.WARNING if note == NO_SCHEMA_NOTE else logging.INFO, "%s", note)
             self.dataset_ = dataset_name(dataset, source)
         elif schema is None:
-            schema = infer_schema(source)
+            schema = infer_schema(given if isinstance(given, pd.DataFrame) else source)  # a frame keeps its dtypes
         modelled = schema.synthesized()
         if len(modelled) == 0:
             raise DataError("no column is left to synthesize: the schema excludes them all")
@@ -89,6 +110,21 @@ class Synthesizer(ABC):
         else:
             self.record_ = FitRecord.of(self.name, self.get_params())
         return self
+
+    def _declare_structure(self, source: Source, schema: Schema, accountant: Accountant) -> tuple[Source, Schema]:
+        """Called by a DP method's ``_fit`` first thing under its accountant: for a CSV file given without a
+        schema, choose the column kinds under DP (:data:`~privsynth.synth.dp.KINDS_SHARE` of the budget, see
+        :func:`~privsynth.synth.dp.detect_kinds`) and read the file through them; otherwise nothing changes."""
+        if not getattr(self, "_kinds_pending", False):
+            return source, schema
+        if not isinstance(source, DuckDBSource):
+            raise ParameterError("column kinds can only be chosen under DP for files read by DuckDB; give a schema")
+        kinds = detect_kinds(source, schema.names, accountant, KINDS_SHARE * accountant.budget.rho)
+        self._kinds_pending = False
+        decided = Schema.from_storage(kinds)
+        decided = Schema(list(decided), target=schema.target)
+        self.schema_ = decided
+        return source.retyped(kinds), decided
 
     def _released_schema(self) -> Schema:
         """The schema a DP model keeps after fitting: structure plus public domains only. Methods that learn

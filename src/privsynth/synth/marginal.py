@@ -118,6 +118,7 @@ class _MarginalMethod(Synthesizer):
         self._check(schema)
         purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
         with open_fit(budget, ledger, self.dataset_, purpose, content=_content(source, ledger)) as (accountant, _):
+            source, schema = self._declare_structure(source, schema, accountant)
             preprocessing = 0.0
             if needs_budget(schema, self.bins, numeric_bins=self.numeric_bins):
                 preprocessing = budget.split([self.preprocessing_share, 1 - self.preprocessing_share])[0].rho
