@@ -558,9 +558,7 @@ def _discover(
                 "categories public, or give preprocessing more budget"
             )
     elif len(ranked) == 1:
-        warnings.append(
-            f"column '{name}' has a single value after DP key discovery; it is kept as a constant column"
-        )
+        warnings.append(f"column '{name}' has a single value after DP key discovery; it is kept as a constant column")
     if len(frequent) > max_categories:
         warnings.append(
             f"column '{name}' has {len(frequent)} released categories above {min_share:.1%} of the rows; only "
