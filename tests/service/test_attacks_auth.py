@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -372,6 +373,38 @@ def test_release_html_is_served_sandboxed(server: Server) -> None:
     with server.client("carol") as carol:
         missing = carol.get("/api/releases/0123/report")
     assert "sandbox" in missing.headers["content-security-policy"]
+
+
+def test_an_admin_disables_a_user_and_gives_a_new_token_in_the_browser(
+    server: Server, playwright_chromium: tuple[ModuleType, str]
+) -> None:
+    sync_api, chromium = playwright_chromium
+    with server.client("admin") as admin:
+        admin.post("/api/users", json={"name": "eve", "role": "analyst"}).raise_for_status()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda message: errors.append(message.text) if "Refused" in message.text else None)
+            page.goto(f"{server.base}/login")
+            page.fill("#name", "admin")
+            page.fill("#token", server.tokens["admin"])
+            page.click("button[type=submit]")
+            page.goto(f"{server.base}/users")
+            page.click("#disable-eve button")
+            page.wait_for_selector("#disable-eve button:has-text('Enable')")
+            assert "disabled" in page.locator("tr", has=page.locator("#disable-eve")).inner_text()
+            page.click("#rotate-eve button")
+            page.wait_for_selector("#rotate-eve [data-result]:has-text('pst_')")
+            token = page.locator("#rotate-eve [data-result]").inner_text().split("token: ")[1]
+            page.click("#disable-eve button")
+            page.wait_for_selector("#disable-eve button:has-text('Disable')")
+            assert not errors, errors  # the Content-Security-Policy blocked nothing the page needs
+        finally:
+            browser.close()
+    me = httpx.get(f"{server.base}/api/me", headers={"authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+    assert me.json()["name"] == "eve"
 
 
 def test_failed_sign_ins_are_throttled_and_audited_once(server: Server) -> None:

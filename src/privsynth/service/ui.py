@@ -193,7 +193,9 @@ def register(app: FastAPI, service: Service, current_user: Callable[[Request], U
             return login_redirect(request)
         if user.role != "admin":
             raise HTTPException(403, "only an admin can manage users")
-        return page(request, "users.html.j2", user, users=store.users(), audit=store.audit_log(100))
+        return page(
+            request, "users.html.j2", user, users=store.users(), disabled=store.disabled(), audit=store.audit_log(100)
+        )
 
 
 def _local(target: str) -> str:
