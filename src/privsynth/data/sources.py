@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 
 from privsynth.data.binning import OUTSIDE, Binning
+from privsynth.data.hashing import file_sha256
 from privsynth.errors import DataError, ParameterError, SourceError
-from privsynth.provenance.card import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ Cards validate against the JSON Schema shipped as ``card.schema.json`` in this p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from privsynth.data.hashing import file_sha256
 from privsynth.errors import DataError
 
 __all__ = [
@@ -109,15 +109,6 @@ def card_html_path(release_path: str | Path) -> Path:
     """``out/synth.csv`` -> ``out/synth.card.html``."""
     path = Path(release_path)
     return path.with_name(path.stem + ".card.html")
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes: the content fingerprint of files, releases and cards alike."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
