@@ -532,3 +532,17 @@ def test_an_analyst_card_leaves_out_what_was_measured_on_the_real_rows() -> None
     assert "/srv/" not in text and '"ab"' not in text and '"cd"' not in text
     assert seen["privacy"]["epsilon"] == 1.0 and seen["source"]["name"] == "nass"
     assert seen["notes"] == ["a note", "withheld from analysts: evaluation metrics, mixing counts of real rows"]
+
+
+def test_the_data_folder_is_made_for_the_service_account_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from privsynth.service.security import private_folder
+
+    made = make_service(tmp_path / "fresh" / "service")
+    made.client.close()
+    made.store.close()
+    assert oct((tmp_path / "fresh" / "service").stat().st_mode & 0o777) == "0o700"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    private_folder(shared)
+    assert "can be read by other users" in caplog.text

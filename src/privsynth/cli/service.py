@@ -67,7 +67,7 @@ def serve(
     import uvicorn
 
     from privsynth.service import Store, create_app
-    from privsynth.service.security import write_private
+    from privsynth.service.security import private_folder, write_private
 
     config = _config(
         data_dir,
@@ -77,7 +77,7 @@ def serve(
         sql_allow=tuple(allow_sql or ()),
         secure_cookies=secure_cookies,
     )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(config.data_dir)
     store = Store(config.url, data_dir=config.data_dir)
     if not store.has_users():
         admin, token = store.add_user("admin", "admin")
@@ -129,9 +129,10 @@ def users_add(
 ) -> None:
     """Add a user and print their API token (shown once; only its hash is stored)."""
     from privsynth.service import Store
+    from privsynth.service.security import private_folder
 
     config = _config(data_dir, database)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(config.data_dir)
     user, token = Store(config.url).add_user(name, role)
     console.print(f"added {user.name} ({user.role}); token, shown only now:")
     console.print(token, highlight=False, soft_wrap=True)

@@ -80,6 +80,7 @@ from privsynth.service.security import (
     analyst_card,
     connect_options,
     constant_time_equal,
+    private_folder,
     scrub_paths,
     session_key,
 )
@@ -210,7 +211,7 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(config.data_dir)
         self.store = Store(config.url, data_dir=config.data_dir)
         self.sql_allow = SQLAllowList(tuple(config.sql_allow), self.store.url)
         self.throttle = LoginThrottle()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -29,6 +30,8 @@ from sqlalchemy.engine import URL, make_url
 
 from privsynth.errors import ParameterError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "SESSION_KEY_ENV",
     "Credentials",
@@ -38,6 +41,7 @@ __all__ = [
     "analyst_card",
     "connect_options",
     "constant_time_equal",
+    "private_folder",
     "scrub_paths",
     "session_key",
     "with_password",
@@ -98,6 +102,18 @@ def _private_file(path: Path, create: Callable[[], str]) -> str:
             ) from None
         return path.read_text(encoding="utf-8").strip()
     return value
+
+
+def private_folder(path: Path) -> Path:
+    """Make the service's data folder, mode 0700 (uploaded rows, releases, keys and passwords are for the service's
+    OS account only); an existing folder keeps its mode, with a warning when other users can enter it."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700)
+    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
+        logger.warning("the service's data folder %s can be read by other users: run 'chmod 700' on it", path)
+    return path
 
 
 def session_key(data_dir: Path) -> str:
