@@ -297,3 +297,29 @@ def test_dp_lora_on_500_tweets_within_45_minutes_with_low_canary_exposure() -> N
     # under (4, 1e-5)-DP no canary, not even one inserted 4 times, moves more than a bit from where the untrained
     # model ranks it (measured: 1.60, 5.27, 1.00, 0.12 bits after the fit; the 5.27 is the base model's own taste)
     assert np.abs(np.array(result.exposures) - np.array(result.baseline)).max() < 1.0
+
+
+def test_unusable_texts_and_undeclared_labels_are_records_that_train_on_nothing() -> None:
+    """Under DP a text that is not a string or is blank, or a label outside the declared set, is neither refused
+    nor reported: the row stays (it is sampled and counted) but has no target token, so its gradient is zero."""
+    from privsynth.text.dp_finetune import _mean_nll, _private_labels
+
+    rows = _private_labels(["Twitter for iPhone", "TweetDeck", None, math.nan], LABELS, 4)
+    assert rows == ["Twitter for iPhone", None, None, None]
+    with pytest.raises(ParameterError, match="differ in length") as error:
+        _private_labels(["Twitter for iPhone"], LABELS, 4)
+    assert "4" not in str(error.value)
+    model, _ = _adapted()
+    model.labels_ = LABELS
+    encoded = model._encode(["Make America great", "Thank you Ohio", "  "], [LABELS[0], None, LABELS[1]], False)
+    learned = encoded.targets.sum(dim=1)
+    assert float(learned[0]) > 0 and float(learned[1]) == 0 and float(learned[2]) == 0
+    losses = _mean_nll(model.model_, encoded.ids, encoded.attention, encoded.targets)
+    assert float(losses[0]) > 0 and float(losses[1]) == 0 and float(losses[2]) == 0
+
+
+def test_a_dp_fit_on_no_usable_text_runs_on_noise_alone() -> None:
+    model = DPLoRA(rank=2, batch_size=4, max_length=16, physical_batch_size=4)
+    model.fit([None, ""], epsilon=4.0, ledger=False)
+    assert model.record_.differentially_private and model.record_.dataset is None
+    assert len(model.sample(1, seed=0)) == 1

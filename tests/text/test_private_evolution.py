@@ -205,3 +205,45 @@ def test_evolution_moves_the_population_towards_the_private_texts(tweets: tuple[
     first = model.history_.query("iteration == 1")["text"].tolist()
     final = model.sample(20)["text"].tolist()
     assert closeness(final) > closeness(first) + 0.02
+
+
+class _Numbered:
+    """A stand-in language model: each completion is a new text determined by its prompt and seed."""
+
+    def generate(self, prompts: list[str], *, max_tokens: int, temperature: float, seed: int) -> list[str]:
+        return [f"synthetic {seed} {i} {len(prompt)}" for i, prompt in enumerate(prompts)]
+
+
+class _Hashed:
+    """A stand-in embedder: a unit vector per text, seeded by the text."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rows = [np.random.default_rng(sum(map(ord, text))).standard_normal(4) for text in texts]
+        vectors = np.array(rows).reshape(len(rows), 4)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_dp_fit_neither_fails_on_nor_reports_unusable_texts_or_labels(caplog: pytest.LogCaptureFixture) -> None:
+    """Blank and non-string texts and undeclared labels cast no vote, silently; an empty corpus is fitted too."""
+    texts = ["a real text", None, "  ", "zqxcanary 8675309", "another text"]
+    labels = ["x", "x", "y", "zqxundeclared", "y"]
+    with caplog.at_level("DEBUG"):
+        model = PrivateEvolution(_Numbered(), _Hashed(), iterations=2, population=4)  # type: ignore[arg-type]
+        model.fit(texts, labels, public_labels=["x", "y"], epsilon=0.1, ledger=False)
+        PrivateEvolution(_Numbered(), _Hashed(), iterations=1, population=4).fit([], epsilon=1, ledger=False)  # type: ignore[arg-type]
+    assert set(model.sample(4)["label"]) <= {"x", "y"} and len(model.charges_) == 2
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "zqx" not in logged and "8675309" not in logged
+
+
+def test_noise_and_delta_warnings_come_from_the_noisy_vote_total(caplog: pytest.LogCaptureFixture) -> None:
+    """sigma 57 against a noisy total of 20 votes over 4 texts: the selection is noise; a total of 2e6 texts is
+    beyond 1/delta. The warnings name the noise and the budget, never a count."""
+    budget = Budget.from_epsilon_delta(0.1, 1e-6)
+    model = PrivateEvolution(iterations=2, population=4)
+    with caplog.at_level("WARNING"):
+        model._warn_noise(57.0, 20.0, budget)
+        model._warn_noise(57.0, 2e6, budget)
+    first, second = (record.getMessage() for record in caplog.records)
+    assert "sigma=57 " in first and "the selection is mostly noise" in first and "20" not in first
+    assert "delta=1e-06 is not below 1/n" in second and "2e+06" not in second and "2000000" not in second

@@ -164,6 +164,11 @@ class DPLoRA:
         if labels is not None:
             self.labels_ = _public_labels(public_labels)
             rows = _private_labels(labels, self.labels_, len(values))
+        # one fixed blank record that trains on nothing, in every corpus: Poisson sampling then has a population
+        # even when no text was given, and neighbouring corpora stay neighbours (it is public, not a text)
+        values.append("")
+        if rows is not None:
+            rows.append(None)
         self._load()
         encoded = self._encode(values, rows, learn_blank=False)
         self.truncated_ = encoded.truncated
@@ -376,7 +381,7 @@ class DPLoRA:
             (labels is not None and labels[i] is None) or (not learn_blank and not t.strip())
             for i, t in enumerate(texts)
         ]
-        tokenized = self.tokenizer_(bodies, add_special_tokens=False)["input_ids"]
+        tokenized = self.tokenizer_(bodies, add_special_tokens=False)["input_ids"] if bodies else []
         n, length = len(texts), self.max_length
         ids = torch.full((n, length), int(self.tokenizer_.pad_token_id), dtype=torch.long)
         attention = torch.zeros((n, length), dtype=torch.long)

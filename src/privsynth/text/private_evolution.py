@@ -21,7 +21,7 @@ Everything else (prompts, selection, variations, sampling) is post-processing of
 
 The release boundary: the number of private texts is never read (Aug-PE treats it as public; here it is not).
 Delta is capped by :func:`privsynth.synth.dp.resolve_budget` instead of being checked against 1/N, and whether the
-noise drowns the votes is judged from the first noisy histogram's total (post-processing). Texts that cannot vote
+noise drowns the votes is judged from the noisy histograms' totals (post-processing). Texts that cannot vote
 (not a string, empty, a label outside the declared set) stay in the private data and in the guarantee but cast no
 vote: nothing about them is reported, counted or raised. The budget is kept in the ledger under the dataset name
 the user declares, never under a hash of the texts.
@@ -56,7 +56,7 @@ noise. A label column with more classes should be grouped first (or left out).""
 
 _NOISE_LIMIT = 10.0
 """Warn when the noise standard deviation exceeds this many times the average number of votes a synthetic text
-receives (judged from the first noisy histogram): the selection is then a coin toss."""
+receives (judged from the noisy histograms): the selection is then a coin toss."""
 
 _SETTINGS = (
     "iterations",
@@ -302,6 +302,7 @@ class PrivateEvolution:
             pool, pool_groups = self._initial(generator, names, rng)
             scores = np.zeros(0)
             history: list[pd.DataFrame] = []
+            totals: list[float] = []
             for t in range(1, self.iterations + 1):
                 report("private evolution", t - 1, self.iterations, f"iteration {t}: votes")
                 scores = measure(
@@ -313,14 +314,14 @@ class PrivateEvolution:
                     accountant=accountant,
                     iteration=t,
                 )
-                if t == 1:
-                    self._warn_noise(sigma, scores, budget)
+                totals.append(float(scores.sum()))
                 history.append(_population(t, pool, pool_groups, scores, names))
                 scores = np.where(scores < self.threshold, 0.0, scores)
                 if t < self.iterations:
                     report("private evolution", t - 0.5, self.iterations, f"iteration {t}: variations")
                     pool, pool_groups = self._evolve(generator, pool, pool_groups, scores, len(names), rng, t)
             report("private evolution", self.iterations, self.iterations, "done")
+        self._warn_noise(sigma, float(np.mean(totals)), budget)
         self.history_ = pd.concat(history, ignore_index=True)
         self.label_names_ = names
         self.texts_ = pool
@@ -397,14 +398,15 @@ class PrivateEvolution:
         groups = np.array([index.get(str(value), -1) if _present(value) else -1 for value in values], dtype=np.int64)
         return groups, names
 
-    def _warn_noise(self, sigma: float, scores: np.ndarray, budget: Budget) -> None:
+    def _warn_noise(self, sigma: float, total: float, budget: Budget) -> None:
         """Warn when the noise drowns the votes (see :data:`_NOISE_LIMIT`) or delta is not below 1/n, both judged
-        from the first noisy histogram (its total is a noisy count of the voting texts: post-processing)."""
-        total = max(float(scores.sum()), 0.0)
+        from ``total``, the mean of the noisy histograms' totals: a noisy count of the voting texts (standard
+        deviation sigma sqrt(population / iterations)), so this is post-processing."""
+        total = max(total, 0.0)
         if sigma > _NOISE_LIMIT * total / self.population:
             logger.warning(
                 "epsilon=%g over %d iterations gives noise sigma=%.3g (%.3g under GDP accounting) on each vote "
-                "count, more than %g times the votes a synthetic text gets on average by the noisy first histogram: "
+                "count, more than %g times the votes a synthetic text gets on average by the noisy histograms: "
                 "the selection is mostly noise. Raise epsilon, use fewer iterations or a smaller population.",
                 budget.epsilon,
                 self.iterations,
