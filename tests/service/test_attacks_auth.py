@@ -310,6 +310,10 @@ def test_a_small_parquet_file_of_many_cells_is_refused_from_its_footer(server: S
     if before is not None:  # the serve process is python -m privsynth itself
         assert _peak_memory_kb(server.pid) - before < 200_000
     assert corrupt.status_code == 400 and str(server.data_dir) not in corrupt.text and "/tmp" not in corrupt.text
+    with server.client("carol") as carol:
+        odd = carol.post("/api/datasets", files={"file": ("odd.csv", b"a,b\n1,2\n1,2\n1,2\nxxxxxxxxxx")})
+    assert odd.status_code == 400 and "cannot read odd.csv: 'odd.csv'" in odd.text, odd.text
+    assert "upload-" not in odd.text and str(server.data_dir) not in odd.text
 
 
 # ---- 10: sessions, tokens and users -----------------------------------------------------------------------------

@@ -438,9 +438,11 @@ def _store_upload(
             source = load_source(staged, name=dataset_name)
             frame = source.to_pandas()
         except PrivsynthError as exc:
-            raise HTTPException(400, service.scrub(f"cannot read {file.filename}: {exc}")) from None
+            said = str(exc).replace(str(staged), file.filename or "the file")
+            raise HTTPException(400, service.scrub(f"cannot read {file.filename}: {said}")) from None
         except Exception as exc:
-            raise HTTPException(400, service.scrub(f"cannot read {file.filename} as {suffix[1:]}: {exc}")) from None
+            said = str(exc).replace(str(staged), file.filename or "the file")
+            raise HTTPException(400, service.scrub(f"cannot read {file.filename} as {suffix[1:]}: {said}")) from None
         if frame.empty or frame.shape[1] == 0:
             raise HTTPException(400, f"{file.filename} has no rows or no columns")
         held = None
