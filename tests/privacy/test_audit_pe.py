@@ -87,24 +87,16 @@ def _spread(out: list[float], inside: list[float]) -> float:
     return float(np.std(np.concatenate([np.subtract(out, np.mean(out)), np.subtract(inside, np.mean(inside))])))
 
 
-def test_pe_canary_audit_stays_below_epsilon_fast() -> None:
-    """25 fits per world at epsilon 1: little power, but the bound must not pass the claim, and the noise the
-    canary's vote sees must not be smaller than the noise the charged rho pays for (sd 4.53)."""
-    out, inside, claimed_sd = scores(1.0, 25)
-    assert claimed_sd == pytest.approx(4.53, abs=0.01)
-    assert abs(np.mean(out)) < 4 and abs(np.mean(inside) - 1) < 4
-    assert _spread(out, inside) > 0.7 * claimed_sd
-    assert epsilon_lower_bound(out, inside) <= 1.0
-
-
-@pytest.mark.slow
 def test_pe_canary_audit_stays_below_epsilon() -> None:
-    """500 fits per world at epsilon 1; the same audit at epsilon 50 shows it would catch a mechanism that leaked
-    much more than epsilon 1."""
+    """500 fits per world at epsilon 1 (seconds: the models are stand-ins): the bound must not pass the claim,
+    and the canary's vote must see the noise the charged rho pays for (sd 4.53). The same audit at epsilon 50
+    shows it would catch a mechanism that leaked much more than epsilon 1 (there the discrete Gaussian, at
+    sigma 0.23, is mostly 0 and its spread is below sigma)."""
     out, inside, claimed_sd = scores(1.0, 500)
+    assert claimed_sd == pytest.approx(4.53, abs=0.01)
     assert epsilon_lower_bound(out, inside) <= 1.0
     spread = _spread(out, inside)
-    assert spread > 0.9 * claimed_sd
+    assert 0.9 * claimed_sd < spread < 1.1 * claimed_sd
     assert abs(np.mean(inside) - np.mean(out) - 1) < 4 * spread / math.sqrt(250)
     leaky_out, leaky_inside, _ = scores(50.0, 60)
     assert epsilon_lower_bound(leaky_out, leaky_inside) > 1.0
