@@ -564,7 +564,12 @@ class TextModel:
     @property
     def record(self) -> FitRecord:
         """What the fit may publish (:class:`~privsynth.synth.dp.FitRecord`): a card is built from this only."""
-        record: FitRecord = self.generator.record_
+        record: FitRecord | None = getattr(self.generator, "record_", None)
+        if record is None:
+            raise ParameterError(
+                f"this {self.name} model has no record of what its fit may publish (a model saved before privsynth "
+                "kept one, or one not fitted): fit it again with `privsynth text generate`"
+            )
         return record
 
     @property

@@ -344,9 +344,9 @@ class DPLoRA:
                         check_per_sample_gradients(self.model_, ids.shape[0])
                         optimizer.step()
                         if not optimizer._is_last_step_skipped:
+                            # no timing in the event: a step's time follows the size of its Poisson batch
                             step += 1
-                            left = (time.perf_counter() - start) / step * (steps - step)
-                            report("fit dp-lora", step, steps, f"step {step} of {steps}, ~{left:.0f}s left")
+                            report("fit dp-lora", step, steps, f"step {step} of {steps}")
                         optimizer.zero_grad(set_to_none=True)
         finally:
             release_opacus(module, self.model_)

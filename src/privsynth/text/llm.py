@@ -81,15 +81,6 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def count_truncated(self, texts: Sequence[str]) -> int:
-        """How many of ``texts`` are longer than the model's window (256 word pieces) and get cut when embedded."""
-        if len(texts) == 0:
-            return 0
-        model = _sentence_model()
-        limit = int(model.max_seq_length)
-        lengths = model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        return sum(len(ids) > limit for ids in lengths)
-
 
 @cache
 def _sentence_model() -> Any:
