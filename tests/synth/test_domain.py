@@ -374,7 +374,7 @@ def test_a_column_with_one_value_is_kept_with_a_warning(
     # test_id is "covid" in all but 3 of 12,419 rows: key discovery releases only "covid".
     domain = learn_domains(load_source(covid), covid_schema.select(["test_id"]), accountant(), rho=0.01)["test_id"]
     assert domain.binning.values == ("covid",)  # type: ignore[union-attr]
-    assert "single value after DP key discovery ('covid')" in caplog.text
+    assert "single value after DP key discovery" in caplog.text and "'covid'" not in caplog.text  # no value in logs
     frame = nass[["weight"]].assign(seven=7, ratio=3.7)
     schema = Schema([Column("seven", Kind.INTEGER, "int64"), Column("ratio", Kind.FLOAT, "float64")])
     domains = learn_domains(load_source(frame), schema, accountant(), rho=0.02)

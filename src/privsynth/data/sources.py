@@ -481,7 +481,17 @@ def frame_source(df: pd.DataFrame, name: str = "data frame") -> DuckDBSource:
     frame = df.rename(columns=str)
     content = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
     header = "|".join(frame.columns).encode()
-    return DuckDBSource(duckdb.connect(), name, _digest(header + content), frame=frame)
+    # DuckDB types an object column from a sample of its values and fails on a later value of another type:
+    # a column that mixes types is handed over as text, so that no value can make a query fail.
+    mixed = [c for c in frame.columns if frame[c].dtype == object and "mixed" in pd.api.types.infer_dtype(frame[c])]
+    if mixed:
+        frame = frame.assign(**{c: frame[c].map(_as_text, na_action="ignore").astype("string") for c in mixed})
+    # pandas guesses a CSV's dtypes from its values; a DP fit without a schema chooses kinds under DP instead.
+    return DuckDBSource(duckdb.connect(), name, _digest(header + content), frame=frame, declares_types=False)
+
+
+def _as_text(value: Any) -> str:
+    return str(value)
 
 
 def _file_source(path: Path, relation: str) -> DuckDBSource:

@@ -88,10 +88,11 @@ def resolve_budget(method: str, epsilon: float | None, delta: float | None, sche
 
 
 NO_SCHEMA_NOTE: Final = (
-    "no reviewed schema was given: column kinds and types come from the source's storage types (a CSV file's are "
-    "chosen under DP, see below), personal data and identifiers are recognised by column name only, every column has a "
-    "missing-value cell whose count is noised like the others, and every domain is learned under DP. Review the "
-    "structure with `privsynth schema infer DATA -o schema.yaml`, edit it, and pass --schema schema.yaml"
+    "no reviewed schema was given: column kinds and types come from the source's storage types (those of a CSV "
+    "file or a data frame, guessed from values, are chosen under DP instead, see below), personal data and "
+    "identifiers are recognised by column name only, every column has a missing-value cell whose count is noised "
+    "like the others, and every domain is learned under DP. Review the structure with `privsynth schema infer DATA "
+    "-o schema.yaml`, edit it, and pass --schema schema.yaml"
 )
 DECLARED_NOTE: Final = (
     "structure from the declared schema; domains not marked public were learned under DP; values that fit no cell "
@@ -122,12 +123,12 @@ def dp_schema(source: Source, schema: Schema | None) -> tuple[Schema, tuple[str,
 
 
 KINDS_SHARE: Final = 0.02
-"""Share of a DP fit's rho spent choosing the column kinds of a CSV file given without a schema."""
+"""Share of a DP fit's rho spent choosing the column kinds of a CSV file or data frame given without a schema."""
 
 KINDS_NOTE: Final = (
-    f"the CSV file came without a schema: each column's kind (integer, float, datetime or categorical) was chosen "
-    f"under DP from noisy counts of its values that parse as numbers, whole numbers and dates ({KINDS_SHARE:.0%} of "
-    "rho); values that do not parse as the chosen kind count as missing"
+    "the data (a CSV file or a data frame) came without a schema: each column's kind (integer, float, datetime or "
+    f"categorical) was chosen under DP from noisy counts of its values that parse as numbers, whole numbers and dates "
+    f"({KINDS_SHARE:.0%} of rho); values that do not parse as the chosen kind count as missing"
 )
 
 
