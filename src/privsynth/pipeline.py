@@ -617,9 +617,9 @@ def synthesize_text(
     counted on the card); :data:`TEXT_OVERSAMPLE` times ``rows`` are generated so that ``rows`` usually remain.
     The budget (``delta`` by default :data:`~privsynth.synth.dp.DEFAULT_DELTA`) is spent in ``ledger`` as for
     tabular methods (default ledger; ``False``: none) under ``dataset``, the name the corpus's budget is kept under
-    (default: the file's stem; a data frame needs one). Nothing computed from the texts (their number, a hash,
-    timings, unusable texts or labels) reaches the release or its card; an evaluation report is attached only on
-    purpose (:meth:`Release.attach_report`).
+    (default: the source's name, a file's stem; name a data frame's corpus yourself). Nothing computed from the
+    texts (their number, a hash, timings, unusable texts or labels) reaches the release or its card; an evaluation
+    report is attached only on purpose (:meth:`Release.attach_report`).
     ``canaries`` (``dp-lora`` only): that many random secrets are added to the training texts and the fitted
     model's exposure of each (:func:`~privsynth.text.dp_finetune.canary_exposure`) goes on the card
     (``canaries``) and, through ``release.canaries``, into the report. They are records of the fit like the
