@@ -84,7 +84,17 @@ from privsynth.service.security import (
     scrub_paths,
     session_key,
 )
-from privsynth.service.store import ROLES, DatasetRow, JobRow, ReleaseRow, ShareExceeded, Store, TooManyJobs, User
+from privsynth.service.store import (
+    ROLES,
+    SESSION_HOURS,
+    DatasetRow,
+    JobRow,
+    ReleaseRow,
+    ShareExceeded,
+    Store,
+    TooManyJobs,
+    User,
+)
 from privsynth.synth import available, create
 from privsynth.synth.base import infer_schema
 from privsynth.synth.dp import resolve_budget
@@ -609,7 +619,7 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
         same_site="strict",
         session_cookie="privsynth_session",
         https_only=settings.secure_cookies,
-        max_age=12 * 3600,
+        max_age=SESSION_HOURS * 3600,
     )
 
     @app.exception_handler(RequestValidationError)
