@@ -178,3 +178,13 @@ def test_ledger_cap_then_show(tmp_path: Path) -> None:
     assert "1-way marginal of 'dead'" in detail.stdout and "0.01" in detail.stdout
     unknown = run("ledger", "show", "covid_testing", "--ledger", ledger, cwd=tmp_path)
     assert unknown.returncode == 2 and "nothing has been spent" in " ".join(unknown.stderr.split())
+
+
+def test_sample_releases_more_rows_from_a_saved_model(tmp_path: Path) -> None:
+    fitted = run("generate", "nafld1", "--rows", "50", "--save-model", "m.model", "-o", "first.csv", cwd=tmp_path)
+    assert fitted.returncode == 0, fitted.stderr
+    result = run("sample", "m.model", "--rows", "120", "--seed", "1", "-o", "more.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sampling spent nothing" in " ".join(result.stdout.split())
+    assert len((tmp_path / "more.csv").read_text().splitlines()) == 121
+    assert (tmp_path / "more.card.json").is_file()

@@ -60,3 +60,24 @@ def test_synthesize_from_a_release_registers_the_lineage(tmp_path: Path, private
     assert second.generation == 2 and [p.release_id for p in second.ancestry.parents] == [first.release_id]
     assert len(second.data) == 500
     assert private_ledger.is_file()
+
+
+def test_sample_model_releases_more_rows_with_the_fit_record_and_spends_nothing(
+    tmp_path: Path, private_ledger: Path
+) -> None:
+    from privsynth.pipeline import sample_model
+    from privsynth.privacy import Ledger
+    from privsynth.synth import Synthesizer
+
+    nafld = ps.load_dataset("nafld1")[["age", "male", "status"]]
+    first = ps.synthesize(nafld, "mst", rows=100, epsilon=1.0, dataset="nafld-sample", save_model=tmp_path / "m.model")
+    first.write(tmp_path / "first.csv")
+    spent = Ledger(private_ledger).dataset("nafld-sample").spent_rho
+    model = Synthesizer.load(tmp_path / "m.model")
+    more = sample_model(model, 250, seed=3)
+    written = more.write(tmp_path / "more.csv")
+    card = json.loads(written.with_name("more.card.json").read_text())
+    assert len(more.data) == 250 and card["privacy"]["epsilon"] == 1.0 and card["privacy"]["dataset"] == "nafld-sample"
+    assert card["privacy"]["spends"] == json.loads((tmp_path / "first.card.json").read_text())["privacy"]["spends"]
+    assert Ledger(private_ledger).dataset("nafld-sample").spent_rho == spent  # sampling spent nothing
+    assert more.release_id != first.release_id

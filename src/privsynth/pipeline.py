@@ -459,6 +459,7 @@ def synthesize(
         fit_options = {"epsilon": epsilon, "delta": delta, "ledger": ledger_object}  # refused by fit, with why
     model.fit(source, declared if not dp else (None if schema is None else declared), **fit_options)
     timings["fit"] = round(time.perf_counter() - start, 3)
+    model.ancestry_ = ancestry  # lineage travels with a saved model, so that sample_model's cards keep it
     if save_model is not None:
         model.save(save_model)
     start = time.perf_counter()
@@ -488,6 +489,44 @@ def synthesize(
         ledger_url=_display_url(ledger_object),
         registry=lineage,
         source_fingerprint=None if dp else source.fingerprint(),
+    )
+    synthetic.attrs[ATTRS_KEY] = release.provenance
+    return release
+
+
+def sample_model(
+    model: Synthesizer,
+    rows: int,
+    *,
+    conditions: dict[str, Any] | None = None,
+    seed: int | None = None,
+    registry: Registry | str | os.PathLike[str] | Literal[False] | None = None,
+) -> Release:
+    """More rows from a fitted tabular model (one :func:`synthesize` saved, or :meth:`Synthesizer.load` read).
+
+    Sampling is post-processing: it spends no budget and reads no data; the card records the fit's budget,
+    spends and lineage as the first release's did. ``registry`` is where the release is registered (default: the
+    default ledger's database; ``False``: nowhere).
+    """
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ParameterError(f"rows must be a whole number of at least 1, not {rows!r}")
+    record = getattr(model, "record_", None)
+    if not isinstance(record, FitRecord):
+        raise ParameterError("this model holds no record of its fit (saved by an older privsynth?): fit it again")
+    report("sample", 0, 1)
+    synthetic = model.sample(rows, conditions=conditions, seed=seed)
+    report("sample", 1, 1)
+    lineage = None if registry is False else open_registry(registry, None)
+    release = Release(
+        data=synthetic,
+        model=model,
+        source_name=record.dataset or "unknown",
+        schema=model.schema_,
+        seed=seed,
+        conditions=conditions,
+        record=record,
+        ancestry=getattr(model, "ancestry_", None) or Ancestry(),
+        registry=lineage,
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release

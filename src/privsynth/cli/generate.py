@@ -33,8 +33,8 @@ from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
 from privsynth.evaluate import Report, evaluate, write_report
 from privsynth.evaluate.report import format_number
-from privsynth.pipeline import Release, synthesize
-from privsynth.synth import available
+from privsynth.pipeline import Release, sample_model, synthesize
+from privsynth.synth import Synthesizer, available
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +195,34 @@ def _print_release(release: Release, written: Path) -> None:
             err_console.print(f"[yellow]assumed[/yellow]: {escape(note)}")
     if release.deleted is not None:
         console.print("retention delete-model: the fitted model was deleted after the release was written")
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Argument(help="A model saved by `privsynth generate --save-model`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .csv or .parquet file.")],
+    rows: Annotated[int, typer.Option(help="Synthetic rows to release.")],
+    seed: Annotated[int | None, typer.Option(help="Seed: the same seed gives the same rows.")] = None,
+    condition: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE to fix in every row; repeatable.")] = None,
+    ledger: Annotated[
+        str | None, typer.Option(help="Ledger whose registry records the release's lineage (default: the default).")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Release more rows from a saved tabular model, with their card: post-processing, no budget is spent."""
+    check_output(output, overwrite, inputs=[model])
+    fitted = Synthesizer.load(model)
+    with progress_bar():
+        release = sample_model(
+            fitted, rows, conditions=parse_conditions(condition or []), seed=seed, registry=ledger or None
+        )
+    written = release.write(output, overwrite, inputs=(model,))
+    fit = release.fit
+    budget = f"fitted at ({fit.epsilon:g}, {fit.delta:g})-DP; " if fit.differentially_private else ""
+    console.print(
+        f"wrote {len(release.data)} synthetic rows to {written} ({fit.method}; {budget}sampling spent nothing); "
+        f"card: {written.with_name(written.stem + '.card.json')} and .card.html"
+    )
 
 
 @app.command()

@@ -51,6 +51,8 @@ class Synthesizer(ABC):
 
     schema_: Schema
     record_: FitRecord
+    ancestry_: Any
+    """Set by the pipeline: the lineage of the data the model was fitted on (no data), saved with the model."""
 
     def fit(
         self,
@@ -108,7 +110,7 @@ class Synthesizer(ABC):
         if self.differentially_private:
             self.schema_ = self._released_schema()
         else:
-            self.record_ = FitRecord.of(self.name, self.get_params())
+            self.record_ = FitRecord.of(self.name, self.get_params(), dataset=dataset_name(dataset, source))
         return self
 
     def _declare_structure(self, source: Source, schema: Schema, accountant: Accountant) -> tuple[Source, Schema]:
@@ -282,8 +284,8 @@ _REGISTRY: dict[str, type[Synthesizer]] = {}
 
 # Methods whose module needs an optional extra are imported on first use: name -> (module, extra).
 _LAZY: dict[str, tuple[str, str]] = {
-    "mst": ("privsynth.synth.marginal", "dp"),
-    "aim": ("privsynth.synth.marginal", "dp"),
+    "mst": ("privsynth.synth.mst", "dp"),
+    "aim": ("privsynth.synth.aim", "dp"),
     "deep": ("privsynth.synth.deep", "deep"),
     "dp-deep": ("privsynth.synth.deep", "deep"),
 }
