@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,30 @@ def test_the_search_finds_each_kind_of_leak() -> None:
     assert leaks(f"label '{CANARY_LABEL}' is not among public_labels", set())
     assert leaks(f'"dataset_fingerprint_sha256": "{digest}"', {digest})
     assert not leaks(f"created 2026-12-05T00:{SIZE}:10, sigma=0.{SIZE}1, rank=4", set())
+
+
+def test_text_generate_keeps_its_report_apart_and_says_so(corpus: tuple[Path, set[str]], tmp_path: Path) -> None:
+    """`privsynth text generate` as a user runs it: the terminal, the rows and the card hold nothing of the
+    canary, the size or a hash; the evaluation report, which does hold the exact size, is a separate custodian
+    file the terminal names as such."""
+    path, hashes = corpus
+    code = "from privsynth.cli import main; main()"
+    args = ["text", "generate", str(path), "--text-column", "text", "--label-column", "source", "--labels"]
+    args += [",".join(LABELS), "--param", "iterations=1", "--param", "population=4", "--param", "max_tokens=16"]
+    args += ["--epsilon", "1", "--rows", "4", "-o", "synthetic.csv"]
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "custodian report" in result.stdout and "not covered by the DP guarantee" in result.stdout
+    outputs = {
+        "terminal": result.stdout + result.stderr,
+        "rows": (tmp_path / "synthetic.csv").read_text(),
+        "card json": (tmp_path / "synthetic.card.json").read_text(),
+        "card html": (tmp_path / "synthetic.card.html").read_text(),
+    }
+    assert {name: leaks(text, hashes) for name, text in outputs.items()} == {name: [] for name in outputs}
+    report = json.loads((tmp_path / "synthetic.report.json").read_text())
+    assert report["report"]["real_rows"] == SIZE  # the custodian's file has it; the card does not
+    assert json.loads(outputs["card json"])["privacy"]["dataset"] == "tweets"  # the file's stem
