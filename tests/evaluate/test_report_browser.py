@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from privsynth.evaluate import Report, evaluate, write_report
-from privsynth.evaluate.html import REAL_COLOUR, SYNTHETIC_COLOUR, headline, privacy_checks, summary_panels
+from privsynth.evaluate.html import REAL_COLOUR, SYNTHETIC_COLOUR
+from privsynth.evaluate.verdicts import headline, privacy_checks, summary_panels
 from privsynth.synth import create
 
 ROWS = 2000

@@ -5,8 +5,9 @@ carries a one-line definition and, where cheap, a bootstrap or confidence interv
 empirical checks against particular attacks, not guarantees.
 """
 
+from privsynth.evaluate.html import write_report
 from privsynth.evaluate.metric import Metric
-from privsynth.evaluate.report import Report, write_report
+from privsynth.evaluate.report import Report
 from privsynth.evaluate.run import evaluate
 from privsynth.evaluate.text import evaluate_text
 

@@ -1,10 +1,10 @@
 """Render a :class:`~privsynth.evaluate.report.Report` as one self-contained HTML file.
 
-The page opens with a summary that fits one screen: a plain verdict, one panel each for fidelity, utility and
-privacy with a level (good, fair, poor) read from fixed thresholds on their headline numbers, the
-differential-privacy budget, and the statement that the privacy metrics are empirical checks, not guarantees.
-The levels are a reading aid for a person, not a pass mark: the thresholds are below, with the numbers they
-came from. Tables and plots per section follow, then every metric with its definition.
+The page opens with a summary that fits one screen: the report's verdict (:mod:`privsynth.evaluate.verdicts`: a
+plain headline, one panel each for fidelity, utility and privacy with a level read from the catalogue's
+thresholds), the differential-privacy budget, and the statement that the privacy metrics are empirical checks,
+not guarantees. This module only renders them. Tables and plots per section follow, then every metric with its
+definition. :func:`write_report` writes the page and the report's JSON.
 
 Plots are drawn with matplotlib's Agg canvas (no display, no global pyplot state) and embedded as base64 PNG,
 the page's style is inline: the file opens offline and can be mailed as it is. The layout lives in the jinja2
@@ -17,8 +17,8 @@ import base64
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -26,37 +26,18 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from privsynth.errors import OutputExistsError, ParameterError
+from privsynth.evaluate.catalogue import CATALOGUE, COPIES, DETECTION, HALF, READING, RISK, UTILITY, format_metric
+from privsynth.evaluate.catalogue import format_number as _format
 from privsynth.evaluate.metric import Metric
-from privsynth.evaluate.report import NOT_GUARANTEES, READING, REAL_DATA_WARNING, SECTIONS, SUMMARY, Report
-from privsynth.evaluate.report import format_number as _format
+from privsynth.evaluate.report import NOT_GUARANTEES, REAL_DATA_WARNING, SECTIONS, Report, summary_rows
+from privsynth.evaluate.verdicts import budget_text
 
 REAL_COLOUR = "#4c72b0"
 SYNTHETIC_COLOUR = "#dd8452"
 HOLDOUT_COLOUR = "#55a868"
 _DPI = 100
 _TITLE, _LABEL, _TICK = 10, 9, 8  # font sizes (points) at which plots stay legible at their natural size
-
-Level = Literal["good", "fair", "poor", "none"]
-_ORDER: dict[Level, int] = {"none": 0, "good": 1, "fair": 2, "poor": 3}
-
-# Fidelity level from the detection AUC (0.5: a classifier cannot tell synthetic rows from real ones). Two real
-# nassCDS samples score 0.50; the copula fitted on 3,000 nassCDS rows scores 0.84.
-DETECTION_GOOD, DETECTION_FAIR = 0.6, 0.8
-# Utility level from the share of the real-data model's gain over chance (AUC 0.5, R^2 0) that the model trained
-# on synthetic rows keeps.
-UTILITY_GOOD, UTILITY_FAIR = 0.9, 0.7
-# Privacy checks read the lower end of each 95% interval and need it past a margin: intervals that miss the ideal
-# value happen on fresh data too. A second real nassCDS sample of 3,000 rows scored as synthetic gave membership
-# AUC 0.521 (0.510 to 0.539), singling-out risk 0.196 (0.058 to 0.334) and inference risk 0.199 (0.008 to 0.390);
-# a copy of the training rows gives 1, 0.985 and 0.991. DCR train share and membership AUC (0.5 for fresh data)
-# with a lower bound above these are fair / poor ...
-HALF_FAIR, HALF_POOR = 0.55, 0.65
-# ... attack risks (0 for fresh data) likewise ...
-RISK_FAIR, RISK_POOR = 0.1, 0.3
-# ... and exact copies whose interval lies above that of fresh real rows are fair, by more than this share poor.
-COPY_MARGIN = 0.01
-# Canary exposures whose p-value (no memorisation: exposure exponential with rate ln 2) is below these.
-CANARY_FAIR, CANARY_POOR = 0.05, 0.001
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("privsynth.evaluate", "templates"),
@@ -65,35 +46,24 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_environment.filters["number"] = lambda v: "-" if v is None else _format(v)
+_environment.filters["number"] = _format
+_environment.filters["metric"] = lambda value, key: format_metric(key, value)
 
 
-@dataclass(frozen=True)
-class Check:
-    """One privacy check as the page shows it: the synthetic value, what fresh real data shows, and a level."""
-
-    label: str
-    value: str
-    reference: str
-    level: Level
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One area of the summary: a level, a one-sentence verdict, the numbers behind it and, for privacy,
-    the checks that raised the level."""
-
-    title: str
-    level: Level
-    verdict: str
-    numbers: list[tuple[str, str, str]]  # (label, value with interval, definition)
-    reasons: list[str] = field(default_factory=list)
-    badge: str = ""  # the word on the level badge; the level itself when empty
-
-    @property
-    def label(self) -> str:
-        return self.badge or ("n/a" if self.level == "none" else self.level)
+def write_report(report: Report, path_html: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write the page at ``path_html`` and ``report.to_json()`` beside it (same name, ``.json``)."""
+    path_html = Path(path_html)
+    if path_html.suffix.lower() not in (".html", ".htm"):
+        raise ParameterError(f"the report path must end in .html, not '{path_html}'")
+    path_json = path_html.with_suffix(".json")
+    for path in (path_html, path_json):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"'{path}' exists; choose another path or pass overwrite=True")
+    if not path_html.parent.is_dir():
+        raise ParameterError(f"the folder '{path_html.parent}' does not exist; create it first")
+    path_html.write_text(render(report), encoding="utf-8")
+    path_json.write_text(report.to_json() + "\n", encoding="utf-8")
+    return path_html, path_json
 
 
 def render(report: Report) -> str:
@@ -106,35 +76,31 @@ def render(report: Report) -> str:
     columns = fidelity.get("columns", [])
     associations = fidelity.get("associations")
     sections = {name: [m for m in report.metrics.values() if m.section == name] for name in SECTIONS}
-    checks = privacy_checks(report)
-    panels = summary_panels(report, checks)
+    verdict = report.verdict
     context: dict[str, Any] = {
         "meta": report.meta,
         "disclaimer": report.disclaimer(),
         "not_guarantees": NOT_GUARANTEES,
         "real_data_warning": REAL_DATA_WARNING,
-        "budget": _budget_text(report),
-        "headline": headline(panels),
-        "panels": panels,
+        "budget": budget_text(report),
+        "headline": (verdict.level, verdict.headline),
+        "panels": verdict.panels,
         "sections": sections,
         "reading": READING,
         "colours": {"real": REAL_COLOUR, "synthetic": SYNTHETIC_COLOUR, "holdout": HOLDOUT_COLOUR},
         "arrows": {"higher": "\u2191", "lower": "\u2193", "half": "\u00bd"},
         "t": {
-            "detection_good": DETECTION_GOOD,
-            "detection_fair": DETECTION_FAIR,
-            "utility_good": UTILITY_GOOD,
-            "utility_fair": UTILITY_FAIR,
-            "half_fair": HALF_FAIR,
-            "half_poor": HALF_POOR,
-            "risk_fair": RISK_FAIR,
-            "risk_poor": RISK_POOR,
-            "copy_margin": COPY_MARGIN,
+            "detection_good": DETECTION.good,
+            "detection_fair": DETECTION.fair,
+            "utility_good": UTILITY.good,
+            "utility_fair": UTILITY.fair,
+            "half_fair": HALF.good,
+            "half_poor": HALF.fair,
+            "risk_fair": RISK.good,
+            "risk_poor": RISK.fair,
+            "copy_margin": COPIES.fair,
         },
-        "summary": [
-            (section.capitalize(), [(label, report.metrics[key]) for key, label in keys if key in report.metrics])
-            for section, keys in SUMMARY.items()
-        ],
+        "summary": summary_rows(report),
         "columns": [{**c, "image": _column_plot(c)} for c in columns],
         "diversity_columns": details.get("diversity", {}).get("columns", []),
         "associations_image": _association_plot(associations)
@@ -145,260 +111,12 @@ def render(report: Report) -> str:
         "equity": equity,
         "equity_image": _equity_plot(equity) if equity.get("groups") else None,
         "privacy": privacy,
-        "checks": checks,
+        "checks": verdict.checks,
         "dcr_image": _dcr_plot(privacy["dcr_histogram"]) if privacy.get("dcr_histogram") else None,
         "attack_image": _attack_plot(report) if privacy.get("attacks") else None,
         "text": _text_context(report) if report.kind == "text" else None,
     }
     return _environment.get_template("report.html.j2").render(**context)
-
-
-# ---- the one-screen summary -------------------------------------------------------------------------------------
-
-
-def summary_panels(report: Report, checks: Sequence[Check]) -> list[Panel]:
-    """Fidelity, utility, privacy and differential-privacy panels, in that order."""
-    return [_fidelity_panel(report), _utility_panel(report), _privacy_panel(report, checks), _budget_panel(report)]
-
-
-def headline(panels: Sequence[Panel]) -> tuple[Level, str]:
-    """The plain verdict over the panels: privacy first, then how close the data is to the real data."""
-    fidelity, utility, privacy = panels[0], panels[1], panels[2]
-    if privacy.level == "poor":
-        return "poor", f"Do not release as it is: {privacy.reasons[0]}."
-    if privacy.level == "fair":
-        return "fair", f"Review before release: {privacy.reasons[0]}."
-    quality = max((fidelity.level, utility.level), key=lambda level: _ORDER[level])
-    if privacy.level == "none":
-        return "fair", (
-            "Privacy was checked for exact copies only: evaluate again with a holdout (real rows the generator "
-            "never saw) before release."
-        )
-    if quality == "good":
-        return "good", "Close to the real data, and no privacy check found signs of memorisation."
-    if quality == "fair":
-        return "fair", (
-            "No privacy check found signs of memorisation; the synthetic data departs from the real data in places "
-            "(see Fidelity and Utility)."
-        )
-    return "poor", (
-        "No privacy check found signs of memorisation, but the synthetic data is far from the real data "
-        "(see Fidelity and Utility)."
-    )
-
-
-def _fidelity_panel(report: Report) -> Panel:
-    keys = ("fidelity.column_score", "fidelity.tvd_2way", "fidelity.kernel_distance", "fidelity.detection_auc")
-    numbers = _numbers(report, keys)
-    rows = "texts" if report.kind == "text" else "rows"
-    detection = _value(report, "fidelity.detection_auc")
-    if detection is None:
-        return Panel("Fidelity", "none", "No detection score: too few rows to train the classifier.", numbers)
-    if detection < 1 - DETECTION_GOOD:
-        # Below chance: the classifier learnt that rows seen in both sets are real, so synthetic rows repeat real
-        # ones. The distributions match; whether that is a leak is the privacy panel's question.
-        level: Level = "good"
-        verdict = (
-            f"Matches the real {rows}, many of them exactly: a classifier scores AUC {_format(detection)}, far below "
-            f"chance, because synthetic {rows} repeat real ones."
-        )
-    elif detection <= DETECTION_GOOD:
-        level = "good"
-        verdict = f"Hard to tell from real {rows}: a classifier reaches AUC {_format(detection)} (0.5 is chance)."
-    elif detection <= DETECTION_FAIR:
-        level = "fair"
-        verdict = f"A classifier picks up differences from the real {rows} (AUC {_format(detection)}; 0.5 is chance)."
-    else:
-        level = "poor"
-        verdict = f"A classifier tells synthetic {rows} from real ones easily (AUC {_format(detection)})."
-    return Panel("Fidelity", level, verdict, numbers)
-
-
-def _utility_panel(report: Report) -> Panel:
-    numbers = _numbers(report, ("utility.tstr", "utility.trtr", "utility.importance_agreement"))
-    tstr, trtr = _value(report, "utility.tstr"), _value(report, "utility.trtr")
-    if tstr is None or trtr is None:
-        note = report.metrics["utility.tstr"].note if "utility.tstr" in report.metrics else ""
-        return Panel("Utility", "none", f"Not measured: {note or 'no target column was given'}.", numbers)
-    measure = report.details.get("utility", {}).get("measure", "AUC")
-    chance = 0.5 if measure == "AUC" else 0.0
-    if trtr - chance <= 0.02:
-        verdict = f"Real data does not predict the target either ({measure} {_format(trtr)})."
-        return Panel("Utility", "none", verdict, numbers)
-    kept = (tstr - chance) / (trtr - chance)
-    level: Level = "good" if kept >= UTILITY_GOOD else "fair" if kept >= UTILITY_FAIR else "poor"
-    verdict = (
-        f"A model trained on synthetic {'texts' if report.kind == 'text' else 'rows'} keeps {max(kept, 0.0):.0%} of "
-        "the real model's gain over chance "
-        f"({measure} {_format(tstr)} against {_format(trtr)} on the holdout)."
-    )
-    return Panel("Utility", level, verdict, numbers)
-
-
-def _privacy_panel(report: Report, checks: Sequence[Check]) -> Panel:
-    keys = (
-        "privacy.exact_copy_rate",
-        "privacy.substring_copy_rate",
-        "privacy.near_copy_rate",
-        "privacy.dcr_train_share",
-        "privacy.mia_auc",
-        "privacy.canary_exposure_max",
-    )
-    numbers = _numbers(report, keys)
-    risks = [(key, m) for key in _ATTACK_KEYS if (m := report.metrics.get(key)) is not None and m.value is not None]
-    if risks:
-        key, worst = max(risks, key=lambda item: item[1].value or 0.0)
-        numbers.append((f"highest attack risk ({_ATTACK_KEYS[key]})", _with_interval(worst), worst.definition))
-    flagged = [c for c in checks if c.level in ("fair", "poor")]
-    reasons = [c.reason for c in sorted(flagged, key=lambda c: -_ORDER[c.level])]
-    level: Level = max((c.level for c in checks), key=lambda lv: _ORDER[lv], default="none")
-    if _value(report, "privacy.dcr_train_share") is None:
-        return Panel(
-            "Privacy (empirical)",
-            level if level in ("fair", "poor") else "none",
-            "Only exact copies were checked: the attacks need a holdout (real rows the generator never saw).",
-            numbers,
-            reasons,
-        )
-    verdict = {
-        "good": "No sign of memorisation: every check is within what fresh real data shows.",
-        "fair": "Some checks sit above what fresh real data shows.",
-        "poor": "Signs that training records were copied or can be recovered from the synthetic rows.",
-        "none": "",
-    }[level]
-    return Panel("Privacy (empirical)", level, verdict, numbers, reasons)
-
-
-def _budget_panel(report: Report) -> Panel:
-    budget = report.privacy_budget
-    if budget:
-        return Panel(
-            "Differential privacy",
-            "good",
-            f"Declared budget {_budget_text(report)}: if the generator kept to it, it bounds what any attack can "
-            "learn about one person (this report shows the budget, it does not verify it).",
-            [(name, _format(value), "declared privacy budget of the release") for name, value in budget.items()],
-            badge="declared",
-        )
-    return Panel(
-        "Differential privacy",
-        "none",
-        "No budget declared: this release has no formal privacy guarantee, only the empirical checks.",
-        [],
-        badge="none",
-    )
-
-
-def _budget_text(report: Report) -> str:
-    budget = report.privacy_budget
-    if not budget:
-        return ""
-    symbols = {"epsilon": "\u03b5", "delta": "\u03b4", "rho": "\u03c1"}
-    return ", ".join(f"{symbols.get(name, name)} = {_format(value)}" for name, value in budget.items())
-
-
-_ATTACK_KEYS = {
-    "privacy.singling_out_risk": "singling out",
-    "privacy.linkability_risk": "linkability",
-    "privacy.inference_risk": "inference",
-}
-
-
-def privacy_checks(report: Report) -> list[Check]:
-    """Each privacy metric against what fresh real data shows, with a level and, when flagged, the reason."""
-    checks: list[Check] = []
-    text = report.kind == "text"
-    copy_checks = [
-        (
-            "privacy.exact_copy_rate",
-            "exact copies of private texts" if text else "exact copies of training rows",
-            "are exact copies of private texts" if text else "are exact copies of training rows",
-        ),
-        (
-            "privacy.substring_copy_rate",
-            f"texts sharing {report.meta.get('copy_words', '')} words in a row with a private text",
-            f"share a run of {report.meta.get('copy_words', '')} words with a private text",
-        ),
-        (
-            "privacy.near_copy_rate",
-            f"near copies (cosine \u2265 {float(report.meta.get('near_copy_threshold', 0.95)):g})",
-            "are near copies of a private text",
-        ),
-    ]
-    unit, fresh_unit = ("synthetic texts", "holdout texts") if text else ("synthetic rows", "holdout rows")
-    for key, label, what in copy_checks:
-        copies = report.metrics.get(key)
-        if copies is None or copies.value is None:
-            continue
-        baseline = report.metrics.get(f"{key}_baseline")
-        fresh = baseline.value if baseline is not None and baseline.value is not None else 0.0
-        fresh_high = baseline.interval[1] if baseline is not None and baseline.interval else fresh
-        excess = (copies.interval[0] if copies.interval else copies.value) - fresh_high
-        level: Level = "poor" if excess > COPY_MARGIN else "fair" if excess > 0 else "good"
-        checks.append(
-            Check(
-                label,
-                f"{copies.value:.1%}",
-                f"{fresh:.1%} of {fresh_unit}" if baseline is not None and baseline.value is not None else "0%",
-                level,
-                f"{copies.value:.1%} of {unit} {what} (fresh real {'texts' if text else 'rows'}: {fresh:.1%})",
-            )
-        )
-    for key, label in (("privacy.dcr_train_share", "DCR train share"), ("privacy.mia_auc", "membership attack AUC")):
-        m = report.metrics.get(key)
-        if m is None or m.value is None:
-            continue
-        low = m.interval[0] if m.interval else m.value
-        level = "poor" if low > HALF_POOR else "fair" if low > HALF_FAIR else "good"
-        checks.append(Check(label, _with_interval(m), "0.5", level, f"{label} is {_with_interval(m)}, above 0.5"))
-    nndr, nndr_fresh = report.metrics.get("privacy.nndr_mean"), report.metrics.get("privacy.nndr_baseline")
-    if nndr is not None and nndr.value is not None:
-        fresh_text = _format(nndr_fresh.value) if nndr_fresh is not None and nndr_fresh.value is not None else "-"
-        checks.append(Check("nearest / second-nearest distance", _format(nndr.value), fresh_text, "none"))
-    for key, label in _ATTACK_KEYS.items():
-        m = report.metrics.get(key)
-        if m is None or m.value is None:
-            continue
-        low = m.interval[0] if m.interval else m.value
-        level = "poor" if low > RISK_POOR else "fair" if low > RISK_FAIR else "good"
-        checks.append(Check(f"{label} risk", _with_interval(m), "0", level, f"{label} risk is {_with_interval(m)}"))
-    canary = report.details.get("privacy", {}).get("canary")
-    if canary:
-        p_value = min(canary["p_max"], canary["p_mean"])
-        level = "poor" if p_value < CANARY_POOR else "fair" if p_value < CANARY_FAIR else "good"
-        largest = max(canary["exposures"])
-        checks.append(
-            Check(
-                f"canary exposure ({len(canary['exposures'])} canaries)",
-                f"largest {largest:.1f} bits, mean {_format(sum(canary['exposures']) / len(canary['exposures']))}",
-                "mean about 1.44 bits",
-                level,
-                f"canary exposure up to {largest:.1f} bits (p = {p_value:.2g} if nothing was memorised)",
-            )
-        )
-    return checks
-
-
-def _value(report: Report, key: str) -> float | None:
-    m = report.metrics.get(key)
-    return None if m is None else m.value
-
-
-def _with_interval(m: Metric) -> str:
-    if m.value is None:
-        return "-"
-    if m.interval is None:
-        return _format(m.value)
-    return f"{_format(m.value)} ({_format(m.interval[0])} to {_format(m.interval[1])})"
-
-
-def _numbers(report: Report, keys: Sequence[str]) -> list[tuple[str, str, str]]:
-    labels = {key: label for entries in SUMMARY.values() for key, label in entries}
-    return [
-        (labels.get(key, key), _with_interval(m), m.definition)
-        for key in keys
-        if (m := report.metrics.get(key)) is not None and m.value is not None
-    ]
 
 
 # ---- plots ------------------------------------------------------------------------------------------------------
@@ -611,20 +329,17 @@ def _attack_plot(report: Report) -> str:
 
 # ---- text reports -----------------------------------------------------------------------------------------------
 
-# (label, metric key, floor key): each text distance beside what the real holdout scores.
+# The metrics of the text tables, each beside the real holdout's score (its catalogue reference) where it has one.
 _TEXT_ROWS = {
-    "fidelity": [
-        ("Frechet distance (embeddings)", "fidelity.frechet_distance", "fidelity.frechet_distance_holdout"),
-        ("kernel distance x1000 (embeddings)", "fidelity.kernel_distance", "fidelity.kernel_distance_holdout"),
-        ("precision (k-NN manifold)", "fidelity.embedding_precision", "fidelity.embedding_precision_holdout"),
-        ("recall (k-NN manifold)", "fidelity.embedding_recall", "fidelity.embedding_recall_holdout"),
-        ("detection AUC", "fidelity.detection_auc", ""),
-        ("word-count KS distance", "fidelity.length_ks", ""),
-    ],
-    "diversity": [
-        ("near-duplicate texts", "diversity.near_duplicate_rate", "diversity.near_duplicate_rate_holdout"),
-        ("distinct word bigrams", "diversity.distinct_bigrams", "diversity.distinct_bigrams_holdout"),
-    ],
+    "fidelity": (
+        "fidelity.frechet_distance",
+        "fidelity.kernel_distance",
+        "fidelity.embedding_precision",
+        "fidelity.embedding_recall",
+        "fidelity.detection_auc",
+        "fidelity.length_ks",
+    ),
+    "diversity": ("diversity.near_duplicate_rate", "diversity.distinct_bigrams"),
 }
 
 
@@ -633,12 +348,13 @@ def _text_context(report: Report) -> dict[str, Any]:
     fidelity = report.details.get("fidelity", {})
     privacy = report.details.get("privacy", {})
     rows: dict[str, list[tuple[str, Metric, Metric | None]]] = {}
-    for section, entries in _TEXT_ROWS.items():
-        rows[section] = [
-            (label, report.metrics[key], report.metrics.get(floor) if floor else None)
-            for label, key, floor in entries
-            if key in report.metrics
-        ]
+    for section, keys in _TEXT_ROWS.items():
+        rows[section] = []
+        for key in keys:
+            if key in report.metrics:
+                info = CATALOGUE[key]
+                floor = report.metrics.get(info.reference) if info.reference else None
+                rows[section].append((info.label, report.metrics[key], floor))
     threshold = float(report.meta.get("near_copy_threshold", 0.95))
     return {
         "rows": rows,

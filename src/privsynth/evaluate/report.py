@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from privsynth.errors import OutputExistsError, ParameterError
+from privsynth.evaluate.catalogue import CATALOGUE, READING, SUMMARY, format_metric, format_number
 from privsynth.evaluate.metric import Metric
+from privsynth.evaluate.verdicts import Verdict, assess
 
 REPORT_VERSION = 1
 SECTIONS = ("fidelity", "diversity", "utility", "equity", "privacy")
@@ -23,59 +23,6 @@ REAL_DATA_WARNING = (
     "This report contains statistics of the real data (histograms, correlations, per-group counts): share it "
     "as you would share the real data, not alongside the synthetic release."
 )
-
-# The metrics the terminal summary shows, by section: (key, label).
-SUMMARY: dict[str, list[tuple[str, str]]] = {
-    "fidelity": [
-        ("fidelity.column_score", "column score"),
-        ("fidelity.tvd_1way", "1-way TVD"),
-        ("fidelity.tvd_2way", "2-way TVD"),
-        ("fidelity.tvd_3way", "3-way TVD"),
-        ("fidelity.correlation_diff", "association difference"),
-        ("fidelity.detection_auc", "detection AUC"),
-        ("fidelity.frechet_distance", "Frechet distance"),
-        ("fidelity.frechet_distance_holdout", "  real holdout"),
-        ("fidelity.kernel_distance", "kernel distance x1000"),
-        ("fidelity.kernel_distance_holdout", "  real holdout"),
-        ("fidelity.embedding_precision", "embedding precision"),
-        ("fidelity.embedding_recall", "embedding recall"),
-    ],
-    "diversity": [
-        ("diversity.category_coverage", "category coverage"),
-        ("diversity.rare_category_recall", "rare-category recall"),
-        ("diversity.quantile_error", "tail quantile error"),
-        ("diversity.nn_precision", "k-NN precision"),
-        ("diversity.nn_recall", "k-NN recall"),
-        ("diversity.near_duplicate_rate", "near-duplicate texts"),
-        ("diversity.near_duplicate_rate_holdout", "  real holdout"),
-        ("diversity.distinct_bigrams", "distinct bigrams"),
-    ],
-    "utility": [
-        ("utility.tstr", "TSTR"),
-        ("utility.trtr", "TRTR"),
-        ("utility.importance_agreement", "importance agreement"),
-    ],
-    "equity": [
-        ("equity.tstr_gap", "TSTR worst-group gap"),
-        ("equity.trtr_gap", "TRTR worst-group gap"),
-        ("equity.tvd_1way_worst", "worst-group 1-way TVD"),
-    ],
-    "privacy": [
-        ("privacy.exact_copy_rate", "exact copy rate"),
-        ("privacy.exact_copy_rate_baseline", "  fresh real rows"),
-        ("privacy.substring_copy_rate", "word-run copies"),
-        ("privacy.substring_copy_rate_baseline", "  fresh real texts"),
-        ("privacy.near_copy_rate", "near copies"),
-        ("privacy.near_copy_rate_baseline", "  fresh real texts"),
-        ("privacy.dcr_train_share", "DCR train share"),
-        ("privacy.mia_auc", "membership attack AUC"),
-        ("privacy.singling_out_risk", "singling-out risk"),
-        ("privacy.linkability_risk", "linkability risk"),
-        ("privacy.inference_risk", "inference risk"),
-        ("privacy.canary_exposure_max", "largest canary exposure"),
-    ],
-}
-READING = {"higher": "higher is better", "lower": "lower is better", "half": "0.5 is ideal"}
 
 
 @dataclass
@@ -114,6 +61,11 @@ class Report:
         budget = self.meta.get("privacy_budget")
         return dict(budget) if budget else None
 
+    @property
+    def verdict(self) -> Verdict:
+        """The levels and headline read from the metrics (:mod:`privsynth.evaluate.verdicts`)."""
+        return assess(self)
+
     def disclaimer(self) -> str:
         """What the numbers do and do not establish, with the DP budget when one was declared."""
         budget = self.privacy_budget
@@ -135,6 +87,7 @@ class Report:
         for section in SECTIONS:
             out[section] = {m.name: m.to_dict() for m in self.metrics.values() if m.section == section}
         out["details"] = self.details
+        out["verdict"] = self.verdict.to_dict()
         return _plain(out)  # type: ignore[no-any-return]
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -153,60 +106,33 @@ class Report:
             if meta.get(role):
                 head.append(f"{role} {meta[role]}")
         lines = ["privsynth evaluation: " + ", ".join(head)]
-        for section, keys in SUMMARY.items():
-            shown = [(key, label) for key, label in keys if key in self.metrics]
-            if not shown:
-                continue
-            lines.append(section.capitalize())
-            for key, label in shown:
-                m = self.metrics[key]
+        for section, shown in summary_rows(self):
+            lines.append(section)
+            for label, m in shown:
                 if m.value is None:
                     lines.append(f"  {label:<24} -        {m.note}".rstrip())
                     continue
-                interval = f"({format_number(m.interval[0])} to {format_number(m.interval[1])})" if m.interval else ""
-                lines.append(f"  {label:<24} {format_number(m.value):<8} {interval:<18} {READING[m.better]}".rstrip())
+                ends = [format_metric(m.key, end) for end in m.interval] if m.interval else []
+                interval = f"({ends[0]} to {ends[1]})" if ends else ""
+                value = format_metric(m.key, m.value)
+                lines.append(f"  {label:<24} {value:<8} {interval:<18} {READING[m.better]}".rstrip())
         lines.append(self.disclaimer())
         return "\n".join(lines)
 
-    def render_html(self) -> str:
-        """The report as one self-contained HTML page (plots embedded as PNG, no external resources)."""
-        from privsynth.evaluate.html import render
 
-        return render(self)
-
-    def to_html(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write :meth:`render_html` to ``path`` and return it."""
-        return _write(Path(path), self.render_html(), overwrite)
-
-
-def write_report(report: Report, path_html: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``report.html`` at ``path_html`` and ``report.json`` beside it (same name, ``.json``)."""
-    path_html = Path(path_html)
-    if path_html.suffix.lower() not in (".html", ".htm"):
-        raise ParameterError(f"the report path must end in .html, not '{path_html}'")
-    path_json = path_html.with_suffix(".json")
-    for path in (path_html, path_json):
-        if path.exists() and not overwrite:
-            raise OutputExistsError(f"'{path}' exists; choose another path or pass overwrite=True")
-    return report.to_html(path_html, overwrite=True), _write(path_json, report.to_json() + "\n", True)
-
-
-def _write(path: Path, text: str, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"'{path}' exists; choose another path or pass overwrite=True")
-    if not path.parent.is_dir():
-        raise ParameterError(f"the folder '{path.parent}' does not exist; create it first")
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def format_number(value: Any) -> str:
-    """A short rendering: 3 significant decimals for rates, plain for integers."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int) or float(value).is_integer():
-        return f"{value:g}"
-    return f"{value:.3f}" if abs(value) >= 0.001 else f"{value:.2g}"
+def summary_rows(report: Report) -> list[tuple[str, list[tuple[str, Metric]]]]:
+    """The report's key numbers by section, as the terminal summary and the HTML page list them: (section title,
+    [(label, metric)]), a noise floor indented beneath its metric; sections without any are left out."""
+    rows: list[tuple[str, list[tuple[str, Metric]]]] = []
+    for section in SECTIONS:
+        shown = [
+            (f"  {info.aside}" if info.aside else info.label, report.metrics[key])
+            for key, info in CATALOGUE.items()
+            if key.startswith(f"{section}.") and SUMMARY in info.places and key in report.metrics
+        ]
+        if shown:
+            rows.append((section.capitalize(), shown))
+    return rows
 
 
 def _plain(value: Any) -> Any:

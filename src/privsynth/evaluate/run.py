@@ -50,7 +50,7 @@ def evaluate(
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ParameterError(f"seed must be a whole number, not {seed!r}")
-    budget = _check_budget(privacy_budget)
+    budget = check_budget(privacy_budget)
     if target is None and schema is not None:
         target = schema.target
     data = prepare(real, synthetic, holdout, target, sensitive, schema)
@@ -92,7 +92,7 @@ def evaluate(
     return Report(metrics, {name: s.details for name, s in sections.items()}, meta)
 
 
-def _check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None:
+def check_budget(budget: Mapping[str, float] | None) -> dict[str, float] | None:
     if budget is None:
         return None
     if not isinstance(budget, Mapping):
