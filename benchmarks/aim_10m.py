@@ -105,8 +105,8 @@ def score(path: Path, synthetic_path: Path) -> dict[str, float | None]:
 
     from privsynth.data.datasets import load_dataset
     from privsynth.data.schema import Schema
-    from privsynth.evaluate._data import prepare
     from privsynth.evaluate.fidelity import MAX_TRIPLES, _combinations, marginal_tvd
+    from privsynth.evaluate.prepared import prepare
 
     schema = Schema.infer(load_dataset("nassCDS"))
     columns = ", ".join(f'"{c.name}"' for c in schema.synthesized())

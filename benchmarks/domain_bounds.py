@@ -67,8 +67,8 @@ def quality(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataF
     """2- and 3-way TVD and TSTR (macro AUC on the holdout) of MST fits on the bundled tables."""
     from threadpoolctl import threadpool_limits
 
-    from privsynth.evaluate._data import prepare
     from privsynth.evaluate.fidelity import fidelity
+    from privsynth.evaluate.prepared import prepare
     from privsynth.evaluate.utility import utility
     from privsynth.synth import create
 

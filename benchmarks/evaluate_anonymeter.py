@@ -125,7 +125,7 @@ def ours(data: Any, seed: int, n_attacks: int, attacks: list[str]) -> dict[str, 
 
 def run(seeds: int, datasets: list[str], n_attacks: int) -> None:
     from privsynth.data.datasets import load_dataset
-    from privsynth.evaluate._data import prepare
+    from privsynth.evaluate.prepared import prepare
     from privsynth.synth import create
 
     python = _anonymeter_python()

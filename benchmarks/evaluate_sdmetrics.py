@@ -39,8 +39,8 @@ def shuffled(frame: Any) -> Any:
 
 def ours(real: Any, synthetic: Any) -> dict[str, float]:
     """privsynth's per-column score (1 - KS or 1 - TVD) on the columns the inferred schema evaluates."""
-    from privsynth.evaluate._data import prepare
     from privsynth.evaluate.fidelity import column_shapes
+    from privsynth.evaluate.prepared import prepare
 
     return {c["name"]: c["score"] for c in column_shapes(prepare(real, synthetic, None, None, None, None))}
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from privsynth.data.datasets import load_dataset
-from privsynth.evaluate._data import prepare
 from privsynth.evaluate.attacks import Rate, evaluation, residual_risk, singling_out, success_rate
+from privsynth.evaluate.prepared import prepare
 
 
 @pytest.mark.parametrize(

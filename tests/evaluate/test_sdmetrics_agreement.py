@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from privsynth.data.datasets import load_dataset
-from privsynth.evaluate._data import prepare
 from privsynth.evaluate.fidelity import column_shapes
+from privsynth.evaluate.prepared import prepare
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "evaluate_sdmetrics.json"
 

@@ -601,7 +601,7 @@ def run_scaling(
     """
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    from privsynth.evaluate._data import prepare
+    from privsynth.evaluate.prepared import prepare
     from privsynth.evaluate.utility import utility
 
     sizes = sorted({int(n) for n in rows_grid})

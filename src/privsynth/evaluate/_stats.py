@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import rankdata
 
-from privsynth.evaluate._data import BoolArray, FloatArray, IntArray
+from privsynth.evaluate.prepared import BoolArray, FloatArray, IntArray
 
 BOOTSTRAP = 100  # replicates for the bootstrap intervals
 Interval = tuple[float, float]

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from scipy.optimize import minimize_scalar
 from scipy.stats import norm
 
-from privsynth.evaluate._data import BoolArray, FloatArray, IntArray, Prepared, Table, row_keys
+from privsynth.evaluate.prepared import BoolArray, FloatArray, IntArray, Prepared, Table, row_keys
 
 N_ATTACKS = 500
 QUERY_COLUMNS = 3

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from privsynth.evaluate._data import FloatArray, Prepared, distance_encoding
 from privsynth.evaluate._stats import squared_distances
 from privsynth.evaluate.metric import Section, metric
+from privsynth.evaluate.prepared import FloatArray, Prepared, distance_encoding
 
 RARE_SHARE = 0.01
 TAIL_QUANTILES = (0.01, 0.05, 0.95, 0.99)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from privsynth.evaluate._data import Prepared, Table
 from privsynth.evaluate._stats import tvd
 from privsynth.evaluate.metric import Metric, Section, metric
+from privsynth.evaluate.prepared import Prepared, Table
 from privsynth.evaluate.utility import Predictions, score
 
 MIN_GROUP_ROWS = 20  # smaller groups are listed but not scored

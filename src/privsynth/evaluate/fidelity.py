@@ -19,9 +19,17 @@ from scipy.stats import ks_2samp
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
-from privsynth.evaluate._data import FloatArray, IntArray, Prepared, Table, categorical_mask, model_features, trainable
 from privsynth.evaluate._stats import BOOTSTRAP, auc, bootstrap, centred_interval, tvd
 from privsynth.evaluate.metric import Metric, Section, metric
+from privsynth.evaluate.prepared import (
+    FloatArray,
+    IntArray,
+    Prepared,
+    Table,
+    categorical_mask,
+    model_features,
+    trainable,
+)
 from privsynth.progress import report
 
 MAX_TRIPLES = 300  # 3-way marginals scored: all triples up to this many, else a seeded sample of this many

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from privsynth.evaluate._data import FloatArray, Prepared, Table, distance_encoding, row_keys
 from privsynth.evaluate._stats import BOOTSTRAP, auc, bootstrap, centred_interval, mean_interval, nearest
 from privsynth.evaluate.attacks import AttackResult, linkability_and_inference, singling_out
 from privsynth.evaluate.metric import Better, Metric, Section, metric
+from privsynth.evaluate.prepared import FloatArray, Prepared, Table, distance_encoding, row_keys
 from privsynth.progress import report
 
 MAX_DCR_ROWS = 5_000  # synthetic rows whose closest records are sought

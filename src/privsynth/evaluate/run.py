@@ -12,11 +12,11 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
-from privsynth.evaluate._data import Prepared, prepare
 from privsynth.evaluate.diversity import diversity
 from privsynth.evaluate.equity import equity
 from privsynth.evaluate.fidelity import fidelity
 from privsynth.evaluate.metric import Section
+from privsynth.evaluate.prepared import Prepared, prepare
 from privsynth.evaluate.privacy import privacy
 from privsynth.evaluate.report import Report
 from privsynth.evaluate.utility import utility

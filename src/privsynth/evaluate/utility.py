@@ -15,7 +15,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from privsynth.evaluate._data import (
+from privsynth.evaluate._stats import BOOTSTRAP, bootstrap, centred_interval, macro_auc
+from privsynth.evaluate.metric import Better, Metric, Section, metric
+from privsynth.evaluate.prepared import (
     BoolArray,
     FloatArray,
     IntArray,
@@ -25,8 +27,6 @@ from privsynth.evaluate._data import (
     model_features,
     trainable,
 )
-from privsynth.evaluate._stats import BOOTSTRAP, bootstrap, centred_interval, macro_auc
-from privsynth.evaluate.metric import Better, Metric, Section, metric
 
 Task = Literal["classification", "regression"]
 IMPORTANCE_ROWS = 2_000

@@ -37,7 +37,7 @@ from privsynth._version import __version__
 from privsynth.data.datasets import DATASETS, dataset_names, load_dataset
 from privsynth.data.schema import Kind, Schema
 from privsynth.errors import OutputExistsError, ParameterError
-from privsynth.evaluate._data import Prepared, prepare
+from privsynth.evaluate.prepared import Prepared, prepare
 from privsynth.progress import report
 from privsynth.provenance.card import plain
 from privsynth.synth import create
