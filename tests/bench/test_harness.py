@@ -10,19 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from privsynth.bench.harness import (
-    REFERENCE_METHOD,
-    RunKey,
-    _key_id,
-    _row_id,
-    fit_power_law,
-    plan_runs,
-    read_results,
-    run_bench,
-    run_scaling,
-)
+from privsynth.bench.harness import plan_runs, run_bench
 from privsynth.bench.leaderboard import leaderboard_table
+from privsynth.bench.results import REFERENCE_METHOD, RunKey, key_id, read_results, row_id
+from privsynth.bench.scaling import fit_power_law, run_scaling
 from privsynth.errors import OutputExistsError, ParameterError
+from privsynth.evaluate.catalogue import format_metric
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +70,7 @@ def test_csv_and_leaderboard_hold_the_same_numbers(bench_dir: Path) -> None:
     html = (bench_dir / "leaderboard.html").read_text()
     assert html.count("data:image/png;base64,") == 2  # the privacy-utility plot and the timing plot
     assert "http://" not in html and "https://" not in html and "<script" not in html
-    assert f"{rows[0]['metrics']['utility.tstr']:.4g}" in html
+    assert format_metric("utility.tstr", rows[0]["metrics"]["utility.tstr"]) in html
     table = leaderboard_table(rows)
     ranks = [(e["rank"], e["method"]) for e in table]
     assert ranks == [("1", "copula"), ("-", "sdv-copula"), ("ref", REFERENCE_METHOD)]
@@ -119,8 +112,8 @@ def test_rerun_redoes_a_method_and_its_new_row_supersedes_the_old(bench_dir: Pat
 def test_runs_with_other_peer_options_are_other_runs_when_resuming() -> None:
     key = RunKey("nassCDS", "sdv-ctgan", None, 0)
     row = {"dataset": "nassCDS", "method": "sdv-ctgan", "epsilon": None, "seed": 0, "options": {"epochs": 30}}
-    assert _row_id(row) == _key_id(key, {"epochs": 30}) != _key_id(key, {})
-    assert _row_id({**row, "options": {}}) == _key_id(key, {})
+    assert row_id(row) == key_id(key, {"epochs": 30}) != key_id(key, {})
+    assert row_id({**row, "options": {}}) == key_id(key, {})
 
 
 def test_plan_runs_budgets_only_the_dp_methods() -> None:

@@ -19,8 +19,7 @@ import logging
 import math
 import resource
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,19 @@ import pandas as pd
 
 from privsynth import __version__
 from privsynth.bench import peers
+from privsynth.bench.leaderboard import write_leaderboard
+from privsynth.bench.results import (
+    LEADERBOARD_HTML,
+    REFERENCE_METHOD,
+    RESULTS_CSV,
+    RESULTS_JSONL,
+    RunKey,
+    append_row,
+    key_id,
+    read_results,
+    row_id,
+    write_csv,
+)
 from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
@@ -40,40 +52,6 @@ from privsynth.synth import available, create
 from privsynth.synth.dp import DEFAULT_DELTA
 
 logger = logging.getLogger(__name__)
-
-RESULTS_JSONL = "results.jsonl"
-RESULTS_CSV = "results.csv"
-LEADERBOARD_HTML = "leaderboard.html"
-REFERENCE_METHOD = "real-holdout"
-# The metrics the CSV and the leaderboard show first (the JSONL keeps every metric of the report).
-KEY_METRICS = (
-    "utility.tstr",
-    "utility.trtr",
-    "fidelity.tvd_1way",
-    "fidelity.tvd_2way",
-    "fidelity.tvd_3way",
-    "fidelity.detection_auc",
-    "fidelity.correlation_diff",
-    "diversity.category_coverage",
-    "diversity.nn_recall",
-    "privacy.dcr_train_share",
-    "privacy.exact_copy_rate",
-    "privacy.mia_auc",
-)
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """One cell of the grid; ``epsilon`` is None for non-DP methods and the reference row."""
-
-    dataset: str
-    method: str
-    epsilon: float | None
-    seed: int
-
-    def label(self) -> str:
-        budget = "" if self.epsilon is None else f" eps={self.epsilon:g}"
-        return f"{self.dataset} {self.method}{budget} seed={self.seed}"
 
 
 def is_dp(method: str) -> bool:
@@ -175,21 +153,19 @@ def run_bench(
         for key in [*todo, reference]:
             progress("bench", finished, total, key.label())
             options = context.peer_options.get(key.method, {})
-            if _key_id(key, options) in done:
+            if key_id(key, options) in done:
                 logger.info("%s: already in %s, skipped", key.label(), results_path)
             else:
                 if key.method == REFERENCE_METHOD:
                     row = _reference_row(context, key, evaluate_seed)
                 else:
                     row = _run_one(context, key, delta=delta, timeout=timeout, evaluate_seed=evaluate_seed)
-                _append(results_path, row)
-                done.add(_key_id(key, options))
+                append_row(results_path, row)
+                done.add(key_id(key, options))
             finished += 1
     progress("bench", total, total, "writing results")
     results = read_results(results_path)
     write_csv(results, folder / RESULTS_CSV)
-    from privsynth.bench.leaderboard import write_leaderboard
-
     write_leaderboard(results, folder / LEADERBOARD_HTML)
     progress("bench", total, total, "done")
     return results
@@ -236,18 +212,7 @@ def _prepare_output(folder: Path, *, overwrite: bool, resume: bool) -> set[str]:
         return set()
     if not results.exists():
         return set()
-    return {_row_id(row) for row in read_results(results) if row.get("status") == "ok"}
-
-
-def _key_id(key: RunKey, options: Mapping[str, Any]) -> str:
-    """What makes a run the same run when resuming: the cell and the peer options it ran with."""
-    return json.dumps([key.dataset, key.method, key.epsilon, key.seed, dict(options)], sort_keys=True)
-
-
-def _row_id(row: dict[str, Any]) -> str:
-    epsilon = None if row.get("epsilon") is None else float(row["epsilon"])
-    key = RunKey(row["dataset"], row["method"], epsilon, row["seed"])
-    return _key_id(key, row.get("options") or {})
+    return {row_id(row) for row in read_results(results) if row.get("status") == "ok"}
 
 
 def _base_row(context: _Context, key: RunKey, delta: float | None) -> dict[str, Any]:
@@ -405,285 +370,3 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return repr(value)
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, allow_nan=False) + "\n")
-
-
-def read_results(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``results.jsonl``, the latest for each run; the reference rows get the dataset's TRTR as their
-    TSTR."""
-    logged = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    # The file is a log: a run redone (after a failure, or by ``rerun``) supersedes its earlier rows.
-    latest = {_row_id(row): row for row in logged}
-    rows = list(latest.values())
-    trtr: dict[str, float] = {}
-    for row in rows:
-        value = row.get("metrics", {}).get("utility.trtr")
-        if row["method"] != REFERENCE_METHOD and value is not None:
-            trtr.setdefault(row["dataset"], value)
-    for row in rows:
-        if row["method"] == REFERENCE_METHOD and row["dataset"] in trtr:
-            row["metrics"]["utility.tstr"] = trtr[row["dataset"]]
-            row["metrics"]["utility.trtr"] = trtr[row["dataset"]]
-    return rows
-
-
-def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One line per run: identity, timing, status, the key metrics first and then every other metric."""
-    metric_keys = list(KEY_METRICS) + sorted({k for r in rows for k in r.get("metrics", {})} - set(KEY_METRICS))
-    identity = [
-        "dataset",
-        "method",
-        "source",
-        "dp",
-        "epsilon",
-        "delta",
-        "seed",
-        "rows",
-        "train_rows",
-        "status",
-        "fit_seconds",
-        "sample_seconds",
-        "evaluate_seconds",
-        "total_seconds",
-        "cpu_seconds",
-    ]
-    records = [
-        {
-            **{k: row.get(k) for k in identity},
-            **{k: row.get("metrics", {}).get(k) for k in metric_keys},
-            "error": row.get("error"),
-        }
-        for row in rows
-    ]
-    return pd.DataFrame.from_records(records, columns=[*identity, *metric_keys, "error"])
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    target = Path(path)
-    results_frame(rows).to_csv(target, index=False)
-    return target
-
-
-# ---- rows scaling ------------------------------------------------------------------------------------------------
-
-SCALING_JSON = "scaling.json"
-SCALING_PNG = "scaling.png"
-
-
-@dataclass(frozen=True)
-class ScalingPoint:
-    """Utility of synthetic sets of one size: mean TSTR over seeds and the loss ``1 - TSTR``."""
-
-    rows: int
-    tstr: float
-    loss: float
-    tstr_by_seed: list[float]
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """``loss(n) = a * n ** -b + c``: ``c`` is the plateau more synthetic rows cannot get below."""
-
-    a: float
-    b: float
-    c: float
-    errors: dict[str, float | None]
-
-    def __call__(self, rows: float | np.ndarray) -> Any:
-        return self.a * np.power(np.asarray(rows, dtype=float), -self.b) + self.c
-
-
-@dataclass
-class ScalingResult:
-    """Utility against synthetic rows for one fitted model, the fitted power law and where it was written."""
-
-    dataset: str
-    method: str
-    epsilon: float | None
-    points: list[ScalingPoint]
-    law: PowerLaw | None
-    trtr: float | None
-    fit_seconds: float
-    paths: list[Path]
-
-    def predict(self, rows: float) -> float:
-        return float("nan") if self.law is None else float(self.law(rows))
-
-    def describe(self) -> str:
-        if self.law is None:
-            return "the power law could not be fitted (fewer than 3 sizes or no convergence)"
-        law = self.law
-        reference = "" if self.trtr is None else f"; a model trained on the real train split loses {1 - self.trtr:.4f}"
-        spread = law.errors.get("c")
-        if spread is None or spread > max(0.02, law.c):
-            shown = "unknown" if spread is None else f"{spread:.2g}"
-            return (
-                f"loss(n) = {law.a:.4g} * n^-{law.b:.3g} + {law.c:.4f}, but these sizes do not determine the plateau "
-                f"(standard error of c: {shown}): the loss is still falling; try larger sizes or more seeds{reference}"
-            )
-        return (
-            f"loss(n) = {law.a:.4g} * n^-{law.b:.3g} + {law.c:.4f}: the plateau (1 - TSTR with unlimited synthetic "
-            f"rows) is {law.c:.4f} +- {spread:.2g}, TSTR {1 - law.c:.4f}{reference}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "method": self.method,
-            "epsilon": self.epsilon,
-            "loss": "1 - utility.tstr (AUC for classification targets, R^2 for regression)",
-            "points": [vars(p) for p in self.points],
-            "power_law": None
-            if self.law is None
-            else {"a": self.law.a, "b": self.law.b, "plateau_c": self.law.c, "standard_errors": self.law.errors},
-            "trtr": self.trtr,
-            "fit_seconds": round(self.fit_seconds, 3),
-            "description": self.describe(),
-            "privsynth_version": __version__,
-        }
-
-
-def fit_power_law(rows: Sequence[float], loss: Sequence[float]) -> PowerLaw | None:
-    """Least-squares fit of ``loss = a * rows ** -b + c`` (scipy's ``curve_fit``) with a, b, c >= 0.
-
-    Returns None with fewer than three sizes or when the fit does not converge.
-    """
-    from scipy.optimize import OptimizeWarning, curve_fit
-
-    x = np.asarray(rows, dtype=float)
-    y = np.asarray(loss, dtype=float)
-    if len(x) < 3 or len(np.unique(x)) < 3:
-        return None
-
-    def law(n: np.ndarray, a: float, b: float, c: float) -> Any:
-        return a * np.power(n, -b) + c
-
-    c0 = max(0.0, float(y.min()) * 0.9)
-    b0 = 0.5
-    a0 = max(1e-9, float(y.max() - c0)) * float(x.min()) ** b0
-    try:
-        with warnings.catch_warnings():
-            # With as many sizes as parameters the covariance is undefined: the errors are None then.
-            warnings.simplefilter("ignore", OptimizeWarning)
-            params, covariance = curve_fit(
-                law, x, y, p0=(a0, b0, c0), bounds=([0.0, 0.0, 0.0], [np.inf, 4.0, np.inf]), maxfev=20_000
-            )
-    except (RuntimeError, ValueError) as exc:
-        logger.info("power-law fit failed: %s", exc)
-        return None
-    with np.errstate(invalid="ignore"):
-        spread = np.sqrt(np.diag(covariance))
-    errors = {name: float(e) if np.isfinite(e) else None for name, e in zip("abc", spread, strict=True)}
-    return PowerLaw(float(params[0]), float(params[1]), float(params[2]), errors)
-
-
-def run_scaling(
-    dataset: str,
-    method: str,
-    rows_grid: Sequence[int],
-    *,
-    epsilon: float | None = None,
-    delta: float = DEFAULT_DELTA,
-    seeds: int | Sequence[int] = 2,
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
-    evaluate_seed: int = 0,
-) -> ScalingResult:
-    """TSTR of synthetic sets of growing size drawn from one fitted model, with a power law fitted to 1 - TSTR.
-
-    A privsynth method is fitted once and sampled at each size with each seed; a peer runs once for the
-    largest size times the number of seeds, and each set is a disjoint slice of that output. Writes
-    ``scaling.json`` and ``scaling.png`` into ``out_dir`` when given.
-    """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-
-    from privsynth.evaluate.prepared import prepare
-    from privsynth.evaluate.utility import utility
-
-    sizes = sorted({int(n) for n in rows_grid})
-    if not sizes or sizes[0] < 10:
-        raise ParameterError(f"rows_grid needs sizes of at least 10 rows, not {list(rows_grid)!r}")
-    seed_list = _seed_list(seeds)
-    if is_dp(method) != (epsilon is not None):
-        need = "needs an epsilon" if epsilon is None else "is not differentially private and takes no epsilon"
-        raise ParameterError(f"'{method}' {need}")
-    folder = None if out_dir is None else Path(out_dir)
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        if (folder / SCALING_JSON).exists() and not overwrite:
-            raise OutputExistsError(f"{folder / SCALING_JSON} already exists; pass overwrite to replace it")
-    info = dataset_info(dataset)
-    train = load_dataset(dataset, "train")
-    holdout = load_dataset(dataset, "holdout")
-    schema = bundled_schema(dataset, train)
-    context = _Context(dataset, train, holdout, schema, info.target, info.sensitive, max(sizes) * len(seed_list))
-    started = time.perf_counter()
-    progress("scaling", 0, len(sizes) * len(seed_list) + 1, f"fitting {method}")
-    draw = _sampler(context, method, epsilon, delta, sizes, seed_list)
-    fit_seconds = time.perf_counter() - started
-    points: list[ScalingPoint] = []
-    trtr: float | None = None
-    step = 1
-    for n in sizes:
-        scores: list[float] = []
-        for index, seed in enumerate(seed_list):
-            progress("scaling", step, len(sizes) * len(seed_list) + 1, f"{n:,} rows, seed {seed}")
-            data = prepare(train, draw(n, index, seed), holdout, info.target, None, schema)
-            with threadpool_limits(limits=1, user_api="openmp"):
-                section, _ = utility(data, evaluate_seed)
-            values = {m.key: m.value for m in section.metrics}
-            tstr_value, trtr_value = values.get("utility.tstr"), values.get("utility.trtr")
-            scores.append(float("nan") if tstr_value is None else float(tstr_value))
-            if trtr is None and trtr_value is not None:
-                trtr = float(trtr_value)
-            step += 1
-        mean = float(np.nanmean(scores)) if not all(math.isnan(s) for s in scores) else float("nan")
-        points.append(ScalingPoint(n, mean, 1.0 - mean, scores))
-    usable = [p for p in points if math.isfinite(p.loss)]
-    law = fit_power_law([p.rows for p in usable], [p.loss for p in usable])
-    result = ScalingResult(dataset, method, epsilon, points, law, trtr, fit_seconds, [])
-    if folder is not None:
-        (folder / SCALING_JSON).write_text(json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
-        from privsynth.bench.leaderboard import scaling_plot
-
-        (folder / SCALING_PNG).write_bytes(scaling_plot(result))
-        result.paths = [folder / SCALING_JSON, folder / SCALING_PNG]
-    progress("scaling", step, step, "done")
-    return result
-
-
-def _sampler(
-    context: _Context, method: str, epsilon: float | None, delta: float, sizes: Sequence[int], seeds: Sequence[int]
-) -> Callable[[int, int, int], pd.DataFrame]:
-    """A function (rows, seed index, seed) -> synthetic rows, all from one fitted model."""
-    if peers.is_peer(method):
-        result = peers.run_peer(
-            method,
-            context.train,
-            context.schema,
-            max(sizes) * len(seeds),
-            seed=seeds[0],
-            epsilon=epsilon,
-            delta=delta if epsilon is not None else None,
-        )
-        pool = result.data
-
-        def from_pool(n: int, index: int, seed: int) -> pd.DataFrame:
-            start = index * max(sizes)
-            return pool.iloc[start : start + n].reset_index(drop=True)
-
-        return from_pool
-    synthesizer = create(method)
-    if epsilon is not None:
-        synthesizer.fit(context.train, context.schema, epsilon=epsilon, delta=delta, ledger=False)
-    else:
-        synthesizer.fit(context.train, context.schema)
-
-    def from_model(n: int, index: int, seed: int) -> pd.DataFrame:
-        return synthesizer.sample(n, seed=seed)
-
-    return from_model

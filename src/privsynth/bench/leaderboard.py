@@ -21,25 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from privsynth.bench.harness import KEY_METRICS, REFERENCE_METHOD, ScalingResult
+from privsynth.bench.results import KEY_METRICS, REFERENCE_METHOD
+from privsynth.evaluate.catalogue import CATALOGUE, format_metric, format_number
 
-# Higher is better for these; lower for the rest of KEY_METRICS except the ones with 0.5 ideal.
-_HIGHER = {"utility.tstr", "utility.trtr", "diversity.category_coverage", "diversity.nn_recall"}
-_HALF = {"fidelity.detection_auc", "privacy.dcr_train_share", "privacy.mia_auc"}
-_LABELS = {
-    "utility.tstr": "TSTR",
-    "utility.trtr": "TRTR",
-    "fidelity.tvd_1way": "1-way TVD",
-    "fidelity.tvd_2way": "2-way TVD",
-    "fidelity.tvd_3way": "3-way TVD",
-    "fidelity.detection_auc": "detection AUC",
-    "fidelity.correlation_diff": "assoc. diff",
-    "diversity.category_coverage": "category coverage",
-    "diversity.nn_recall": "k-NN recall",
-    "privacy.dcr_train_share": "DCR train share",
-    "privacy.exact_copy_rate": "exact copies",
-    "privacy.mia_auc": "MIA AUC",
-}
 _TIMES = ("fit_seconds", "sample_seconds", "evaluate_seconds", "cpu_seconds", "seconds")
 
 _environment = jinja2.Environment(
@@ -49,7 +33,8 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_environment.filters["number"] = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+_environment.filters["number"] = format_number
+_environment.filters["metric"] = lambda value, key: format_metric(key, value)
 
 
 def leaderboard_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,7 +123,7 @@ def render_leaderboard(results: Sequence[dict[str, Any]]) -> str:
             }
             for name in datasets
         ],
-        "metrics": [(key, _LABELS[key], _reading(key)) for key in KEY_METRICS],
+        "metrics": [(key, CATALOGUE[key].label, CATALOGUE[key].reading) for key in KEY_METRICS],
         "timing_image": _timing_plot(table) if table else None,
         "versions": sorted({r.get("privsynth_version", "") for r in results}),
         "peer_versions": sorted(
@@ -150,10 +135,6 @@ def render_leaderboard(results: Sequence[dict[str, Any]]) -> str:
         ),
     }
     return _environment.get_template("leaderboard.html.j2").render(**context)
-
-
-def _reading(key: str) -> str:
-    return "higher is better" if key in _HIGHER else "0.5 is ideal" if key in _HALF else "lower is better"
 
 
 def _png(figure: Figure) -> str:
@@ -191,7 +172,7 @@ def _tradeoff_plot(entries: Sequence[dict[str, Any]], dataset: str, colours: dic
         axes.xaxis.set_major_formatter(FixedFormatter([f"{e:g}" for e in epsilons] or [""]))
         axes.xaxis.set_minor_locator(NullLocator())
         axes.set_xlabel("epsilon (log scale)", fontsize=8)
-        axes.set_ylabel(f"{_LABELS[key]} ({_reading(key)})", fontsize=8)
+        axes.set_ylabel(f"{CATALOGUE[key].label} ({CATALOGUE[key].reading})", fontsize=8)
         axes.tick_params(labelsize=7)
         axes.grid(alpha=0.3)
     panels[0].set_title(f"{dataset}: utility (train on synthetic, test on real)", fontsize=9)
@@ -233,35 +214,3 @@ def _colours(methods: Sequence[str]) -> dict[str, str]:
     colours = {method: palette[i % len(palette)] for i, method in enumerate(unique)}
     colours[REFERENCE_METHOD] = "#222222"
     return colours
-
-
-def scaling_plot(result: ScalingResult) -> bytes:
-    """PNG of 1 - TSTR against synthetic rows (log x), per-seed points, the fitted power law and its plateau."""
-    figure = Figure(figsize=(6, 3.6))
-    axes = figure.subplots()
-    rows = np.array([p.rows for p in result.points], dtype=float)
-    for point in result.points:
-        seeds = [1 - s for s in point.tstr_by_seed if math.isfinite(s)]
-        axes.scatter([point.rows] * len(seeds), seeds, color="#4c72b0", alpha=0.4, s=12)
-    axes.plot(rows, [p.loss for p in result.points], "o", color="#4c72b0", label="1 - TSTR (mean over seeds)")
-    if result.law is not None:
-        grid = np.geomspace(rows.min(), rows.max() * 4, 200)
-        law = result.law
-        axes.plot(grid, law(grid), color="#dd8452", label=f"{law.a:.3g} n^-{law.b:.2g} + {law.c:.4f}")
-        spread = law.errors.get("c")
-        plus = "" if spread is None else f" +- {spread:.2g}"
-        axes.axhline(law.c, color="#dd8452", linestyle=":", label=f"plateau c = {law.c:.4f}{plus}")
-    if result.trtr is not None:
-        axes.axhline(1 - result.trtr, color="#55a868", linestyle="--", label=f"real train rows: {1 - result.trtr:.4f}")
-    axes.set_xscale("log")
-    axes.set_xlabel("synthetic rows", fontsize=8)
-    axes.set_ylabel("utility loss 1 - TSTR", fontsize=8)
-    budget = "" if result.epsilon is None else f", epsilon {result.epsilon:g}"
-    axes.set_title(f"{result.dataset}: {result.method}{budget}", fontsize=9)
-    axes.tick_params(labelsize=7)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, frameon=False)
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()

@@ -63,8 +63,9 @@ def bench_run(
     ] = None,
 ) -> None:
     """Run methods x datasets x budgets x seeds, evaluate each, write results and a leaderboard."""
-    from privsynth.bench.harness import LEADERBOARD_HTML, RESULTS_CSV, RESULTS_JSONL, run_bench
+    from privsynth.bench.harness import run_bench
     from privsynth.bench.leaderboard import leaderboard_table
+    from privsynth.bench.results import LEADERBOARD_HTML, RESULTS_CSV, RESULTS_JSONL
 
     with progress_bar():
         results = run_bench(
@@ -97,8 +98,8 @@ def bench_leaderboard(
     folder: Annotated[Path, typer.Argument(help="A bench output folder holding results.jsonl.")],
 ) -> None:
     """Rewrite results.csv and leaderboard.html from a folder's results.jsonl."""
-    from privsynth.bench.harness import LEADERBOARD_HTML, RESULTS_CSV, RESULTS_JSONL, read_results, write_csv
     from privsynth.bench.leaderboard import leaderboard_table, write_leaderboard
+    from privsynth.bench.results import LEADERBOARD_HTML, RESULTS_CSV, RESULTS_JSONL, read_results, write_csv
 
     source = folder / RESULTS_JSONL
     if not source.exists():
@@ -122,7 +123,7 @@ def bench_scaling(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Utility of synthetic data against its number of rows, with a fitted power law and its plateau."""
-    from privsynth.bench.harness import run_scaling
+    from privsynth.bench.scaling import run_scaling
 
     sizes = [int(n) for n in _numbers(rows, "rows")]
     with progress_bar():
@@ -186,14 +187,14 @@ def _peer_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _print_leaderboard(rows: list[dict[str, object]]) -> None:
-    table = Table("dataset", "rank", "method", "epsilon", "runs", "TSTR", "3-way TVD", "detection AUC", "seconds")
+    from privsynth.evaluate.catalogue import BENCH_CLI, format_metric, format_number, label, shown_in
+
+    keys = shown_in(BENCH_CLI)
+    table = Table("dataset", "rank", "method", "epsilon", "runs", *(label(k) for k in keys), "seconds")
     for row in rows:
         table.add_row(
             *(str(row[k]) for k in ("dataset", "rank", "method", "epsilon", "runs")),
-            *(_fmt(row[k]) for k in ("utility.tstr", "fidelity.tvd_3way", "fidelity.detection_auc", "seconds")),
+            *(format_metric(k, row[k]) for k in keys),
+            format_number(row["seconds"]),
         )
     console.print(table)
-
-
-def _fmt(value: object) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
