@@ -1,6 +1,6 @@
 """The collapse lab on nassCDS: each method fitted generation after generation, in replace and accumulate mode.
 
-For every run, ``privsynth.provenance.collapse.run_collapse`` writes ``collapse-nassCDS-<method>-<mode>.json``
+For every run, ``privsynth.bench.collapse.run_collapse`` writes ``collapse-nassCDS-<method>-<mode>.json``
 (numbers per generation, with the resampling baseline) into ``benchmarks/results/collapse/``; this script draws
 one figure per method with both modes on the same axes (``collapse-nassCDS-<method>.png``) and writes
 ``summary.json`` (first and last generation of every run, and the machine's load). A run with ``--rows`` smaller
@@ -47,9 +47,9 @@ def main() -> None:
     parser.add_argument("--real-rows", type=int, default=0, help="use a random sample of this many real rows")
     args = parser.parse_args()
 
+    from privsynth.bench.collapse import plot_collapse, run_collapse
     from privsynth.data.datasets import load_dataset
     from privsynth.provenance.card import plain
-    from privsynth.provenance.collapse import plot_collapse, run_collapse
 
     real: Any = "nassCDS"
     name = "nassCDS"

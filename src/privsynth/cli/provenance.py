@@ -177,7 +177,7 @@ def collapse_command(
 ) -> None:
     """The collapse lab: fit generation after generation on synthetic output and measure marginal TVD, tail
     coverage and the survival of rare values against the real data."""
-    from privsynth.provenance.collapse import run_collapse
+    from privsynth.bench.collapse import run_collapse
 
     if mode not in ("replace", "accumulate"):
         raise ParameterError(f"--mode must be replace or accumulate, not {mode!r}")

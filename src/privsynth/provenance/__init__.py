@@ -4,8 +4,7 @@
 - :mod:`~privsynth.provenance.datasheet`: the Datasheets-for-Datasets questions a card answers;
 - :mod:`~privsynth.provenance.lineage`: the release registry, generations, and recognising a release used as a
   source;
-- :mod:`~privsynth.provenance.mix`: training sets of real plus capped synthetic rows;
-- :mod:`~privsynth.provenance.collapse`: the collapse lab (replace vs accumulate, generation after generation).
+- :mod:`~privsynth.provenance.mix`: training sets of real plus capped synthetic rows.
 
 Nothing is imported here: :mod:`privsynth.data.sources` imports the card module, and the others import sources.
 """

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 import privsynth as ps
 import privsynth.cli.provenance  # registers the commands
+from privsynth.bench.collapse import measure, run_collapse
 from privsynth.cli import app
 from privsynth.errors import OutputExistsError
-from privsynth.provenance.collapse import measure, run_collapse
 
 SLICE = ps.load_dataset("nassCDS").head(3000)
 
