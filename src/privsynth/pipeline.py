@@ -28,6 +28,7 @@ from privsynth.data.output import check_output
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import ParameterError
+from privsynth.evaluate.catalogue import CARD, TEXT_CARD, shown_in
 from privsynth.privacy.accountant import open_ledger
 from privsynth.privacy.ledger import Ledger
 from privsynth.progress import report
@@ -57,42 +58,9 @@ RETENTION_POLICIES: Final = ("keep", "delete-model")
 Retention = Literal["keep", "delete-model"]
 
 # The evaluation metrics a card summarises (all of the report's values would include none of its real-data tables,
-# but a short list is what a reader of the card needs).
-CARD_METRICS: Final = (
-    "fidelity.column_score",
-    "fidelity.tvd_1way",
-    "fidelity.tvd_2way",
-    "fidelity.tvd_3way",
-    "fidelity.correlation_diff",
-    "fidelity.detection_auc",
-    "diversity.category_coverage",
-    "diversity.rare_category_recall",
-    "diversity.quantile_error",
-    "utility.tstr",
-    "utility.trtr",
-    "equity.tstr_gap",
-    "privacy.exact_copy_rate",
-    "privacy.dcr_train_share",
-    "privacy.mia_auc",
-    "privacy.singling_out_risk",
-    "privacy.linkability_risk",
-    "privacy.inference_risk",
-)
-TEXT_CARD_METRICS: Final = (
-    "fidelity.frechet_distance",
-    "fidelity.frechet_distance_holdout",
-    "fidelity.embedding_precision",
-    "fidelity.embedding_recall",
-    "fidelity.detection_auc",
-    "diversity.near_duplicate_rate",
-    "utility.tstr",
-    "utility.trtr",
-    "privacy.exact_copy_rate",
-    "privacy.near_copy_rate",
-    "privacy.near_copy_rate_baseline",
-    "privacy.mia_auc",
-    "privacy.canary_exposure_max",
-)
+# but a short list is what a reader of the card needs): the metric catalogue's card entries.
+CARD_METRICS: Final = shown_in(CARD)
+TEXT_CARD_METRICS: Final = shown_in(TEXT_CARD)
 
 
 @dataclass
