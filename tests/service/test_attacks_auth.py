@@ -550,3 +550,28 @@ def test_the_data_folder_is_made_for_the_service_account_only(tmp_path: Path, ca
     os.chmod(shared, 0o755)
     private_folder(shared)
     assert "can be read by other users" in caplog.text
+
+
+def test_a_store_opened_by_url_only_finds_the_sql_passwords(tmp_path: Path) -> None:
+    """A job's process opens the store by its URL: it must still connect with the dataset's password."""
+    url = f"sqlite:///{tmp_path / 'service.sqlite'}"
+    service = Store(url, data_dir=tmp_path)
+    owner = service.add_user("carol", "custodian")[0]
+    made = service.add_dataset(
+        name="t",
+        kind="sql",
+        location="postgresql://carol:s3cret@db.internal:5432/warehouse",
+        table_name="t",
+        fingerprint="f",
+        schema={},
+        owner=owner,
+    )
+    service.close()
+    by_url = Store(url)
+    try:
+        found = by_url.dataset(made.id)
+        assert found is not None and make_url(found.location).password == "s3cret"
+    finally:
+        by_url.close()
+    with sqlite3.connect(tmp_path / "service.sqlite") as con:
+        assert "s3cret" not in json.dumps(con.execute("SELECT * FROM service_datasets").fetchall())

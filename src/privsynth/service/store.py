@@ -338,8 +338,24 @@ class Store:
             self._read = self._write
         self.credentials = None if data_dir is None else Credentials(data_dir)
         _metadata.create_all(self._write)
+        self._locate_credentials(data_dir)
         self._upgrade()
         self._key_budgets_by_dataset()
+
+    def _locate_credentials(self, data_dir: Path | None) -> None:
+        """Where SQL sources' passwords are: the service's data folder, recorded here by the service (a path, not a
+        secret), so that a process that opens the store by its URL only (a job's process, a CLI command) finds
+        them too; an explicit ``data_dir`` wins and is recorded."""
+        with self.ledger.begin() as connection:
+            recorded = connection.execute(select(_settings.c.value).where(_settings.c.key == "data_dir")).scalar()
+            if data_dir is None:
+                if recorded is not None:
+                    self.credentials = Credentials(Path(recorded))
+                return
+            folder = str(Path(data_dir).resolve())
+            if recorded != folder:
+                connection.execute(_settings.delete().where(_settings.c.key == "data_dir"))
+                connection.execute(insert(_settings).values(key="data_dir", value=folder))
 
     def _upgrade(self) -> None:
         """Bring a database made by an earlier version up to date: add the users' ``disabled_at``, the grants'
