@@ -32,7 +32,7 @@ from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
 from privsynth.evaluate import Report, evaluate, write_report
-from privsynth.evaluate.report import format_number
+from privsynth.evaluate.catalogue import CATALOGUE, DEMO, format_metric, shown_in
 from privsynth.pipeline import Release, sample_model, synthesize
 from privsynth.synth import Synthesizer, available
 
@@ -280,18 +280,10 @@ def demo(
 
 
 def _report_lines(report: Report) -> str:
-    keys = {
-        "fidelity.tvd_2way": "2-way marginal TVD (lower is better)",
-        "fidelity.detection_auc": "detection AUC (0.5: indistinguishable)",
-        "utility.tstr": "train-synthetic-test-real AUC",
-        "utility.trtr": "train-real-test-real AUC",
-        "privacy.dcr_train_share": "DCR train share (0.5 ideal)",
-        "privacy.mia_auc": "membership attack AUC (0.5 ideal)",
-    }
     lines = ["", "| report metric | value |", "|---|---|"]
-    for key, label in keys.items():
-        value = report[key]
-        lines.append(f"| {label} | {format_number(value) if value is not None else '-'} |")
+    for key in shown_in(DEMO):
+        info = CATALOGUE[key]
+        lines.append(f"| {info.label} ({info.reading}) | {format_metric(key, report[key])} |")
     lines += ["", "The full report (plots, definitions, intervals) is in report.html and report.json.", ""]
     return "\n".join(lines)
 
