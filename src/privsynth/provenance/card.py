@@ -137,6 +137,10 @@ def render_card_html(card: dict[str, Any]) -> str:
     """One self-contained HTML page (inline style, no scripts, no external resources) showing ``card``."""
     import jinja2  # only needed to render, not to read or write JSON cards
 
+    # The numbers read as in the report, the leaderboard and the CLI; imported here because the card module is
+    # imported by data sources, below the evaluation.
+    from privsynth.evaluate.catalogue import format_metric, format_number
+
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("privsynth.provenance", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -144,7 +148,8 @@ def render_card_html(card: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters["number"] = _format_number
+    environment.filters["number"] = format_number
+    environment.filters["metric"] = lambda value, key: format_metric(key, value)
     environment.filters["domain"] = _format_domain
     return environment.get_template("card.html.j2").render(card=card, json=json.dumps(card, indent=2))
 
@@ -168,16 +173,6 @@ def plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
-
-
-def _format_number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int) or float(value).is_integer():
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:g}"
-    return f"{value:.4g}"
 
 
 def _format_domain(column: dict[str, Any]) -> str:
