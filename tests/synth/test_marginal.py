@@ -19,8 +19,9 @@ from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import Ledger
 from privsynth.synth import Synthesizer, create
+from privsynth.synth.aim import _candidates
 from privsynth.synth.domain import ColumnDomain
-from privsynth.synth.marginal import AIM, MST, _candidates
+from privsynth.synth.marginal import AIM, MST
 
 COLUMNS = ["dvcat", "weight", "dead", "sex", "ageOFocc", "injSeverity"]
 SMALL = ["dvcat", "dead", "sex", "injSeverity"]
@@ -265,7 +266,7 @@ def test_learns_private_domains_and_pays_for_them(nass: pd.DataFrame) -> None:
 def test_aim_model_size_cap_binds_with_a_message(nass: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
     small = nass[SMALL]
     cap = 0.001  # MB: 131 cells, less than two of the 3-way marginals (80 cells each) together
-    with caplog.at_level(logging.WARNING, logger="privsynth.synth.marginal"):
+    with caplog.at_level(logging.WARNING, logger="privsynth.synth.aim"):
         model = AIM(rounds=2 * len(SMALL), max_model_size=cap, numeric_bins="uniform").fit(
             small, public(small), epsilon=3.0
         )
@@ -280,12 +281,12 @@ def test_aim_out_of_time_spends_the_rest_on_what_it_measured(
 ) -> None:
     """``max_minutes`` on a clock that moves 10 s each time AIM reads it: the rounds stop before the final
     estimate would end past the limit, and the budget left measures the marginals already measured again."""
-    from privsynth.synth import marginal
+    from privsynth.synth import aim
 
     ticks = itertools.count()
-    monkeypatch.setattr(marginal, "_clock", lambda: 10.0 * next(ticks))
+    monkeypatch.setattr(aim, "_clock", lambda: 10.0 * next(ticks))
     small = nass[SMALL]
-    with caplog.at_level(logging.INFO, logger="privsynth.synth.marginal"):
+    with caplog.at_level(logging.INFO, logger="privsynth.synth.aim"):
         # iters=100: the final estimate AIM reserves time for (2.5 rounds of steps at the measured seconds per
         # step) stays well under the fake clock's 10 s even on a loaded machine
         model = AIM(rounds=200, max_model_size=1, numeric_bins="uniform", max_minutes=1, iters=100).fit(

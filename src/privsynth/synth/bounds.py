@@ -1,0 +1,416 @@
+"""DP bounds and quantile bins of a numeric column (integer, float, datetime), from two noisy histograms.
+
+Gillenwater, Joseph and Kulesza, "Differentially Private Quantiles", ICML 2021 (the noisy-histogram route to DP
+quantiles, compared there with the alternatives); Zhang, Xiao and Xie, "PrivTree", SIGMOD 2016 (two levels of a
+data-dependent partition); Canonne, Kamath and Steinke, "The Discrete Gaussian for Differential Privacy",
+NeurIPS 2020 (the noise).
+
+A noisy histogram over a fixed geometric grid (sign times powers of sqrt 2 from 2^-16 to 2^48; calendar years
+1800-2200 for datetimes) shows where the mass is; the bounds are the grid cells holding its noisy 0.5% and 99.5%
+quantiles, never the minimum and maximum. A second noisy histogram, on up to :data:`MAX_FINE_CELLS` cells placed
+where the first one found mass (one per value for integer ranges of up to :data:`MAX_INTEGER_CELLS` values), gives
+equal-mass bin edges from its cumulative sums and is kept as the within-bin structure that decoding samples from.
+Public bounds replace the first step's bounds, not its placement of the fine cells, and their noisy outside counts
+warn when the bounds exclude much of the data.
+
+Each histogram reads the data only through ``Source.counts`` under a data-independent binning and has L2
+sensitivity 1 (one record added or removed changes one cell by one); every spend goes through the accountant,
+with a purpose naming the column. Everything after the two histograms is post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from privsynth.data.binning import NumericBins
+from privsynth.data.schema import Column, Kind
+from privsynth.data.sources import Source
+from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import gaussian_sigma, split_exactly
+
+__all__ = ["LearnedBins", "learn_bins", "numeric_binning"]
+
+BOUNDS_QUANTILE = 0.005
+"""Learned bounds are the grid cells holding this noisy quantile and its mirror: 0.5% and 99.5%."""
+
+STAGE_SHARES = (0.25, 0.75)
+"""A numeric column's share of rho, split between the coarse histogram (bounds) and the fine one (bins)."""
+
+MAX_FINE_CELLS = 512
+"""Most cells of the fine histogram of a numeric column (a SQL CASE of that many branches), except for integer
+ranges of up to :data:`MAX_INTEGER_CELLS` values, which get one fine cell per value."""
+
+MAX_INTEGER_CELLS = 1024
+"""Integer ranges of up to this many values get one fine cell per value."""
+
+MIN_BIN_SHARE = 0.25
+"""A quantile bin with less than this share of an equal-mass bin's mass (a cell of noise, or a sliver between
+heavy values) merges into its lighter neighbour."""
+
+FINE_CELL_SIGMAS = 10.0
+"""Fine cells are placed so that each holds about this many noise standard deviations of rows."""
+
+FALSE_CELL_RATE = 0.05
+"""The fine histogram keeps cells above the count that noise alone reaches in any of its empty cells with this
+probability; the others count as empty."""
+
+BOUNDS_FALSE_CELL_RATE = 1e-5
+"""The same for the coarse histogram that sets bounds, stricter: a cell of pure noise far from the data would
+stretch the bounds to it."""
+
+THIN_MASS_WARNING = 0.5
+"""Warn when the cells above the noise hold less than this share of a column's noisy row count: its budget is
+too small for the bounds to be reliable."""
+
+CONSTANT_SHARE = 0.99
+"""Warn that a numeric column is (nearly) constant when one fine cell holds this share of its noisy mass."""
+
+OUTSIDE_WARNING_SHARE = 0.05
+"""Warn when the noisy counts put more than this share of a column's rows outside its public bounds."""
+
+_GRID_OCTAVES = (-16, 48)
+_GRID_STEPS = 2
+_POOL_SIZES = (1, 2, 4, 8, 16)
+_GRID_YEARS = (*range(1800, 1900, 10), *range(1900, 2100), *range(2100, 2201, 10))
+_SECOND = 1e9  # nanoseconds: datetime edges are whole seconds
+_PLACEHOLDER = (0.0, float(pd.Timestamp("2000-01-01").value))  # where the one bin of a column with no data sits
+
+
+@dataclass(frozen=True)
+class LearnedBins:
+    """What learning a numeric column releases: its cells, the fine histogram ``(edges, weights)`` that decoding
+    samples a sub-bin from (None: uniform inside the cell), what it cost, and data-quality warnings."""
+
+    binning: NumericBins
+    within: tuple[np.ndarray, np.ndarray] | None
+    cost: str
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Histogram:
+    """A released noisy histogram over numeric cells: counts per cell, the missing cell apart."""
+
+    noisy: np.ndarray
+    missing: int | None
+    sigma: float
+
+    def weights(self, false_cell_rate: float = FALSE_CELL_RATE) -> np.ndarray:
+        """Noisy counts of the cells that rise above what noise alone reaches in any empty cell with probability
+        ``false_cell_rate``; 0 for the others."""
+        cut = self.sigma * NormalDist().inv_cdf(1 - false_cell_rate / max(len(self.noisy), 1))
+        return np.where(self.noisy >= cut, self.noisy, 0).astype(float)
+
+    def pooled_weights(self, false_cell_rate: float) -> np.ndarray:
+        """Noisy mass located level by level on blocks of 1, 2, 4, 8 and 16 adjacent cells, finest first; or a
+        single block size's :meth:`weights`, spread evenly over each block, when it locates more by over three
+        standard deviations of its noise.
+
+        At each level a block's mass not yet located (the noisy counts of its open cells) is located when it rises
+        above the noise of those cells, and spread over them: mass found in one cell stays there, so a wide block's
+        noise cannot spread a column whose values all sit in one cell over 16 cells (nassCDS ``yearacc``, all in
+        [1448, 2048), got bounds 256 to 65,536 in about 40% of fits when the largest noisy total decided). A thin
+        tail spread over many cells (nassCDS ``weight``) rises above the noise only pooled, hence the second rule.
+        """
+        n = len(self.noisy)
+        noisy = self.noisy.astype(float)
+        located = np.zeros(n)
+        for size in _POOL_SIZES:
+            starts = np.arange(0, n, size)
+            free = located == 0
+            open_cells = np.add.reduceat(free.astype(float), starts)
+            residual = np.add.reduceat(np.where(free, noisy, 0.0), starts)
+            z = NormalDist().inv_cdf(1 - false_cell_rate / len(starts))
+            found = (open_cells > 0) & (residual >= self.sigma * np.sqrt(np.maximum(open_cells, 1.0)) * z)
+            share = np.where(found, residual / np.maximum(open_cells, 1.0), 0.0)
+            located = located + np.repeat(share, np.diff(np.append(starts, n))) * free
+        for size in _POOL_SIZES[1:]:
+            starts = np.arange(0, n, size)
+            sizes = np.diff(np.append(starts, n))
+            pooled = np.add.reduceat(noisy, starts)
+            kept = pooled >= self.sigma * np.sqrt(sizes) * NormalDist().inv_cdf(1 - false_cell_rate / len(starts))
+            if pooled[kept].sum() > located.sum() + 3 * self.sigma * math.sqrt(float(sizes[kept].sum())):
+                return np.repeat(np.where(kept, pooled, 0.0) / sizes, sizes)
+        return located
+
+
+def _measure(
+    source: Source, column: Column, edges: np.ndarray, rho: float, accountant: Accountant, purpose: str
+) -> _Histogram:
+    """A noisy histogram of ``column`` over cells ``edges`` (values outside clip into the end cells).
+
+    Sensitivity: one record is in exactly one cell (the missing cell included), L2 sensitivity 1. Cost: rho.
+    """
+    from privsynth.privacy.mechanisms import gaussian_mechanism
+
+    binning = numeric_binning(edges, column)
+    noisy = gaussian_mechanism(
+        source.counts([column.name], [binning], outside="drop"),
+        sensitivity=1.0,
+        rho=rho,
+        accountant=accountant,
+        purpose=purpose,
+    )
+    missing = None if binning.null_index is None else int(noisy[binning.null_index])
+    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=gaussian_sigma(rho, 1.0))
+
+
+def learn_bins(
+    source: Source,
+    column: Column,
+    accountant: Accountant,
+    rho: float,
+    bins: int,
+    bounds: tuple[float, float] | None = None,
+) -> LearnedBins:
+    """Bounds (or the public ``bounds``, as numbers: nanoseconds for datetimes) from a coarse noisy histogram,
+    then about ``bins`` quantile bins from a fine one. Cost: ``rho``, split by :data:`STAGE_SHARES` (all on the
+    fine one for integer public bounds of at most :data:`MAX_INTEGER_CELLS` values; the fine share is left
+    unspent when the coarse histogram finds nothing above the noise)."""
+    name, kind = column.name, column.kind
+    rho_coarse, rho_fine = split_exactly(rho, STAGE_SHARES)
+    warnings: list[str] = []
+    if bounds is not None and kind is Kind.INTEGER and bounds[1] - bounds[0] + 1 <= MAX_INTEGER_CELLS:
+        low, top = bounds[0], bounds[1] + 1  # one fine cell per integer: no coarse stage needed
+        fine, rho_fine, learned = np.arange(low, top + 1), rho, "public bounds"
+    else:
+        grid = _grid(kind)
+        if bounds is not None:
+            low, top = bounds[0], _exclusive_top(bounds[1], kind)
+            edges = np.concatenate([[low], grid[(grid > low) & (grid < bounds[1])], [top]])
+            purpose = f"domain of '{name}': where its mass lies inside its public bounds (noisy geometric histogram)"
+        else:
+            edges = grid
+            purpose = f"domain of '{name}': bounds (noisy histogram on a fixed geometric grid)"
+        coarse = _measure(source, column, edges, rho_coarse, accountant, purpose)
+        weights = coarse.pooled_weights(BOUNDS_FALSE_CELL_RATE)
+        spent = f"rho={rho_coarse:.4g} on a noisy {len(edges) - 1}-cell geometric histogram"
+        learned = f"public bounds, mass located with {spent}" if bounds is not None else f"bounds from {spent}"
+        if bounds is None:
+            if weights.sum() <= 0:
+                cell = int(np.searchsorted(edges, _PLACEHOLDER[kind is Kind.DATETIME], side="right")) - 1
+                low, top = float(edges[cell]), float(edges[cell + 1])
+                binning = numeric_binning(np.array([low, _closed_top(top, kind, None)]), column)
+                cost = f"{learned}; a placeholder bin (rho={rho_fine:.4g} left unspent)"
+                return LearnedBins(binning, None, cost, (_empty_warning(name, coarse),))
+            first, last = _quantile_cells(weights, BOUNDS_QUANTILE)
+            warnings += _thin_mass_warning(name, coarse, weights)
+            edges, weights = edges[first : last + 2], weights[first : last + 1]
+            low, top = float(edges[0]), float(edges[-1])
+        sigma = gaussian_sigma(rho_fine, 1.0)
+        cells = int(np.clip(round(weights.sum() / (FINE_CELL_SIGMAS * sigma)), 2 * bins, MAX_FINE_CELLS))
+        fine = _allocate(edges, weights, cells, kind)
+    measured = _padded(fine, kind) if bounds is not None else fine
+    purpose = f"domain of '{name}': quantile bins (noisy {len(fine) - 1}-cell histogram)"
+    histogram = _measure(source, column, measured, rho_fine, accountant, purpose)
+    weights = histogram.pooled_weights(FALSE_CELL_RATE)
+    if bounds is not None:
+        warnings += _outside_warning(column, histogram, histogram.weights())
+        weights = np.concatenate([[weights[0] + weights[1]], weights[2:-2], [weights[-2] + weights[-1]]])
+        if weights.sum() <= 0:
+            warnings.append(_empty_warning(name, histogram))
+    if bounds is None and kind is Kind.INTEGER and len(fine) - 1 <= bins:
+        # A few integer values: one cell per value, the learned range trimmed to the values seen above the noise.
+        seen = np.flatnonzero(weights)
+        if len(seen):
+            fine, weights = fine[seen[0] : seen[-1] + 2], weights[seen[0] : seen[-1] + 1]
+        fine, weights = _close(fine, weights, fine[-1] - 0.5)
+        edges, within, shape = fine, None, "one cell per value"
+    else:
+        fine, weights = _close(fine, weights, _closed_top(top, kind, bounds))
+        edges = fine[_quantile_edges(weights, bins)]
+        within, shape = (fine, weights) if len(fine) > len(edges) else None, f"{len(edges) - 1} quantile bins"
+    if weights.sum() > 0 and weights.max() >= CONSTANT_SHARE * weights.sum():
+        # The rest is noise (or too few rows to model): one bin, the heavy fine cell, decoded inside that cell.
+        heavy = int(np.argmax(weights))
+        edges, within, shape = fine[heavy : heavy + 2], None, "one cell (a constant column)"
+        warnings.append(
+            f"column '{name}' has (nearly) a single value: {CONSTANT_SHARE:.0%} of its noisy mass or more lies in "
+            "one cell; it is kept as a constant column"
+        )
+    cost = f"{learned}; {shape} from rho={rho_fine:.4g} on a noisy {len(measured) - 1}-cell histogram"
+    return LearnedBins(numeric_binning(edges, column), within, cost, tuple(warnings))
+
+
+def _grid(kind: Kind) -> np.ndarray:
+    """The data-independent coarse grid: calendar years for datetimes, else 0 and sign times powers of sqrt 2
+    (integers from 1, rounded up to integers)."""
+    if kind is Kind.DATETIME:
+        return np.array([pd.Timestamp(year=year, month=1, day=1).value for year in _GRID_YEARS], dtype=float)
+    low, high = _GRID_OCTAVES
+    powers = 2.0 ** (np.arange(low * _GRID_STEPS, high * _GRID_STEPS + 1) / _GRID_STEPS)
+    if kind is Kind.INTEGER:
+        powers = np.unique(np.ceil(powers[powers >= 1]))
+    return np.concatenate([-powers[::-1], [0.0], powers])
+
+
+def _quantile_cells(weights: np.ndarray, q: float) -> tuple[int, int]:
+    """The first and last cells holding the noisy ``q`` and ``1 - q`` quantiles of ``weights``."""
+    cumulative = np.cumsum(weights)
+    total = cumulative[-1]
+    first = int(np.searchsorted(cumulative, q * total, side="right"))
+    last = int(np.searchsorted(cumulative, (1 - q) * total, side="left"))
+    return first, max(first, min(last, len(weights) - 1))
+
+
+def _allocate(edges: np.ndarray, weights: np.ndarray, cells: int, kind: Kind) -> np.ndarray:
+    """About ``cells`` fine edges inside ``edges``: each coarse cell split uniformly into parts proportional to
+    its noisy weight (at least one); integer ranges that fit get one cell per value."""
+    low, top = float(edges[0]), float(edges[-1])
+    if kind is Kind.INTEGER and top - low <= MAX_INTEGER_CELLS:
+        return np.arange(low, top + 1)
+    total = weights.sum()
+    parts = np.maximum(1, np.round(cells * weights / total)) if total > 0 else np.full(len(weights), 1.0)
+    if total <= 0:
+        parts[:] = max(1, cells // len(weights))
+    pieces = [np.linspace(a, b, int(m) + 1)[:-1] for a, b, m in zip(edges[:-1], edges[1:], parts, strict=True)]
+    fine = np.concatenate([*pieces, edges[-1:]])
+    if kind is Kind.INTEGER:
+        fine = np.round(fine)
+    elif kind is Kind.DATETIME:
+        fine = np.round(fine / _SECOND) * _SECOND
+    return np.unique(fine)
+
+
+def _padded(fine: np.ndarray, kind: Kind) -> np.ndarray:
+    """``fine`` with a cell below and one above, which catch (by clipping) every value outside the bounds."""
+    step = _SECOND if kind is Kind.DATETIME else 1.0
+    below = fine[0] - max(step, abs(fine[0]) * 1e-3)
+    above = fine[-1] + max(step, abs(fine[-1]) * 1e-3)
+    return np.concatenate([[below], fine, [above]])
+
+
+def _exclusive_top(high: float, kind: Kind) -> float:
+    """An edge just above a public upper bound, so that a cell ``[edge, top)`` still holds ``high``."""
+    if kind is Kind.INTEGER:
+        return high + 1
+    if kind is Kind.DATETIME:
+        return high + _SECOND
+    return float(np.nextafter(high, math.inf))
+
+
+def _closed_top(top: float, kind: Kind, bounds: tuple[float, float] | None) -> float:
+    """The domain's last edge (its last cell is closed): the largest integer below ``top`` plus one half for
+    integers (so decoding never returns ``top``), the public upper bound, or the learned ``top`` itself."""
+    if kind is Kind.INTEGER:
+        return top - 0.5
+    return bounds[1] if bounds is not None else top
+
+
+def _close(fine: np.ndarray, weights: np.ndarray, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """Replace the last fine edge by the closed top, merging a last cell the replacement would empty."""
+    fine, weights = fine.astype(float), weights.astype(float)
+    while len(fine) > 2 and fine[-2] >= top:
+        fine = np.delete(fine, -2)
+        weights = np.append(weights[:-2], weights[-2] + weights[-1])
+    fine[-1] = top
+    return fine, weights
+
+
+def _quantile_edges(weights: np.ndarray, bins: int) -> np.ndarray:
+    """Indices of the fine edges of about ``bins`` quantile bins over the noisy ``weights``.
+
+    A fine cell holding a bin's worth of mass or more (a spike: a value many rows share, such as a test's
+    "not detected" reading or a zero) is a bin of its own, and the other bins are quantile bins of the mass
+    around the spikes, so the spike does not swallow the values next to it. Both are post-processing of the
+    noisy histogram (free).
+    """
+    total = float(weights.sum())
+    heavy = np.flatnonzero(weights >= total / bins) if total > 0 and bins > 1 else np.array([], dtype=np.int64)
+    if len(heavy) == 0:
+        return _plain_quantile_edges(weights, bins)
+    rest = weights.astype(float).copy()
+    rest[heavy] = 0.0
+    # Each spike may split a quantile bin in two: 2 bins per spike keep the total at about ``bins``.
+    picks = _plain_quantile_edges(rest, max(1, bins - 2 * len(heavy))) if rest.sum() > 0 else [0, len(weights)]
+    picks = np.unique(np.concatenate([picks, heavy, heavy + 1]))
+    # A bin lighter than a plain quantile bin may be (a sliver the spike edges cut off, or a cell of noise)
+    # joins its lighter neighbour that is not a spike, else the spike next to it.
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    floor = MIN_BIN_SHARE * total / bins
+    spikes = set(heavy.tolist())
+    while len(picks) > 2:
+        mass = np.diff(cumulative[picks])
+        light = [i for i in range(len(mass)) if picks[i] not in spikes and mass[i] < floor]
+        if not light:
+            break
+        i = min(light, key=lambda i: mass[i])
+        plain = [j for j in (i - 1, i + 1) if 0 <= j < len(mass) and picks[j] not in spikes]
+        j = min(plain or [j for j in (i - 1, i + 1) if 0 <= j < len(mass)], key=lambda j: mass[j])
+        picks = np.delete(picks, max(i, j))
+    return picks
+
+
+def _plain_quantile_edges(weights: np.ndarray, bins: int) -> np.ndarray:
+    """Indices of the fine edges nearest to the cumulative shares k / bins: duplicates merged, none where no
+    mass lies on one side (it would make an empty bin), and in the middle of a stretch without mass (where every
+    edge is as near). Evenly spaced fine edges when there is no mass at all."""
+    cells = len(weights)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    total = cumulative[-1]
+    if total <= 0 or cells == 1:
+        picks = np.round(np.linspace(0, cells, min(bins, cells) + 1))
+    else:
+        inner = cumulative[1:-1]
+        nearest = inner[np.abs(inner[None, :] - total * np.arange(1, bins)[:, None] / bins).argmin(axis=1)]
+        first = np.searchsorted(inner, nearest, side="left")
+        last = np.searchsorted(inner, nearest, side="right") - 1
+        middle = ((first + last) // 2 + 1)[(nearest > 0) & (nearest < total)]
+        picks = np.concatenate([[0], middle, [cells]])
+    picks = np.unique(picks.astype(np.int64))
+    if total > 0:
+        while len(picks) > 2:
+            mass = np.diff(cumulative[picks])
+            lightest = int(np.argmin(mass))
+            if mass[lightest] >= MIN_BIN_SHARE * total / bins:
+                break
+            # merge the lightest bin into its lighter neighbour: drop the edge between them
+            right = lightest == 0 or (lightest < len(mass) - 1 and mass[lightest + 1] < mass[lightest - 1])
+            picks = np.delete(picks, lightest + 1 if right else lightest)
+    return picks
+
+
+def numeric_binning(edges: np.ndarray, column: Column) -> NumericBins:
+    """Cells over ``edges`` (numbers; nanoseconds for datetimes, rendered as timestamps for SQL)."""
+    if column.kind is Kind.DATETIME:
+        return NumericBins(tuple(pd.Timestamp(int(e)) for e in edges), null=column.nullable)
+    return NumericBins(tuple(float(e) for e in edges), null=column.nullable)
+
+
+def _outside_warning(column: Column, histogram: _Histogram, weights: np.ndarray) -> list[str]:
+    """A warning when the noisy counts put more than a few percent of the rows outside the public bounds."""
+    below, above = int(histogram.noisy[0]), int(histogram.noisy[-1])
+    total = float(np.clip(histogram.noisy, 0, None).sum())
+    outside = float(weights[0] + weights[-1])
+    if total <= 0 or outside <= OUTSIDE_WARNING_SHARE * total:
+        return []
+    return [
+        f"column '{column.name}': its public bounds {list(column.bounds or ())} exclude about {outside / total:.0%} "
+        f"of its rows (noisy counts: about {max(below, 0)} below and {max(above, 0)} above, of about {int(total)}); "
+        "those values are clipped to the bounds. Check the bounds, or leave them out of the schema to learn them"
+    ]
+
+
+def _thin_mass_warning(name: str, coarse: _Histogram, weights: np.ndarray) -> list[str]:
+    """A warning when the coarse cells above the noise hold too little of the noisy row count to trust the bounds."""
+    located, rows = float(weights.sum()), float(coarse.noisy.sum())
+    if rows > 3 * coarse.sigma * math.sqrt(len(coarse.noisy)) and located < THIN_MASS_WARNING * rows:
+        return [
+            f"column '{name}': its share of the budget is too small to locate its bounds well: the cells above "
+            f"the noise hold about {located:.0f} of about {rows:.0f} rows (noisy counts), and values outside the "
+            "learned bounds are clipped. Give preprocessing more budget, or declare the column's bounds public"
+        ]
+    return []
+
+
+def _empty_warning(name: str, histogram: _Histogram) -> str:
+    missing = "" if histogram.missing is None else f", noisy count of missing values about {histogram.missing}"
+    return (
+        f"column '{name}' looks all missing or nearly empty: no cell of its noisy histogram rises above the noise"
+        f"{missing}; its bins are a placeholder"
+    )

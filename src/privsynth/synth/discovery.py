@@ -1,0 +1,130 @@
+"""DP key discovery: which values of a categorical column may be released, by the Gaussian threshold mechanism.
+
+Korolova, Kenthapadi, Mishra and Ntoulas, "Releasing Search Queries and Clicks Privately", WWW 2009; Wilson et
+al., "Differentially Private SQL with Bounded User Contribution", PoPETs 2020; Rogers, arXiv:2309.09170 (its
+approximate-zCDP analysis).
+
+A value is released only when its noisy count clears a threshold that a value held by one record clears with
+probability at most delta. Released values rarer than :data:`MIN_CATEGORY_SHARE` of the released total, or beyond
+:data:`MAX_CATEGORIES`, merge into the ``other`` cell, which also holds every value never released. The data are
+read only through ``Source.value_counts``; the mechanism needs OpenDP (the ``dp`` extra) and is imported only
+when a column's keys are discovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from privsynth.data.binning import Categories, _isna, category_key
+from privsynth.data.schema import Column
+from privsynth.data.sources import Source
+from privsynth.privacy.accountant import Accountant
+
+__all__ = ["MAX_CATEGORIES", "MIN_CATEGORY_SHARE", "DiscoveredKeys", "discover"]
+
+MIN_CATEGORY_SHARE = 0.005
+"""Released categories whose noisy count is below this share of the released total merge into ``other``."""
+
+MAX_CATEGORIES = 100
+"""At most this many categories keep a cell of their own; the rest merge into ``other``, with a warning."""
+
+_MISSING_KEY = "missing"  # the key of missing values in key discovery; the key of a value is "=" + its repr
+
+
+@dataclass(frozen=True)
+class DiscoveredKeys:
+    """What key discovery releases for one column: its cells, the values merged into ``other`` with their noisy
+    counts (decoding draws the ``other`` cell's values by them), what it cost, and data-quality warnings."""
+
+    binning: Categories
+    other_values: tuple[Any, ...]
+    other_weights: tuple[float, ...]
+    cost: str
+    warnings: tuple[str, ...]
+
+
+def discover(
+    source: Source,
+    column: Column,
+    accountant: Accountant,
+    rho: float,
+    delta: float,
+    min_share: float = MIN_CATEGORY_SHARE,
+    max_categories: int = MAX_CATEGORIES,
+) -> DiscoveredKeys:
+    """Categories released by the Gaussian threshold mechanism; rare ones and the cap's overflow go to ``other``.
+
+    Sensitivity: one record adds one to one key's count (L2 sensitivity 1; the missing cell, when the column is
+    nullable, is a key like the others). Cost: ``rho`` and ``delta``, both spent through ``accountant``.
+    """
+    from privsynth.privacy.mechanisms import gaussian_threshold_mechanism
+
+    name = column.name
+    table: dict[str, int] = {}
+    values: dict[str, Any] = {}
+    missing = 0
+    for value, count in source.value_counts(name):
+        if _isna(value):
+            missing += count
+            continue
+        key = "=" + repr(category_key(value))
+        table[key] = table.get(key, 0) + count
+        values.setdefault(key, value)
+    # A DP fit never fails on the data: without a missing cell, missing values are simply not counted.
+    if column.nullable:
+        table[_MISSING_KEY] = missing  # always present: whether the key exists depends on the schema only
+    released = gaussian_threshold_mechanism(
+        table, rho=rho, delta=delta, accountant=accountant, purpose=f"domain of '{name}': categories (DP key discovery)"
+    )
+    noisy_missing = released.pop(_MISSING_KEY, None)
+    ranked = sorted(released.items(), key=lambda item: (-item[1], item[0]))
+    total = sum(count for _, count in ranked)
+    frequent = [(key, count) for key, count in ranked if count >= min_share * total]
+    kept = frequent[:max_categories]
+    merged = ranked[len(kept) :]
+    warnings: list[str] = []
+    if not ranked:
+        if noisy_missing is not None and noisy_missing > 0:
+            warnings.append(
+                f"column '{name}' looks all missing: no value was frequent enough to be released under DP, and "
+                f"the noisy count of missing values is about {noisy_missing}; it is kept with a missing cell and "
+                "an empty 'other' cell"
+            )
+        else:
+            warnings.append(
+                f"column '{name}': no value was frequent enough to be released under DP (threshold in the ledger "
+                "row); every row falls in the 'other' cell, which decodes to missing values. Declare its "
+                "categories public, or give preprocessing more budget"
+            )
+    elif len(ranked) == 1:
+        warnings.append(f"column '{name}' has a single value after DP key discovery; it is kept as a constant column")
+    if len(frequent) > max_categories:
+        warnings.append(
+            f"column '{name}' has {len(frequent)} released categories above {min_share:.1%} of the rows; only "
+            f"the {max_categories} most frequent keep a cell of their own and the other {len(merged)} merge into "
+            "'other' (raise max_categories, or group the column)"
+        )
+    elif merged and (not kept or len(ranked) > max_categories):
+        warnings.append(
+            f"column '{name}' has {len(ranked)} released categories, {len(merged)} of them rarer than "
+            f"{min_share:.1%} of the rows; those share the 'other' cell (decoded by their noisy frequencies), "
+            f"{len(kept)} keep a cell of their own. Group the column if its categories matter one by one"
+        )
+    return DiscoveredKeys(
+        Categories(tuple(_sorted([values[key] for key, _ in kept])), other=True, null=column.nullable),
+        other_values=tuple(values[key] for key, _ in merged),
+        other_weights=tuple(float(count) for _, count in merged),
+        cost=(
+            f"categories by DP key discovery (rho={rho:.4g}, delta={delta:.3g}): {len(ranked)} released, "
+            f"{len(kept)} kept, {len(merged)} merged into 'other'"
+        ),
+        warnings=tuple(warnings),
+    )
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
