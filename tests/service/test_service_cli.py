@@ -82,3 +82,15 @@ def test_users_rotate_and_disable_end_the_old_token(tmp_path: Path) -> None:
         assert store.user_by_token(second.group(0)) is not None
     finally:
         store.close()
+
+
+def test_the_cli_job_limits_default_to_the_workers_own() -> None:
+    import inspect
+
+    from privsynth.cli import service as cli
+    from privsynth.service import jobs
+
+    for command in (cli.serve, cli.worker_command):
+        defaults = {k: v.default for k, v in inspect.signature(command).parameters.items()}
+        assert defaults["job_max_minutes"] == jobs.DEFAULT_MAX_MINUTES
+        assert defaults["job_memory_mb"] == jobs.DEFAULT_MEMORY_MB

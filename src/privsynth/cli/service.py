@@ -26,6 +26,17 @@ DatabaseOpt = Annotated[
     typer.Option("--database", help="SQLAlchemy URL of the service database (default: DATA_DIR/service.sqlite)."),
 ]
 DEFAULT_DATA_DIR = Path("~/.privsynth/service")
+# The defaults below are privsynth.service.jobs.DEFAULT_MAX_MINUTES and DEFAULT_MEMORY_MB (not imported here: the
+# CLI loads without the service extra); tests/service/test_service_cli.py checks that they agree.
+JobMinutesOpt = Annotated[
+    float, typer.Option("--job-max-minutes", help="Wall-clock limit of one job; past it the job is stopped.")
+]
+JobMemoryOpt = Annotated[
+    int,
+    typer.Option(
+        "--job-memory-mb", help="Address-space limit of one job's process, in MB (DuckDB and JAX reserve ~4 GB)."
+    ),
+]
 
 
 def _config(data_dir: Path, database: str | None, **options: Any) -> Any:
@@ -62,6 +73,8 @@ def serve(
     secure_cookies: Annotated[
         bool, typer.Option(help="Send the session cookie over HTTPS only (use it behind HTTPS).")
     ] = False,
+    job_max_minutes: JobMinutesOpt = 60.0,
+    job_memory_mb: JobMemoryOpt = 8192,
 ) -> None:
     """Run the service: the web UI at http://HOST:PORT/, the API under /api (its routes at /docs)."""
     import uvicorn
@@ -76,6 +89,8 @@ def serve(
         max_cells=max_cells,
         sql_allow=tuple(allow_sql or ()),
         secure_cookies=secure_cookies,
+        job_max_minutes=job_max_minutes,
+        job_memory_mb=job_memory_mb,
     )
     private_folder(config.data_dir)
     store = Store(config.url, data_dir=config.data_dir)
@@ -97,17 +112,23 @@ def worker_command(
     database: DatabaseOpt = None,
     once: Annotated[bool, typer.Option(help="Run at most one queued job, then exit.")] = False,
     stale_after: Annotated[float, typer.Option(help="Seconds without a heartbeat before a job is declared dead.")] = 60,
+    job_max_minutes: JobMinutesOpt = 60.0,
+    job_memory_mb: JobMemoryOpt = 8192,
 ) -> None:
     """Run queued jobs of the service (as many worker processes as you like share one database)."""
     from privsynth.service import Store
     from privsynth.service.jobs import Worker
 
-    config = _config(data_dir, database, stale_after=stale_after)
+    config = _config(
+        data_dir, database, stale_after=stale_after, job_max_minutes=job_max_minutes, job_memory_mb=job_memory_mb
+    )
     runner = Worker(
         Store(config.url, data_dir=config.data_dir),
         config.data_dir,
         heartbeat=config.heartbeat,
         stale_after=config.stale_after,
+        max_minutes=config.job_max_minutes,
+        memory_mb=config.job_memory_mb,
     )
     console.print(f"worker {runner.name} on {config.data_dir}")
     if once:
