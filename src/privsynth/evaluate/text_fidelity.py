@@ -166,7 +166,7 @@ def fidelity(
             detection,
             "Out-of-fold AUC of logistic regression on embeddings telling synthetic from private texts (0.5: "
             "indistinguishable)",
-            "lower",
+            "half",
             interval,
             note=f"{n:,} texts per side, 3 folds" if n >= 6 else f"needs at least 6 texts per side; {n} here",
         ),
