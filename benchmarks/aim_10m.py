@@ -105,7 +105,7 @@ def score(path: Path, synthetic_path: Path) -> dict[str, float | None]:
 
     from privsynth.data.datasets import load_dataset
     from privsynth.data.schema import Schema
-    from privsynth.evaluate.fidelity import MAX_TRIPLES, _combinations, marginal_tvd
+    from privsynth.evaluate.fidelity import MAX_TRIPLES, column_subsets, marginal_tvd
     from privsynth.evaluate.prepared import prepare
 
     schema = Schema.infer(load_dataset("nassCDS"))
@@ -116,7 +116,7 @@ def score(path: Path, synthetic_path: Path) -> dict[str, float | None]:
     rng = np.random.default_rng(0)
     out: dict[str, float | None] = {}
     for k in (1, 2, 3):
-        combos = _combinations(len(data.columns), k, MAX_TRIPLES if k == 3 else None, rng)
+        combos = column_subsets(len(data.columns), k, MAX_TRIPLES if k == 3 else None, rng)
         out[f"tvd_{k}way"] = marginal_tvd(data, combos, rng, 1)[0]
     return out
 

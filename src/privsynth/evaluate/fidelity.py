@@ -61,7 +61,7 @@ def fidelity(data: Prepared, seed: int) -> Section:
     report("evaluate", 0, None, "fidelity: marginals")
     n = len(data.columns)
     for k, word in ((1, "1way"), (2, "2way"), (3, "3way")):
-        combos = _combinations(n, k, MAX_TRIPLES if k == 3 else None, rng)
+        combos = column_subsets(n, k, MAX_TRIPLES if k == 3 else None, rng)
         sampled = k == 3 and math.comb(n, 3) > MAX_TRIPLES
         value, interval = marginal_tvd(data, combos, rng, BOOTSTRAP)
         scope = {1: "all columns", 2: "all pairs of columns"}.get(
@@ -226,7 +226,7 @@ def detection(data: Prepared, seed: int, rng: np.random.Generator) -> tuple[floa
     return point, centred_interval(point, draws), rows
 
 
-def _combinations(n: int, k: int, limit: int | None, rng: np.random.Generator) -> list[tuple[int, ...]]:
+def column_subsets(n: int, k: int, limit: int | None, rng: np.random.Generator) -> list[tuple[int, ...]]:
     """All k-subsets of range(n), or a seeded random sample of ``limit`` distinct ones when there are more."""
     if limit is None or math.comb(n, k) <= limit:
         return list(itertools.combinations(range(n), k))
