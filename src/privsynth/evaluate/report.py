@@ -1,4 +1,7 @@
-"""The evaluation report: every metric with its definition, as JSON, a terminal summary, and one HTML file."""
+"""The evaluation report: every metric with its definition, the verdicts read from them, as JSON and a terminal
+summary. Labels and number formats come from the catalogue (:mod:`privsynth.evaluate.catalogue`); the HTML page
+and :func:`~privsynth.evaluate.html.write_report` live in :mod:`privsynth.evaluate.html`, which imports this module
+(never the other way round)."""
 
 from __future__ import annotations
 
