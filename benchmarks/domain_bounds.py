@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+import privsynth.synth.bounds as bounds
 import privsynth.synth.domain as domain
 from privsynth.data.datasets import bundled_schema, dataset_names, load_dataset
 from privsynth.data.sources import frame_source
 from privsynth.privacy.accountant import Accountant
-from privsynth.synth.marginal import MST, _budget
+from privsynth.synth.dp import resolve_budget
+from privsynth.synth.marginal import MST
 
 RESULTS = Path(__file__).resolve().parent / "results" / "domain_bounds.txt"
 SETTINGS = {
@@ -47,7 +49,7 @@ def clipped(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataF
         schema = bundled_schema(name, train).synthesized()
         for epsilon in epsilons:
             for seed in range(seeds):
-                budget = _budget("mst", schema, epsilon, 1e-6)
+                budget = resolve_budget("mst", epsilon, 1e-6, schema)
                 domains = domain.learn_domains(
                     frame_source(train), schema, Accountant(budget), rho=budget.split([share, 1 - share])[0].rho
                 )
@@ -96,12 +98,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    current = {key: getattr(domain, key) for settings in SETTINGS.values() for key in settings}
+    current = {key: getattr(bounds, key) for settings in SETTINGS.values() for key in settings}
     tables = {name: (load_dataset(name, "train"), load_dataset(name, "holdout")) for name in dataset_names("table")}
     parts = []
     for label, settings in SETTINGS.items():
         for key, value in {**current, **settings}.items():
-            setattr(domain, key, value)
+            setattr(bounds, key, value)  # the DP bounds' settings live in privsynth.synth.bounds
         table = clipped(tables, args.seeds, (0.3, 1.0))
         summary = table.groupby("epsilon")["outside"].agg(["mean", "max"]).round(3)
         per_column = table.groupby(["dataset", "column", "epsilon"])[["outside", "width"]].mean().round(3)

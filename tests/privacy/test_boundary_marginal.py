@@ -97,10 +97,10 @@ def test_a_marginal_release_holds_nothing_of_the_canary(
         model.sample(10, conditions={"occRole": "nothere"}, seed=0)
     with pytest.raises(ParameterError) as number:
         model.sample(10, conditions={"ageOFocc": 10**9}, seed=0)
-    low, high = model.schema_["ageOFocc"].bounds or (None, None)
     for message in (str(category.value), str(number.value)):
         assert "driver" not in message and leaks(message, rows, sha) == []
-        assert f"{low:g}" not in message and f"{high:g}" not in message
+        # no bound of the released domain either: the only number left is the one asked for
+        assert not re.search(r"\d", message.replace(str(10**9), "")), message
     assert "fingerprint_sha256" not in card_path(written).read_text()
 
 

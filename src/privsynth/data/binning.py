@@ -35,7 +35,7 @@ class Categories:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(self.values))
-        if any(_isna(v) for v in self.values):
+        if any(is_missing(v) for v in self.values):
             raise ParameterError("a category list cannot hold a missing value; use null=True for a null cell")
         if len(set(map(category_key, self.values))) != len(self.values):
             raise ParameterError(f"category list {list(self.values)[:10]} repeats a value")
@@ -84,7 +84,7 @@ class NumericBins:
         object.__setattr__(self, "edges", tuple(self.edges))
         if len(self.edges) < 2:
             raise ParameterError("numeric bins need at least two edges")
-        if any(_isna(e) for e in self.edges):
+        if any(is_missing(e) for e in self.edges):
             raise ParameterError(f"bin edges cannot be missing; got {list(self.edges)[:10]}")
         try:
             increasing = all(a < b for a, b in zip(self.edges, self.edges[1:], strict=False))
@@ -121,8 +121,8 @@ class NumericBins:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         nulls = values.isna().to_numpy()
-        numbers = _numeric(values)
-        inner = _numeric(pd.Series(self.edges[1:-1], dtype=object))
+        numbers = as_numbers(values)
+        inner = as_numbers(pd.Series(self.edges[1:-1], dtype=object))
         out: np.ndarray = np.searchsorted(inner, np.nan_to_num(numbers), side="right").astype(np.int64)
         out[nulls] = self.bins if self.null else OUTSIDE
         return out
@@ -145,7 +145,7 @@ def encode_frame(df: pd.DataFrame, columns: Sequence[str], binnings: Sequence[Bi
     return np.column_stack([b.encode(df[c]) for c, b in zip(columns, binnings, strict=True)])
 
 
-def _numeric(values: pd.Series) -> np.ndarray:
+def as_numbers(values: pd.Series) -> np.ndarray:
     """Numbers as floats; dates and timestamps as nanoseconds since the epoch."""
     if values.dtype == object:
         present = values.dropna()
@@ -156,8 +156,12 @@ def _numeric(values: pd.Series) -> np.ndarray:
     return np.asarray(pd.to_numeric(values), dtype=float)
 
 
-def _isna(value: Any) -> bool:
-    return value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+def is_missing(value: Any) -> bool:
+    """Whether one value is missing (None, NaN, NaT, NA); a list or an array is not a missing value."""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def category_key(value: Any) -> Any:

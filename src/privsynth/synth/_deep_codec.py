@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from privsynth.data.binning import OUTSIDE, Categories, NumericBins, category_key
+from privsynth.data.binning import OUTSIDE, Categories, NumericBins, category_key, is_missing
 from privsynth.data.schema import Column, Kind
 from privsynth.errors import DataError, ParameterError
 from privsynth.synth.domain import ColumnDomain
@@ -377,7 +377,7 @@ class DomainCodec:
         domain's categories or bounds, or the value itself (the message may reach a log or an analyst;
         :meth:`categories` lists the categories the model can generate)."""
         name, binning = self.column.name, self.domain.binning
-        if _isna(value):
+        if is_missing(value):
             if binning.null_index is None:
                 raise ParameterError(f"'{name}' has no missing values in the model's domain")
             return binning.null_index, None
@@ -421,13 +421,6 @@ def _as_number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _isna(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # a list or an array: not a missing value
-        return False
 
 
 def _coerced_numbers(column: Column, data: pd.Series) -> np.ndarray:

@@ -13,7 +13,8 @@ import importlib
 import logging
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -24,6 +25,7 @@ from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import DuckDBSource, Source, load_source
 from privsynth.errors import DataError, ParameterError, PrivsynthError
 from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.budget import Budget
 from privsynth.synth.dp import (
     KINDS_NOTE,
     KINDS_SHARE,
@@ -32,6 +34,7 @@ from privsynth.synth.dp import (
     dataset_name,
     detect_kinds,
     dp_schema,
+    open_fit,
     storage_of,
 )
 
@@ -112,6 +115,33 @@ class Synthesizer(ABC):
         else:
             self.record_ = FitRecord.of(self.name, self.get_params(), dataset=dataset_name(dataset, source))
         return self
+
+    @contextmanager
+    def _accounting(
+        self, budget: Budget, ledger: Any, source: Source, schema: Schema
+    ) -> Iterator[tuple[Accountant, Budget | None, Source, Schema]]:
+        """A DP method's fit, for ``_fit`` to run inside: the budget reserved in the ledger under the dataset's
+        name (with the source's content fingerprint for the ledger's keyed look-alike hint, not computed without
+        a ledger), the structure settled (:meth:`_declare_structure`), and the accountant, the dataset's cap and
+        the source and schema to read with."""
+        purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
+        content = None if ledger is False else source.fingerprint()
+        with open_fit(budget, ledger, self.dataset_, purpose, content=content) as (accountant, cap):
+            source, schema = self._declare_structure(source, schema, accountant)
+            yield accountant, cap, source, schema
+
+    def _record_fit(self, budget: Budget, accountant: Accountant, released: Mapping[str, Any]) -> None:
+        """What the DP fit may publish (``record_``): the user's parameters, the budget, the spends, the noisy
+        values ``released``, the assumptions."""
+        self.record_ = FitRecord.of(
+            self.name,
+            self.get_params(),
+            budget=budget,
+            accountant=accountant,
+            dataset=self.dataset_,
+            released=released,
+            assumptions=self.assumptions_,
+        )
 
     def _declare_structure(self, source: Source, schema: Schema, accountant: Accountant) -> tuple[Source, Schema]:
         """Called by a DP method's ``_fit`` first thing under its accountant: for a CSV file given without a

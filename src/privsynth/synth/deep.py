@@ -39,7 +39,7 @@ from privsynth.synth._deep_net import (
 from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.synth.base import Conditions, Synthesizer, register
 from privsynth.synth.domain import domain_column, learn_domains, needs_budget
-from privsynth.synth.dp import FitRecord, open_fit, resolve_budget
+from privsynth.synth.dp import FitRecord, resolve_budget
 
 logger = logging.getLogger(__name__)
 
@@ -365,21 +365,9 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             raise ParameterError(f"preprocessing must be a share between 0 and 1, not {self.preprocessing!r}")
         budget = resolve_budget(self.name, epsilon, delta, schema)
         paid = needs_budget(schema, self.bins)
-        purpose = f"dp-deep fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        # the content fingerprint only feeds the ledger's keyed "looks like dataset X" hint; it is not kept here
-        content = None if ledger is False else source.fingerprint()
-        with open_fit(budget, ledger, self.dataset_, purpose, content=content) as (accountant, cap):
-            source, schema = self._declare_structure(source, schema, accountant)
+        with self._accounting(budget, ledger, source, schema) as (accountant, cap, source, schema):
             released = self._train(source, schema, budget, accountant, cap, paid)
-        self.record_ = FitRecord.of(
-            self.name,
-            self.get_params(),
-            budget=budget,
-            accountant=accountant,
-            dataset=self.dataset_,
-            released=released,
-            assumptions=self.assumptions_,
-        )
+        self._record_fit(budget, accountant, released)
 
     def _train(
         self,

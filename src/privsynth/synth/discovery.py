@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from privsynth.data.binning import Categories, _isna, category_key
+from privsynth.data.binning import Categories, category_key, is_missing
 from privsynth.data.schema import Column
 from privsynth.data.sources import Source
 from privsynth.privacy.accountant import Accountant
@@ -65,7 +65,7 @@ def discover(
     values: dict[str, Any] = {}
     missing = 0
     for value, count in source.value_counts(name):
-        if _isna(value):
+        if is_missing(value):
             missing += count
             continue
         key = "=" + repr(category_key(value))

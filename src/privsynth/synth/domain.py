@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privsynth.data.binning import Binning, Categories, NumericBins, _numeric, category_key, uniform_bins
+from privsynth.data.binning import Binning, Categories, NumericBins, as_numbers, category_key, uniform_bins
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import BudgetExceeded, ParameterError
@@ -127,7 +127,7 @@ class ColumnDomain:
         low, high = (_to_number(e, self.column.kind) for e in (binning.edges[0], binning.edges[-1]))
         if not low <= number <= high:
             raise ParameterError(f"{value} is outside the model's range for '{self.name}'")
-        inner = _numeric(pd.Series(binning.edges[1:-1], dtype=object))
+        inner = as_numbers(pd.Series(binning.edges[1:-1], dtype=object))
         return int(np.searchsorted(inner, number, side="right"))
 
     def decode(self, cells: np.ndarray, rng: np.random.Generator) -> pd.Series:
@@ -157,7 +157,7 @@ class ColumnDomain:
         return pd.Series(out, dtype=object)
 
     def _decode_numeric(self, cells: np.ndarray, binning: NumericBins, rng: np.random.Generator) -> pd.Series:
-        edges = _numeric(pd.Series(binning.edges, dtype=object))
+        edges = as_numbers(pd.Series(binning.edges, dtype=object))
         nulls = cells == binning.null_index if binning.null_index is not None else np.zeros(len(cells), dtype=bool)
         index = np.clip(cells, 0, binning.bins - 1)
         low, high = edges[index], edges[index + 1]

@@ -49,7 +49,7 @@ from privsynth.synth.domain import (
     learn_domains,
     needs_budget,
 )
-from privsynth.synth.dp import FitRecord, open_fit, resolve_budget
+from privsynth.synth.dp import resolve_budget
 
 __all__ = ["Counts", "MarginalMethod", "compress", "compressed_counts", "floor_float", "measure", "whole_number"]
 
@@ -99,9 +99,7 @@ class MarginalMethod(Synthesizer):
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
         budget = resolve_budget(self.name, epsilon, delta, schema)
         self._check(schema)
-        purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        with open_fit(budget, ledger, self.dataset_, purpose, content=_content(source, ledger)) as (accountant, _):
-            source, schema = self._declare_structure(source, schema, accountant)
+        with self._accounting(budget, ledger, source, schema) as (accountant, _, source, schema):
             preprocessing = 0.0
             if needs_budget(schema, self.bins, numeric_bins=self.numeric_bins):
                 preprocessing = budget.split([self.preprocessing_share, 1 - self.preprocessing_share])[0].rho
@@ -120,15 +118,7 @@ class MarginalMethod(Synthesizer):
         ]
         self.epsilon_, self.delta_, self.rho_ = budget.epsilon, budget.delta, budget.rho
         self.rows_estimate_ = model.total
-        self.record_ = FitRecord.of(
-            self.name,
-            self.get_params(),
-            budget=budget,
-            accountant=accountant,
-            dataset=self.dataset_,
-            released={"rows_estimate": round(float(model.total))},
-            assumptions=self.assumptions_,
-        )
+        self._record_fit(budget, accountant, {"rows_estimate": round(float(model.total))})
         if budget.delta * model.total >= 1:
             logger.warning(
                 "delta=%g is not below 1/n for this table (about %d rows by the noisy count): choose delta below "
@@ -315,12 +305,6 @@ def _decompress(cells: np.ndarray, mapping: np.ndarray, rng: np.random.Generator
 
 
 # ---- budget and ledger -----------------------------------------------------------------------------------------
-
-
-def _content(source: Source, ledger: Any) -> str | None:
-    """The source's content fingerprint for the ledger's "looks like dataset X" hint (the ledger keeps only a
-    keyed hash of it); not computed without a ledger."""
-    return None if ledger is False else source.fingerprint()
 
 
 def floor_float(value: Fraction) -> float:
