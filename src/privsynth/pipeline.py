@@ -669,6 +669,8 @@ def synthesize_text(
         "delta": delta,
         "ledger": ledger_object if ledger_object is not None else False,
         "dataset": name,
+        # for the ledger's keyed look-alike hint only (it stores an HMAC, never this), as tabular fits do
+        "content": None if ledger_object is None else source.fingerprint(),
     }
     if canaries:
         from privsynth.text.dp_finetune import canary_exposure

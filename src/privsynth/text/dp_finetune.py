@@ -139,19 +139,22 @@ class DPLoRA:
         delta: float | None = None,
         ledger: LedgerArg = None,
         dataset: str | None = None,
+        content: str | None = None,
     ) -> DPLoRA:
         """Fine-tune on ``texts`` (one record each), optionally with a label per text.
 
         With ``epsilon`` the fit is (epsilon, delta)-DP (``delta`` defaults to
         :data:`~privsynth.synth.dp.DEFAULT_DELTA`): 1% of rho buys a noisy text count (it sets the sampling
         rate), DP-SGD gets the rest; spends are reserved and committed in ``ledger`` (default: the default
-        ledger; ``False``: none) under ``dataset``, the name the user gives the corpus. ``epsilon=None`` trains
+        ledger; ``False``: none) under ``dataset``, the name the user gives the corpus (``content``, optional, is
+        kept by the ledger only as a keyed hash, to warn when the same texts come back under another name).
+        ``epsilon=None`` trains
         without DP (a baseline; nothing is spent, and unusable texts or labels are refused by position). Labels
         need ``public_labels``, the label values declared public: a label set read from the texts would leak.
         """
         self._check_parameters()
         if epsilon is None:
-            if delta is not None or ledger is not None or dataset is not None:
+            if delta is not None or ledger is not None or dataset is not None or content is not None:
                 raise ParameterError("delta, ledger and dataset need epsilon: pass epsilon for a DP fit, or none")
             return self._fit_baseline(texts, labels, public_labels)
         budget = resolve_budget("dp-lora", epsilon, delta)
@@ -173,7 +176,7 @@ class DPLoRA:
         encoded = self._encode(values, rows, learn_blank=False)
         self.truncated_ = encoded.truncated
         purpose = f"dp-lora fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
-        with open_fit(budget, ledger, name, purpose) as (accountant, cap), torch_threads():
+        with open_fit(budget, ledger, name, purpose, content=content) as (accountant, cap), torch_threads():
             self._fit_dp(encoded, budget, accountant, cap)
         parameters: dict[str, Any] = {key: getattr(self, key) for key in _SETTINGS}
         parameters["target_modules"] = list(self.target_modules)
@@ -759,6 +762,7 @@ def canary_exposure(
     seed: int = 0,
     ledger: LedgerArg = None,
     dataset: str | None = None,
+    content: str | None = None,
 ) -> CanaryResult:
     """Insert ``canaries`` random secrets (``digits`` random digits in ``template``) into ``texts``, canary i
     ``repeats[i]`` times (or ``repeats`` times each), fit ``model`` on them, and return each canary's exposure
@@ -768,7 +772,7 @@ def canary_exposure(
     it can be. A canary the model did not memorise has an exposure near its ``baseline``, the same ranking under
     the untrained model (an exposure of several bits can come from the base model alone: it prefers some digit
     strings). With labels, the canaries and candidates carry the first public label. Secrets, candidates and
-    the shuffling come from ``seed``. ``ledger`` and ``dataset`` go to :meth:`DPLoRA.fit`: the canaries are
+    the shuffling come from ``seed``. ``ledger``, ``dataset`` and ``content`` go to :meth:`DPLoRA.fit`: the canaries are
     records of the fit like any other text, so the budget and its guarantee cover the corpus with them.
     """
     rng = np.random.default_rng(seed)
@@ -786,7 +790,9 @@ def canary_exposure(
     before = untrained.log_likelihood(inserted + others, tags)
     del untrained
     if labels is None:
-        model.fit([corpus[i] for i in order], epsilon=epsilon, delta=delta, ledger=ledger, dataset=dataset)
+        model.fit(
+            [corpus[i] for i in order], epsilon=epsilon, delta=delta, ledger=ledger, dataset=dataset, content=content
+        )
     else:
         tagged = [str(value) for value in labels] + [str(tag)] * sum(counts)
         model.fit(
@@ -797,6 +803,7 @@ def canary_exposure(
             delta=delta,
             ledger=ledger,
             dataset=dataset,
+            content=content,
         )
     scores = model.log_likelihood(inserted + others, tags)
     values = [exposure(float(score), scores[canaries:]) for score in scores[:canaries]]

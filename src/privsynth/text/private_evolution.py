@@ -265,6 +265,7 @@ class PrivateEvolution:
         delta: float | None = None,
         ledger: LedgerArg = None,
         dataset: str | None = None,
+        content: str | None = None,
     ) -> PrivateEvolution:
         """Evolve a synthetic population towards ``texts`` under (epsilon, delta)-DP.
 
@@ -273,7 +274,9 @@ class PrivateEvolution:
         not a string, is blank, or has a label outside ``public_labels`` casts no vote (it is covered by the
         guarantee like any other text, and nothing about it is reported). The budget (``delta`` defaults to
         :data:`~privsynth.synth.dp.DEFAULT_DELTA`) is reserved in ``ledger`` (default: the default ledger;
-        ``False``: none) under ``dataset``, the name the user gives the corpus, before any text is embedded.
+        ``False``: none) under ``dataset``, the name the user gives the corpus, before any text is embedded;
+        ``content`` (optional, e.g. :meth:`Source.fingerprint`) is kept by the ledger only as a keyed hash, to warn
+        when the same texts come back under another name.
         Sets ``record_`` (what the fit may publish), ``sigma_`` (noise per vote count), ``epsilon_`` (the
         ledger's zCDP epsilon), ``epsilon_gdp_`` (the tighter GDP epsilon of the same noise), ``charges_``,
         ``texts_``, ``labels_`` and ``scores_`` (the last population and its noisy votes) and ``history_`` (every
@@ -294,7 +297,7 @@ class PrivateEvolution:
         purpose = (
             f"private evolution, {self.iterations} iterations at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
         )
-        with open_fit(budget, ledger, name, purpose) as (accountant, _):
+        with open_fit(budget, ledger, name, purpose, content=content) as (accountant, _):
             voters = [text for text, group in zip(items, groups, strict=True) if group >= 0]
             private = embedder.embed(voters) if voters else np.zeros((0, 1))
             private_groups = groups[groups >= 0]
