@@ -31,7 +31,13 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 llama: $(BIN)/python
 	$(BIN)/python -m pip install --quiet llama-cpp-python
 
-demo: $(VENV)/.installed-core
+# The demo releases a DP table (MST) and a deep one: it needs the dp and deep extras (CPU torch first).
+$(VENV)/.installed-demo: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dp,deep]'
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/privsynth demo
 
 # ruff (lint + format check), mypy on src/, then pytest. pytest exits 5 when it collects no tests (e.g. a marker

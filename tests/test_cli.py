@@ -21,19 +21,25 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_writes_synthetic_data_schema_card_and_summary(tmp_path: Path) -> None:
-    result = run("demo", cwd=tmp_path)
+def test_demo_releases_a_dp_table_and_a_deep_one_and_compares_them(tmp_path: Path) -> None:
+    result = run("demo", "--rows", "3000", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "privsynth-demo"
-    assert len(pd.read_csv(out / "synthetic.csv")) == 20974
-    assert json.loads((out / "synthetic.card.json").read_text())["generator"]["method"] == "copula"
-    assert "nassCDS" in (out / "summary.md").read_text()
-    report = json.loads((out / "report.json").read_text())
-    assert 0.0 < report["fidelity"]["tvd_2way"]["value"] < 0.15
-    assert 0.3 < report["privacy"]["dcr_train_share"]["value"] < 0.7
-    assert "<img" in (out / "report.html").read_text()
-    assert "DCR train share" in (out / "summary.md").read_text()
-    assert run("demo", cwd=tmp_path).returncode == 0  # the demo may replace its own files
+    assert len(pd.read_csv(out / "dp.csv")) == len(pd.read_csv(out / "deep.csv")) == 3000
+    dp_card = json.loads((out / "dp.card.json").read_text())
+    assert dp_card["privacy"]["differentially_private"] is True and dp_card["privacy"]["epsilon"] == 1.0
+    assert dp_card["metrics"] == {}  # the evaluation stays with the custodian
+    assert json.loads((out / "deep.card.json").read_text())["generator"]["method"] == "deep"
+    ledger = Ledger(out / "ledger.sqlite").dataset("nassCDS")
+    assert ledger.cap is not None and ledger.cap.epsilon == 3.0
+    assert ledger.spent_rho == pytest.approx(dp_card["privacy"]["rho"], rel=1e-9)
+    summary = (out / "summary.md").read_text()
+    assert "| report metric | dp | deep |" in summary and "DCR train share" in summary
+    for name in ("dp", "deep"):
+        report = json.loads((out / f"{name}.report.json").read_text())
+        assert 0.0 < report["fidelity"]["tvd_2way"]["value"] < 0.15
+        assert "<img" in (out / f"{name}.report.html").read_text()
+    assert run("demo", "--rows", "500", cwd=tmp_path).returncode == 0  # the demo replaces its own files, ledger too
 
 
 def test_export_infer_generate_round_trip(tmp_path: Path) -> None:

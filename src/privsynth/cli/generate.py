@@ -34,6 +34,7 @@ from privsynth.errors import ParameterError
 from privsynth.evaluate import Report, evaluate, write_report
 from privsynth.evaluate.catalogue import CATALOGUE, DEMO, format_metric, shown_in
 from privsynth.pipeline import Release, sample_model, synthesize
+from privsynth.privacy.ledger import Ledger
 from privsynth.synth import Synthesizer, available
 
 logger = logging.getLogger(__name__)
@@ -244,74 +245,113 @@ def demo(
         "privsynth-demo"
     ),
     rows: Annotated[int | None, typer.Option(help="Synthetic rows (default: as many as the train split).")] = None,
+    epsilon: Annotated[float, typer.Option(help="Budget of the DP release.")] = 1.0,
 ) -> None:
-    """Run the whole flow on the bundled nassCDS data (schema, generate, evaluate) and write it into OUTPUT_DIR.
+    """Run the product's main job on the bundled nassCDS data and write it into OUTPUT_DIR: a differentially
+    private release (MST, its budget spent from a ledger with a cap, its data card) and a deep one, each evaluated
+    against the holdout, compared side by side in summary.md.
 
-    The demo owns its folder: it replaces the files it wrote on an earlier run, and nothing else.
+    The demo owns its folder: it replaces the files it wrote on an earlier run (its ledger too), and nothing else.
     """
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     info = dataset_info("nassCDS")
-    train = load_dataset("nassCDS", "train")
+    train, holdout = load_dataset("nassCDS", "train"), load_dataset("nassCDS", "holdout")
+    rows = rows or len(train)
     console.print(f"[bold]1. data[/bold]: nassCDS train split, {len(train)} rows x {train.shape[1]} columns")
     schema = bundled_schema("nassCDS", train)
     schema.save(output_dir / "schema.yaml")
-    console.print(f"[bold]2. schema[/bold]: inferred, written to {output_dir / 'schema.yaml'}")
-    with progress_bar():
-        release = synthesize(train, "copula", rows, schema=schema, seed=0)
-    written = release.write(output_dir / "synthetic.csv", overwrite=True)
-    console.print(f"[bold]3. generate[/bold]: Gaussian copula, {len(release.data)} rows -> {written}")
-    with progress_bar():
-        report = evaluate(
-            train,
-            release.data,
-            holdout=load_dataset("nassCDS", "holdout"),
-            target=info.target,
-            sensitive=info.sensitive,
-            schema=schema,
-            seed=0,
-        )
-    html, data = write_report(report, output_dir / "report.html", overwrite=True)
-    console.print(f"[bold]4. evaluate[/bold]: fidelity, utility, equity and privacy attacks -> {html} (+ {data.name})")
-    summary = _demo_summary(train, release, info.target, time.perf_counter() - started) + _report_lines(report)
+    console.print("[bold]2. schema[/bold]: inferred and reviewed (label set public), written to schema.yaml")
+    ledger_path = output_dir / "ledger.sqlite"
+    ledger_path.unlink(missing_ok=True)
+    cap = 3 * epsilon
+    ledger = Ledger(ledger_path)
+    ledger.register("nassCDS")
+    ledger.set_cap("nassCDS", epsilon=cap, delta=1e-6)
+    ledger.close()
+    releases: dict[str, Release] = {}
+    for name, method, options in (
+        ("dp", "mst", {"epsilon": epsilon, "ledger": ledger_path, "dataset": "nassCDS"}),
+        ("deep", _best_non_dp(), {}),
+    ):
+        with progress_bar():
+            release = synthesize(train, method, rows, schema=schema, seed=0, **options)  # type: ignore[arg-type]
+        written = release.write(output_dir / f"{name}.csv", overwrite=True)
+        releases[name] = release
+        what = f"MST at epsilon {epsilon:g} (cap {cap:g} in {ledger_path.name})" if name == "dp" else method
+        console.print(f"[bold]3. generate[/bold] {what}: {len(release.data)} rows -> {written} + card")
+    reports: dict[str, Report] = {}
+    for name, release in releases.items():
+        with progress_bar():
+            reports[name] = evaluate(
+                train,
+                release.data,
+                holdout=holdout,
+                target=info.target,
+                sensitive=info.sensitive,
+                schema=schema,
+                seed=0,
+            )
+        html, _ = write_report(reports[name], output_dir / f"{name}.report.html", overwrite=True)
+        console.print(f"[bold]4. evaluate[/bold] {name}: fidelity, utility, equity, privacy attacks -> {html}")
+    seconds = time.perf_counter() - started
+    summary = _demo_summary(train, releases, info.target, seconds) + _report_lines(reports)
     (output_dir / "summary.md").write_text(summary, encoding="utf-8")
     console.print(summary)
     console.print(f"[bold green]done[/bold green]: see {output_dir}/")
 
 
-def _report_lines(report: Report) -> str:
-    lines = ["", "| report metric | value |", "|---|---|"]
+def _best_non_dp() -> str:
+    """The deep generator where its extra is installed, else the copula."""
+    return "deep" if "deep" in available() else "copula"
+
+
+def _report_lines(reports: dict[str, Report]) -> str:
+    names = list(reports)
+    lines = ["", "| report metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in shown_in(DEMO):
         info = CATALOGUE[key]
-        lines.append(f"| {info.label} ({info.reading}) | {format_metric(key, report[key])} |")
-    lines += ["", "The full report (plots, definitions, intervals) is in report.html and report.json.", ""]
+        values = " | ".join(format_metric(key, reports[name][key]) for name in names)
+        lines.append(f"| {info.label} ({info.reading}) | {values} |")
+    lines += [
+        "",
+        "The full reports (plots, definitions, intervals) are NAME.report.html and .json: they hold statistics of the "
+        "real rows, so they stay with the custodian; the DP release's card does not carry them.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _demo_summary(train: Any, release: Release, target: str, seconds: float) -> str:
-    synthetic = release.data
+def _demo_summary(train: Any, releases: dict[str, Release], target: str, seconds: float) -> str:
+    dp = releases["dp"]
     lines = [
         "# privsynth demo: nassCDS",
         "",
-        f"- real (train split): {len(train)} rows; synthetic: {len(synthetic)} rows, method `{release.model.name}`, "
-        f"seed {release.seed}",
-        f"- left out of synthesis: {', '.join(e['column'] for e in release.excluded) or 'nothing'}",
-        f"- wall time: {seconds:.1f} s",
-        "",
-        f"| target `{target}` | real share | synthetic share |",
-        "|---|---|---|",
+        f"- real (train split): {len(train)} rows; wall time {seconds:.1f} s",
     ]
-    real_share = train[target].value_counts(normalize=True)
-    syn_share = synthetic[target].value_counts(normalize=True)
-    for value in real_share.index:
-        lines.append(f"| {value} | {real_share[value]:.3f} | {syn_share.get(value, 0.0):.3f} |")
+    for name, release in releases.items():
+        fit = release.fit
+        privacy = (
+            f"({fit.epsilon:g}, {fit.delta:g})-DP, {len(fit.spends)} ledger entries"
+            if fit.differentially_private
+            else "no formal privacy guarantee"
+        )
+        lines.append(f"- `{name}.csv`: {len(release.data)} rows, method `{fit.method}`, {privacy}")
+    lines.append(f"- left out of synthesis: {', '.join(e['column'] for e in dp.excluded) or 'nothing'}")
     lines += [
         "",
-        "| numeric column | real mean | synthetic mean | real sd | synthetic sd |",
-        "|---|---|---|---|---|",
+        f"| target `{target}` | real share | " + " | ".join(releases) + " |",
+        "|---|---|" + "---|" * len(releases),
     ]
+    real_share = train[target].value_counts(normalize=True)
+    for value in real_share.index:
+        shares = " | ".join(
+            f"{r.data[target].value_counts(normalize=True).get(value, 0.0):.3f}" for r in releases.values()
+        )
+        lines.append(f"| {value} | {real_share[value]:.3f} | {shares} |")
+    lines += ["", "| numeric column | real mean | " + " | ".join(f"{n} mean" for n in releases) + " |"]
+    lines.append("|---|---|" + "---|" * len(releases))
     for column in train.select_dtypes("number").columns:
-        if column in synthetic:
-            r, s = train[column], synthetic[column].astype(float)
-            lines.append(f"| {column} | {r.mean():.2f} | {s.mean():.2f} | {r.std():.2f} | {s.std():.2f} |")
+        means = " | ".join(f"{r.data[column].astype(float).mean():.2f}" for r in releases.values() if column in r.data)
+        lines.append(f"| {column} | {train[column].mean():.2f} | {means} |")
     return "\n".join(lines) + "\n"
