@@ -1,8 +1,8 @@
 """Private Evolution (Aug-PE) on the bundled trump_tweets corpus, against the model prompted without private data.
 
 Private texts: ``--private`` tweets drawn (seeded) from the train split whose source is one of three apps, which are
-declared public labels. PE runs ``--iterations`` noisy vote histograms at ``--epsilon`` (delta = 1/(N log N), as
-Aug-PE) with a population of ``--population`` texts and returns ``--population`` synthetic tweets. The
+declared public labels. PE runs ``--iterations`` noisy vote histograms at ``--epsilon`` (delta = 1/(N log N) as
+Aug-PE, at most privsynth's 1e-5) with a population of ``--population`` texts and returns ``--population`` synthetic tweets. The
 non-private baseline is PE's first population: the same label-conditioned prompts, before any private vote.
 
 Scores against ``--holdout`` tweets of the holdout split, in all-MiniLM-L6-v2 embedding space:
@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 
 from privsynth.data.datasets import load_dataset
 from privsynth.progress import ProgressEvent, listen
+from privsynth.synth.dp import MAX_DELTA
 from privsynth.text.llm import Embedder, local_generator
 from privsynth.text.private_evolution import PrivateEvolution
 
@@ -111,7 +112,7 @@ def main() -> None:
     holdout = load_dataset("trump_tweets", "holdout")
     holdout = holdout[holdout["source"].isin(LABELS)].reset_index(drop=True)
     holdout = holdout.iloc[rng.choice(len(holdout), args.holdout, replace=False)].reset_index(drop=True)
-    delta = 1 / (args.private * math.log(args.private))
+    delta = min(1 / (args.private * math.log(args.private)), MAX_DELTA)  # privsynth accepts delta <= 1e-5
 
     embedder = Embedder()
     holdout_x = embedder.embed(holdout["text"].tolist())
@@ -132,7 +133,9 @@ def main() -> None:
         print(f"{time.perf_counter() - start:7.0f} s  {event.completed}/{event.total}  {event.detail}", flush=True)
 
     with listen(show):
-        model.fit(private["text"], private["source"], public_labels=LABELS, epsilon=args.epsilon, delta=delta)
+        model.fit(
+            private["text"], private["source"], public_labels=LABELS, epsilon=args.epsilon, delta=delta, ledger=False
+        )
     fit_seconds = time.perf_counter() - start
     synthetic = model.sample(args.population)
     history = model.history_
