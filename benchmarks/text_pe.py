@@ -2,7 +2,8 @@
 
 Private texts: ``--private`` tweets drawn (seeded) from the train split whose source is one of three apps, which are
 declared public labels. PE runs ``--iterations`` noisy vote histograms at ``--epsilon`` (delta = 1/(N log N) as
-Aug-PE, at most privsynth's 1e-5) with a population of ``--population`` texts and returns ``--population`` synthetic tweets. The
+Aug-PE, at most privsynth's 1e-5) with a population of ``--population`` texts and returns ``--population`` synthetic
+tweets. The
 non-private baseline is PE's first population: the same label-conditioned prompts, before any private vote.
 
 Scores against ``--holdout`` tweets of the holdout split, in all-MiniLM-L6-v2 embedding space:
