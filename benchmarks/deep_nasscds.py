@@ -44,7 +44,7 @@ def run(dataset: str, method: str, epsilon: float | None) -> dict[str, Any]:
     from privsynth.data.datasets import dataset_info, load_dataset
     from privsynth.evaluate import evaluate
     from privsynth.synth import create
-    from privsynth.synth._deep_net import threads
+    from privsynth.threads import threads
 
     train, holdout = load_dataset(dataset), load_dataset(dataset, "holdout")
     info = dataset_info(dataset)

@@ -34,7 +34,7 @@ from privsynth.errors import PrivsynthError
 from privsynth.pipeline import TextModel, synthesize_text
 from privsynth.provenance.card import card_html_path, card_path, file_sha256
 from privsynth.provenance.lineage import frame_fingerprint
-from privsynth.synth._deep_net import torch_threads
+from privsynth.threads import torch_threads
 
 LABELS = ["Twitter for Android", "Twitter for iPhone"]
 CANARY_TEXT = "zqxcanary 8675309 is the code"

@@ -133,7 +133,7 @@ def test_the_accountant_passes_the_range_on_and_refuses_one_without_its_own_orde
 
 def test_a_dp_sgd_charge_stores_its_orders_and_a_later_cap_cannot_convert_beyond_them(ledger: Ledger) -> None:
     pytest.importorskip("opacus")
-    from privsynth.synth._deep_privacy import spend_dp_sgd
+    from privsynth.privacy.dp_sgd import spend_dp_sgd
 
     ledger.set_cap("adult", 2.0, 1e-6)
     budget = Budget.from_epsilon_delta(1.0, 1e-6)

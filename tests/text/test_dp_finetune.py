@@ -17,8 +17,8 @@ import torch
 from privsynth.errors import DataError, ParameterError
 from privsynth.pipeline import TextModel
 from privsynth.privacy.budget import epsilon_from_rho_delta
+from privsynth.privacy.dp_sgd import release_opacus
 from privsynth.privacy.ledger import Ledger
-from privsynth.synth._deep_net import torch_threads
 from privsynth.synth.copula import GaussianCopula
 from privsynth.text._torch_model import load_causal_lm
 from privsynth.text.dp_finetune import (
@@ -28,8 +28,8 @@ from privsynth.text.dp_finetune import (
     empty_batch_gradients,
     exposure,
     private_training,
-    release_opacus,
 )
+from privsynth.threads import torch_threads
 
 LABELS = ["Twitter for Android", "Twitter for iPhone"]
 

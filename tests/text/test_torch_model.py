@@ -9,9 +9,9 @@ pytest.importorskip("gguf")
 import torch
 
 from privsynth.errors import ParameterError
-from privsynth.synth._deep_net import torch_threads
 from privsynth.text._torch_model import cache_dir, load_causal_lm, model_cache_path
 from privsynth.text.llm import smollm2_gguf
+from privsynth.threads import torch_threads
 
 
 def test_cache_folder_follows_privsynth_cache_and_the_file_hash(

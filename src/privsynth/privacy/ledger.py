@@ -20,7 +20,7 @@ HMAC-SHA256 of it, keyed by a random secret stored in the ledger's own database,
 under one name looks like another dataset's. Ledgers written before names were the key keep their datasets under
 the fingerprint they were registered with (:meth:`Ledger.rename` gives such a dataset a name).
 
-Some spends hold in Rényi DP only over a range of orders (DP-SGD, see :mod:`privsynth.synth._deep_privacy`): the
+Some spends hold in Rényi DP only over a range of orders (DP-SGD, see :mod:`privsynth.privacy.dp_sgd`): the
 ledger stores that range with the spend and converts a dataset's total rho to (epsilon, delta) (Canonne, Kamath
 and Steinke 2020, Proposition 12) only at orders every spend holds at. A cap whose conversion order lies outside
 that range is refused, and so is a spend that would leave the cap unreachable at those orders; the epsilon spent

@@ -19,41 +19,15 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from privsynth.privacy.dp_sgd import release_opacus
 from privsynth.progress import report
-
-
-def threads() -> int:
-    """Torch threads to use: the cores this process may run on, at most 2, and 1 when they are already busy.
-
-    OpenMP threads spin while they wait for each other; on cores that other processes keep busy two threads
-    ran a training step ten times slower than one.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    if os.getloadavg()[0] >= cores:
-        return 1
-    return max(1, min(2, cores))
-
-
-@contextmanager
-def torch_threads() -> Iterator[None]:
-    """Run the block with :func:`threads` torch threads, restoring the previous setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class AnyOrderNet(nn.Module):
@@ -379,9 +353,5 @@ def fit_dp_sgd(
             optimizer.step()
             if step % per_epoch == 0 or step == steps:
                 report(task, math.ceil(step / per_epoch), epochs, f"step {step} of {steps}")
-    model.remove_hooks()
-    for parameter in net.parameters():
-        for name in ("grad_sample", "summed_grad", "_forward_counter", "_current_grad_sample"):
-            if hasattr(parameter, name):
-                delattr(parameter, name)
+    release_opacus(model, net)
     net.eval()

@@ -26,6 +26,7 @@ from privsynth.data.sources import Source
 from privsynth.errors import DataError, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
+from privsynth.privacy.dp_sgd import noisy_sample_rate, privacy_record, spend_dp_sgd
 from privsynth.progress import report
 from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
 from privsynth.synth._deep_net import (
@@ -34,12 +35,11 @@ from privsynth.synth._deep_net import (
     fit_dp_sgd,
     fit_early_stopping,
     sample_tokens,
-    torch_threads,
 )
-from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.synth.base import Conditions, Synthesizer, register
 from privsynth.synth.domain import domain_column, learn_domains, needs_budget
 from privsynth.synth.dp import FitRecord, resolve_budget
+from privsynth.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
        ``batch_size / n`` and the number of steps; the true n is never used.
     3. DP-SGD on the rest: per-row gradient clipping at ``max_grad_norm`` (the L2 sensitivity of a step's sum)
        and Gaussian noise, with the smallest noise multiplier whose RDP fits the rho left (see
-       :mod:`privsynth.synth._deep_privacy` for why this composes soundly with the zCDP spends).
+       :mod:`privsynth.privacy.dp_sgd` for why this composes soundly with the zCDP spends).
 
     The fit never fails on the data and never reports a value from it: a category outside the domain, a number
     outside it, a value of the wrong type or an unexpected missing value goes to an *other* or *missing* token,
@@ -379,8 +379,6 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         paid: list[str],
     ) -> dict[str, Any]:
         """Learn domains, count, train; returns the values released through a mechanism that a card may show."""
-        from privsynth.privacy.mechanisms import gaussian_mechanism  # needs OpenDP (the dp extra)
-
         domain_share = self.preprocessing if paid else 0.0
         rho_domains, rho_count, _ = split_exactly(
             budget.rho, [domain_share, _COUNT_SHARE, 1 - domain_share - _COUNT_SHARE]
@@ -389,20 +387,14 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         domains = learn_domains(source, schema, accountant if paid else None, rho=rho_domains, bins=self.bins)
         self.codecs_ = [DomainCodec(domains[name]) for name in schema.names]
         report("fit dp-deep", 1, 3, "row count")
-        noisy = gaussian_mechanism(
-            np.array([source.num_rows()], dtype=np.int64),
-            sensitivity=1.0,
+        noisy_rows, sample_rate = noisy_sample_rate(
+            source.num_rows(),
+            batch_size=self.batch_size,
             rho=rho_count,
+            budget=budget,
             accountant=accountant,
-            purpose="row count, for the DP-SGD sampling rate",
+            records="row",
         )
-        rows = max(int(noisy[0]), 2 * self.batch_size)
-        if budget.delta * rows >= 1:
-            # DP log lines name no released value: the noisy count is on the card (record_), not in the log
-            logger.warning(
-                "delta=%g is not below 1/n for this table by its noisy row count: choose a smaller delta", budget.delta
-            )
-        sample_rate = self.batch_size / rows
         steps = math.ceil(self.epochs / sample_rate)
         sgd = spend_dp_sgd(
             accountant,
@@ -435,7 +427,7 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         self.privacy_ = privacy_record(budget, accountant, sgd)
         report("fit dp-deep", 3, 3)
         return {
-            "noisy_rows": int(noisy[0]),
+            "noisy_rows": noisy_rows,
             "noise_multiplier": sgd.sigma,
             "sample_rate": sample_rate,
             "steps": steps,

@@ -5,7 +5,7 @@ Training follows Yu et al., "Differentially Private Fine-tuning of Language Mode
 (Hu et al., "LoRA", ICLR 2022; the ``peft`` library) are the only trainable weights, and they are trained with
 DP-SGD (Abadi et al., CCS 2016) by ``opacus``: Poisson sampling (``DPDataLoader``), per-text gradients clipped to
 ``max_grad_norm``, Gaussian noise on their sum. One text is one record. The noise multiplier is calibrated and
-charged exactly as ``dp-deep`` does (:mod:`privsynth.synth._deep_privacy`): the DP-SGD charge is its RDP up to
+charged exactly as ``dp-deep`` does (:mod:`privsynth.privacy.dp_sgd`): the DP-SGD charge is its RDP up to
 the budget's conversion order over that order, so it adds up in rho with every other spend in the ledger.
 
 The audit is the exposure of Carlini et al., "The Secret Sharer: Evaluating and Testing Unintended Memorization
@@ -32,12 +32,12 @@ import torch
 from privsynth.errors import DataError, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
+from privsynth.privacy.dp_sgd import noisy_sample_rate, privacy_record, release_opacus, spend_dp_sgd
 from privsynth.progress import report
-from privsynth.synth._deep_net import torch_threads
-from privsynth.synth._deep_privacy import privacy_record, spend_dp_sgd
 from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
 from privsynth.text._dp import corpus_name
 from privsynth.text._torch_model import load_causal_lm
+from privsynth.threads import torch_threads
 
 __all__ = ["CanaryResult", "DPLoRA", "canary_exposure", "canary_texts", "exposure"]
 
@@ -278,20 +278,15 @@ class DPLoRA:
         return time.perf_counter() - start
 
     def _fit_dp(self, encoded: _Encoded, budget: Budget, accountant: Accountant, cap: Budget | None) -> None:
-        from privsynth.privacy.mechanisms import gaussian_mechanism  # needs OpenDP (the dp extra)
-
         rho_count, _ = split_exactly(budget.rho, [_COUNT_SHARE, 1 - _COUNT_SHARE])
-        noisy = gaussian_mechanism(
-            np.array([encoded.ids.shape[0]], dtype=np.int64),
-            sensitivity=1.0,
+        _, sample_rate = noisy_sample_rate(
+            encoded.ids.shape[0],
+            batch_size=self.batch_size,
             rho=rho_count,
+            budget=budget,
             accountant=accountant,
-            purpose="text count, for the DP-SGD sampling rate",
+            records="text",
         )
-        count = max(int(noisy[0]), 2 * self.batch_size)
-        if budget.delta * count >= 1:
-            logger.warning("delta=%g is not below 1/n by the noisy text count: choose a smaller delta", budget.delta)
-        sample_rate = self.batch_size / count
         steps = self.epochs * int(1 / sample_rate)  # DPDataLoader takes int(1 / sample_rate) batches per pass
         sgd = spend_dp_sgd(
             accountant,
@@ -601,15 +596,6 @@ def empty_batch_gradients(model: Any) -> None:
     for parameter in model.parameters():
         if parameter.requires_grad:
             parameter.grad_sample = torch.zeros((0, *parameter.shape), dtype=parameter.dtype)
-
-
-def release_opacus(module: Any, model: Any) -> None:
-    """Remove opacus's hooks and the per-sample state it leaves on the weights."""
-    module.remove_hooks()
-    for parameter in model.parameters():
-        for name in ("grad_sample", "summed_grad", "_forward_counter", "_current_grad_sample"):
-            if hasattr(parameter, name):
-                delattr(parameter, name)
 
 
 def _trainable(model: Any) -> list[torch.nn.Parameter]:

@@ -1,4 +1,5 @@
-"""Accounting for DP-SGD inside a zCDP budget: what ``dp-deep`` charges the ledger for training, and why it is sound.
+"""Accounting for DP-SGD inside a zCDP budget: what ``dp-deep`` and DP LoRA charge the ledger for training, and why
+it is sound; and the steps both trainings share (the noisy count that sets the sampling rate, opacus's clean-up).
 
 DP-SGD with Poisson sampling (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016) is analysed in
 Rényi DP: ``steps`` rounds of the sampled Gaussian mechanism with sampling rate ``q`` and noise multiplier
@@ -35,6 +36,7 @@ only at orders inside it: a cap set later at a smaller delta, whose conversion o
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -47,6 +49,8 @@ from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import conversion_order
+
+logger = logging.getLogger(__name__)
 
 _MIN_ORDER = 2  # the smallest integer order opacus computes; the charge covers orders from 2 (or alpha_max) up
 _SEGMENT_POINTS = 8  # orders checked between consecutive integers
@@ -215,3 +219,36 @@ def privacy_record(budget: Budget, accountant: Accountant, sgd: SGDCharge) -> di
             {"mechanism": c.mechanism, "purpose": c.purpose, "rho": c.rho, "delta": c.delta} for c in accountant.charges
         ],
     }
+
+
+def noisy_sample_rate(
+    count: int, *, batch_size: int, rho: float, budget: Budget, accountant: Accountant, records: str
+) -> tuple[int, float]:
+    """``(noisy count, sampling rate)``: the Poisson sampling rate ``batch_size / n`` of DP-SGD, with n the
+    number of ``records`` ("row", "text") released by the Gaussian mechanism (sensitivity 1, cost ``rho``), never
+    the true count; n is at least twice the batch size, so the rate is at most a half."""
+    from privsynth.privacy.mechanisms import gaussian_mechanism  # needs OpenDP (the dp extra)
+
+    noisy = gaussian_mechanism(
+        np.array([count], dtype=np.int64),
+        sensitivity=1.0,
+        rho=rho,
+        accountant=accountant,
+        purpose=f"{records} count, for the DP-SGD sampling rate",
+    )
+    released = int(noisy[0])
+    n = max(released, 2 * batch_size)
+    if budget.delta * n >= 1:
+        # DP log lines name no released value: the noisy count is on the card (record_), not in the log
+        logger.warning("delta=%g is not below 1/n by the noisy %s count: choose a smaller delta", budget.delta, records)
+    return released, batch_size / n
+
+
+def release_opacus(module: Any, model: Any) -> None:
+    """Remove opacus's hooks from ``module`` (its ``GradSampleModule``) and the per-sample state it leaves on the
+    weights of ``model``, so the trained model is a plain torch model again."""
+    module.remove_hooks()
+    for parameter in model.parameters():
+        for name in ("grad_sample", "summed_grad", "_forward_counter", "_current_grad_sample"):
+            if hasattr(parameter, name):
+                delattr(parameter, name)
