@@ -87,23 +87,35 @@ class HeldLedger(Ledger):
 
     Whatever name the fit registers the data under, its budget is the service dataset's (``key``, the
     dataset's ledger key): the service, not the fit, decides which dataset a job spends on.
+
+    It wraps the service's ledger rather than being a second one: it opens no connection of its own (it does not
+    run :meth:`Ledger.__init__`, which would open another pair of engines on the same database). It is a
+    :class:`Ledger` only so that a fit accepts it; the calls a fit makes are redirected below, and anything else
+    is answered by the wrapped ledger.
     """
 
     def __init__(self, ledger: Ledger, key: str, reservation: int, rho: float, approx_delta: float) -> None:
-        self.__dict__.update(vars(ledger))  # the same database and engines
-        self._key = key
-        self._reservation_id = reservation
-        self._rho = rho
-        self._approx_delta = approx_delta
+        self.ledger = ledger
+        self.url = ledger.url
+        self.key = key
+        self.reservation_id = reservation
+        self.rho = rho
+        self.approx_delta = approx_delta
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what this object does not hold itself: the wrapped ledger's engines and helpers.
+        if name == "ledger":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.ledger, name)
 
     def register(self, *_args: Any, **_kwargs: Any) -> DatasetRecord:
-        return Ledger.dataset(self, self._key)
+        return self.ledger.dataset(self.key)
 
     def dataset(self, *_args: Any, **_kwargs: Any) -> DatasetRecord:
-        return Ledger.dataset(self, self._key)
+        return self.ledger.dataset(self.key)
 
     def spend(self, dataset: str, rho: float, **options: Any) -> Spend:
-        return Ledger.spend(self, self._key, rho, **{**options, "reservation": self._reservation_id})
+        return self.ledger.spend(self.key, rho, **{**options, "reservation": self.reservation_id})
 
     def reserve(
         self,
@@ -115,12 +127,12 @@ class HeldLedger(Ledger):
         delta: float = 0.0,
         connection: Connection | None = None,
     ) -> int:
-        if rho > self._rho or delta > self._approx_delta:
+        if rho > self.rho or delta > self.approx_delta:
             raise BudgetExceeded(
                 f"the fit asks for rho={rho:.6g} (approximate delta {delta:.3g}) but the job reserved "
-                f"rho={self._rho:.6g} ({self._approx_delta:.3g}); nothing was spent"
+                f"rho={self.rho:.6g} ({self.approx_delta:.3g}); nothing was spent"
             )
-        return self._reservation_id
+        return self.reservation_id
 
     def commit(self, reservation: int, *, release_id: str | None = None, connection: Connection | None = None) -> None:
         """Left to the service, which commits the reservation in the transaction that publishes the release."""

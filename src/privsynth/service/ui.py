@@ -17,18 +17,19 @@ import math
 import secrets
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from privsynth.data.schema import Schema
+from privsynth.evaluate.catalogue import format_number
+from privsynth.service.config import CSRF_HEADER
+from privsynth.service.deps import Service
 from privsynth.service.store import User
+from privsynth.service.views import budget_view, job_view, release_view, release_visible
 from privsynth.synth import available
-
-if TYPE_CHECKING:
-    from privsynth.service.app import Service
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("privsynth.service", "templates"),
@@ -36,22 +37,12 @@ _environment = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-
-def _format(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-_environment.filters["num"] = _format
+# Numbers read as on the card, the report and the leaderboard: the one formatter, in the metric catalogue.
+_environment.filters["num"] = format_number
 
 
 def register(app: FastAPI, service: Service, current_user: Callable[[Request], User]) -> None:
     """Add the UI's routes to ``app``."""
-    from privsynth.service.app import CSRF_HEADER, budget_view, job_view, release_view, release_visible
-
     store = service.store
 
     def page(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
