@@ -21,8 +21,9 @@ from privsynth.cli._app import app
 from privsynth.data.sources import frame_source, load_source
 from privsynth.errors import ParameterError
 from privsynth.privacy import Budget, Ledger
+from privsynth.privacy._ledger_tables import CONTENTS, SETTINGS
 from privsynth.privacy.accountant import fit_accountant
-from privsynth.privacy.ledger import LEDGER_ENV_VAR, _contents, _settings
+from privsynth.privacy.ledger import LEDGER_ENV_VAR
 from privsynth.synth.dp import open_fit
 
 
@@ -40,12 +41,12 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 def _secret(ledger: Ledger) -> bytes:
     with ledger.engine.connect() as connection:
-        return bytes.fromhex(connection.execute(select(_settings.c.value)).scalar_one())
+        return bytes.fromhex(connection.execute(select(SETTINGS.c.value)).scalar_one())
 
 
 def _contents_of(ledger: Ledger) -> set[tuple[str, str]]:
     with ledger.engine.connect() as connection:
-        return {(row.content_hmac, row.dataset) for row in connection.execute(select(_contents))}
+        return {(row.content_hmac, row.dataset) for row in connection.execute(select(CONTENTS))}
 
 
 def test_the_same_rows_in_four_formats_spend_from_the_one_budget_they_are_named_under(

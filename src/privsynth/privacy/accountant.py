@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from privsynth.errors import BudgetExceeded, ParameterError
-from privsynth.privacy.budget import Budget, check_positive, epsilon_from_rho_delta, fits_within
-from privsynth.privacy.ledger import Ledger, conversion_order
+from privsynth.privacy.budget import Budget, check_positive, conversion_order, epsilon_from_rho_delta, fits_within
+from privsynth.privacy.ledger import Ledger
 
 __all__ = ["Accountant", "Charge", "fit_accountant", "open_ledger"]
 

@@ -32,10 +32,14 @@ __all__ = [
     "Budget",
     "check_delta",
     "check_positive",
+    "conversion_order",
+    "delta_at_order",
+    "epsilon_at_order",
     "epsilon_from_rho_delta",
     "fits_within",
     "gaussian_rho",
     "gaussian_sigma",
+    "rho_at_order",
     "rho_from_epsilon_delta",
     "split_exactly",
 ]
@@ -86,14 +90,7 @@ def _delta(rho: float, epsilon: float) -> float:
     """
     if rho == 0:
         return 0.0
-    low, high = _ALPHA_MIN, (epsilon + 1) / (2 * rho) + 2
-    alpha = (low + high) / 2
-    while alpha not in (low, high):
-        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
-            low = alpha
-        else:
-            high = alpha
-        alpha = (low + high) / 2
+    alpha = _optimal_order(rho, epsilon, _ALPHA_MIN)
     exponent = (alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha)
     if exponent > _MAX_EXPONENT:
         return 1.0
@@ -138,6 +135,55 @@ def epsilon_from_rho_delta(rho: float, delta: float) -> float:
             low = epsilon
         epsilon = (low + high) / 2
     return high
+
+
+def _optimal_order(rho: float, epsilon: float, low: float) -> float:
+    """The Rényi order above ``low`` that minimises the delta bound of CKS20 (Proposition 12) for rho-zCDP at
+    ``epsilon``: the log of the bound, ``(alpha - 1)(alpha rho - epsilon) + alpha log(1 - 1/alpha) - log(alpha - 1)``,
+    is convex in alpha, so bisection on the sign of its derivative, ``(2 alpha - 1) rho - epsilon +
+    log(1 - 1/alpha)``, down to adjacent floating-point numbers."""
+    high = (epsilon + 1) / (2 * rho) + 2
+    alpha = (low + high) / 2
+    while alpha not in (low, high):
+        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
+            low = alpha
+        else:
+            high = alpha
+        alpha = (low + high) / 2
+    return alpha
+
+
+def conversion_order(rho: float, epsilon: float) -> float:
+    """The Rényi order at which rho-zCDP converts to ``epsilon`` most tightly (CKS20, Proposition 12).
+
+    The minimiser over alpha of ``(alpha - 1)(alpha rho - epsilon) + alpha log(1 - 1/alpha) - log(alpha - 1)``,
+    the log of the delta bound; a spend that holds in Rényi DP only over a range of orders (DP-SGD) composes
+    with zCDP spends at this order when it is inside the range (:mod:`privsynth.privacy.dp_sgd`).
+    """
+    if not rho > 0 or not epsilon > 0:
+        raise ParameterError(f"rho and epsilon must be > 0, got rho={rho!r}, epsilon={epsilon!r}")
+    return _optimal_order(rho, epsilon, _ALPHA_MIN)
+
+
+def delta_at_order(rho: float, epsilon: float, alpha: float) -> float:
+    """The delta that rho-zCDP, used at the one Rényi order ``alpha``, gives for ``epsilon`` (CKS20,
+    Proposition 12), at most 1."""
+    exponent = (alpha - 1) * (alpha * rho - epsilon) + alpha * math.log1p(-1 / alpha) - math.log(alpha - 1)
+    return 1.0 if exponent >= 0 else math.exp(exponent)
+
+
+def rho_at_order(epsilon: float, delta: float, alpha: float) -> float:
+    """The largest rho whose zCDP, used at the one Rényi order ``alpha``, gives (epsilon, delta) (CKS20,
+    Proposition 12 solved for rho), at least 0."""
+    log_terms = math.log(delta) - alpha * math.log1p(-1 / alpha) + math.log(alpha - 1)
+    return max(0.0, (epsilon + log_terms / (alpha - 1)) / alpha)
+
+
+def epsilon_at_order(rho: float, delta: float, alpha: float) -> float:
+    """The epsilon that rho-zCDP, used at the one Rényi order ``alpha``, gives at ``delta`` (CKS20,
+    Proposition 12 solved for epsilon), at least 0."""
+    log_terms = alpha * math.log1p(-1 / alpha) - math.log(alpha - 1) - math.log(delta)
+    return max(0.0, alpha * rho + log_terms / (alpha - 1))
 
 
 def gaussian_sigma(rho: float, sensitivity: float) -> float:

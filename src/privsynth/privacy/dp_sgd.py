@@ -47,8 +47,7 @@ import numpy as np
 
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant
-from privsynth.privacy.budget import Budget
-from privsynth.privacy.ledger import conversion_order
+from privsynth.privacy.budget import Budget, conversion_order
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,17 +41,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     insert,
     select,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from privsynth.data.output import check_output, write_table
 from privsynth.data.sources import PARQUET_SUFFIXES, DuckDBSource, Source, frame_source
 from privsynth.errors import DataError
-from privsynth.privacy.ledger import resolve_url
+from privsynth.privacy.database import display_url, open_engine, resolve_url, utc
 from privsynth.provenance.card import card_path, file_sha256
 
 __all__ = [
@@ -81,7 +79,6 @@ PARQUET_KEY: Final = b"privsynth.provenance"
 ATTRS_KEY: Final = "privsynth_provenance"
 _PANDAS_ATTRS_KEY: Final = b"PANDAS_ATTRS"
 _LABEL = re.compile(r"synthetic-gen(\d+)")
-_SQLITE_BUSY_TIMEOUT_SECONDS: Final = 60.0
 
 _metadata = MetaData()
 
@@ -178,9 +175,7 @@ class Registry:
 
     def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
         self.url = resolve_url(url)
-        sqlite = make_url(self.url).get_backend_name() == "sqlite"
-        connect_args = {"timeout": _SQLITE_BUSY_TIMEOUT_SECONDS} if sqlite else {}
-        self._engine = create_engine(self.url, connect_args=connect_args)
+        self._engine = open_engine(self.url)
         _metadata.create_all(self._engine)
 
     def __repr__(self) -> str:
@@ -189,7 +184,7 @@ class Registry:
     @property
     def display_url(self) -> str:
         """The database URL with any password hidden."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return display_url(self.url)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -258,7 +253,7 @@ class Registry:
 
 
 def _record(row: Row[Any]) -> ReleaseRecord:
-    created = row.created_at if row.created_at.tzinfo is not None else row.created_at.replace(tzinfo=UTC)
+    created = utc(row.created_at)
     return ReleaseRecord(
         release_id=row.release_id,
         kind=row.kind,
