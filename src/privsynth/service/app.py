@@ -85,10 +85,9 @@ def create_app(config: ServiceConfig | None = None, *, worker: bool = False) -> 
     app.state.service = service
     _add_middleware(app, service)
     _add_error_handlers(app, service)
-    for router in ROUTERS:
+    for router in (*ROUTERS, ui.router):
         app.include_router(router)
     app.state.routes_table = _route_table
-    ui.register(app, service, current_user)
     return app
 
 

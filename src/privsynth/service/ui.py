@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import jinja2
-from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from privsynth.data.schema import Schema
 from privsynth.evaluate.catalogue import format_number
 from privsynth.service.config import CSRF_HEADER
-from privsynth.service.deps import Service
+from privsynth.service.deps import ServiceDep, current_user
 from privsynth.service.store import User
 from privsynth.service.views import budget_view, job_view, release_view, release_visible
 from privsynth.synth import available
@@ -41,152 +40,173 @@ _environment = jinja2.Environment(
 _environment.filters["num"] = format_number
 
 
-def register(app: FastAPI, service: Service, current_user: Callable[[Request], User]) -> None:
-    """Add the UI's routes to ``app``."""
-    store = service.store
+router = APIRouter()
 
-    def page(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
-        csrf = request.session.get("csrf", "") if user is not None else ""
-        html = _environment.get_template(template).render(
-            user=user, csrf=csrf, csrf_header=CSRF_HEADER, path=request.url.path, **context
+
+def _page(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
+    csrf = request.session.get("csrf", "") if user is not None else ""
+    html = _environment.get_template(template).render(
+        user=user, csrf=csrf, csrf_header=CSRF_HEADER, path=request.url.path, **context
+    )
+    return HTMLResponse(html)
+
+
+def _signed_in(request: Request) -> User | None:
+    try:
+        return current_user(request)
+    except HTTPException:
+        return None
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+
+
+@router.get("/static/ui.js", include_in_schema=False)
+def script() -> Response:
+    text = resources.files("privsynth.service").joinpath("static/ui.js").read_text(encoding="utf-8")
+    return Response(text, media_type="text/javascript")
+
+
+@router.get("/login", include_in_schema=False)
+def login_form(request: Request, next: str = "/datasets") -> HTMLResponse:
+    return _page(request, "login.html.j2", None, next=_local(next), error=None)
+
+
+@router.post("/login", include_in_schema=False, response_model=None)
+def login(
+    request: Request, service: ServiceDep, name: str = Form(...), token: str = Form(...), next: str = Form("/datasets")
+) -> Response:
+    name = name.strip()[:128]
+    keys = (f"address:{request.client.host if request.client else '-'}", f"name:{name}")
+    wait = service.throttle.retry_after(*keys)
+    if wait > 0:
+        message = f"Too many failed sign-ins; try again in {math.ceil(wait / 60)} min."
+        response = _page(request, "login.html.j2", None, next=_local(next), error=message)
+        response.status_code = 429
+        response.headers["retry-after"] = str(math.ceil(wait))
+        return response
+    user = service.store.user_by_token(token.strip())
+    if user is None or user.name != name:
+        if service.throttle.fail(*keys):
+            service.store.audit(None, "sign in", f"user:{name}", "denied", "throttled after repeated failures")
+        response = _page(request, "login.html.j2", None, next=_local(next), error="Wrong name or token.")
+        response.status_code = 401
+        return response
+    request.session.clear()
+    request.session["sid"] = service.store.start_session(user)
+    request.session["csrf"] = secrets.token_urlsafe(24)
+    service.store.audit(user, "sign in", f"user:{user.name}")
+    return RedirectResponse(_local(next), status_code=303)
+
+
+@router.post("/logout", include_in_schema=False)
+def logout(request: Request, service: ServiceDep) -> RedirectResponse:
+    if isinstance(request.session.get("sid"), str):
+        service.store.end_session(request.session["sid"])
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/docs", include_in_schema=False)
+def docs(request: Request) -> HTMLResponse:
+    spec = request.app.openapi()
+    routes = [
+        {"method": method.upper(), "path": path, "summary": op.get("summary", ""), "doc": op.get("description", "")}
+        for path, operations in spec["paths"].items()
+        for method, op in operations.items()
+    ]
+    return _page(request, "docs.html.j2", _signed_in(request), routes=routes, spec=spec)
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/datasets", status_code=303)
+
+
+@router.get("/datasets", include_in_schema=False, response_model=None)
+def datasets_page(request: Request, service: ServiceDep) -> Response:
+    user = _signed_in(request)
+    if user is None:
+        return _login_redirect(request)
+    rows = []
+    for dataset in service.store.datasets(user):
+        rows.append(
+            {"dataset": dataset, "role": service.store.access(user, dataset.id), **service.budget_view(dataset)}
         )
-        return HTMLResponse(html)
+    return _page(request, "datasets.html.j2", user, rows=rows)
 
-    def signed_in(request: Request) -> User | None:
-        try:
-            return current_user(request)
-        except HTTPException:
-            return None
 
-    def login_redirect(request: Request) -> RedirectResponse:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+@router.get("/datasets/{dataset_id}", include_in_schema=False, response_model=None)
+def dataset_page(request: Request, service: ServiceDep, dataset_id: str) -> Response:
+    user = _signed_in(request)
+    if user is None:
+        return _login_redirect(request)
+    dataset, role = service.dataset_for(user, dataset_id)
+    schema = Schema.from_dict(dataset.schema)
+    columns = service.schema_view(dataset, role)["columns"]
+    releases = [
+        release_view(r, dataset, role) for r in service.store.releases([dataset.id]) if release_visible(r, role)
+    ]
+    jobs = service.jobs_for(user, [dataset.id])[:20]
+    methods = [
+        {"name": name, "dp": cls.differentially_private}
+        for name, cls in available().items()
+        if cls.differentially_private or role != "analyst"
+    ]
+    return _page(
+        request,
+        "dataset.html.j2",
+        user,
+        dataset=dataset,
+        role=role,
+        budget=budget_view(service.store.budget(dataset)),
+        columns=columns,
+        names=schema.names,
+        releases=releases,
+        jobs=jobs,
+        methods=methods,
+        grants=service.store.grants(dataset.id) if role != "analyst" else [],
+        ledger=[s for s in service.store.ledger.entries(dataset.ledger_key) if s.reservation_id is None],
+    )
 
-    @app.get("/static/ui.js", include_in_schema=False)
-    def script() -> Response:
-        text = resources.files("privsynth.service").joinpath("static/ui.js").read_text(encoding="utf-8")
-        return Response(text, media_type="text/javascript")
 
-    @app.get("/login", include_in_schema=False)
-    def login_form(request: Request, next: str = "/datasets") -> HTMLResponse:
-        return page(request, "login.html.j2", None, next=_local(next), error=None)
+@router.get("/jobs/{job_id}", include_in_schema=False, response_model=None)
+def job_page(request: Request, service: ServiceDep, job_id: str) -> Response:
+    user = _signed_in(request)
+    if user is None:
+        return _login_redirect(request)
+    job, role = service.job_for(user, job_id)
+    dataset = service.store.dataset(job.dataset_id)
+    return _page(request, "job.html.j2", user, job=job_view(job, role), dataset=dataset)
 
-    @app.post("/login", include_in_schema=False, response_model=None)
-    def login(
-        request: Request, name: str = Form(...), token: str = Form(...), next: str = Form("/datasets")
-    ) -> Response:
-        name = name.strip()[:128]
-        keys = (f"address:{request.client.host if request.client else '-'}", f"name:{name}")
-        wait = service.throttle.retry_after(*keys)
-        if wait > 0:
-            message = f"Too many failed sign-ins; try again in {math.ceil(wait / 60)} min."
-            response = page(request, "login.html.j2", None, next=_local(next), error=message)
-            response.status_code = 429
-            response.headers["retry-after"] = str(math.ceil(wait))
-            return response
-        user = store.user_by_token(token.strip())
-        if user is None or user.name != name:
-            if service.throttle.fail(*keys):
-                store.audit(None, "sign in", f"user:{name}", "denied", "throttled after repeated failures")
-            response = page(request, "login.html.j2", None, next=_local(next), error="Wrong name or token.")
-            response.status_code = 401
-            return response
-        request.session.clear()
-        request.session["sid"] = store.start_session(user)
-        request.session["csrf"] = secrets.token_urlsafe(24)
-        store.audit(user, "sign in", f"user:{user.name}")
-        return RedirectResponse(_local(next), status_code=303)
 
-    @app.post("/logout", include_in_schema=False)
-    def logout(request: Request) -> RedirectResponse:
-        if isinstance(request.session.get("sid"), str):
-            store.end_session(request.session["sid"])
-        request.session.clear()
-        return RedirectResponse("/login", status_code=303)
+@router.get("/releases/{release_id}", include_in_schema=False, response_model=None)
+def release_page(request: Request, service: ServiceDep, release_id: str) -> Response:
+    user = _signed_in(request)
+    if user is None:
+        return _login_redirect(request)
+    release, dataset, role = service.release_for(user, release_id)
+    service.store.audit(user, "view release", f"release:{release.id}")
+    view = release_view(release, dataset, role)
+    return _page(request, "release.html.j2", user, release=view, dataset=dataset, role=role)
 
-    @app.get("/docs", include_in_schema=False)
-    def docs(request: Request) -> HTMLResponse:
-        spec = app.openapi()
-        routes = [
-            {"method": method.upper(), "path": path, "summary": op.get("summary", ""), "doc": op.get("description", "")}
-            for path, operations in spec["paths"].items()
-            for method, op in operations.items()
-        ]
-        return page(request, "docs.html.j2", signed_in(request), routes=routes, spec=spec)
 
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        return RedirectResponse("/datasets", status_code=303)
-
-    @app.get("/datasets", include_in_schema=False, response_model=None)
-    def datasets_page(request: Request) -> Response:
-        user = signed_in(request)
-        if user is None:
-            return login_redirect(request)
-        rows = []
-        for dataset in store.datasets(user):
-            rows.append({"dataset": dataset, "role": store.access(user, dataset.id), **service.budget_view(dataset)})
-        return page(request, "datasets.html.j2", user, rows=rows)
-
-    @app.get("/datasets/{dataset_id}", include_in_schema=False, response_model=None)
-    def dataset_page(request: Request, dataset_id: str) -> Response:
-        user = signed_in(request)
-        if user is None:
-            return login_redirect(request)
-        dataset, role = service.dataset_for(user, dataset_id)
-        schema = Schema.from_dict(dataset.schema)
-        columns = service.schema_view(dataset, role)["columns"]
-        releases = [release_view(r, dataset, role) for r in store.releases([dataset.id]) if release_visible(r, role)]
-        jobs = service.jobs_for(user, [dataset.id])[:20]
-        methods = [
-            {"name": name, "dp": cls.differentially_private}
-            for name, cls in available().items()
-            if cls.differentially_private or role != "analyst"
-        ]
-        return page(
-            request,
-            "dataset.html.j2",
-            user,
-            dataset=dataset,
-            role=role,
-            budget=budget_view(store.budget(dataset)),
-            columns=columns,
-            names=schema.names,
-            releases=releases,
-            jobs=jobs,
-            methods=methods,
-            grants=store.grants(dataset.id) if role != "analyst" else [],
-            ledger=[s for s in store.ledger.entries(dataset.ledger_key) if s.reservation_id is None],
-        )
-
-    @app.get("/jobs/{job_id}", include_in_schema=False, response_model=None)
-    def job_page(request: Request, job_id: str) -> Response:
-        user = signed_in(request)
-        if user is None:
-            return login_redirect(request)
-        job, role = service.job_for(user, job_id)
-        dataset = store.dataset(job.dataset_id)
-        return page(request, "job.html.j2", user, job=job_view(job, role), dataset=dataset)
-
-    @app.get("/releases/{release_id}", include_in_schema=False, response_model=None)
-    def release_page(request: Request, release_id: str) -> Response:
-        user = signed_in(request)
-        if user is None:
-            return login_redirect(request)
-        release, dataset, role = service.release_for(user, release_id)
-        store.audit(user, "view release", f"release:{release.id}")
-        view = release_view(release, dataset, role)
-        return page(request, "release.html.j2", user, release=view, dataset=dataset, role=role)
-
-    @app.get("/users", include_in_schema=False, response_model=None)
-    def users_page(request: Request) -> Response:
-        user = signed_in(request)
-        if user is None:
-            return login_redirect(request)
-        if user.role != "admin":
-            raise HTTPException(403, "only an admin can manage users")
-        return page(
-            request, "users.html.j2", user, users=store.users(), disabled=store.disabled(), audit=store.audit_log(100)
-        )
+@router.get("/users", include_in_schema=False, response_model=None)
+def users_page(request: Request, service: ServiceDep) -> Response:
+    user = _signed_in(request)
+    if user is None:
+        return _login_redirect(request)
+    if user.role != "admin":
+        raise HTTPException(403, "only an admin can manage users")
+    return _page(
+        request,
+        "users.html.j2",
+        user,
+        users=service.store.users(),
+        disabled=service.store.disabled(),
+        audit=service.store.audit_log(100),
+    )
 
 
 def _local(target: str) -> str:
