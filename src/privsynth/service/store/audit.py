@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from privsynth.privacy.database import utc
 from privsynth.service.store.parts import StoreParts
-from privsynth.service.store.records import User, as_utc, utc_now
+from privsynth.service.store.records import User, utc_now
 from privsynth.service.store.tables import audit_table
 
 logger = logging.getLogger(__name__)
@@ -40,4 +41,4 @@ class AuditTables(StoreParts):
             query = query.where(audit_table.c.target.like(f"%{dataset_id}%"))
         with self._read.connect() as connection:
             rows = connection.execute(query).all()
-        return [{**row._asdict(), "at": as_utc(row.at).isoformat()} for row in rows]  # type: ignore[union-attr]
+        return [{**row._asdict(), "at": utc(row.at).isoformat()} for row in rows]

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Double, Engine, create_engine, event, insert, inspect, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Double, insert, inspect, select, text, update
 
+from privsynth.privacy.database import is_sqlite, open_reader
 from privsynth.privacy.ledger import Ledger
 from privsynth.service.security import Credentials, without_password
 from privsynth.service.store.jobs import JobTables
@@ -30,17 +29,6 @@ from privsynth.service.store.tables import datasets_table, grants_table, metadat
 from privsynth.service.store.users import UserTables
 
 logger = logging.getLogger(__name__)
-
-
-def _wal(engine: Engine) -> None:
-    """Readers of a SQLite file in WAL mode never wait for the writer (the mode is stored in the file)."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA busy_timeout = 60000")
-
-    with engine.connect() as connection:
-        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 class Store(UserTables, JobTables, ReleaseTables):
@@ -54,12 +42,8 @@ class Store(UserTables, JobTables, ReleaseTables):
         self.ledger = Ledger(url)
         self.url = self.ledger.url
         self._write = self.ledger.engine
-        self.sqlite = make_url(self.url).get_backend_name() == "sqlite"
-        if self.sqlite:
-            self._read = create_engine(self.url)
-            _wal(self._read)
-        else:
-            self._read = self._write
+        self.sqlite = is_sqlite(self.url)
+        self._read = open_reader(self.url, self._write, wal=True)  # readers never wait for the writer
         self.credentials = None if data_dir is None else Credentials(data_dir)
         metadata.create_all(self._write)
         self._locate_credentials(data_dir)

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from privsynth.errors import ParameterError
 from privsynth.privacy.budget import Budget
+from privsynth.privacy.database import utc
 from privsynth.service.store.audit import AuditTables
 from privsynth.service.store.datasets import DatasetTables
 from privsynth.service.store.records import (
@@ -20,7 +21,6 @@ from privsynth.service.store.records import (
     ShareExceeded,
     TooManyJobs,
     User,
-    as_utc,
     job_row,
     utc_now,
 )
@@ -225,7 +225,7 @@ class JobTables(AuditTables, DatasetTables):
             row = connection.execute(select(jobs_table).where(jobs_table.c.id == job_id).with_for_update()).first()
             if row is None or row.status not in ("queued", "running"):
                 return None
-            heartbeat = as_utc(row.heartbeat_at)
+            heartbeat = utc(row.heartbeat_at)
             if only_if_stale is not None and heartbeat is not None and heartbeat >= only_if_stale:
                 return None
             outcome = "none"

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from privsynth.errors import BudgetExceeded, ParameterError
+from privsynth.privacy.database import utc
 from privsynth.service.security import Credentials, with_password
 
 
@@ -116,19 +117,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def dataset_row(row: Row[Any], credentials: Credentials | None = None) -> DatasetRow:
     values = row._asdict()
     if values["kind"] == "sql" and credentials is not None:
         values["location"] = with_password(values["location"], credentials.get(values["id"]))
     values["schema"] = json.loads(values["schema"])
-    values["created_at"] = as_utc(values["created_at"])
-    values["deleted_at"] = as_utc(values["deleted_at"])
+    values["created_at"] = utc(values["created_at"])
+    values["deleted_at"] = utc(values["deleted_at"])
     return DatasetRow(**values)
 
 
@@ -137,11 +132,11 @@ def job_row(row: Row[Any]) -> JobRow:
     for key in ("conditions", "params", "progress"):
         values[key] = json.loads(values[key])
     for key in ("heartbeat_at", "created_at", "started_at", "finished_at"):
-        values[key] = as_utc(values[key])
+        values[key] = utc(values[key])
     return JobRow(**values)
 
 
 def release_row(row: Row[Any]) -> ReleaseRow:
     values = row._asdict()
-    values["created_at"] = as_utc(values["created_at"])
+    values["created_at"] = utc(values["created_at"])
     return ReleaseRow(**values)

@@ -9,8 +9,9 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select, update
 
 from privsynth.errors import ParameterError
+from privsynth.privacy.database import utc
 from privsynth.service.store.parts import StoreParts
-from privsynth.service.store.records import User, as_utc, hash_token, utc_now
+from privsynth.service.store.records import User, hash_token, utc_now
 from privsynth.service.store.tables import ROLES, SESSION_HOURS, TOKEN_PREFIX, sessions_table, users_table
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class UserTables(StoreParts):
         )
         with self._read.connect() as connection:
             row = connection.execute(query).first()
-        if row is None or (as_utc(row.expires_at) or utc_now()) <= utc_now():
+        if row is None or (utc(row.expires_at) or utc_now()) <= utc_now():
             return None
         return User(id=row.id, name=row.name, role=row.role)
 
