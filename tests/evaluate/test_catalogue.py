@@ -146,7 +146,7 @@ def test_card_leaderboard_cli_demo_and_report_write_the_same_number(
     with _app.console.capture() as captured:
         _print_leaderboard(leaderboard_table([row]))
     terminal = captured.get()
-    demo = _report_lines(report)
+    demo = _report_lines({"deep": report})
     summary = report.summary()
     seen = 0
     for key, value in values.items():

@@ -237,7 +237,15 @@ def test_open_fit_records_in_the_default_ledger_unless_told_not_to(
     default.close()
 
 
-def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Path) -> None:
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's tables at 200 columns whatever the terminal (a test worker has none: rich would wrap at 80)."""
+    from privsynth.cli import _app
+
+    monkeypatch.setattr(_app.console, "width", 200)
+
+
+def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Path, wide_console: None) -> None:
     path = str(tmp_path / "cli.sqlite")
     runner = CliRunner()
     capped = runner.invoke(app, ["ledger", "cap", "clinic-visits", "--epsilon", "3", "--ledger", path])
@@ -258,7 +266,9 @@ def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Pat
     assert "nothing has been spent on 'clinic' yet" in str(unknown.exception)
 
 
-def test_ledger_rename_names_a_fingerprint_keyed_dataset_by_its_old_name(tmp_path: Path, rows: pd.DataFrame) -> None:
+def test_ledger_rename_names_a_fingerprint_keyed_dataset_by_its_old_name(
+    tmp_path: Path, rows: pd.DataFrame, wide_console: None
+) -> None:
     fingerprint = frame_source(rows).fingerprint()
     path = tmp_path / "old.sqlite"
     _fingerprint_keyed_ledger(path, fingerprint)
