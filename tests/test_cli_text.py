@@ -70,7 +70,7 @@ def test_text_generate_refuses_a_table(tmp_path: Path) -> None:
     assert "'nassCDS' is a table" in result.stderr
 
 
-@pytest.mark.slow  # 300 s on 2 cores (PE on the bundled corpus, then sampling the saved model); `make test-slow` runs it
+@pytest.mark.slow  # 300 s on 2 cores (PE on the bundled corpus, then the saved model); `make test-slow` runs it
 def test_bundled_corpus_brings_its_label_set_and_a_saved_model_samples_again(tmp_path: Path) -> None:
     """`text generate trump_tweets` needs no --labels (the corpus declares its set); --save-model then
     `text sample` releases more texts, with a card that records the fit's budget, and spends nothing more."""
