@@ -28,7 +28,7 @@ from privsynth.data.schema import Kind, Schema
 from privsynth.data.sources import DuckDBSource, Source
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant, Charge, fit_accountant, open_ledger
-from privsynth.privacy.budget import Budget, check_positive
+from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
 from privsynth.privacy.ledger import Ledger
 
 __all__ = [
@@ -158,8 +158,9 @@ def detect_kinds(source: DuckDBSource, columns: Sequence[str], accountant: Accou
     Sensitivity: one record adds at most one to each of the ``4 d`` counts, so the vector's L2 sensitivity is
     ``sqrt(4 d)``. Cost: ``rho`` (one Gaussian mechanism). The choice is post-processing of the noisy counts: a
     column is numeric when at most 10% of its non-empty values are not numbers (whole numbers when at most 5% are
-    not whole), a date when at most 10% are not dates; otherwise categorical. Counting failures (zero for a clean
-    column) keeps the decision far from the noise on tables of thousands of rows; on small tables, give a schema.
+    not whole, or no more than noise alone would show), a date when at most 10% are not dates; otherwise
+    categorical. Counting failures (zero for a clean column) keeps the decision far from the noise on tables of
+    thousands of rows; on small tables, give a schema.
     """
     from privsynth.privacy.mechanisms import gaussian_mechanism
 
@@ -173,10 +174,12 @@ def detect_kinds(source: DuckDBSource, columns: Sequence[str], accountant: Accou
         purpose=f"column kinds of {len(columns)} columns (values that do not parse as numbers, whole numbers, dates)",
     )
     table: list[list[float]] = np.asarray(noisy, dtype=float).reshape(counts.shape).tolist()
+    noise = 3 * gaussian_sigma(rho, math.sqrt(counts.size))  # what noise alone reaches 99.9% of the time
     kinds: dict[str, str] = {}
     for column, (present, not_number, not_whole, not_date) in zip(columns, table, strict=True):
         if present > 0 and not_number <= 0.1 * present:
-            kinds[column] = "integer" if not_whole <= 0.05 * present else "float"
+            # whole numbers unless clearly not: calling whole numbers floats loses their type, not their values
+            kinds[column] = "integer" if not_whole <= max(0.05 * present, noise) else "float"
         elif present > 0 and not_date <= 0.1 * present:
             kinds[column] = "datetime"
         else:
