@@ -43,6 +43,10 @@ DataArg = Annotated[str, typer.Argument(help="CSV/Parquet/DuckDB file, SQL URL, 
 TableOpt = Annotated[str | None, typer.Option(help="Table to read (DuckDB file or SQL URL).")]
 DelimiterOpt = Annotated[str | None, typer.Option(help="CSV delimiter (detected when not given).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+LineageLedgerOpt = Annotated[
+    str | None,
+    typer.Option("--ledger", help="Ledger whose registry records the release's lineage (default: the default)."),
+]
 
 
 @app.callback()

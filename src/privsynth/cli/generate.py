@@ -14,6 +14,7 @@ from rich.table import Table
 from privsynth.cli._app import (
     DataArg,
     DelimiterOpt,
+    LineageLedgerOpt,
     OverwriteOpt,
     ParamOpt,
     TableOpt,
@@ -205,9 +206,7 @@ def sample(
     rows: Annotated[int, typer.Option(help="Synthetic rows to release.")],
     seed: Annotated[int | None, typer.Option(help="Seed: the same seed gives the same rows.")] = None,
     condition: Annotated[list[str] | None, typer.Option(help="COLUMN=VALUE to fix in every row; repeatable.")] = None,
-    ledger: Annotated[
-        str | None, typer.Option(help="Ledger whose registry records the release's lineage (default: the default).")
-    ] = None,
+    ledger: LineageLedgerOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Release more rows from a saved tabular model, with their card: post-processing, no budget is spent."""

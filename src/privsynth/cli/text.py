@@ -13,7 +13,16 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from privsynth.cli._app import DelimiterOpt, OverwriteOpt, app, console, open_data, parse_params, progress_bar
+from privsynth.cli._app import (
+    DelimiterOpt,
+    LineageLedgerOpt,
+    OverwriteOpt,
+    app,
+    console,
+    open_data,
+    parse_params,
+    progress_bar,
+)
 from privsynth.data.datasets import DATASETS, load_dataset
 from privsynth.data.output import check_output
 from privsynth.data.sources import load_source
@@ -178,9 +187,7 @@ def sample(
     rows: Annotated[int, typer.Option(help="Synthetic texts to release.")],
     seed: Annotated[int, typer.Option(help="Seed of the model's sampling.")] = 0,
     name: Annotated[list[str] | None, typer.Option(help="A name to scrub ([NAME]); repeatable.")] = None,
-    ledger: Annotated[
-        str | None, typer.Option(help="Ledger whose registry records the release's lineage (default: the default).")
-    ] = None,
+    ledger: LineageLedgerOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Release more texts from a saved text model, with their card: post-processing, no budget is spent."""
