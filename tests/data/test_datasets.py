@@ -7,7 +7,13 @@ from privsynth.errors import ParameterError
 
 @pytest.mark.parametrize(
     ("name", "train_shape", "holdout_rows"),
-    [("nassCDS", (20974, 14), 5243), ("covid_testing", (12419, 17), 3105), ("nafld1", (14039, 7), 3510)],
+    [
+        ("nassCDS", (20974, 14), 5243),
+        ("covid_testing", (12419, 17), 3105),
+        ("nafld1", (14039, 7), 3510),
+        ("loans", (8000, 55), 2000),
+        ("ames", (2344, 74), 586),
+    ],
 )
 def test_bundled_split_is_fixed_80_20(name: str, train_shape: tuple[int, int], holdout_rows: int) -> None:
     train, holdout = load_dataset(name, "train"), load_dataset(name, "holdout")
@@ -51,7 +57,7 @@ def test_trump_tweets_is_a_text_corpus_with_a_fixed_split() -> None:
 
 
 def test_dataset_names_by_kind_keeps_text_out_of_the_tables() -> None:
-    assert dataset_names("table") == ["nassCDS", "covid_testing", "nafld1"]
+    assert dataset_names("table") == ["nassCDS", "covid_testing", "nafld1", "loans", "ames"]
     assert dataset_names("text") == ["trump_tweets"]
     assert dataset_names() == [*dataset_names("table"), "trump_tweets"]
     assert all(DATASETS[name].text is None for name in dataset_names("table"))

