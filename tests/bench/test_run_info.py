@@ -47,3 +47,12 @@ def test_a_sidecar_sits_beside_a_text_result_and_the_bench_log_keeps_every_invoc
     record_run(tmp_path, ["second", "--resume"])
     runs = json.loads((tmp_path / "run.json").read_text())["runs"]
     assert [r["command"] for r in runs] == ["first", "second --resume"]
+
+
+def test_bench_run_records_each_invocation_beside_its_results(tmp_path: Path) -> None:
+    from privsynth.bench.harness import run_bench
+
+    run_bench(["nafld1"], ["copula"], seeds=1, out_dir=tmp_path, limit=300)
+    run_bench(["nafld1"], ["copula"], seeds=1, out_dir=tmp_path, limit=300, resume=True)
+    runs = json.loads((tmp_path / "run.json").read_text())["runs"]
+    assert len(runs) == 2 and all(r["commit"] and r["packages"]["privsynth"] for r in runs)

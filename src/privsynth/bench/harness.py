@@ -43,6 +43,7 @@ from privsynth.bench.results import (
     row_id,
     write_csv,
 )
+from privsynth.bench.run_info import record_run
 from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
@@ -135,6 +136,7 @@ def run_bench(
         for run in _prepare_output(folder, overwrite=overwrite, resume=resume)
         if json.loads(run)[1] not in set(rerun)
     }
+    record_run(folder)  # this invocation's commit, command, machine and versions, in run.json
     for method in dict.fromkeys(methods):
         if peers.is_peer(method) and (problem := peers.peer_status(method)) is not None:
             logger.warning("%s; its runs will be recorded as failed", problem)
