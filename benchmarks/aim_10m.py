@@ -177,7 +177,7 @@ def main() -> None:
     document = {
         "file": {"path": str(path.relative_to(HERE.parent)), "rows": args.rows, "bytes": path.stat().st_size},
         "pandas_frame_bytes_estimate": pandas_size(path),
-        "run": result,
+        "measured": result,
         "machine": {
             "cores": os.cpu_count(),
             "load_average_at_end": os.getloadavg(),
@@ -186,7 +186,9 @@ def main() -> None:
         },
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(document, indent=2) + "\n")
+    from privsynth.bench.run_info import with_run
+
+    output.write_text(json.dumps(with_run(document), indent=2) + "\n")
     print(f"wrote {output}", file=sys.stderr)
 
 

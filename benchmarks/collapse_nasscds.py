@@ -48,6 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from privsynth.bench.collapse import plot_collapse, run_collapse
+    from privsynth.bench.run_info import run_metadata, with_run
     from privsynth.data.datasets import load_dataset
     from privsynth.provenance.card import plain
 
@@ -92,7 +93,11 @@ def main() -> None:
                 "first": {k: getattr(first, k) for k in SUMMARY_KEYS},
                 "last": {k: getattr(last, k) for k in SUMMARY_KEYS},
                 "file": str(result.files[0].relative_to(RESULTS)),
+                "run": run_metadata(),
             }
+            for path in result.files:  # each run's own file says how it was made too
+                if path.suffix == ".json":
+                    path.write_text(json.dumps(with_run(json.loads(path.read_text())), indent=2) + "\n")
             print(f"{args.method} {mode} {label}: {result.seconds:.0f} s", flush=True)
         suffix = "" if rows is None else f"-{label}"
         plot_collapse(results, RESULTS / f"collapse-{name}-{args.method}{suffix}.png")

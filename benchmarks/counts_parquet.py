@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from privsynth.bench.run_info import with_run
 from privsynth.data.binning import Binning, Categories, uniform_bins
 from privsynth.data.datasets import load_dataset
 from privsynth.data.sources import load_source
@@ -164,7 +165,7 @@ def main() -> None:
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    args.output.write_text(json.dumps(with_run(report), indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
 
 

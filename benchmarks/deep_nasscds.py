@@ -140,7 +140,9 @@ def main() -> None:
         "runs": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from privsynth.bench.run_info import with_run
+
+    args.output.write_text(json.dumps(with_run(result), indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

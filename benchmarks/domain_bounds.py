@@ -9,6 +9,7 @@ was adopted (see the closing note of #5). Writes, per setting, the share of valu
 bounds' width relative to the real range per column, their means, and MST's scores.
 
     .venv/bin/python benchmarks/domain_bounds.py            # writes benchmarks/results/domain_bounds.txt
+                                                            # and domain_bounds.txt.run.json (how it was run)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 
 import privsynth.synth.bounds as bounds
 import privsynth.synth.domain as domain
+from privsynth.bench.run_info import write_run_sidecar
 from privsynth.data.datasets import bundled_schema, dataset_names, load_dataset
 from privsynth.data.sources import frame_source
 from privsynth.privacy.accountant import Accountant
@@ -117,6 +119,7 @@ def main() -> None:
         )
         print(parts[-1], flush=True)
     args.output.write_text("\n".join(parts))
+    write_run_sidecar(args.output)
 
 
 if __name__ == "__main__":

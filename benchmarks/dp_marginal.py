@@ -189,7 +189,9 @@ def main() -> None:
         print(json.dumps(result)[:400], file=sys.stderr, flush=True)
         runs.append(result)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(_document(runs, args.big, args.domains), indent=2) + "\n")
+        from privsynth.bench.run_info import with_run
+
+        output.write_text(json.dumps(with_run(_document(runs, args.big, args.domains)), indent=2) + "\n")
     print(f"wrote {output}", file=sys.stderr)
 
 

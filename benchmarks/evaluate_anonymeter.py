@@ -185,7 +185,9 @@ def run(seeds: int, datasets: list[str], n_attacks: int) -> None:
     results["comparison"] = {key: compare(case) for key, case in results["cases"].items()}
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    from privsynth.bench.run_info import with_run
+
+    RESULT.write_text(json.dumps(with_run(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
     for key, rows in results["comparison"].items():
         for attack, row in rows.items():
             print(

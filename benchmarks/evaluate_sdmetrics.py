@@ -90,7 +90,9 @@ def run() -> None:
     results["max_abs_difference"] = worst
     results["pandas_version_privsynth"] = pd.__version__
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    from privsynth.bench.run_info import with_run
+
+    RESULT.write_text(json.dumps(with_run(results), indent=2, sort_keys=True) + "\n")
     print(f"largest per-column difference from sdmetrics: {worst:.2e}; wrote {RESULT}")
 
 

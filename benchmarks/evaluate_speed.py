@@ -99,7 +99,9 @@ def main() -> None:
         },
     }
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    from privsynth.bench.run_info import with_run
+
+    RESULT.write_text(json.dumps(with_run(result), indent=2) + "\n")
     print(f"best of {repeats}: {best['total_seconds']:.1f} s; wrote {RESULT}")
 
 

@@ -170,7 +170,9 @@ def main() -> None:
         "server": "privsynth serve --no-worker (uvicorn, one process), SQLite in WAL mode, client on the same machine",
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from privsynth.bench.run_info import with_run
+
+    args.output.write_text(json.dumps(with_run(result), indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("requests", "errors", "requests_per_second", "latency_ms")}))
 
 

@@ -189,6 +189,7 @@ def main() -> None:
 
     import torch
 
+    from privsynth.bench.run_info import run_metadata
     from privsynth.text.llm import Embedder
 
     torch.set_num_threads(2)
@@ -204,9 +205,14 @@ def main() -> None:
         "frechet_embedding": round(frechet(train_vectors, holdout_vectors), 4),
         "tstr_auc": round(tstr_auc(train_vectors, list(train["label"]), holdout_vectors, list(holdout["label"])), 4),
         "label_share_android": round(float((train["label"] == LABELS[0]).mean()), 4),
+        "run": run_metadata(),
     }
     for name in args.models.split(","):
-        runs[name] = run(name, train, holdout, holdout_vectors, embedder, not args.no_samples)
+        # the file keeps rows of earlier invocations, so each row carries the run that produced it
+        runs[name] = {
+            **run(name, train, holdout, holdout_vectors, embedder, not args.no_samples),
+            "run": run_metadata(),
+        }
         out = {
             "description": __doc__.splitlines()[0],
             "machine": {

@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import linalg
 from sklearn.linear_model import LogisticRegression
 
+from privsynth.bench.run_info import with_run
 from privsynth.data.datasets import load_dataset
 from privsynth.progress import ProgressEvent, listen
 from privsynth.synth.dp import MAX_DELTA
@@ -186,7 +187,7 @@ def main() -> None:
         },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    args.output.write_text(json.dumps(with_run(result), indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({k: result[k] for k in ("fit_seconds", "privacy", "results")}, indent=2))
 
 
