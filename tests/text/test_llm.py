@@ -18,9 +18,8 @@ from privsynth.text.llm import (
     TextGenerator,
     TransformersGenerator,
     local_generator,
-    package_dir,
-    smollm2_gguf,
 )
+from privsynth.text.model_files import package_dir, smollm2_gguf
 
 needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python")
 

@@ -10,7 +10,7 @@ import torch
 
 from privsynth.errors import ParameterError
 from privsynth.text._torch_model import cache_dir, load_causal_lm, model_cache_path
-from privsynth.text.llm import smollm2_gguf
+from privsynth.text.model_files import smollm2_gguf
 from privsynth.threads import torch_threads
 
 

