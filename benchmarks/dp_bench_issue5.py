@@ -7,8 +7,12 @@ Each finished cell is appended to ``benchmarks/results/bench_issue5/results.json
 again resumes (finished cells are skipped; ``--rerun aim`` redoes one method's cells after a change to it).
 Wall time and CPU time (this process and its peer subprocesses) are recorded per cell.
 
+privsynth's methods run ``--seeds`` times per cell (default 3), the peers ``--peer-seeds`` times (default 1, they
+take 10-40 minutes a run); peer runs stop after ``--timeout`` seconds (2,400 in the committed rows). The defaults
+reproduce the committed ``results.jsonl`` (``benchmarks/bench_issue5.sh`` runs them in order).
+
 The DP bounds of privsynth's preprocessing are learned with the hierarchical pooling of
-``privsynth.synth.domain`` (``bench_issue5/domain_pooled_weights.diff``, committed in session 3): with the earlier
+``privsynth.synth.bounds`` (``benchmarks/patches/domain_pooled_weights.diff``, applied in 6c6e695): with the earlier
 rule, a column whose values all sit in one grid cell (nassCDS ``yearacc``) got bounds of 256 to 65,536 in about
 40% of runs. The cells run before that commit applied the same change in-process. The peers are given their
 bounds and bins for free.
@@ -38,7 +42,7 @@ def table(folder: Path) -> str:
     the spread when there are several), the real holdout last."""
     import numpy as np
 
-    from privsynth.bench.harness import REFERENCE_METHOD, read_results
+    from privsynth.bench.results import REFERENCE_METHOD, read_results
 
     rows = read_results(folder / "results.jsonl")
     lines = [
@@ -83,8 +87,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS))
     parser.add_argument("--rerun", nargs="*", default=[], help="methods whose finished cells are done again")
-    parser.add_argument("--seeds", type=int, default=1, help="runs per method and cell (seeds 0..N-1)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a peer run is stopped")
+    parser.add_argument("--seeds", type=int, default=3, help="runs of privsynth's methods per cell (seeds 0..N-1)")
+    parser.add_argument("--peer-seeds", type=int, default=1, help="runs of each peer per cell (seeds 0..N-1)")
+    parser.add_argument("--timeout", type=float, default=2400.0, help="seconds before a peer run is stopped")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--table", action="store_true", help="print the results as a Markdown table and stop")
     args = parser.parse_args()
@@ -93,21 +98,31 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from privsynth.bench.harness import run_bench
+    from privsynth.bench.peers import is_peer
 
-    # Epsilon by epsilon, dataset by dataset: every method of a cell before the next cell.
+    groups = [
+        (methods, seeds)
+        for methods, seeds in (
+            ([m for m in args.methods if not is_peer(m)], args.seeds),
+            ([m for m in args.methods if is_peer(m)], args.peer_seeds),
+        )
+        if methods
+    ]
+    # Epsilon by epsilon, dataset by dataset: every method of a cell (privsynth's first) before the next cell.
     for epsilon in args.epsilons:
         for dataset in args.datasets:
-            run_bench(
-                [dataset],
-                args.methods,
-                epsilons=[epsilon],
-                seeds=args.seeds,
-                out_dir=args.output,
-                delta=DELTA,
-                resume=True,
-                timeout=args.timeout,
-                rerun=[m for m in args.rerun if m in args.methods],
-            )
+            for methods, seeds in groups:
+                run_bench(
+                    [dataset],
+                    methods,
+                    epsilons=[epsilon],
+                    seeds=seeds,
+                    out_dir=args.output,
+                    delta=DELTA,
+                    resume=True,
+                    timeout=args.timeout,
+                    rerun=[m for m in args.rerun if m in methods],
+                )
 
 
 if __name__ == "__main__":
