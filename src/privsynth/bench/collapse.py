@@ -39,7 +39,7 @@ from privsynth.data.schema import Kind, Schema
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate.prepared import Prepared, prepare
 from privsynth.progress import report
-from privsynth.provenance.card import plain
+from privsynth.render import plain
 from privsynth.synth import create
 
 __all__ = ["CollapseResult", "GenerationMetrics", "measure", "plot_collapse", "run_collapse"]

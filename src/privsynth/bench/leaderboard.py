@@ -15,26 +15,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from privsynth.bench.results import KEY_METRICS, REFERENCE_METHOD
-from privsynth.evaluate.catalogue import CATALOGUE, format_metric, format_number
+from privsynth.evaluate.catalogue import CATALOGUE, format_metric
+from privsynth.render import environment
 
 _TIMES = ("fit_seconds", "sample_seconds", "evaluate_seconds", "cpu_seconds", "seconds")
 
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("privsynth.bench", "templates"),
-    autoescape=jinja2.select_autoescape(["html", "j2"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_environment.filters["number"] = format_number
-_environment.filters["metric"] = lambda value, key: format_metric(key, value)
+_environment = environment("privsynth.bench", metric=format_metric)
 
 
 def leaderboard_table(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,18 +5,23 @@ thresholds the report's verdicts read it against, and where it is shown: the rep
 (:data:`SUMMARY`), the data card of a table or of a text release (:data:`CARD`, :data:`TEXT_CARD`), the bench
 leaderboard and CSV (:data:`LEADERBOARD`), the bench terminal table (:data:`BENCH_CLI`) and the demo's summary
 (:data:`DEMO`). Report, card, leaderboard and CLI read labels and formats from here, so one metric reads the same
-everywhere; :func:`format_metric` is how a metric value is written, :func:`format_number` any other number.
+everywhere; :func:`format_metric` is how a metric value is written, :func:`format_number` (from
+:mod:`privsynth.render`, the one number formatter) any other number.
 
-This module imports nothing from privsynth: the card renderer and the bench use it without the evaluation.
+This module imports nothing from privsynth but :mod:`privsynth.render`: the card renderer and the bench use it
+without the evaluation.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from privsynth.render import DIGITS as DIGITS
+from privsynth.render import format_number as format_number  # the one number formatter, re-exported
+from privsynth.render import is_number
 
 Better = Literal["higher", "lower", "half"]
 """Which way is good: ``higher``, ``lower``, or ``half`` (0.5 is ideal: a coin flip for the attacker)."""
@@ -32,7 +37,6 @@ DEMO = "demo"
 PLACES = (SUMMARY, CARD, TEXT_CARD, LEADERBOARD, BENCH_CLI, DEMO)
 
 READING: dict[Better, str] = {"higher": "higher is better", "lower": "lower is better", "half": "0.5 is ideal"}
-DIGITS = 3
 
 
 @dataclass(frozen=True)
@@ -79,28 +83,11 @@ class MetricInfo:
 
     def format(self, value: Any) -> str:
         """``value`` written as this metric is written everywhere (``-`` when missing)."""
-        if self.percent and _is_number(value) and math.isfinite(float(value)):
+        if self.percent and is_number(value) and math.isfinite(float(value)):
             share = 100 * float(value)
             small = share != 0 and abs(share) < 10.0**-self.digits
             return f"{share:.2g}%" if small else f"{share:.{self.digits}f}%"
         return format_number(value, self.digits)
-
-
-def format_number(value: Any, digits: int = DIGITS) -> str:
-    """The one rendering of a number: ``digits`` decimals, whole numbers plain (with thousands separators from
-    10,000), values too small for ``digits`` decimals with two significant digits, ``-`` for a missing value."""
-    if value is None:
-        return "-"
-    if not _is_number(value):
-        return str(value)
-    number = float(value)
-    if not math.isfinite(number):
-        return "-"
-    if number.is_integer():
-        return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.0f}"
-    if abs(number) >= 10.0**-digits:
-        return f"{number:.{digits}f}"
-    return f"{number:.2g}"
 
 
 def format_metric(key: str, value: Any) -> str:
@@ -120,10 +107,6 @@ def label(key: str) -> str:
     """The metric's label, or its key when the catalogue does not know it."""
     info = CATALOGUE.get(key)
     return info.label if info is not None else key
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
 # ---- thresholds -------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,10 +27,11 @@ from matplotlib.figure import Figure
 
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate.catalogue import CATALOGUE, COPIES, DETECTION, HALF, READING, RISK, UTILITY, format_metric
-from privsynth.evaluate.catalogue import format_number as _format
 from privsynth.evaluate.metric import Metric
 from privsynth.evaluate.report import NOT_GUARANTEES, REAL_DATA_WARNING, SECTIONS, Report, summary_rows
 from privsynth.evaluate.verdicts import budget_text
+from privsynth.render import environment
+from privsynth.render import format_number as _format
 
 REAL_COLOUR = "#4c72b0"
 SYNTHETIC_COLOUR = "#dd8452"
@@ -39,15 +39,7 @@ HOLDOUT_COLOUR = "#55a868"
 _DPI = 100
 _TITLE, _LABEL, _TICK = 10, 9, 8  # font sizes (points) at which plots stay legible at their natural size
 
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("privsynth.evaluate", "templates"),
-    autoescape=jinja2.select_autoescape(["html", "j2"]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_environment.filters["number"] = _format
-_environment.filters["metric"] = lambda value, key: format_metric(key, value)
+_environment = environment("privsynth.evaluate", metric=format_metric)
 
 
 def write_report(report: Report, path_html: str | Path, overwrite: bool = False) -> tuple[Path, Path]:

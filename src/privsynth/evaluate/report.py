@@ -6,15 +6,13 @@ and :func:`~privsynth.evaluate.html.write_report` live in :mod:`privsynth.evalua
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from privsynth.evaluate.catalogue import CATALOGUE, READING, SUMMARY, format_metric, format_number
 from privsynth.evaluate.metric import Metric
 from privsynth.evaluate.verdicts import Verdict, assess
+from privsynth.render import plain
 
 REPORT_VERSION = 1
 SECTIONS = ("fidelity", "diversity", "utility", "equity", "privacy")
@@ -91,7 +89,7 @@ class Report:
             out[section] = {m.name: m.to_dict() for m in self.metrics.values() if m.section == section}
         out["details"] = self.details
         out["verdict"] = self.verdict.to_dict()
-        return _plain(out)  # type: ignore[no-any-return]
+        return plain(out)  # type: ignore[no-any-return]
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, ensure_ascii=False)
@@ -136,18 +134,3 @@ def summary_rows(report: Report) -> list[tuple[str, list[tuple[str, Metric]]]]:
         if shown:
             rows.append((section.capitalize(), shown))
     return rows
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars and arrays to Python, non-finite floats to None, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

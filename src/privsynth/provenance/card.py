@@ -13,17 +13,14 @@ Cards validate against the JSON Schema shipped as ``card.schema.json`` in this p
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-import numpy as np
-
 from privsynth.data.hashing import file_sha256
 from privsynth.errors import DataError
+from privsynth.render import environment, plain
 
 __all__ = [
     "CARD_VERSION",
@@ -135,44 +132,13 @@ def card_schema() -> dict[str, Any]:
 
 def render_card_html(card: dict[str, Any]) -> str:
     """One self-contained HTML page (inline style, no scripts, no external resources) showing ``card``."""
-    import jinja2  # only needed to render, not to read or write JSON cards
+    # Metrics read as in the report, the leaderboard and the CLI. Imported here, not at the top: importing the
+    # catalogue loads the evaluation package (scikit-learn, matplotlib), which reading and writing JSON cards,
+    # lineage and mixes do not need.
+    from privsynth.evaluate.catalogue import format_metric
 
-    # The numbers read as in the report, the leaderboard and the CLI; imported here because the card module is
-    # imported by data sources, below the evaluation.
-    from privsynth.evaluate.catalogue import format_metric, format_number
-
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("privsynth.provenance", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["number"] = format_number
-    environment.filters["metric"] = lambda value, key: format_metric(key, value)
-    environment.filters["domain"] = _format_domain
-    return environment.get_template("card.html.j2").render(card=card, json=json.dumps(card, indent=2))
-
-
-def plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars and arrays to Python, non-finite floats to None, dates to ISO text, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
+    pages = environment("privsynth.provenance", metric=format_metric, filters={"domain": _format_domain})
+    return pages.get_template("card.html.j2").render(card=card, json=json.dumps(card, indent=2))
 
 
 def _format_domain(column: dict[str, Any]) -> str:

@@ -18,26 +18,20 @@ import secrets
 from importlib import resources
 from typing import Any
 
-import jinja2
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from privsynth.data.schema import Schema
-from privsynth.evaluate.catalogue import format_number
+from privsynth.render import environment
 from privsynth.service.config import CSRF_HEADER
 from privsynth.service.deps import ServiceDep, current_user
 from privsynth.service.store import User
 from privsynth.service.views import budget_view, job_view, release_view, release_visible
 from privsynth.synth import available
 
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("privsynth.service", "templates"),
-    autoescape=jinja2.select_autoescape(["html", "j2"]),
-    undefined=jinja2.StrictUndefined,
-)
-
-# Numbers read as on the card, the report and the leaderboard: the one formatter, in the metric catalogue.
-_environment.filters["num"] = format_number
+# Numbers read as on the card, the report and the leaderboard (the ``number`` filter). The pages were written
+# without whitespace trimming.
+_environment = environment("privsynth.service", trim=False)
 
 
 router = APIRouter()
