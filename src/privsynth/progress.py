@@ -1,19 +1,16 @@
 """Progress reporting that library code emits and front ends (CLI, service) render.
 
-Library code calls :func:`report` (or wraps a loop in :func:`track`); nothing happens unless a front end has
+Library code calls :func:`report`; nothing happens unless a front end has
 installed a listener with :func:`listen`. A context variable carries the listener, so concurrent jobs in one
 process each report to their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,13 +43,3 @@ def report(task: str, completed: float, total: float | None = None, detail: str 
     listener = _listener.get()
     if listener is not None:
         listener(ProgressEvent(task, completed, total, detail))
-
-
-def track(items: Iterable[T], task: str, total: int | None = None) -> Iterator[T]:
-    """Yield from ``items`` and report one step per item."""
-    if total is None and isinstance(items, Sized):
-        total = len(items)
-    report(task, 0, total)
-    for done, item in enumerate(items, start=1):
-        yield item
-        report(task, done, total)

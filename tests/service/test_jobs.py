@@ -95,6 +95,7 @@ def test_bad_job_requests_are_refused_and_reserve_nothing(service_factory: Any, 
         ({"method": "aim", "rows": 10}, 400, "give epsilon"),
         ({"method": "aim", "epsilon": 1, "rows": 10, "conditions": {"colour": "red"}}, 400, "no such column"),
         ({"method": "aim", "epsilon": 1, "rows": 10, "params": {"rounds": "many"}}, 400, "rounds"),
+        ({"method": "aim", "epsilon": 1, "rows": 10, "params": {"colour": 1}}, 400, "bad parameter for 'aim'"),
         ({"method": "aim", "epsilon": 5, "rows": 10, "params": quick_aim(columns)}, 409, "does not fit"),
     ]
     for body, status, says in cases:

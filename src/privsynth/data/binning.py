@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,11 +137,6 @@ def uniform_bins(low: float, high: float, bins: int, null: bool = False) -> Nume
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise ParameterError(f"bounds [{low}, {high}] are empty; the upper bound must exceed the lower")
     return NumericBins(tuple(np.linspace(low, high, int(bins) + 1).tolist()), null=null)
-
-
-def encode_frame(df: pd.DataFrame, columns: Sequence[str], binnings: Sequence[Binning]) -> np.ndarray:
-    """Cell index of every row, shape (rows, columns), with :data:`OUTSIDE` for values that fit no cell."""
-    return np.column_stack([b.encode(df[c]) for c, b in zip(columns, binnings, strict=True)])
 
 
 def as_numbers(values: pd.Series) -> np.ndarray:

@@ -286,19 +286,6 @@ class Schema:
         for col in self.columns:
             _validate_column(col, df[col.name], check_domains)
 
-    def coerce(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Return ``df``'s schema columns converted to the kinds the schema declares (after validating)."""
-        self.validate(df, check_domains=False)
-        out = {}
-        for col in self.columns:
-            values = df[col.name]
-            if col.kind.numeric and col.kind is not Kind.DATETIME:
-                values = pd.to_numeric(values)
-            elif col.kind is Kind.DATETIME:
-                values = pd.to_datetime(values)
-            out[col.name] = values
-        return pd.DataFrame(out, index=df.index)
-
 
 # ---- inference helpers ---------------------------------------------------------------------------------------
 

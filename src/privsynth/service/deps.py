@@ -112,10 +112,7 @@ class Service:
             raise HTTPException(
                 400, f"unknown method {request.method!r}; choose one of {', '.join(sorted(available()))}"
             )
-        try:
-            create(request.method, **request.params)
-        except TypeError as exc:
-            raise HTTPException(400, f"bad params for {request.method}: {exc}") from None
+        create(request.method, **request.params)  # a bad parameter is a ParameterError: 400 with its message
         if not cls.differentially_private:
             if request.epsilon is not None:
                 raise HTTPException(400, f"method {request.method!r} is not differentially private: drop epsilon")
