@@ -29,6 +29,8 @@ from privsynth.text.dp_finetune import (
     exposure,
     private_training,
 )
+from privsynth.text.dp_finetune.encoding import private_labels
+from privsynth.text.dp_finetune.training import mean_nll
 from privsynth.threads import torch_threads
 
 LABELS = ["Twitter for Android", "Twitter for iPhone"]
@@ -110,8 +112,6 @@ def test_dp_epsilon_matches_the_opacus_accountant_and_the_ledger(dp_fit: tuple[D
 def test_per_sample_gradients_exist_for_exactly_the_lora_weights_and_are_clipped(
     tweets: tuple[list[str], list[str]],
 ) -> None:
-    from privsynth.text.dp_finetune import _mean_nll
-
     texts, _ = tweets
     model, net = _adapted()
     encoded = model._encode(texts[:3], None)
@@ -133,7 +133,7 @@ def test_per_sample_gradients_exist_for_exactly_the_lora_weights_and_are_clipped
     def per_text(rows: slice) -> list[torch.Tensor]:
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(
-            _mean_nll(module, encoded.ids[rows], encoded.attention[rows], encoded.targets[rows]).mean()
+            mean_nll(module, encoded.ids[rows], encoded.attention[rows], encoded.targets[rows]).mean()
         )
         check_per_sample_gradients(net, rows.stop - rows.start)
         return [p.grad_sample.detach().clone() for p in net.parameters() if p.requires_grad]
@@ -154,13 +154,11 @@ def test_per_sample_gradients_exist_for_exactly_the_lora_weights_and_are_clipped
 
 
 def test_missing_per_sample_gradients_stop_training(tweets: tuple[list[str], list[str]]) -> None:
-    from privsynth.text.dp_finetune import _mean_nll
-
     texts, _ = tweets
     model, net = _adapted()
     encoded = model._encode(texts[:2], None)
     # without GradSampleModule, opacus's optimizer would take a plain, unclipped and noiseless step
-    torch.autograd.backward(_mean_nll(net, encoded.ids, encoded.attention, encoded.targets).mean())
+    torch.autograd.backward(mean_nll(net, encoded.ids, encoded.attention, encoded.targets).mean())
     with pytest.raises(RuntimeError, match="no per-text gradient"):
         check_per_sample_gradients(net, 2)
 
@@ -302,19 +300,17 @@ def test_dp_lora_on_500_tweets_within_45_minutes_with_low_canary_exposure() -> N
 def test_unusable_texts_and_undeclared_labels_are_records_that_train_on_nothing() -> None:
     """Under DP a text that is not a string or is blank, or a label outside the declared set, is neither refused
     nor reported: the row stays (it is sampled and counted) but has no target token, so its gradient is zero."""
-    from privsynth.text.dp_finetune import _mean_nll, _private_labels
-
-    rows = _private_labels(["Twitter for iPhone", "TweetDeck", None, math.nan], LABELS, 4)
+    rows = private_labels(["Twitter for iPhone", "TweetDeck", None, math.nan], LABELS, 4)
     assert rows == ["Twitter for iPhone", None, None, None]
     with pytest.raises(ParameterError, match="differ in length") as error:
-        _private_labels(["Twitter for iPhone"], LABELS, 4)
+        private_labels(["Twitter for iPhone"], LABELS, 4)
     assert "4" not in str(error.value)
     model, _ = _adapted()
     model.labels_ = LABELS
     encoded = model._encode(["Make America great", "Thank you Ohio", "  "], [LABELS[0], None, LABELS[1]], False)
     learned = encoded.targets.sum(dim=1)
     assert float(learned[0]) > 0 and float(learned[1]) == 0 and float(learned[2]) == 0
-    losses = _mean_nll(model.model_, encoded.ids, encoded.attention, encoded.targets)
+    losses = mean_nll(model.model_, encoded.ids, encoded.attention, encoded.targets)
     assert float(losses[0]) > 0 and float(losses[1]) == 0 and float(losses[2]) == 0
 
 
