@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from privsynth.cli import bench, data, evaluate, generate, ledger, provenance, service, text
 from privsynth.cli._app import app, err_console, state
 from privsynth.errors import PrivsynthError
@@ -22,13 +24,13 @@ def main() -> None:
     except PrivsynthError as exc:
         if state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # [deep] is text, not markup
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug
         if state["debug"]:
             raise
         err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback "
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (run with --debug for the traceback "
             "and please report it)",
             highlight=False,
         )
