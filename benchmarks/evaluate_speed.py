@@ -5,7 +5,7 @@ holdout: the holdout split (5,243 rows); target ``dead``, sensitive ``sex``. Ste
 events evaluate emits. The machine's load average is recorded beside the numbers: other work on a 2-core machine
 slows everything down. Writes ``benchmarks/results/evaluate_speed.json``.
 
-    .venv/bin/python benchmarks/evaluate_speed.py [--repeats 3]
+    .venv/bin/python benchmarks/evaluate_speed.py [--repeats 3] [--output PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ RESULT = Path(__file__).resolve().parent / "results" / "evaluate_speed.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    repeats = parser.parse_args().repeats
+    parser.add_argument("--output", type=Path, default=RESULT)
+    args = parser.parse_args()
+    repeats, output = args.repeats, args.output
 
     import numpy as np
     import pandas as pd
@@ -98,11 +100,11 @@ def main() -> None:
             "scikit-learn": sklearn.__version__,
         },
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
     from privsynth.bench.run_info import with_run
 
-    RESULT.write_text(json.dumps(with_run(result), indent=2) + "\n")
-    print(f"best of {repeats}: {best['total_seconds']:.1f} s; wrote {RESULT}")
+    output.write_text(json.dumps(with_run(result), indent=2) + "\n")
+    print(f"best of {repeats}: {best['total_seconds']:.1f} s; wrote {output}")
 
 
 if __name__ == "__main__":
