@@ -1,0 +1,110 @@
+"""A table, or the rows of a query, in any database SQLAlchemy reaches: ``counts`` runs inside that database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from privsynth.data.source_base import Source, digest, first_line, storage_kind
+from privsynth.errors import ParameterError, SourceError
+
+__all__ = ["SQLSource"]
+
+logger = logging.getLogger(__name__)
+
+
+class SQLSource(Source):
+    """A table (or query) in any database SQLAlchemy reaches; ``counts`` runs inside that database."""
+
+    def __init__(self, url: str, table: str | None = None, query: str | None = None) -> None:
+        if (table is None) == (query is None):
+            raise ParameterError("a SQL URL needs exactly one of table=... or query=... (--table in the CLI)")
+        try:
+            parsed = sa.engine.make_url(url)
+        except (sa.exc.ArgumentError, ValueError):
+            raise SourceError(f"cannot connect to '{_hide_password(url)}': it is not a SQLAlchemy URL") from None
+        shown = parsed.render_as_string(hide_password=True)
+        self.url = url
+        self.name = f"{shown} [{table or 'query'}]"
+        try:
+            self._engine = sa.create_engine(parsed)
+            with self._engine.connect() as con:
+                con.execute(sa.text("SELECT 1"))
+        except ImportError as exc:
+            raise SourceError(
+                f"cannot connect to {shown}: its database driver is not installed ({first_line(exc)})"
+            ) from None
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:
+            raise SourceError(f"cannot connect to {shown}: {first_line(exc)}") from None
+        self._table = table
+        self._from: sa.FromClause
+        if table is not None:
+            schema, _, bare = table.rpartition(".")
+            try:
+                self._from = sa.Table(bare, sa.MetaData(), schema=schema or None, autoload_with=self._engine)
+            except sa.exc.NoSuchTableError:
+                raise SourceError(f"{shown} has no table '{table}'") from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"table '{table}' on {shown} cannot be read: {first_line(exc)}") from None
+        else:
+            # Every colon is text (no bind parameters are passed), and a trailing ';' would end the subquery.
+            text = str(query).strip().rstrip(";").strip().replace(":", "\\:")
+            try:
+                with self._engine.connect() as con:
+                    keys = list(con.execute(sa.text(f"SELECT * FROM ({text}) AS q WHERE 1 = 0")).keys())
+            except sa.exc.SQLAlchemyError as exc:
+                raise SourceError(f"the query on {shown} fails: {first_line(exc)}") from None
+            self._from = sa.text(text).columns(*(sa.column(k) for k in keys)).subquery("source")
+        self._columns = [str(c.name) for c in self._from.columns]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns)
+
+    def num_rows(self) -> int:
+        return int(self._run_counts(sa.select(sa.func.count()).select_from(self._from))[0][0])
+
+    def _relation(self) -> sa.FromClause:
+        return self._from
+
+    def _run_counts(self, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        logger.debug("counts on %s: %s", self.name, query)
+        try:
+            with self._engine.connect() as con:
+                return [tuple(r) for r in con.execute(query).fetchall()]
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"querying {self.name} failed: {first_line(exc)}") from None
+
+    def _chunks(self, columns: list[str], chunk_rows: int, limit: int | None) -> Iterator[pd.DataFrame]:
+        query = sa.select(*(self._from.c[c] for c in columns))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._engine.connect().execution_options(stream_results=True) as con:
+            yield from pd.read_sql(query, con, chunksize=chunk_rows)
+
+    def storage_types(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for column in self._from.columns:
+            try:
+                python = column.type.python_type
+            except NotImplementedError:
+                python = str
+            out[str(column.name)] = storage_kind(python.__name__)
+        return out
+
+    def fingerprint(self) -> str:
+        # A database table is identified by where it lives, not by its (changing) content.
+        where = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return digest(f"sql:{where}:{self._table or str(self._from)}")
+
+
+def _hide_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
