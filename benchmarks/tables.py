@@ -15,10 +15,10 @@ result file shows at once. ``python benchmarks/tables.py`` lists the tables.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import statistics
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,10 +135,13 @@ def deep_vs_peers(args: argparse.Namespace) -> str:
 
 def bench_issue5(args: argparse.Namespace) -> str:
     """Issue #5's DP bench, every cell (or one epsilon): mean ± sd over privsynth's seeds, the peers' one run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from dp_bench_issue5 import table
-
-    text = table(RESULTS / "bench_issue5")
+    spec = importlib.util.spec_from_file_location(
+        "dp_bench_issue5", Path(__file__).resolve().parent / "dp_bench_issue5.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text: str = script.table(RESULTS / "bench_issue5")
     if args.epsilon is None:
         return text
     lines = text.splitlines()
