@@ -34,6 +34,18 @@ def test_run_metadata_outside_a_git_work_tree_has_no_commit_and_raises_nothing(t
     assert info["packages"]["numpy"] == np.__version__
 
 
+def test_an_ignored_folder_inside_a_work_tree_is_not_the_commits_code(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", ".gitignore"], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], check=True
+    )
+    (tmp_path / ".venv" / "privsynth").mkdir(parents=True)
+    assert run_metadata(["x"], repo=tmp_path)["commit"] is not None
+    assert run_metadata(["x"], repo=tmp_path / ".venv" / "privsynth")["commit"] is None
+
+
 def test_with_run_puts_the_run_first_and_replaces_an_old_one() -> None:
     result = with_run({"run": {"recorded": False}, "rows": 3}, ["x"])
     assert list(result) == ["run", "rows"] and result["run"]["recorded"] is True

@@ -138,7 +138,8 @@ def record_run(folder: str | Path, command: Sequence[str] | None = None) -> Path
 def _git_state(repo: Path) -> dict[str, Any]:
     state: dict[str, Any] = {"commit": None, "dirty": None}
     head = _git(repo, "rev-parse", "HEAD")
-    if head is None:
+    # an installed copy under an ignored folder of some repository (a venv inside a clone) is not that commit's code
+    if head is None or _git(repo, "check-ignore", "-q", ".") is not None:
         return state
     state["commit"] = head.strip()
     changes = _git(repo, "status", "--porcelain", "--untracked-files=no")
