@@ -121,8 +121,8 @@ def variant(name: str) -> dict[str, Any]:
 def run(
     name: str, train: Any, holdout: Any, holdout_vectors: np.ndarray, embedder: Any, samples: bool
 ) -> dict[str, Any]:
-    from privsynth.text._torch_model import load_causal_lm
     from privsynth.text.dp_finetune import DPLoRA, canary_exposure, canary_texts, exposure
+    from privsynth.text.torch_model import load_causal_lm
 
     load_before = os.getloadavg()[0]
     row: dict[str, Any] = {"model": name, "n_train": len(train), "canary_repeats": list(REPEATS)}

@@ -20,7 +20,6 @@ from privsynth.privacy.budget import epsilon_from_rho_delta
 from privsynth.privacy.dp_sgd import release_opacus
 from privsynth.privacy.ledger import Ledger
 from privsynth.synth.copula import GaussianCopula
-from privsynth.text._torch_model import load_causal_lm
 from privsynth.text.dp_finetune import (
     DPLoRA,
     canary_exposure,
@@ -31,6 +30,7 @@ from privsynth.text.dp_finetune import (
 )
 from privsynth.text.dp_finetune.encoding import private_labels
 from privsynth.text.dp_finetune.training import mean_nll
+from privsynth.text.torch_model import load_causal_lm
 from privsynth.threads import torch_threads
 
 LABELS = ["Twitter for Android", "Twitter for iPhone"]

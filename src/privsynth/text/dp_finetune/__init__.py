@@ -1,7 +1,7 @@
 """DP fine-tuning of the local language model with LoRA adapters, and the canary exposure audit.
 
 Training follows Yu et al., "Differentially Private Fine-tuning of Language Models" (ICLR 2022): the base model
-(SmolLM2-135M-Instruct, :func:`privsynth.text._torch_model.load_causal_lm`) stays frozen, low-rank adapters
+(SmolLM2-135M-Instruct, :func:`privsynth.text.torch_model.load_causal_lm`) stays frozen, low-rank adapters
 (Hu et al., "LoRA", ICLR 2022; the ``peft`` library) are the only trainable weights, and they are trained with
 DP-SGD (Abadi et al., CCS 2016) by ``opacus``: Poisson sampling (``DPDataLoader``), per-text gradients clipped to
 ``max_grad_norm``, Gaussian noise on their sum. One text is one record. The noise multiplier is calibrated and

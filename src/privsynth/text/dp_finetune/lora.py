@@ -19,7 +19,6 @@ from privsynth.privacy.dp_sgd import noisy_sample_rate, privacy_record, spend_dp
 from privsynth.progress import report
 from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
 from privsynth.text._dp import corpus_name
-from privsynth.text._torch_model import load_causal_lm
 from privsynth.text.dp_finetune.encoding import (
     Encoded,
     check_labels,
@@ -31,6 +30,7 @@ from privsynth.text.dp_finetune.encoding import (
     private_labels,
 )
 from privsynth.text.dp_finetune.training import sequence_logprob, train_dp, train_plain
+from privsynth.text.torch_model import load_causal_lm
 from privsynth.threads import torch_threads
 
 __all__ = ["DPLoRA"]
