@@ -86,9 +86,13 @@ def score(model: Any, holdout: Any, holdout_vectors: np.ndarray, embedder: Any, 
     """Fidelity and utility numbers of a fitted (or base) model; without ``samples`` only the likelihoods."""
     start = time.perf_counter()
     ll = model.log_likelihood(list(holdout["text"]), list(holdout["label"]))
-    tokens = sum(
-        len(model.tokenizer_(model._body(t, lab), add_special_tokens=False)["input_ids"]) + 1
-        for t, lab in zip(holdout["text"], holdout["label"], strict=True)
+    from privsynth.text.dp_finetune.encoding import encode
+
+    # every predicted token of each text (label, text and end-of-text; the head is not predicted), uncut
+    tokens = int(
+        encode(model.tokenizer_, list(holdout["text"]), list(holdout["label"]), head=[], max_length=4096, fallback=None)
+        .targets.sum()
+        .item()
     )
     if not samples:
         return {
