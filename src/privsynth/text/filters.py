@@ -145,33 +145,14 @@ def apply_filters(
     texts = as_texts(texts, "texts", allow_empty=True)
     if private_texts is not None:
         private_texts = as_texts(private_texts, "private_texts", allow_empty=True)
-    if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 0:
-        raise ParameterError(f"min_words must be a whole number of at least 0, not {min_words!r}")
-    if max_words is not None and (not isinstance(max_words, int) or max_words < max(min_words, 1)):
-        raise ParameterError(f"max_words must be a whole number of at least min_words ({min_words}), not {max_words!r}")
-    for label, share in (("min_alpha_share", min_alpha_share), ("max_repeat_ratio", max_repeat_ratio)):
-        if not 0.0 <= share <= 1.0:
-            raise ParameterError(f"{label} must be between 0 and 1, not {share!r}")
-    if near_duplicate_threshold is not None and not 0.0 < near_duplicate_threshold <= 1.0:
-        raise ParameterError(f"near_duplicate_threshold must be in (0, 1] or None, not {near_duplicate_threshold!r}")
-    if isinstance(copy_words, bool) or not isinstance(copy_words, int) or copy_words < 2:
-        raise ParameterError(f"copy_words must be a whole number of at least 2, not {copy_words!r}")
+    _check_settings(min_words, max_words, min_alpha_share, max_repeat_ratio, near_duplicate_threshold, copy_words)
     name_list = [n.strip() for n in names if isinstance(n, str) and n.strip()]
     name_pattern = _name_pattern(name_list)
 
     removed = dict.fromkeys(REMOVAL_RULES, 0)
     replaced = dict.fromkeys(PLACEHOLDERS, 0)
     scrubbed_texts = 0
-    private_exact: set[str] = set()
-    private_grams: set[int] = set()
-    private_index: NearDuplicateIndex | None = None
-    if private_texts is not None:
-        private_exact = {normalise(t) for t in private_texts}
-        private_grams = {g for t in private_texts for g in word_ngrams(t, copy_words)}
-        if near_duplicate_threshold is not None:
-            private_index = NearDuplicateIndex(near_duplicate_threshold)
-            for text in private_texts:
-                private_index.add(shingles(text))
+    private = _PrivateCopies.of(private_texts, copy_words, near_duplicate_threshold)
     seen: set[str] = set()
     index = NearDuplicateIndex(near_duplicate_threshold) if deduplicate and near_duplicate_threshold else None
     kept: list[str] = []
@@ -181,15 +162,10 @@ def apply_filters(
             removed["empty"] += 1
             continue
         if scrub:
-            cleaned, found = scrub_pii(text, names_pattern=name_pattern)
-            if cleaned != text:
-                scrubbed_texts += 1
-            for kind, count in found.items():
-                replaced[kind] += count
+            cleaned = _scrub_counting(text, name_pattern, replaced)
+            scrubbed_texts += int(cleaned != text)
             text = cleaned
-        rule = _quality_rule(text, min_words, max_words, min_alpha_share, max_repeat_ratio)
-        if rule is None:
-            rule = _copy_rule(text, private_exact, private_grams, private_index, copy_words)
+        rule = _quality_rule(text, min_words, max_words, min_alpha_share, max_repeat_ratio) or private.rule(text)
         key = normalise(text)
         if rule is None and deduplicate and key in seen:
             rule = "exact_duplicate"
@@ -212,12 +188,10 @@ def apply_filters(
         "min_alpha_share": min_alpha_share,
         "max_repeat_ratio": max_repeat_ratio,
         "deduplicate": deduplicate,
-        "near_duplicate": f"character {SHINGLE}-gram Jaccard >= {near_duplicate_threshold} (MinHash LSH candidates)"
-        if near_duplicate_threshold is not None
-        else None,
+        "near_duplicate": _near_duplicate_rule(near_duplicate_threshold),
         "copy_words": copy_words if private_texts is not None else None,
     }
-    counts = FilterCounts(
+    return kept, FilterCounts(
         input=len(texts),
         kept=len(kept),
         removed=removed,
@@ -227,7 +201,43 @@ def apply_filters(
         settings=settings,
         kept_index=kept_index,
     )
-    return kept, counts
+
+
+def _check_settings(
+    min_words: int,
+    max_words: int | None,
+    min_alpha_share: float,
+    max_repeat_ratio: float,
+    near_duplicate_threshold: float | None,
+    copy_words: int,
+) -> None:
+    """Refuse a filter setting out of its range, naming it and the value."""
+    if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 0:
+        raise ParameterError(f"min_words must be a whole number of at least 0, not {min_words!r}")
+    if max_words is not None and (not isinstance(max_words, int) or max_words < max(min_words, 1)):
+        raise ParameterError(f"max_words must be a whole number of at least min_words ({min_words}), not {max_words!r}")
+    for label, share in (("min_alpha_share", min_alpha_share), ("max_repeat_ratio", max_repeat_ratio)):
+        if not 0.0 <= share <= 1.0:
+            raise ParameterError(f"{label} must be between 0 and 1, not {share!r}")
+    if near_duplicate_threshold is not None and not 0.0 < near_duplicate_threshold <= 1.0:
+        raise ParameterError(f"near_duplicate_threshold must be in (0, 1] or None, not {near_duplicate_threshold!r}")
+    if isinstance(copy_words, bool) or not isinstance(copy_words, int) or copy_words < 2:
+        raise ParameterError(f"copy_words must be a whole number of at least 2, not {copy_words!r}")
+
+
+def _scrub_counting(text: str, name_pattern: re.Pattern[str] | None, replaced: dict[str, int]) -> str:
+    """``text`` with its PII replaced by placeholders, adding what was replaced to the counts in ``replaced``."""
+    cleaned, found = scrub_pii(text, names_pattern=name_pattern)
+    for kind, count in found.items():
+        replaced[kind] += count
+    return cleaned
+
+
+def _near_duplicate_rule(threshold: float | None) -> str | None:
+    """The near-duplicate rule as the data card states it (None when it is off)."""
+    if threshold is None:
+        return None
+    return f"character {SHINGLE}-gram Jaccard >= {threshold} (MinHash LSH candidates)"
 
 
 def as_texts(texts: Iterable[Any], argument: str, *, allow_empty: bool = False) -> list[str]:
@@ -379,19 +389,37 @@ def _quality_rule(
     return None
 
 
-def _copy_rule(
-    text: str,
-    private_exact: set[str],
-    private_grams: set[int],
-    private_index: NearDuplicateIndex | None,
-    copy_words: int,
-) -> str | None:
-    if not private_exact:
+@dataclass(frozen=True)
+class _PrivateCopies:
+    """What a copy of a private text looks like: the private texts normalised, their word ``copy_words``-grams
+    and, unless near-duplicate removal is off, a MinHash index of their shingles (all empty without them)."""
+
+    exact: set[str]
+    grams: set[int]
+    index: NearDuplicateIndex | None
+    copy_words: int
+
+    @classmethod
+    def of(cls, private_texts: list[str] | None, copy_words: int, threshold: float | None) -> _PrivateCopies:
+        if private_texts is None:
+            return cls(set(), set(), None, copy_words)
+        exact = {normalise(t) for t in private_texts}
+        grams = {g for t in private_texts for g in word_ngrams(t, copy_words)}
+        if threshold is None:
+            return cls(exact, grams, None, copy_words)
+        index = NearDuplicateIndex(threshold)
+        for text in private_texts:
+            index.add(shingles(text))
+        return cls(exact, grams, index, copy_words)
+
+    def rule(self, text: str) -> str | None:
+        """The removal rule ``text`` breaks as a copy of a private text, if any."""
+        if not self.exact:
+            return None
+        if normalise(text) in self.exact:
+            return "private_copy"
+        if self.index is not None and self.index.match(shingles(text)):
+            return "private_near_copy"
+        if self.grams and not self.grams.isdisjoint(word_ngrams(text, self.copy_words)):
+            return "private_substring"
         return None
-    if normalise(text) in private_exact:
-        return "private_copy"
-    if private_index is not None and private_index.match(shingles(text)):
-        return "private_near_copy"
-    if private_grams and not private_grams.isdisjoint(word_ngrams(text, copy_words)):
-        return "private_substring"
-    return None
