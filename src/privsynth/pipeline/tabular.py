@@ -1,4 +1,5 @@
-"""The tabular pipeline: source -> schema -> fit -> sample -> release, and more rows from a saved model."""
+"""The tabular pipeline: source -> schema -> fit -> sample -> release (-> evaluation), and more rows from a saved
+model."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from privsynth.data.output import check_output
-from privsynth.data.schema import Column, Schema
+from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import ParameterError
 from privsynth.pipeline.release import (
@@ -30,7 +31,10 @@ from privsynth.provenance.datasheet import check_answers
 from privsynth.provenance.lineage import ATTRS_KEY, PROVENANCE_COLUMN, Ancestry, Registry, open_registry, trace
 from privsynth.synth import Synthesizer, available, create
 from privsynth.synth.base import infer_schema
-from privsynth.synth.dp import FitRecord, dp_schema
+from privsynth.synth.dp import FitRecord
+
+if TYPE_CHECKING:
+    from privsynth.evaluate import Report
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +102,12 @@ def synthesize(
     source = load_source(given, **source_options)
     if isinstance(schema, str | Path):
         schema = Schema.load(schema)
-    if dp:
-        # Structure is declared, never read from the rows, and the data are not checked against it: a DP fit
-        # puts what fits no cell nowhere, and says nothing about it.
-        declared, _ = dp_schema(source, schema if schema is None else _without_provenance_label(schema))
-    else:
-        if schema is None:
-            schema = infer_schema(given if isinstance(given, pd.DataFrame) else source)
-        declared = _without_provenance_label(schema)
+    if dp:  # declared structure only, and never checked against the rows: the fit decides what it may use
+        declared = None if schema is None else _without_provenance_label(schema)
+    else:  # a non-DP fit may read its structure from the rows (a frame keeps its dtypes)
+        declared = _without_provenance_label(
+            schema if schema is not None else infer_schema(given if isinstance(given, pd.DataFrame) else source)
+        )
         check_schema(declared, source)
     ancestry = trace(data, source, lineage)
     if ancestry.generation >= 2:
@@ -116,12 +118,10 @@ def synthesize(
         rows = source.num_rows()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    fit_options: dict[str, Any] = {}
-    if dp:
-        fit_options = {"epsilon": epsilon, "delta": delta, "ledger": ledger_object or False, "dataset": dataset}
-    elif epsilon is not None or delta is not None or ledger not in (None, False):
-        fit_options = {"epsilon": epsilon, "delta": delta, "ledger": ledger_object}  # refused by fit, with why
-    model.fit(source, declared if not dp else (None if schema is None else declared), **fit_options)
+    # The fit decides the structure it works from (for a DP fit: synth.dp.dp_schema of what is declared here);
+    # a budget or ledger given to a non-DP method is refused by its fit, saying why.
+    fit_ledger = False if dp and ledger_object is None else ledger_object
+    model.fit(source, declared, epsilon=epsilon, delta=delta, ledger=fit_ledger, dataset=dataset)
     timings["fit"] = round(time.perf_counter() - start, 3)
     model.ancestry_ = ancestry  # lineage travels with a saved model, so that sample_model's cards keep it
     if save_model is not None:
@@ -134,14 +134,11 @@ def synthesize(
         synthetic = model.sample(rows, conditions=conditions, seed=seed)
     report("sample", 1, 1)
     timings["sample"] = round(time.perf_counter() - start, 3)
-    card_schema = declared
-    if dp:  # the released domains (DP outputs) for modelled columns, the declared structure for the others
-        card_schema = Schema([_released(model.schema_, c) for c in declared], target=declared.target)
     release = Release(
         data=synthetic,
         model=model,
         source_name=model.record_.dataset or source.name if dp else source.name,
-        schema=card_schema,
+        schema=model.published_schema(),
         seed=seed,
         conditions=conditions,
         rebalance=None if rebalance is None else {"column": rebalance, "mix": _plain_mix(mix)},
@@ -156,6 +153,45 @@ def synthesize(
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release
+
+
+def evaluate_release(
+    release: Release,
+    real: pd.DataFrame,
+    *,
+    holdout: pd.DataFrame | None = None,
+    target: str | None = None,
+    sensitive: str | None = None,
+    schema: Schema | None = None,
+    seed: int = 0,
+    attach: bool | None = None,
+) -> Report:
+    """Score a release's rows against the ``real`` rows they were made from (:func:`privsynth.evaluate.evaluate`),
+    the report stating the budget the fit ran under.
+
+    The report reads the real rows: it is for the custodian. ``attach`` puts its summary on the card; by default
+    a non-DP release's card gets it and a DP one's does not (``attach=True`` puts it there, marked outside the
+    guarantee).
+    """
+    from privsynth.evaluate import evaluate
+
+    fit = release.fit
+    budget = None
+    if fit.differentially_private and fit.epsilon is not None and fit.delta is not None:
+        budget = {"epsilon": fit.epsilon, "delta": fit.delta}
+    evaluation = evaluate(
+        real,
+        release.data,
+        holdout=holdout,
+        target=target,
+        sensitive=sensitive,
+        schema=schema,
+        seed=seed,
+        privacy_budget=budget,
+    )
+    if (not fit.differentially_private) if attach is None else attach:
+        release.attach_report(evaluation)
+    return evaluation
 
 
 def sample_model(
@@ -185,7 +221,7 @@ def sample_model(
         data=synthetic,
         model=model,
         source_name=record.dataset or "unknown",
-        schema=model.schema_,
+        schema=model.published_schema(),
         seed=seed,
         conditions=conditions,
         record=record,
@@ -194,11 +230,6 @@ def sample_model(
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release
-
-
-def _released(fitted: Schema, column: Column) -> Column:
-    """The fitted model's column (with the domain the DP fit released), or the declared one it left out."""
-    return fitted[column.name] if column.name in fitted else column  # noqa: SIM401 (Schema has no get)
 
 
 def _check_rebalance(model: Synthesizer, column: str, conditions: Mapping[str, Any] | None) -> None:

@@ -53,6 +53,9 @@ class Synthesizer(ABC):
     differentially_private: ClassVar[bool] = False
 
     schema_: Schema
+    declared_: Schema
+    """The whole structure the fit worked from, the columns it left out too (for a DP fit: declared structure,
+    without the domains that are not public)."""
     record_: FitRecord
     ancestry_: Any
     """Set by the pipeline: the lineage of the data the model was fitted on (no data), saved with the model."""
@@ -108,6 +111,7 @@ class Synthesizer(ABC):
         for col in schema.excluded():
             logger.info("column '%s' is left out of synthesis: %s", col.name, col.reason or "synthesize: false")
         self.schema_ = modelled
+        self.declared_ = schema
         self.assumptions_ = assumptions
         self._fit(source, modelled, epsilon=epsilon, delta=delta, ledger=ledger)
         if self.differentially_private:
@@ -157,6 +161,19 @@ class Synthesizer(ABC):
         decided = Schema(list(decided), target=schema.target)
         self.schema_ = decided
         return source.retyped(kinds), decided
+
+    def published_schema(self) -> Schema:
+        """The structure a release's card shows: every column the fit worked from, the modelled ones as the model
+        holds them (for a DP model, with only the domains its fit released or that are public), the others as
+        declared."""
+        self._check_fitted()
+        declared = getattr(self, "declared_", None)
+        if declared is None:  # a model saved before declared_ was kept
+            return self.schema_
+        return Schema(
+            [self.schema_[c.name] if c.name in self.schema_ else c for c in declared],  # noqa: SIM401 (no Schema.get)
+            target=declared.target,
+        )
 
     def _released_schema(self) -> Schema:
         """The schema a DP model keeps after fitting: structure plus public domains only. Methods that learn
