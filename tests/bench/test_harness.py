@@ -159,3 +159,20 @@ def test_scaling_utility_improves_with_rows_and_writes_a_plot(tmp_path: Path) ->
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(OutputExistsError):
         run_scaling("nafld1", "copula", [100, 300, 1000], seeds=1, out_dir=tmp_path)
+
+
+def test_a_dp_run_fits_through_the_pipeline_and_spends_from_no_ledger(tmp_path: Path) -> None:
+    results = run_bench(["nafld1"], ["mst"], epsilons=[1.0], seeds=1, out_dir=tmp_path / "out", limit=400)
+    mst = results[0]
+    assert mst["status"] == "ok", mst["error"]
+    assert (mst["method"], mst["dp"], mst["epsilon"], mst["delta"], mst["rows"]) == ("mst", True, 1.0, 1e-6, 400)
+    assert mst["details"]["params"] == {
+        "preprocessing_share": 0.1,
+        "bins": 16,
+        "numeric_bins": "quantile",
+        "iters": 2000,
+    }
+    assert mst["fit_seconds"] > 0 and mst["sample_seconds"] > 0
+    assert 0 <= mst["metrics"]["fidelity.tvd_1way"] <= 1  # scored like any other run
+    # The bundled data are public: the run records no spend and registers no release in the default ledger.
+    assert not (tmp_path / "ledger.sqlite").exists()

@@ -2,9 +2,10 @@
 
 Every run fits a method on a bundled dataset's train split, samples ``rows`` rows (default: as many as the train
 split), and scores them with :func:`privsynth.evaluate.evaluate` against the train split with the fixed holdout,
-the dataset's target and its sensitive column. privsynth methods come from :func:`privsynth.synth.create`; peers
-run in their own environments through :func:`privsynth.bench.peers.run_peer`. Non-DP methods run once per seed
-whatever the budgets; DP methods once per budget and seed, with ``delta``.
+the dataset's target and its sensitive column. privsynth methods fit and sample through
+:func:`privsynth.pipeline.synthesize`, as the CLI and the service do; peers run in their own environments through
+:func:`privsynth.bench.peers.run_peer`. Non-DP methods run once per seed whatever the budgets; DP methods once per
+budget and seed, with ``delta``.
 
 Results are appended to ``results.jsonl`` one line per run as it finishes (a crash keeps what was done, and
 ``resume`` skips it next time), then written as ``results.csv`` and ``leaderboard.html``. A failing run is
@@ -48,8 +49,9 @@ from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate import Report, evaluate
+from privsynth.pipeline import synthesize
 from privsynth.progress import report as progress
-from privsynth.synth import available, create
+from privsynth.synth import available
 from privsynth.synth.dp import DEFAULT_DELTA
 
 logger = logging.getLogger(__name__)
@@ -313,18 +315,20 @@ def _generate(
             options=context.peer_options.get(key.method),
         )
         return result.data, result.fit_seconds, result.sample_seconds, result.details
-    synthesizer = create(key.method)
-    start = time.perf_counter()
-    if key.epsilon is not None:
-        synthesizer.fit(context.train, context.schema, epsilon=key.epsilon, delta=delta, ledger=False)
-    else:
-        synthesizer.fit(context.train, context.schema)
-    fit_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    synthetic = synthesizer.sample(context.rows, seed=key.seed)
-    sample_seconds = time.perf_counter() - start
-    details = {"params": _plain(synthesizer.get_params())}
-    return synthetic, fit_seconds, sample_seconds, details
+    # The bundled data are public: a DP run records no spends and registers no release.
+    release = synthesize(
+        context.train,
+        key.method,
+        context.rows,
+        schema=context.schema,
+        seed=key.seed,
+        epsilon=key.epsilon,
+        delta=delta if key.epsilon is not None else None,
+        ledger=False,
+        registry=False,
+    )
+    details = {"params": _plain(dict(release.fit.parameters))}
+    return release.data, release.timings["fit"], release.timings["sample"], details
 
 
 def _reference_row(context: _Context, key: RunKey, evaluate_seed: int) -> dict[str, Any]:
