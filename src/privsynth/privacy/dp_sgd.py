@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from privsynth.errors import ParameterError
+from privsynth.privacy._seeded import described, seeded
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, conversion_order
 
@@ -174,7 +176,7 @@ def spend_dp_sgd(
     low, high = min(_MIN_ORDER, max_order), max(_MIN_ORDER, max_order)
     accountant.spend(
         charge,
-        mechanism=(
+        mechanism=described(
             f"dp-sgd(noise_multiplier={sigma:.6g}, sample_rate={sample_rate:.6g}, steps={steps}, "
             f"max_grad_norm={max_grad_norm:g}, rdp_orders={low:.4g}..{high:.4g})"
         ),
@@ -241,6 +243,17 @@ def noisy_sample_rate(
         # DP log lines name no released value: the noisy count is on the card (record_), not in the log
         logger.warning("delta=%g is not below 1/n by the noisy %s count: choose a smaller delta", budget.delta, records)
     return released, batch_size / n
+
+
+def secret_generator() -> Any:
+    """The torch generator DP-SGD draws its Poisson samples and its noise from: seeded by the operating system, as
+    a known seed would let an attacker predict both; from the test's seed inside
+    :func:`~privsynth.privacy._seeded.seeded_noise` (not private)."""
+    import torch
+
+    rng = seeded()
+    seed = int.from_bytes(os.urandom(8), "little") if rng is None else int(rng.integers(2**63))
+    return torch.Generator().manual_seed(seed)
 
 
 def release_opacus(module: Any, model: Any) -> None:

@@ -25,6 +25,9 @@ are ``contrib`` components,
 whose proofs are published but not yet through OpenDP's formal vetting. No other feature is needed: in
 particular ``floating-point`` is not, because float inputs are handled by OpenDP's exact samplers on a grid,
 and ``honest-but-curious`` is not, because no user function is passed to OpenDP.
+
+For regression tests only, :func:`seeded_noise` (from :mod:`privsynth.privacy._seeded`) makes every draw here
+reproducible; it voids the guarantee, and each spend made under it says so.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privsynth.errors import ParameterError, PrivsynthError
+from privsynth.privacy._seeded import add_noise, described, discrete_gaussian, seeded, seeded_noise
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import check_positive, gaussian_sigma
 
@@ -48,7 +52,13 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError("privsynth's noise mechanisms need OpenDP: pip install 'privsynth[dp]'.") from error
 
-__all__ = ["exponential_mechanism", "gaussian_mechanism", "gaussian_threshold_mechanism", "laplace_mechanism"]
+__all__ = [
+    "exponential_mechanism",
+    "gaussian_mechanism",
+    "gaussian_threshold_mechanism",
+    "laplace_mechanism",
+    "seeded_noise",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +136,11 @@ def gaussian_mechanism(
     measurement, sigma = _calibrate(
         lambda scale: dp.m.make_gaussian(domain, metric, scale=scale), sigma, sensitivity, rho, Fraction
     )
-    accountant.spend(rho, mechanism=f"gaussian(sigma={sigma:.6g}, l2_sensitivity={sensitivity:g})", purpose=purpose)
+    mechanism = described(f"gaussian(sigma={sigma:.6g}, l2_sensitivity={sensitivity:g})")
+    accountant.spend(rho, mechanism=mechanism, purpose=purpose)
     logger.debug("gaussian mechanism releases %d values with sigma=%.6g", array.size, sigma)
-    return _release(measurement, array)
+    rng = seeded()
+    return _release(measurement, array) if rng is None else cast(Vector, add_noise(rng, array, sigma, "gaussian"))
 
 
 def exponential_mechanism(
@@ -169,9 +181,14 @@ def exponential_mechanism(
     )
     accountant.spend(
         rho,
-        mechanism=f"exponential(gumbel_scale={scale:.6g}, linf_sensitivity={sensitivity:g}, monotonic={monotonic})",
+        mechanism=described(
+            f"exponential(gumbel_scale={scale:.6g}, linf_sensitivity={sensitivity:g}, monotonic={monotonic})"
+        ),
         purpose=purpose,
     )
+    rng = seeded()
+    if rng is not None:
+        return int(np.argmax(array + rng.gumbel(0.0, scale, array.size)))
     return int(measurement(array.tolist()))
 
 
@@ -203,9 +220,11 @@ def laplace_mechanism(
         rho,
         lambda epsilon: Fraction(epsilon) ** 2 / 2,
     )
-    accountant.spend(rho, mechanism=f"laplace(scale={scale:.6g}, l1_sensitivity={sensitivity:g})", purpose=purpose)
+    mechanism = described(f"laplace(scale={scale:.6g}, l1_sensitivity={sensitivity:g})")
+    accountant.spend(rho, mechanism=mechanism, purpose=purpose)
     logger.debug("laplace mechanism releases %d values with scale=%.6g", array.size, scale)
-    return _release(measurement, array)
+    rng = seeded()
+    return _release(measurement, array) if rng is None else cast(Vector, add_noise(rng, array, scale, "laplace"))
 
 
 _MAX_THRESHOLD = 2**62
@@ -274,9 +293,17 @@ def gaussian_threshold_mechanism(
     accountant.spend(
         rho,
         delta=delta,
-        mechanism=f"gaussian_threshold(sigma={sigma:.6g}, threshold={low}, delta={delta:.3g}, l2_sensitivity=1)",
+        mechanism=described(
+            f"gaussian_threshold(sigma={sigma:.6g}, threshold={low}, delta={delta:.3g}, l2_sensitivity=1)"
+        ),
         purpose=purpose,
     )
     logger.debug("threshold mechanism over %d keys with sigma=%.6g, threshold=%d", len(table), sigma, low)
+    rng = seeded()
+    if rng is not None:
+        noisy = np.fromiter(table.values(), dtype=np.int64, count=len(table)) + discrete_gaussian(
+            rng, sigma, len(table)
+        )
+        return {key: int(value) for key, value in zip(table, noisy, strict=True) if value >= low}
     released = measurement(table)
     return {str(key): int(value) for key, value in released.items()}

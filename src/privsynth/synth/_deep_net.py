@@ -16,7 +16,6 @@ for DP-SGD.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privsynth.privacy.dp_sgd import release_opacus
+from privsynth.privacy.dp_sgd import release_opacus, secret_generator
 from privsynth.progress import report
 
 
@@ -325,7 +324,7 @@ def fit_dp_sgd(
     from opacus import GradSampleModule  # type: ignore[import-untyped]
     from opacus.optimizers import DPOptimizer  # type: ignore[import-untyped]
 
-    secret = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+    secret = secret_generator()
     model = GradSampleModule(net, loss_reduction="mean")
     optimizer = DPOptimizer(
         torch.optim.Adam(net.parameters(), lr=learning_rate),
