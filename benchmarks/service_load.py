@@ -52,20 +52,22 @@ def _prepare(data_dir: Path) -> tuple[str, dict[str, str]]:
     store = app.state.service.store
     custodian = {"authorization": f"Bearer {store.add_user('custodian', 'custodian')[1]}"}
     analyst_token = store.add_user("analyst", "analyst")[1]
+    analyst = {"authorization": f"Bearer {analyst_token}"}
     frame = load_dataset("nassCDS", "train")
     with TestClient(app) as client:
         body = frame.to_csv(index=False).encode()
         dataset = client.post("/api/datasets", headers=custodian, files={"file": ("nassCDS.csv", body)}).json()
         base = f"/api/datasets/{dataset['id']}"
         client.put(f"{base}/cap", headers=custodian, json={"epsilon": 2, "delta": 1e-6})
-        client.post(f"{base}/grants", headers=custodian, json={"user": "analyst", "role": "analyst"})
+        client.post(f"{base}/grants", headers=custodian, json={"user": "analyst", "role": "analyst", "share": 1})
         others = [c for c in frame.columns if c != "dead"][:6]
         params = {"rounds": frame.shape[1], "iters": 100, "workload": [["dead", c] for c in others]}
+        # the analyst's own job: an analyst sees only the jobs they submitted (#18)
         job = client.post(
-            f"{base}/jobs", headers=custodian, json={"method": "aim", "epsilon": 1, "rows": 2000, "params": params}
+            f"{base}/jobs", headers=analyst, json={"method": "aim", "epsilon": 1, "rows": 2000, "params": params}
         ).json()
         Worker(store, data_dir).run_once()
-        release = client.get(f"/api/jobs/{job['id']}", headers=custodian).json()["release_id"]
+        release = client.get(f"/api/jobs/{job['id']}", headers=analyst).json()["release_id"]
     store.close()
     urls = {
         "datasets": "/api/datasets",
