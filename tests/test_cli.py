@@ -1,8 +1,7 @@
-"""The CLI run as a user runs it: in a subprocess, checking files, messages and exit codes."""
+"""The CLI as a user runs it, in-process (tests/cli_support.py): files, messages and exit codes. The end-to-end
+cases, in a fresh interpreter, are the ones that call ``run_cli_process``."""
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,15 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from cli_support import run_cli, run_cli_process
 from privsynth.privacy import Ledger
+from privsynth.synth import base
 
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = "from privsynth.cli import main; main()"
-    env = {**os.environ, "COLUMNS": "200"}  # wide enough that rich does not wrap table cells
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False, env=env
-    )
+run = run_cli
 
 
 def test_demo_releases_a_dp_table_and_a_deep_one_and_compares_them(tmp_path: Path) -> None:
@@ -53,14 +48,17 @@ def test_export_infer_generate_round_trip(tmp_path: Path) -> None:
     assert not (tmp_path / "other.yaml").exists()
     excluded = {c["name"] for c in schema["columns"] if not c["synthesize"]}
     assert excluded == {"subject_id", "fake_first_name", "fake_last_name"}
-    result = run("generate", "covid.csv", "--schema", "schema.yaml", "--rows", "300", "-o", "syn.csv", cwd=tmp_path)
+    args = ["generate", "covid.csv", "--method", "copula", "--schema", "schema.yaml", "--rows", "300"]
+    result = run(*args, "-o", "syn.csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "left out 'fake_first_name'" in result.stderr
     assert len(pd.read_csv(tmp_path / "syn.csv")) == 300
 
 
 def test_condition_option_fixes_the_column(tmp_path: Path) -> None:
-    result = run("generate", "nassCDS", "--condition", "dead=dead", "--rows", "200", "-o", "d.csv", cwd=tmp_path)
+    """End to end: `python -m privsynth generate` on a bundled dataset, in a fresh interpreter."""
+    args = ["generate", "nassCDS", "--method", "copula", "--condition", "dead=dead", "--rows", "200", "-o", "d.csv"]
+    result = run_cli_process(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (pd.read_csv(tmp_path / "d.csv")["dead"] == "dead").all()
 
@@ -88,37 +86,66 @@ def test_rebalance_option_generates_the_requested_class_mix(tmp_path: Path) -> N
     [
         (
             {},
-            ["generate", "nassCDS", "--rebalance", "dead", "-o", "o.csv"],
+            ["generate", "nassCDS", "--method", "copula", "--rebalance", "dead", "-o", "o.csv"],
             "method 'copula' cannot rebalance 'dead': use one that draws exact conditionals (deep, dp-deep)",
         ),
-        ({}, ["generate", "nassCDS", "--mix", "dead=0.5", "-o", "o.csv"], "--mix needs --rebalance COLUMN"),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "copula", "--mix", "dead=0.5", "-o", "o.csv"],
+            "--mix needs --rebalance COLUMN",
+        ),
         (
             {},
             ["generate", "nassCDS", "--method", "deep", "--rebalance", "dead", "--mix", "dead=half", "-o", "o.csv"],
             "--mix takes VALUE=SHARE with a number as the share",
         ),
-        ({}, ["generate", "missing.csv", "-o", "o.csv"], "file 'missing.csv' does not exist"),
-        ({"empty.csv": ""}, ["generate", "empty.csv", "-o", "o.csv"], "'empty.csv' is empty"),
-        ({"h.csv": "a,b\n"}, ["generate", "h.csv", "-o", "o.csv"], "'h.csv' has a header but no rows"),
+        ({}, ["generate", "missing.csv", "--method", "copula", "-o", "o.csv"], "file 'missing.csv' does not exist"),
+        ({"empty.csv": ""}, ["generate", "empty.csv", "--method", "copula", "-o", "o.csv"], "'empty.csv' is empty"),
+        (
+            {"h.csv": "a,b\n"},
+            ["generate", "h.csv", "--method", "copula", "-o", "o.csv"],
+            "'h.csv' has a header but no rows",
+        ),
         (
             {"semi.csv": "a;b\n1;2\n3;4\n"},
-            ["generate", "semi.csv", "--delimiter", ",", "-o", "o.csv"],
+            ["generate", "semi.csv", "--method", "copula", "--delimiter", ",", "-o", "o.csv"],
             "pass --delimiter ';'",
         ),
         ({}, ["generate", "nassCDS", "--method", "gan", "-o", "o.csv"], "unknown method 'gan'"),
-        ({"o.csv": "keep me\n"}, ["generate", "nassCDS", "-o", "o.csv"], "'o.csv' exists already"),
+        (
+            {"o.csv": "keep me\n"},
+            ["generate", "nassCDS", "--method", "copula", "-o", "o.csv"],
+            "'o.csv' exists already",
+        ),
         (
             {"s.yaml": "columns:\n  - name: speed\n    kind: float\n"},
-            ["generate", "nassCDS", "--schema", "s.yaml", "-o", "o.csv"],
+            ["generate", "nassCDS", "--method", "copula", "--schema", "s.yaml", "-o", "o.csv"],
             "the schema names column(s) ['speed'] that the data lacks",
         ),
         (
             {},
-            ["generate", "postgresql+psycopg://nobody@127.0.0.1:9/none", "--table", "t", "-o", "o.csv"],
+            [
+                "generate",
+                "postgresql+psycopg://nobody@127.0.0.1:9/none",
+                "--method",
+                "copula",
+                "--table",
+                "t",
+                "-o",
+                "o.csv",
+            ],
             "cannot connect to postgresql+psycopg://nobody@127.0.0.1:9/none",
         ),
-        ({}, ["generate", "nassCDS", "--condition", "dead", "-o", "o.csv"], "--condition takes COLUMN=VALUE"),
-        ({}, ["generate", "nassCDS", "--param", "rounds", "-o", "o.csv"], "--param takes KEY=VALUE"),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "copula", "--condition", "dead", "-o", "o.csv"],
+            "--condition takes COLUMN=VALUE",
+        ),
+        (
+            {},
+            ["generate", "nassCDS", "--method", "copula", "--param", "rounds", "-o", "o.csv"],
+            "--param takes KEY=VALUE",
+        ),
         (
             {},
             ["generate", "nassCDS", "--method", "mst", "--epsilon", "1", "--param", "speed=3", "-o", "o.csv"],
@@ -143,12 +170,21 @@ def test_bad_input_gets_one_clear_line(tmp_path: Path, setup: dict[str, str], ar
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
-    result = run("--debug", "generate", "missing.csv", "-o", "o.csv", cwd=tmp_path)
+    """End to end: the error-exit path of a fresh interpreter (a privsynth error, then Python's traceback)."""
+    plain = run_cli_process("generate", "missing.csv", "--method", "copula", "-o", "o.csv", cwd=tmp_path)
+    assert plain.returncode == 1 and plain.stderr.startswith("error: file 'missing.csv' does not exist")
+    assert "Traceback" not in plain.stderr
+    result = run_cli_process("--debug", "generate", "missing.csv", "-o", "o.csv", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
 def test_evaluate_writes_html_and_json_with_the_bundled_holdout(tmp_path: Path) -> None:
-    assert run("generate", "nassCDS", "--rows", "3000", "--seed", "3", "-o", "syn.csv", cwd=tmp_path).returncode == 0
+    assert (
+        run(
+            "generate", "nassCDS", "--method", "copula", "--rows", "3000", "--seed", "3", "-o", "syn.csv", cwd=tmp_path
+        ).returncode
+        == 0
+    )
     result = run("evaluate", "--real", "nassCDS", "--synthetic", "syn.csv", "-o", "report.html", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -187,10 +223,44 @@ def test_ledger_cap_then_show(tmp_path: Path) -> None:
 
 
 def test_sample_releases_more_rows_from_a_saved_model(tmp_path: Path) -> None:
-    fitted = run("generate", "nafld1", "--rows", "50", "--save-model", "m.model", "-o", "first.csv", cwd=tmp_path)
+    args = ["generate", "nafld1", "--method", "copula", "--rows", "50", "--save-model", "m.model"]
+    fitted = run(*args, "-o", "first.csv", cwd=tmp_path)
     assert fitted.returncode == 0, fitted.stderr
     result = run("sample", "m.model", "--rows", "120", "--seed", "1", "-o", "more.csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sampling spent nothing" in " ".join(result.stdout.split())
     assert len((tmp_path / "more.csv").read_text().splitlines()) == 121
     assert (tmp_path / "more.card.json").is_file()
+
+
+def test_generate_defaults_to_the_deep_synthesizer_where_it_is_installed_and_says_why(tmp_path: Path) -> None:
+    args = ["generate", "covid_testing", "--rows", "60", "--seed", "0", "--param", "epochs=1"]
+    result = run(*args, "-o", "d.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reason = "default: the best installed; `--method copula` for the fast one"
+    assert f"method: deep ({reason})" in result.stdout
+    generator = json.loads((tmp_path / "d.card.json").read_text())["generator"]
+    assert (generator["method"], generator["chosen"], generator["method_reason"]) == ("deep", "default", reason)
+    assert reason in (tmp_path / "d.card.html").read_text()
+    chosen = run("generate", "covid_testing", "--method", "copula", "--rows", "60", "-o", "c.csv", cwd=tmp_path)
+    assert chosen.returncode == 0 and "method:" not in chosen.stdout
+    generator = json.loads((tmp_path / "c.card.json").read_text())["generator"]
+    assert generator["chosen"] == "user" and "method_reason" not in generator
+    assert "by the user" in (tmp_path / "c.card.html").read_text()
+
+
+def test_generate_without_the_deep_extra_defaults_to_the_copula_with_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch hidden as on an install without the deep extra: importing it fails, deep is not registered."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "privsynth.synth.deep", raising=False)
+    for name in ("deep", "dp-deep"):
+        monkeypatch.delitem(base._REGISTRY, name, raising=False)
+    assert base.default_method() == ("copula", "default; install privsynth[deep] for the deep synthesizer")
+    result = run("generate", "covid_testing", "--rows", "60", "--seed", "0", "-o", "c.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "method: copula (default; install privsynth[deep] for the deep synthesizer)" in result.stdout
+    generator = json.loads((tmp_path / "c.card.json").read_text())["generator"]
+    assert (generator["method"], generator["chosen"]) == ("copula", "default")
+    assert generator["method_reason"] == "default; install privsynth[deep] for the deep synthesizer"

@@ -37,7 +37,7 @@ from privsynth.evaluate.catalogue import CATALOGUE, DEMO, format_metric, shown_i
 from privsynth.pipeline import Release, sample_model, synthesize
 from privsynth.privacy.ledger import Ledger
 from privsynth.synth import Synthesizer, available
-from privsynth.synth.base import unavailable
+from privsynth.synth.base import default_method, unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,14 @@ logger = logging.getLogger(__name__)
 def generate(
     data: DataArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .csv or .parquet file.")],
-    method: Annotated[str, typer.Option(help="Synthesizer (see `privsynth methods`).")] = "copula",
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="Synthesizer (see `privsynth methods`). Default: the best installed (deep with the deep extra, "
+            "else copula); never a DP method, which spends budget.",
+            show_default=False,
+        ),
+    ] = None,
     rows: Annotated[int | None, typer.Option(help="Rows to generate (default: as many as the data has).")] = None,
     schema: Annotated[Path | None, typer.Option(help="Reviewed schema YAML (inferred when not given).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: the same seed gives the same rows.")] = None,
@@ -104,6 +111,10 @@ def generate(
     if rows is not None and rows < 1:
         raise ParameterError(f"--rows must be at least 1, not {rows}")
     source = open_data(data, table, delimiter)
+    reason = None
+    if method is None:
+        method, reason = default_method()
+        console.print(f"method: {method} ({reason})", markup=False, highlight=False)
     dp = _is_dp(method)
     loaded: Schema | None
     if schema is not None:
@@ -133,6 +144,7 @@ def generate(
             dataset=dataset,
             retention=retention,  # type: ignore[arg-type]  # checked by synthesize
             datasheet=_answers(datasheet or []),
+            method_reason=reason,
         )
     if save_model is not None:
         release.save_model(save_model, overwrite)
@@ -274,7 +286,7 @@ def demo(
     releases: dict[str, Release] = {}
     for name, method, options in (
         ("dp", "mst", {"epsilon": epsilon, "ledger": ledger_path, "dataset": "nassCDS"}),
-        ("deep", _best_non_dp(), {}),
+        ("deep", default_method()[0], {}),
     ):
         with progress_bar():
             release = synthesize(train, method, rows, schema=schema, seed=0, **options)  # type: ignore[arg-type]
@@ -301,11 +313,6 @@ def demo(
     (output_dir / "summary.md").write_text(summary, encoding="utf-8")
     console.print(summary)
     console.print(f"[bold green]done[/bold green]: see {output_dir}/")
-
-
-def _best_non_dp() -> str:
-    """The deep generator where its extra is installed, else the copula."""
-    return "deep" if "deep" in available() else "copula"
 
 
 def _report_lines(reports: dict[str, Report]) -> str:

@@ -18,13 +18,13 @@ from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
 from privsynth.evaluate.catalogue import CARD, TEXT_CARD, shown_in
-from privsynth.privacy.accountant import open_ledger
+from privsynth.privacy.database import display_url as database_url
 from privsynth.privacy.ledger import Ledger
 from privsynth.provenance.card import DataCard, card_html_path, card_path, file_sha256, plain
 from privsynth.provenance.datasheet import answer_datasheet
 from privsynth.provenance.lineage import Ancestry, Registry, ReleaseRecord, file_fingerprints, write_release_table
 from privsynth.synth import Synthesizer, create
-from privsynth.synth.dp import FitRecord
+from privsynth.synth.dp import FitRecord, ledger_for
 
 if TYPE_CHECKING:
     from privsynth.evaluate import Report
@@ -75,6 +75,8 @@ class Release:
     canaries: dict[str, Any] | None = None
     card_metrics: tuple[str, ...] = ()
     source_fingerprint: str | None = None  # non-DP releases only: a hash of the data has no place on a DP card
+    method_chosen: Literal["user", "default"] | None = None  # who chose the method (None: not known, e.g. sample)
+    method_reason: str | None = None  # why a default method was chosen (the card and terminal say it)
 
     def __post_init__(self) -> None:
         if self.record is None:
@@ -160,6 +162,10 @@ class Release:
             "differentially_private": dp,
             "privsynth_version": __version__,
         }
+        if self.method_chosen is not None:
+            generator["chosen"] = self.method_chosen
+        if self.method_reason is not None:
+            generator["method_reason"] = self.method_reason
         source: dict[str, Any] = {"name": self.source_name, "generation": self.ancestry.source_generation}
         if not dp:  # a hash, timings and the share of synthetic rows are functions of the private rows
             generator["timings_seconds"] = self.timings
@@ -318,18 +324,12 @@ def generation_warning(generation: int, ancestry: Ancestry, *, share: bool = Tru
 
 
 def release_ledger(ledger: Ledger | str | os.PathLike[str] | Literal[False] | None, dp: bool) -> Ledger | None:
-    """The ledger a fit records its spends in: as given, the default one for a DP method, or none."""
-    if ledger is False:
-        return None
-    if ledger is None:
-        return Ledger() if dp else None
-    return open_ledger(ledger)
+    """The ledger a fit records its spends in (and its release is registered beside): as given, the default one
+    for a DP method (:func:`privsynth.synth.dp.ledger_for`), none for a non-DP method given none."""
+    return None if ledger is None and not dp else ledger_for(ledger)
 
 
 def display_url(ledger: Any) -> str | None:
+    """The ledger's URL as a card may show it (any password hidden), or None."""
     url = getattr(ledger, "url", None)
-    if not isinstance(url, str):
-        return None
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    return database_url(url) if isinstance(url, str) else None

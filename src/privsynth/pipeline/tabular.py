@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_API_DEFAULT_REASON = "default of the Python API, the same on every machine; method='deep' for the deep synthesizer"
+
 
 def check_schema(schema: Schema, source: Source, rows: int = 100_000) -> None:
     """Check the first ``rows`` rows of ``source`` against ``schema``; raise naming the column and value."""
@@ -47,7 +49,7 @@ def check_schema(schema: Schema, source: Source, rows: int = 100_000) -> None:
 
 def synthesize(
     data: Source | pd.DataFrame | str | Path | Release,
-    method: str = "copula",
+    method: str | None = None,
     rows: int | None = None,
     *,
     schema: Schema | str | Path | None = None,
@@ -64,9 +66,16 @@ def synthesize(
     save_model: str | Path | None = None,
     datasheet: Mapping[str, str] | None = None,
     dataset: str | None = None,
+    method_reason: str | None = None,
     **source_options: Any,
 ) -> Release:
     """Fit ``method`` on ``data`` and sample ``rows`` synthetic rows (default: as many as the source has).
+
+    ``method`` defaults to the copula here, not to the best method installed as ``privsynth generate`` does
+    (:func:`privsynth.synth.base.default_method`): a script does the same thing on every machine, whatever extras
+    are installed, and a caller who wants the deep synthesizer names it. ``method_reason`` is why the caller chose
+    ``method`` for its user (the CLI passes its default's reason); the card records whether the method was chosen
+    by the user or by default, and why.
 
     ``data`` may be an earlier :class:`Release`, which makes this one its next generation.
     ``ledger`` (a :class:`~privsynth.privacy.Ledger`, a URL or a path) is where a DP method records its spends;
@@ -90,6 +99,9 @@ def synthesize(
     answers = check_answers(datasheet)
     if save_model is not None:
         save_model = check_output(save_model, overwrite=False)
+    chosen: Literal["user", "default"] = "user" if method is not None and method_reason is None else "default"
+    if method is None:
+        method, method_reason = "copula", _API_DEFAULT_REASON
     model = create(method, **(params or {}))
     dp = model.differentially_private
     if rebalance is not None:
@@ -150,6 +162,8 @@ def synthesize(
         ledger_url=display_url(ledger_object),
         registry=lineage,
         source_fingerprint=None if dp else source.fingerprint(),
+        method_chosen=chosen,
+        method_reason=method_reason,
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release

@@ -371,6 +371,15 @@ def available() -> dict[str, type[Synthesizer]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def default_method() -> tuple[str, str]:
+    """The method ``privsynth generate`` runs without ``--method``, and why: the deep synthesizer where its extra
+    is installed, else the copula. The best one installed, not the weakest: on wide tables the copula keeps the
+    marginals but loses what a target depends on. A DP method is never the implicit default: it spends budget."""
+    if _load("deep") is None and "deep" in _REGISTRY:
+        return "deep", "default: the best installed; `--method copula` for the fast one"
+    return "copula", "default; install privsynth[deep] for the deep synthesizer"
+
+
 def create(method: str, **params: Any) -> Synthesizer:
     """A new, unfitted synthesizer of ``method`` with hyperparameters ``params``."""
     reason = _load(method)
