@@ -124,14 +124,132 @@ def estimate(
     ``warm_start``'s potentials when given (their cliques must be covered by the measurements'), with the
     record count fixed to ``total``; with ``tol``, it stops early once two blocks of 50 steps in a row improve
     the loss by at most ``tol`` of it (mbi's own ``tol`` rule), which a warm start often meets within a few
-    blocks. It drives ``MirrorDescent``'s compiled steps itself rather than through
-    its ``estimate`` loop, whose initialisation and final marginals run op by op or as separate programs and
-    compile dozens of small XLA programs for every new model structure (most of a fit's time on a small
-    machine): here one program is compiled per structure. The first state is built in numpy (the step
-    recomputes the marginals and the loss from the potentials, so only their shapes matter). Repeated
-    measurements of one marginal enter as their inverse-variance weighted mean, which changes the loss by a
-    constant only and keeps the compiled program when AIM measures a marginal again.
+    blocks. Small models (up to :data:`NUMPY_MAX_MB`) descend in numpy (:func:`_descend`), larger ones by mbi's
+    compiled steps (:func:`_descend_jax`), driven here rather than through mbi's ``estimate`` loop, whose
+    initialisation and final marginals compile dozens of small XLA programs for every new model structure.
+    Repeated measurements of one marginal enter as their inverse-variance weighted mean, which changes the loss
+    by a constant only. Post-processing of the noisy measurements: no privacy cost.
     """
+    pooled = _pooled(measurements)
+    cliques = _maximal([m.clique for m in pooled])
+    shapes = {cl: tuple(domain[a] for a in cl) for cl in cliques}
+    tables = {cl: np.zeros(shape) for cl, shape in shapes.items()}
+    if warm_start is not None:
+        for clique, values in warm_start.potentials.items():
+            home = min((c for c in tables if set(clique) <= set(c)), key=lambda c: math.prod(shapes[c]))
+            tables[home] = tables[home] + _expand((clique, values), home)
+    start = time.perf_counter()
+    size = model_size_mb(domain, cliques)
+    if size <= NUMPY_MAX_MB:
+        potentials, blocks, loss = _descend(domain, pooled, total, tables, iters=iters, tol=tol)
+    else:
+        potentials, blocks, loss = _descend_jax(domain, pooled, total, tables, iters=iters, tol=tol)
+    logger.debug(
+        "estimate (%s): %d cliques, %d cells, %d blocks of %d steps, loss %.6g, %.1f s",
+        "numpy" if size <= NUMPY_MAX_MB else "jax",
+        len(shapes),
+        sum(math.prod(s) for s in shapes.values()),
+        blocks,
+        estimation.CALLBACK_EVERY,
+        loss,
+        time.perf_counter() - start,
+    )
+    model = Model(dict(domain), potentials, float(total))
+    model.seconds_per_step = (time.perf_counter() - start) / (blocks * estimation.CALLBACK_EVERY)
+    return model
+
+
+NUMPY_MAX_MB = 8.0
+"""Models whose junction tree holds up to this many MB (a million cells) are estimated in numpy, larger ones by
+mbi's compiled JAX steps. On a small model a numpy step costs about as much as a compiled one (about a
+millisecond on nassCDS), but compiling a new structure costs seconds, and AIM meets a new structure every
+round: compilation was 90% of an AIM fit on nassCDS. On a large model the arithmetic dominates and XLA's fused
+steps win back the compilation (``benchmarks/results/aim_speed.json``)."""
+
+
+def _descend(
+    domain: Mapping[str, int],
+    measurements: Sequence[NoisyMarginal],
+    total: float,
+    tables: Mapping[Clique, np.ndarray],
+    *,
+    iters: int,
+    tol: float | None,
+) -> tuple[dict[Clique, np.ndarray], int, float]:
+    """mbi's mirror descent with Armijo step sizes (``MirrorDescent._step``), in numpy on the junction tree.
+
+    The same iteration as the compiled one: marginals from the potentials (message passing), the loss
+    sum 0.5 ((w x - y) / sigma)^2 and its gradient in the marginals, a step of size alpha on the potentials,
+    kept (and alpha x 1.01) when the loss falls by at least half the linear prediction, else dropped (alpha / 2);
+    alpha starts at 2 / (L total) with mbi's Lipschitz bound L. The accepted step's marginals are kept, so a step
+    costs one calibration where the compiled one runs two. Returns the potentials, the blocks of 50 steps run
+    and the last loss.
+    """
+    cliques = list(tables)
+    shapes = {c: tables[c].shape for c in cliques}
+    routed = []
+    blocks_l: dict[Clique, float] = {}
+    for m in measurements:
+        home = min((c for c in cliques if set(m.clique) <= set(c)), key=lambda c: math.prod(shapes[c]))
+        shape = tuple(domain[a] for a in m.clique)
+        weights = None if m.weights is None else np.asarray(m.weights, dtype=np.float64).reshape(shape)
+        routed.append((m.clique, home, np.asarray(m.values, dtype=np.float64).reshape(shape), weights, m.sigma))
+        norm = 1.0 if weights is None else float(np.max(weights**2))
+        blocks_l[home] = blocks_l.get(home, 0.0) + norm / m.sigma**2 * math.prod(shapes[home]) / math.prod(shape)
+    alpha = 2.0 / (max(blocks_l.values()) * total)
+    tree = Model(domain, tables, total)
+    homes = {c: min((n for n in tree.cliques if set(c) <= set(n)), key=tree._size) for c in cliques}
+
+    def marginals(theta: dict[Clique, np.ndarray]) -> dict[Clique, np.ndarray]:
+        tree.potentials = theta
+        nodes = tree._calibrate({})
+        return {c: total * _transpose(_sum_to((homes[c], nodes[homes[c]]), c), c)[1] for c in cliques}
+
+    def loss_and_gradient(mu: dict[Clique, np.ndarray]) -> tuple[float, dict[Clique, np.ndarray]]:
+        loss = 0.0
+        gradient = {c: np.zeros(shapes[c]) for c in cliques}
+        for clique, home, values, weights, sigma in routed:
+            fitted = _transpose(_sum_to((home, mu[home]), clique), clique)[1]
+            residual = ((fitted if weights is None else weights * fitted) - values) / sigma
+            loss += 0.5 * float(np.vdot(residual, residual))
+            slope = residual / sigma if weights is None else weights * residual / sigma
+            gradient[home] = gradient[home] + _expand((clique, slope), home)
+        return loss, gradient
+
+    theta = dict(tables)
+    mu = marginals(theta)
+    loss, gradient = loss_and_gradient(mu)
+    previous, stalls, blocks = math.inf, 0, 0
+    for _ in range(math.ceil(iters / estimation.CALLBACK_EVERY)):
+        for _ in range(estimation.CALLBACK_EVERY):
+            trial = {c: theta[c] - alpha * gradient[c] for c in cliques}
+            trial_mu = marginals(trial)
+            trial_loss, trial_gradient = loss_and_gradient(trial_mu)
+            predicted = sum(float(np.vdot(gradient[c], mu[c] - trial_mu[c])) for c in cliques)
+            if loss - trial_loss >= 0.5 * alpha * predicted:
+                theta, mu, loss, gradient = trial, trial_mu, trial_loss, trial_gradient
+                alpha *= 1.01
+            else:
+                alpha *= 0.5
+        blocks += 1
+        if tol is not None:
+            stalls = stalls + 1 if previous - loss <= tol * max(abs(loss), 1.0) else 0
+            previous = loss
+            if stalls >= _PATIENCE:
+                break
+    return theta, blocks, loss
+
+
+def _descend_jax(
+    domain: Mapping[str, int],
+    measurements: Sequence[NoisyMarginal],
+    total: float,
+    tables: Mapping[Clique, np.ndarray],
+    *,
+    iters: int,
+    tol: float | None,
+) -> tuple[dict[Clique, np.ndarray], int, float]:
+    """The same descent by mbi's compiled ``MirrorDescent`` steps (one XLA program per model structure)."""
     space = _mbi_domain(domain)
     linear = [
         mbi.LinearMeasurement(
@@ -140,22 +258,17 @@ def estimate(
             float(m.sigma),
             query=mbi.WeightedQuery(np.asarray(m.weights)) if m.weights is not None else mbi.DatavectorQuery(),
         )
-        for m in _pooled(measurements)
+        for m in measurements
     ]
     loss = marginal_loss.from_linear_measurements(linear, space)
     shapes = {cl: tuple(domain[a] for a in cl) for cl in loss.cliques}
-    tables = {cl: np.zeros(shape) for cl, shape in shapes.items()}
-    if warm_start is not None:
-        for clique, values in warm_start.potentials.items():
-            home = min((c for c in tables if set(clique) <= set(c)), key=lambda c: math.prod(shapes[c]))
-            tables[home] = tables[home] + _expand((clique, values), home)
     state = estimation.MirrorDescentState(
         mu=_clique_vector(space, {cl: np.zeros(shape) for cl, shape in shapes.items()}),
-        potentials=_clique_vector(space, tables),
+        potentials=_clique_vector(space, {cl: tables[tuple(cl)] for cl in shapes}),
         alpha=2.0 / (loss.lipschitz * total),
         loss=np.float64(0.0),
     )
-    previous, stalls, blocks, start = math.inf, 0, 0, time.perf_counter()
+    previous, stalls, blocks = math.inf, 0, 0
     for _ in range(math.ceil(iters / estimation.CALLBACK_EVERY)):
         state = _ESTIMATOR._multi_step(state, loss, float(total))
         blocks += 1
@@ -165,15 +278,6 @@ def estimate(
             previous = current
             if stalls >= _PATIENCE:
                 break
-    logger.debug(
-        "estimate: %d cliques, %d cells, %d blocks of %d steps, loss %.6g, %.1f s",
-        len(shapes),
-        sum(math.prod(s) for s in shapes.values()),
-        blocks,
-        estimation.CALLBACK_EVERY,
-        float(state.loss),
-        time.perf_counter() - start,
-    )
     fitted = state.potentials
     potentials = {tuple(cl): np.asarray(fitted[cl].values, dtype=np.float64) for cl in fitted.cliques}
     # Every new model structure compiles new XLA programs, and each keeps memory mappings until its cache entry
@@ -181,9 +285,16 @@ def estimate(
     # the kernel's 65,530 mappings and died with "LLVM compilation error: Cannot allocate memory". A structure
     # is not met again after its estimate (the next one adds a clique), so dropping the caches costs nothing.
     jax.clear_caches()  # type: ignore[no-untyped-call]
-    model = Model(dict(domain), potentials, float(total))
-    model.seconds_per_step = (time.perf_counter() - start) / (blocks * estimation.CALLBACK_EVERY)
-    return model
+    return potentials, blocks, float(state.loss)
+
+
+def _maximal(cliques: Sequence[Clique]) -> list[Clique]:
+    """The cliques not inside another one (the first of equal ones), in order: the model's potentials."""
+    found: list[Clique] = []
+    for clique in cliques:
+        if not any(set(clique) <= set(other) for other in found):
+            found = [other for other in found if not set(other) < set(clique)] + [clique]
+    return found
 
 
 _ESTIMATOR = estimation.MirrorDescent()
@@ -316,9 +427,11 @@ class Model:
     def _calibrate(self, evidence: Mapping[str, Sequence[int]]) -> dict[Clique, np.ndarray]:
         """Probability tables of the maximal cliques (Shafer-Shenoy message passing in log space)."""
         log = {c: np.zeros(tuple(self.domain[a] for a in c)) for c in self.cliques}
+        homes: dict[Clique, Clique] = self.__dict__.setdefault("_homes", {})
         for clique, values in self.potentials.items():
-            home = min((c for c in self.cliques if set(clique) <= set(c)), key=self._size)
-            log[home] = log[home] + _expand((clique, values), home)
+            if clique not in homes:
+                homes[clique] = min((c for c in self.cliques if set(clique) <= set(c)), key=self._size)
+            log[homes[clique]] = log[homes[clique]] + _expand((clique, values), homes[clique])
         for attr, cells in evidence.items():
             home = next(c for c in self.cliques if attr in c)
             mask = np.full(self.domain[attr], -np.inf)
@@ -412,8 +525,8 @@ class Model:
         return cache[node, parent]
 
     def __getstate__(self) -> dict[str, object]:
-        """Pickled without the cache of conditionals (rebuilt on use)."""
-        return {k: v for k, v in self.__dict__.items() if k != "_conditionals"}
+        """Pickled without the caches of conditionals and of potentials' homes (rebuilt on use)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_conditionals", "_homes")}
 
     def _components(self) -> list[list[Clique]]:
         """The junction forest's trees, as lists of cliques."""
