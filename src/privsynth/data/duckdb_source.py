@@ -120,6 +120,19 @@ class DuckDBSource(Source):
         except duckdb.Error as exc:
             raise _read_error(self.name, exc) from None
 
+    def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
+        """``rows`` rows drawn by DuckDB's reservoir sample (seeded; one pass, ``rows`` rows held)."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ParameterError(f"rows must be a positive integer, not {rows!r}")
+        names = ", ".join(_quote(c) for c in self._columns)
+        sql = f"SELECT {names} FROM {self._view} USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({int(seed)})"
+        try:
+            with self._cursor() as cursor:
+                out: pd.DataFrame = cursor.sql(sql).to_arrow_table().to_pandas()  # the types chunks have
+                return out
+        except duckdb.Error as exc:
+            raise _read_error(self.name, exc) from None
+
     def _chunks(self, columns: list[str], chunk_rows: int, limit: int | None) -> Iterator[pd.DataFrame]:
         sql = f"SELECT {', '.join(_quote(c) for c in columns)} FROM {self._view}"
         if limit is not None:

@@ -19,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from privsynth.data.binning import OUTSIDE, Binning
+from privsynth.data.workload import counts_many
 from privsynth.errors import DataError, ParameterError
 
 __all__ = ["Source", "digest", "first_line", "storage_kind"]
@@ -89,6 +90,47 @@ class Source(ABC):
         names = self._columns_or_all(columns)
         chunks = list(self._chunks(names, 100_000, None))
         return _concat(chunks) if chunks else self._empty(names)
+
+    def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
+        """A uniform random sample of ``rows`` rows (all of them if fewer), for a non-DP method fitting a table too
+        large to read: engines draw it themselves (DuckDB's reservoir, PostgreSQL's ``TABLESAMPLE``, Spark's
+        ``sample``); this default keeps a reservoir while the rows stream past in chunks, never holding more than
+        ``rows`` of them."""
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ParameterError(f"rows must be a positive integer, not {rows!r}")
+        rng = np.random.default_rng(seed)
+        kept: pd.DataFrame | None = None
+        seen = 0
+        for chunk in self._chunks(self.columns, 100_000, None):
+            chunk = chunk.reset_index(drop=True)
+            if kept is None or len(kept) < rows:
+                take = chunk.iloc[: rows - (0 if kept is None else len(kept))]
+                kept = take if kept is None else pd.concat([kept, take], ignore_index=True)
+                chunk = chunk.iloc[len(take) :]
+                seen += len(take)
+            if len(chunk):
+                # Algorithm R, vectorised: row t (1-based over the stream) replaces a random slot with
+                # probability rows / t.
+                t = seen + np.arange(1, len(chunk) + 1)
+                slots = (rng.random(len(chunk)) * t).astype(np.int64)
+                taken = np.flatnonzero(slots < rows)
+                # A slot taken twice in one chunk keeps the later row, as the sequential algorithm would.
+                last = pd.Series(taken, index=slots[taken]).groupby(level=0).last()
+                for column in kept.columns:
+                    kept.loc[last.index.to_numpy(), column] = chunk[column].iloc[last.to_numpy()].to_numpy()
+                seen += len(chunk)
+        return kept.reset_index(drop=True) if kept is not None else self._empty(self.columns)
+
+    def counts_many(
+        self,
+        marginals: Sequence[Sequence[str]],
+        binnings: Mapping[str, Binning],
+        *,
+        outside: str = "error",
+    ) -> list[np.ndarray]:
+        """The contingency table of each marginal, as :meth:`counts` gives it, from one scan of the table per
+        batch of marginals (``GROUPING SETS``, :func:`privsynth.data.workload.counts_many`)."""
+        return counts_many(self, marginals, binnings, outside=outside)
 
     def counts(
         self,

@@ -14,7 +14,6 @@ caller's, :func:`spark_session` starts one on ``local[2]`` (or the master given)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import shutil
@@ -27,7 +26,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect, PGTypeCompiler
 
-from privsynth.data.sources import Source
+from privsynth.data.source_base import Source, digest, first_line, storage_kind
 from privsynth.errors import ParameterError, SourceError
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ def spark_session(master: str | None = None) -> SparkSession:
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # py4j and Spark raise many types; the first line says what failed
-            raise SourceError(f"Spark did not start on {master or DEFAULT_MASTER}: {_first_line(exc)}") from None
+            raise SourceError(f"Spark did not start on {master or DEFAULT_MASTER}: {first_line(exc)}") from None
         session.sparkContext.setLogLevel("ERROR")
     session.conf.set("spark.sql.ansi.doubleQuotedIdentifiers", "true")
     return session
@@ -144,7 +143,7 @@ class SparkSource(Source):
         try:
             rows = self._spark.sql(str(compiled), args=params).collect()
         except Exception as exc:  # Spark's AnalysisException and py4j errors; both name the failing part
-            raise SourceError(f"querying {self.name} in Spark failed: {_first_line(exc)}") from None
+            raise SourceError(f"querying {self.name} in Spark failed: {first_line(exc)}") from None
         return [tuple(row) for row in rows]
 
     def _chunks(self, columns: list[str], chunk_rows: int, limit: int | None) -> Iterator[pd.DataFrame]:
@@ -162,11 +161,11 @@ class SparkSource(Source):
             yield pd.DataFrame.from_records(buffer, columns=columns)
 
     def storage_types(self) -> dict[str, str]:
-        return {field.name: _storage_kind(field.dataType) for field in self._frame.schema.fields}
+        return {field.name: storage_kind(field.dataType.simpleString()) for field in self._frame.schema.fields}
 
     def fingerprint(self) -> str:
         # Like a database table, a Spark table is identified by where it lives, not by its (large) content.
-        return hashlib.sha256(f"spark:{self.location}".encode()).hexdigest()
+        return digest(f"spark:{self.location}")
 
     def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
         """About ``rows`` rows drawn uniformly inside Spark (a Bernoulli sample, at most ``rows``): what a non-DP
@@ -204,7 +203,7 @@ def spark_source(
         try:
             frame = session.sql(str(query).strip().rstrip(";"))
         except Exception as exc:
-            raise SourceError(f"the Spark query fails: {_first_line(exc)}") from None
+            raise SourceError(f"the Spark query fails: {first_line(exc)}") from None
         return SparkSource(frame, name or "Spark query", location=f"query:{query}")
     if data is None:  # unreachable: checked above (for the type checker)
         raise ParameterError("a Spark source needs a table, path or data frame")
@@ -217,7 +216,7 @@ def spark_source(
         try:
             frame = session.table(table)
         except Exception as exc:
-            raise SourceError(f"Spark has no table '{table}': {_first_line(exc)}") from None
+            raise SourceError(f"Spark has no table '{table}': {first_line(exc)}") from None
         return SparkSource(frame, name or table, location=f"table:{table}")
     path = Path(text).expanduser()
     if not path.exists():
@@ -230,7 +229,7 @@ def spark_source(
     try:
         frame = reader.load(str(path.resolve()))
     except Exception as exc:
-        raise SourceError(f"Spark cannot read '{path}' as {fmt}: {_first_line(exc)}") from None
+        raise SourceError(f"Spark cannot read '{path}' as {fmt}: {first_line(exc)}") from None
     return SparkSource(frame, name or path.stem, location=f"path:{path.resolve()}", declares_types=fmt != "csv")
 
 
@@ -247,23 +246,6 @@ def _format_of(path: Path) -> str:
     if suffix not in _SPARK_SUFFIXES:
         raise SourceError(f"'{path}' has a file type Spark sources do not read ('{suffix}'); use Parquet or CSV")
     return _SPARK_SUFFIXES[suffix]
-
-
-def _storage_kind(data_type: Any) -> str:
-    """``integer``, ``float``, ``datetime``, ``boolean`` or ``string`` for a Spark SQL type."""
-    from pyspark.sql import types
-
-    if isinstance(data_type, types.BooleanType):
-        return "boolean"
-    if isinstance(data_type, (types.ByteType, types.ShortType, types.IntegerType, types.LongType)):
-        return "integer"
-    if isinstance(data_type, types.DecimalType):
-        return "integer" if data_type.scale == 0 else "float"
-    if isinstance(data_type, (types.FloatType, types.DoubleType)):
-        return "float"
-    if isinstance(data_type, (types.DateType, types.TimestampType, types.TimestampNTZType)):
-        return "datetime"
-    return "string"
 
 
 def _spark_value(value: Any) -> Any:
@@ -284,8 +266,3 @@ def _java_home() -> bool:
 
     home = os.environ.get("JAVA_HOME")
     return bool(home) and (Path(str(home)) / "bin" / "java").exists()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
