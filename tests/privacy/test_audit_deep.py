@@ -29,6 +29,7 @@ from test_audit import epsilon_lower_bound
 import privsynth.synth.deep as deep_module
 from privsynth.data.datasets import load_dataset
 from privsynth.data.schema import Column, Kind, Schema
+from privsynth.privacy.mechanisms import seeded_noise
 from privsynth.synth._deep_net import AnyOrderNet, random_ranks
 from privsynth.synth.deep import DPDeepSynthesizer
 
@@ -76,26 +77,34 @@ def scores(worlds: tuple[pd.DataFrame, pd.DataFrame, Schema], trials: int) -> tu
     return out, inside
 
 
-@pytest.mark.slow  # failed twice in whole-suite runs on a loaded machine (never alone): run by hand until explained
 def test_canary_statistic_separates_the_worlds_without_noise(
     worlds: tuple[pd.DataFrame, pd.DataFrame, Schema], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The auditor's power: the same fits with DP-SGD's noise switched off tell the canary apart every time."""
+    """The auditor's power: the same fits with DP-SGD's noise switched off tell the canary apart every time: its
+    token moves exactly when the canary is in the data.
+
+    Not always along the canary's gradient at the initial weights: the other rows turn the network, and the
+    canary's later gradients with it (one of the four fits with the canary here scores -0.11). That is why the
+    check, with secure Poisson samples, failed now and then in whole-suite runs; the samples (and the noisy row
+    count) are now seeded, so it is the same on every run."""
     train = deep_module.fit_dp_sgd
 
     def noiseless(*args: object, **kwargs: object) -> None:
         train(*args, **{**kwargs, "noise_multiplier": 0.0})  # type: ignore[arg-type]
 
     monkeypatch.setattr(deep_module, "fit_dp_sgd", noiseless)
-    out, inside = scores(worlds, 4)
-    assert max(out) < 1e-6 < min(inside)  # without the canary its token never moves; with it, it always does
+    with seeded_noise(2):
+        out, inside = scores(worlds, 4)
+    assert max(np.abs(out)) < 1e-6 < min(np.abs(inside))  # without the canary its token never moves; with it, it does
+    assert sum(score > 0 for score in inside) == 3  # mostly along its initial gradient, but not always
 
 
 def test_dp_deep_canary_audit_stays_below_epsilon_fast(worlds: tuple[pd.DataFrame, pd.DataFrame, Schema]) -> None:
     """20 fits per world: little power, but the bound must not pass the claim (with 10 scores per world left
     for the bound, scores that separated the worlds would pass it)."""
     assert epsilon_lower_bound([0.0] * 20, [1.0] * 20) > EPSILON
-    out, inside = scores(worlds, 20)
+    with seeded_noise(20):  # the same on every run; the slow audit below draws the noise securely
+        out, inside = scores(worlds, 20)
     assert epsilon_lower_bound(out, inside) <= EPSILON
     # noise alone moves the token in both worlds, by about as much
     assert np.std(out) > 0 and np.std(inside) > 0
