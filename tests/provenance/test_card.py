@@ -52,6 +52,7 @@ def test_card_validates_against_the_committed_schema(covid_release: tuple[Path, 
     assert card["rows"] == 400 and card["generation"] == 1 and card["parents"] == []
     assert card["generator"]["method"] == "copula" and card["generator"]["seed"] == 3
     assert card["generator"]["parameters"] == {"quantiles": 1000}
+    assert card["generator"]["chosen"] == "user" and "method_reason" not in card["generator"]
     assert card["source"]["fingerprint_sha256"] == ps.load_source(real).fingerprint()
     assert card["retention"] == {"policy": "keep", "model_file": None, "note": "the fitted model was not saved to disk"}
     assert card["privacy"]["differentially_private"] is False
@@ -68,6 +69,19 @@ def test_card_validates_against_the_committed_schema(covid_release: tuple[Path, 
     }
     assert "fake_first_name" in answers["composition.missing"]["answer"]
     assert "2-way TVD" in answers["limitations.fidelity"]["answer"]
+
+
+def test_the_python_api_default_is_the_copula_on_every_machine_and_the_card_says_so(tmp_path: Path) -> None:
+    """synthesize() without a method runs the copula (unlike `privsynth generate`, which takes the best installed),
+    recorded on the card as a default with its reason."""
+    release = ps.synthesize(ps.load_dataset("nafld1").head(300), rows=20, seed=0, registry=False)
+    written = release.write(tmp_path / "d.csv")
+    card = read_card(written)
+    validate(card)
+    assert (card["generator"]["method"], card["generator"]["chosen"]) == ("copula", "default")
+    reason = "default of the Python API, the same on every machine; method='deep' for the deep synthesizer"
+    assert card["generator"]["method_reason"] == reason
+    assert reason in written.with_name("d.card.html").read_text().replace("&#39;", "'")
 
 
 def test_cards_hold_no_private_category_values(covid_release: tuple[Path, pd.DataFrame]) -> None:
