@@ -156,3 +156,25 @@ def test_spark_errors_name_what_is_missing(spark: Any, tmp_path: Path) -> None:
     (tmp_path / "data.xlsx").write_text("x")
     with pytest.raises(SourceError, match="file type"):
         spark_source(tmp_path / "data.xlsx")
+
+
+def test_load_source_opens_spark_sources(spark: Any, parquet: dict[str, Path]) -> None:
+    """`engine="spark"` for a path, `spark:TABLE` and a pyspark DataFrame all reach Spark through load_source."""
+    from privsynth.data.sources import load_source
+    from privsynth.errors import ParameterError
+
+    frame = spark.read.parquet(str(parquet["nafld1"]))
+    frame.createOrReplaceTempView("nafld1_load")
+    opened = [
+        load_source(parquet["nafld1"], engine="spark"),
+        load_source("spark:nafld1_load"),
+        load_source(frame),
+        load_source("ignored", engine="spark", table="nafld1_load"),
+        load_source(None, engine="spark", query="SELECT * FROM nafld1_load"),
+    ]
+    assert all(isinstance(source, SparkSource) for source in opened)
+    assert len({source.num_rows() for source in opened}) == 1
+    with pytest.raises(ParameterError, match="engine must be"):
+        load_source(parquet["nafld1"], engine="polars")
+    with pytest.raises(ParameterError, match="only applies with engine='spark'"):
+        load_source(parquet["nafld1"], spark_master="local[1]")

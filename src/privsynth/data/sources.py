@@ -14,6 +14,7 @@ one import path callers use.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -27,6 +28,9 @@ from privsynth.data.duckdb_source import (
 from privsynth.data.source_base import Source
 from privsynth.data.sql_source import SQLSource
 from privsynth.errors import DataError, ParameterError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
 
 __all__ = [
     "CSV_SUFFIXES",
@@ -45,20 +49,40 @@ DUCKDB_SUFFIXES = {".duckdb", ".ddb"}
 
 
 def load_source(
-    data: pd.DataFrame | str | Path | Source,
+    data: pd.DataFrame | str | Path | Source | SparkFrame | None,
     *,
     table: str | None = None,
     query: str | None = None,
     delimiter: str | None = None,
     name: str | None = None,
+    engine: str | None = None,
+    spark_master: str | None = None,
 ) -> Source:
-    """Open ``data``: a DataFrame, a CSV, Parquet or DuckDB path, or a SQLAlchemy URL.
+    """Open ``data``: a DataFrame, a CSV, Parquet or DuckDB path, or a SQLAlchemy URL; with ``engine="spark"``
+    (or ``spark:TABLE``, or a ``pyspark.sql.DataFrame``) rows that Spark reads and counts
+    (:func:`privsynth.data.spark.spark_source`, on ``spark_master``, default ``local[2]``).
 
-    ``table`` names a table of a DuckDB file or a database; ``query`` (databases only) selects the rows with
+    ``table`` names a table of a DuckDB file or a database; ``query`` (databases and Spark) selects the rows with
     SQL; ``delimiter`` is the CSV field separator, sniffed when not given.
     """
     if isinstance(data, Source):
         return data
+    if engine not in (None, "duckdb", "spark"):
+        raise ParameterError(f"engine must be 'duckdb' or 'spark', not {engine!r}")
+    is_spark_frame = type(data).__module__.startswith("pyspark.")
+    if engine == "spark" or is_spark_frame or (isinstance(data, str) and data.startswith("spark:")):
+        from privsynth.data.spark import spark_source
+
+        if isinstance(data, pd.DataFrame):
+            raise ParameterError("a pandas data frame is read by DuckDB; give Spark a table, a path or its DataFrame")
+        if delimiter is not None:
+            raise ParameterError("delimiter= does not apply to Spark sources (Spark reads CSV with a header row)")
+        target = f"spark:{table}" if table is not None else None if query is not None else data
+        return spark_source(target, query=query, master=spark_master, name=name)
+    if spark_master is not None:
+        raise ParameterError("spark_master= only applies with engine='spark'")
+    if data is None:
+        raise ParameterError("load_source needs data: a data frame, a path or a SQL URL")
     text = "" if isinstance(data, pd.DataFrame) else str(data)
     if "://" in text:
         return SQLSource(text, table=table, query=query)
