@@ -20,10 +20,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from privsynth.cli import main
-
 WIDTH = "200"  # wide enough that rich does not wrap table cells
 
 
@@ -36,6 +32,11 @@ def run_cli(
     An exception that escapes ``main`` (under ``--debug``) is printed with its traceback on stderr, exit code 1,
     as Python does.
     """
+    # Imported here: test modules whose functions run in spawned processes import this module there too.
+    from typer.testing import CliRunner
+
+    from privsynth.cli import main
+
     environment = {"COLUMNS": WIDTH, **(env or {})}
     with _cwd(cwd), _cli_logging(), CliRunner().isolation(env=environment) as (out, err, _):
         argv = sys.argv

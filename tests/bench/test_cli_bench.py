@@ -1,27 +1,17 @@
-"""`privsynth bench run|leaderboard|scaling` and `privsynth bench peers status` from the command line."""
+"""`privsynth bench run|leaderboard|scaling` and `privsynth bench peers status` from the command line (in-process,
+tests/cli_support.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from cli_support import run_cli as run
 from privsynth.cli.bench import _peer_options
 from privsynth.errors import ParameterError
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    # Importing the module registers `bench` even before the CLI lists it among its command modules.
-    code = "import privsynth.cli.bench; from privsynth.cli import main; main()"
-    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, check=False, env=environment
-    )
 
 
 def test_bench_run_then_leaderboard_rewrites_the_page(tmp_path: Path) -> None:

@@ -5,10 +5,7 @@ ledger files gain the column, and racing processes cannot pass the cap on delta 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from fractions import Fraction
@@ -21,6 +18,7 @@ from scipy import optimize
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from cli_support import run_cli
 from privsynth.errors import BudgetExceeded
 from privsynth.privacy import Accountant, Budget, Ledger, epsilon_from_rho_delta, rho_from_epsilon_delta
 from privsynth.privacy.accountant import fit_accountant
@@ -328,16 +326,7 @@ def test_ledger_show_reports_the_approximate_delta_spent(tmp_path: Path) -> None
     ledger.set_cap("covid_testing", 1.0, 1e-6)
     ledger.spend("covid_testing", 0.01, delta=2e-7, mechanism="gaussian_threshold", purpose="domain of 'result'")
     ledger.close()
-    env = {**os.environ, "COLUMNS": "200"}
-    code = "from privsynth.cli import main; main()"
-    listing = subprocess.run(
-        [sys.executable, "-c", code, "ledger", "show", "--ledger", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-    )
+    listing = run_cli("ledger", "show", "--ledger", str(path))
     assert listing.returncode == 0, listing.stderr
     [row] = [line for line in listing.stdout.splitlines() if "covid_testing" in line]
     cells = [cell.strip() for cell in row.split("│")]

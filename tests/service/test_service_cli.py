@@ -1,24 +1,19 @@
 """`privsynth serve` makes an admin on first start, its token in a 0600 file (never in the log); `privsynth users
-add|list|rotate|disable|enable` manage users."""
+add|list|rotate|disable|enable` manage users (in-process, tests/cli_support.py; the server runs in its own process)."""
 
 from __future__ import annotations
 
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 from service_support import free_port, serve
 
+from cli_support import run_cli
 from privsynth.service.store import Store
 
-
-def _privsynth(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "privsynth", *args], capture_output=True, text=True, timeout=120, check=False
-    )
+_privsynth = run_cli
 
 
 def test_users_add_prints_a_token_that_signs_in(tmp_path: Path) -> None:
