@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE hyperparameter; repeatable")
     parser.add_argument("--small-rows", type=int, default=1000, help="rows per generation of the small run; 0: none")
     parser.add_argument("--real-rows", type=int, default=0, help="use a random sample of this many real rows")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="folder (default: benchmarks/results/collapse)")
     args = parser.parse_args()
+    folder: Path = args.output
 
     from privsynth.bench.collapse import plot_collapse, run_collapse
     from privsynth.bench.run_info import run_metadata, with_run
@@ -59,8 +61,8 @@ def main() -> None:
         name = f"nassCDS-{args.real_rows}"
 
     params = {key: _number(value) for key, _, value in (p.partition("=") for p in args.param)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    summary_path = RESULTS / "summary.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary_path = folder / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {"runs": {}}
     runs: list[tuple[str, int | None]] = [("full", None)]
     if args.small_rows:
@@ -69,7 +71,7 @@ def main() -> None:
         results = []
         for mode in ("replace", "accumulate"):
             started = time.perf_counter()
-            out_dir = RESULTS if rows is None else RESULTS / label
+            out_dir = folder if rows is None else folder / label
             result = run_collapse(
                 real,
                 args.method,
@@ -92,7 +94,7 @@ def main() -> None:
                 "baseline": {k: getattr(result.baseline, k) for k in SUMMARY_KEYS},
                 "first": {k: getattr(first, k) for k in SUMMARY_KEYS},
                 "last": {k: getattr(last, k) for k in SUMMARY_KEYS},
-                "file": str(result.files[0].relative_to(RESULTS)),
+                "file": str(result.files[0].relative_to(folder)),
                 "run": run_metadata(),
             }
             for path in result.files:  # each run's own file says how it was made too
@@ -100,7 +102,7 @@ def main() -> None:
                     path.write_text(json.dumps(with_run(json.loads(path.read_text())), indent=2) + "\n")
             print(f"{args.method} {mode} {label}: {result.seconds:.0f} s", flush=True)
         suffix = "" if rows is None else f"-{label}"
-        plot_collapse(results, RESULTS / f"collapse-{name}-{args.method}{suffix}.png")
+        plot_collapse(results, folder / f"collapse-{name}-{args.method}{suffix}.png")
         for result in results:  # the figure above shows both modes; keep only the numbers of each run
             for path in result.files:
                 if path.suffix == ".png":
