@@ -12,14 +12,8 @@ from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget
 from privsynth.privacy.ledger import Ledger
 from privsynth.text.llm import Embedder, LlamaCppGenerator, local_generator
-from privsynth.text.private_evolution import (
-    PrivateEvolution,
-    _clean_texts,
-    gdp_delta,
-    measure,
-    pe_epsilon,
-    pe_noise_multiplier,
-)
+from privsynth.text.pe_accounting import gdp_delta, pe_epsilon, pe_noise_multiplier
+from privsynth.text.private_evolution import PrivateEvolution, _clean_texts, measure
 
 # Aug-PE's published noise multipliers (AI-secure/aug-pe, notebook/dp_budget.ipynb; the values its run scripts use):
 # T = 10 iterations, delta = 1 / (N log N).

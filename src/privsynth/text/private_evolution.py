@@ -16,7 +16,8 @@ Gaussian noise of standard deviation sigma, which is 1/(2 sigma²)-zCDP (Canonne
 2022). ``iterations`` histograms compose to T/(2 sigma²)-zCDP, which is what the ledger is charged; sigma is set
 from the budget's rho (``sigma = sqrt(T / (2 rho))``). Aug-PE accounts the same mechanism as sqrt(T)/sigma-GDP,
 which gives a slightly smaller epsilon for the same noise: :func:`pe_noise_multiplier` and :func:`pe_epsilon`
-reproduce that accounting (and the paper's published noise multipliers), and a fit reports both epsilons.
+(:mod:`privsynth.text.pe_accounting`) reproduce that accounting (and the paper's published noise multipliers),
+and a fit reports both epsilons.
 Everything else (prompts, selection, variations, sampling) is post-processing of the noisy histograms.
 
 The release boundary: the number of private texts is never read (Aug-PE treats it as public; here it is not).
@@ -36,7 +37,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_ndtr, ndtr
 
 from privsynth.errors import ParameterError
 from privsynth.privacy.accountant import Accountant
@@ -45,6 +45,7 @@ from privsynth.progress import report
 from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
 from privsynth.text._dp import corpus_name
 from privsynth.text.llm import Embedder, TextGenerator, local_generator
+from privsynth.text.pe_accounting import check_iterations, gdp_delta, gdp_epsilon, pe_epsilon, pe_noise_multiplier
 
 __all__ = ["PrivateEvolution", "gdp_delta", "gdp_epsilon", "pe_epsilon", "pe_noise_multiplier"]
 
@@ -74,75 +75,8 @@ _SETTINGS = (
 )
 """The constructor's settings: the parameters a fit's record (and its data card) shows."""
 
-_BISECTION_STEPS = 200
-
 _CHUNK = 25
 """Prompts sent to the model per call, between progress reports."""
-
-
-# ---- accounting (Gaussian differential privacy) ------------------------------------------------------------------
-
-
-def gdp_delta(epsilon: float, mu: float) -> float:
-    """The delta at which mu-GDP is (epsilon, delta)-DP: Phi(-epsilon/mu + mu/2) - e^epsilon Phi(-epsilon/mu - mu/2)
-    (Dong, Roth and Su 2022, Corollary 2.13); exact, and the same formula as Aug-PE's ``delta_Gaussian``."""
-    epsilon = check_positive("epsilon", epsilon, allow_zero=True)
-    mu = check_positive("mu", mu)
-    first = float(ndtr(-epsilon / mu + mu / 2))
-    second = math.exp(epsilon + float(log_ndtr(-epsilon / mu - mu / 2)))
-    return max(first - second, 0.0)
-
-
-def gdp_epsilon(mu: float, delta: float) -> float:
-    """The smallest epsilon at which mu-GDP is (epsilon, delta)-DP, by bisection on :func:`gdp_delta`."""
-    mu = check_positive("mu", mu)
-    delta = check_positive("delta", delta)
-    low, high = 0.0, 1.0
-    while gdp_delta(high, mu) > delta:
-        high *= 2
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        if gdp_delta(middle, mu) > delta:
-            low = middle
-        else:
-            high = middle
-    return high
-
-
-def pe_epsilon(sigma: float, delta: float, iterations: int) -> float:
-    """Epsilon of ``iterations`` Gaussian vote histograms with noise ``sigma`` (sensitivity 1), by GDP:
-    T mechanisms of 1/sigma-GDP compose to sqrt(T)/sigma-GDP (Dong, Roth and Su 2022, Corollary 3.3)."""
-    sigma = check_positive("sigma", sigma)
-    return gdp_epsilon(math.sqrt(_check_iterations(iterations)) / sigma, delta)
-
-
-def pe_noise_multiplier(epsilon: float, delta: float, iterations: int) -> float:
-    """The noise standard deviation (sensitivity 1, so the noise multiplier) that makes ``iterations`` vote
-    histograms (epsilon, delta)-DP under GDP accounting, as Aug-PE computes it.
-
-    Solves gdp_delta(epsilon, sqrt(T)/sigma) = delta for sigma by bisection on mu (delta grows with mu).
-    Aug-PE's published values (T = 10, delta = 1/(N log N)): Yelp (N = 1,939,290) 15.34, 8.03, 4.24 at epsilon 1,
-    2, 4; OpenReview (N = 8,396) 11.60, 6.22, 3.38; PubMed (N = 75,316) 13.26, 7.01, 3.75.
-    """
-    epsilon = check_positive("epsilon", epsilon)
-    delta = check_positive("delta", delta)
-    iterations = _check_iterations(iterations)
-    low, high = 0.0, 1.0
-    while gdp_delta(epsilon, high) < delta:
-        high *= 2
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        if gdp_delta(epsilon, middle) < delta:
-            low = middle
-        else:
-            high = middle
-    return math.sqrt(iterations) / low
-
-
-def _check_iterations(iterations: object) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ParameterError(f"iterations must be a positive integer, got {iterations!r}")
-    return iterations
 
 
 # ---- the algorithm -----------------------------------------------------------------------------------------------
@@ -302,28 +236,9 @@ class PrivateEvolution:
             private = embedder.embed(voters) if voters else np.zeros((0, 1))
             private_groups = groups[groups >= 0]
             del items, voters
-            pool, pool_groups = self._initial(generator, names, rng)
-            scores = np.zeros(0)
-            history: list[pd.DataFrame] = []
-            totals: list[float] = []
-            for t in range(1, self.iterations + 1):
-                report("private evolution", t - 1, self.iterations, f"iteration {t}: votes")
-                scores = measure(
-                    private,
-                    private_groups,
-                    embedder.embed(pool),
-                    pool_groups,
-                    rho=rhos[t - 1],
-                    accountant=accountant,
-                    iteration=t,
-                )
-                totals.append(float(scores.sum()))
-                history.append(_population(t, pool, pool_groups, scores, names))
-                scores = np.where(scores < self.threshold, 0.0, scores)
-                if t < self.iterations:
-                    report("private evolution", t - 0.5, self.iterations, f"iteration {t}: variations")
-                    pool, pool_groups = self._evolve(generator, pool, pool_groups, scores, len(names), rng, t)
-            report("private evolution", self.iterations, self.iterations, "done")
+            pool, pool_groups, scores, history, totals = self._iterate(
+                generator, embedder, private, private_groups, names, rhos, accountant, rng
+            )
         self._warn_noise(sigma, float(np.mean(totals)), budget)
         self.history_ = pd.concat(history, ignore_index=True)
         self.label_names_ = names
@@ -335,29 +250,73 @@ class PrivateEvolution:
         self.epsilon_gdp_ = pe_epsilon(sigma, budget.delta, self.iterations)
         self.charges_ = accountant.charges
         self.budget_ = budget
-        parameters: dict[str, Any] = {key: getattr(self, key) for key in _SETTINGS}
-        if names != [None]:
-            parameters["public_labels"] = list(names)
-        self.record_ = FitRecord.of(
-            "pe",
-            parameters,
-            budget=budget,
-            accountant=accountant,
-            dataset=None if ledger is False else name,
-            assumptions=(
-                "the number of private texts was not read: delta is capped instead of checked against 1/n",
-                "texts that are not strings, are blank or carry a label outside the declared set cast no vote",
-                "private texts longer than the embedding model's window are cut to fit it before they vote",
-            ),
-        )
+        self.record_ = self._record(names, budget, accountant, None if ledger is False else name)
         self._generator = generator
         truncated = getattr(generator, "truncated", 0)
         if truncated:
             logger.info("%d prompts were cut to fit the model's context window", truncated)
         return self
 
+    def _record(
+        self, names: list[str | None], budget: Budget, accountant: Accountant, dataset: str | None
+    ) -> FitRecord:
+        """What the fit may publish: the settings, the declared labels, the budget and its spends."""
+        parameters: dict[str, Any] = {key: getattr(self, key) for key in _SETTINGS}
+        if names != [None]:
+            parameters["public_labels"] = list(names)
+        return FitRecord.of(
+            "pe",
+            parameters,
+            budget=budget,
+            accountant=accountant,
+            dataset=dataset,
+            assumptions=(
+                "the number of private texts was not read: delta is capped instead of checked against 1/n",
+                "texts that are not strings, are blank or carry a label outside the declared set cast no vote",
+                "private texts longer than the embedding model's window are cut to fit it before they vote",
+            ),
+        )
+
+    def _iterate(
+        self,
+        generator: TextGenerator,
+        embedder: Embedder,
+        private: np.ndarray,
+        private_groups: np.ndarray,
+        names: list[str | None],
+        rhos: Sequence[float],
+        accountant: Accountant,
+        rng: np.random.Generator,
+    ) -> tuple[list[str], np.ndarray, np.ndarray, list[pd.DataFrame], list[float]]:
+        """The ``iterations`` rounds: the population votes (one noisy histogram at ``rhos[t - 1]`` each), the
+        votes under ``threshold`` count as zero, and the model varies the texts kept. Returns the last population,
+        its groups and its votes, every population that was voted on, and each histogram's noisy total."""
+        pool, pool_groups = self._initial(generator, names, rng)
+        scores = np.zeros(0)
+        history: list[pd.DataFrame] = []
+        totals: list[float] = []
+        for t in range(1, self.iterations + 1):
+            report("private evolution", t - 1, self.iterations, f"iteration {t}: votes")
+            scores = measure(
+                private,
+                private_groups,
+                embedder.embed(pool),
+                pool_groups,
+                rho=rhos[t - 1],
+                accountant=accountant,
+                iteration=t,
+            )
+            totals.append(float(scores.sum()))
+            history.append(_population(t, pool, pool_groups, scores, names))
+            scores = np.where(scores < self.threshold, 0.0, scores)
+            if t < self.iterations:
+                report("private evolution", t - 0.5, self.iterations, f"iteration {t}: variations")
+                pool, pool_groups = self._evolve(generator, pool, pool_groups, scores, len(names), rng, t)
+        report("private evolution", self.iterations, self.iterations, "done")
+        return pool, pool_groups, scores, history, totals
+
     def _check_settings(self) -> None:
-        _check_iterations(self.iterations)
+        check_iterations(self.iterations)
         for name in ("population", "variations_per_sample", "max_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
