@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,13 @@ from privsynth.privacy.budget import epsilon_from_rho_delta
 from privsynth.privacy.ledger import LEDGER_ENV_VAR
 
 PROCESSES = 8
-# fork starts the racers in milliseconds; spawn re-imports the package in each, which takes seconds.
-START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+# The racers are never forked from the test process, which may have loaded JAX or torch for other tests (forking
+# a multithreaded process can deadlock the child): they start from a fresh interpreter, the forkserver, which
+# imports the ledger and this module once and forks each racer from there. Plain spawn imports them in every racer,
+# about 10 s each on a busy 2-core machine (8 minutes for the race tests of this file and test_ledger_delta.py).
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+if START_METHOD == "forkserver":
+    multiprocessing.get_context(START_METHOD).set_forkserver_preload(["privsynth.privacy.ledger", __name__])
 
 
 @pytest.fixture
@@ -277,3 +283,18 @@ def test_concurrent_processes_cannot_pass_the_cap_on_postgresql(postgres_url: st
     assert len(ledger.entries(fingerprint)) == 3
     assert ledger.spent(fingerprint) == pytest.approx(0.9 * cap.rho)
     ledger.close()
+
+
+def _loaded(results: Any) -> None:
+    results.put(sorted({"jax", "torch"} & set(sys.modules)))
+
+
+def test_racers_never_start_from_a_process_that_loaded_jax() -> None:
+    pytest.importorskip("jax")  # the test process now holds JAX's threads
+    context = multiprocessing.get_context(START_METHOD)
+    results = context.Queue()
+    racer = context.Process(target=_loaded, args=(results,))
+    racer.start()
+    assert results.get(timeout=120) == []
+    racer.join(timeout=60)
+    assert racer.exitcode == 0

@@ -25,7 +25,10 @@ from privsynth.privacy.accountant import fit_accountant
 from privsynth.privacy.budget import split_exactly
 
 PROCESSES = 8
-START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+# As in test_ledger.py: racers start from a fresh interpreter (the forkserver), never forked from this process.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+if START_METHOD == "forkserver":
+    multiprocessing.get_context(START_METHOD).set_forkserver_preload(["privsynth.privacy.ledger", __name__])
 CAP_RHO = rho_from_epsilon_delta(1.0, 1e-6)  # 0.024356: the cap (1, 1e-6) with no approximate delta spent
 
 
