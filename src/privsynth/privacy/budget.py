@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -105,14 +105,7 @@ def rho_from_epsilon_delta(epsilon: float, delta: float) -> float:
     """
     epsilon = check_positive("epsilon", epsilon)
     delta = _check_delta_range(delta)
-    low, high = 0.0, epsilon + 1
-    rho = (low + high) / 2
-    while rho not in (low, high):
-        if _delta(rho, epsilon) <= delta:
-            low = rho
-        else:
-            high = rho
-        rho = (low + high) / 2
+    low, _, _ = _bisect(lambda rho: not _delta(rho, epsilon) <= delta, 0.0, epsilon + 1)
     return low
 
 
@@ -126,15 +119,23 @@ def epsilon_from_rho_delta(rho: float, delta: float) -> float:
     delta = _check_delta_range(delta)
     if rho == 0:
         return 0.0
-    low, high = 0.0, rho + 2 * math.sqrt(rho * math.log(1 / delta))
-    epsilon = (low + high) / 2
-    while epsilon not in (low, high):
-        if _delta(rho, epsilon) <= delta:
-            high = epsilon
-        else:
-            low = epsilon
-        epsilon = (low + high) / 2
+    _, high, _ = _bisect(
+        lambda epsilon: _delta(rho, epsilon) <= delta, 0.0, rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    )
     return high
+
+
+def _bisect(is_high: Callable[[float], bool], low: float, high: float) -> tuple[float, float, float]:
+    """Bisection down to adjacent floating-point numbers for where ``is_high`` turns from false (at ``low``) to
+    true (at ``high``): the two ends and the last midpoint (equal to one of them)."""
+    middle = (low + high) / 2
+    while middle not in (low, high):
+        if is_high(middle):
+            high = middle
+        else:
+            low = middle
+        middle = (low + high) / 2
+    return low, high, middle
 
 
 def _optimal_order(rho: float, epsilon: float, low: float) -> float:
@@ -142,14 +143,11 @@ def _optimal_order(rho: float, epsilon: float, low: float) -> float:
     ``epsilon``: the log of the bound, ``(alpha - 1)(alpha rho - epsilon) + alpha log(1 - 1/alpha) - log(alpha - 1)``,
     is convex in alpha, so bisection on the sign of its derivative, ``(2 alpha - 1) rho - epsilon +
     log(1 - 1/alpha)``, down to adjacent floating-point numbers."""
-    high = (epsilon + 1) / (2 * rho) + 2
-    alpha = (low + high) / 2
-    while alpha not in (low, high):
-        if (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0:
-            low = alpha
-        else:
-            high = alpha
-        alpha = (low + high) / 2
+    _, _, alpha = _bisect(
+        lambda alpha: not (2 * alpha - 1) * rho - epsilon + math.log1p(-1 / alpha) < 0,
+        low,
+        (epsilon + 1) / (2 * rho) + 2,
+    )
     return alpha
 
 
