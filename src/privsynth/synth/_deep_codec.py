@@ -27,7 +27,7 @@ from privsynth.data.binning import OUTSIDE, Categories, NumericBins, category_ke
 from privsynth.data.schema import Column, Kind
 from privsynth.errors import DataError, ParameterError
 from privsynth.synth.domain import ColumnDomain
-from privsynth.synth.restore import restore_dtype
+from privsynth.synth.restore import as_numbers, from_numbers, restore_dtype
 
 
 class Codec(Protocol):
@@ -433,27 +433,3 @@ def _coerced_numbers(column: Column, data: pd.Series) -> np.ndarray:
         return out
     numbers = pd.to_numeric(data, errors="coerce")
     return np.asarray(numbers, dtype=float)
-
-
-def as_numbers(column: Column, data: pd.Series) -> np.ndarray:
-    """Numbers as floats (datetimes as nanoseconds since the epoch), NaN for missing."""
-    if column.kind is Kind.DATETIME:
-        stamps = pd.to_datetime(data, format="mixed")
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-        out = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
-        out[stamps.isna().to_numpy()] = np.nan
-        return out
-    numbers = pd.to_numeric(data, errors="coerce")
-    bad = data.notna() & numbers.isna()
-    if bad.any():
-        raise DataError(f"column '{column.name}' is {column.kind.value} but holds {data[bad].iloc[0]!r}")
-    return numbers.to_numpy(dtype=float)
-
-
-def from_numbers(column: Column, values: np.ndarray) -> pd.Series:
-    """Numbers back to the column's values and dtype (datetimes from nanoseconds)."""
-    if column.kind is Kind.DATETIME:
-        stamps = pd.Series(pd.to_datetime(values, unit="ns"), name=column.name)
-        return restore_dtype(stamps, column)
-    return restore_dtype(pd.Series(values, name=column.name), column)

@@ -22,7 +22,7 @@ from privsynth.data.sources import Source
 from privsynth.errors import DataError
 from privsynth.progress import report
 from privsynth.synth.base import Synthesizer, register
-from privsynth.synth.restore import restore_dtype
+from privsynth.synth.restore import as_numbers, restore_dtype
 
 _EPS = 1e-9
 
@@ -64,7 +64,7 @@ class _NumericMarginal:
 
     @classmethod
     def fit(cls, column: Column, data: pd.Series, grid: int) -> _NumericMarginal:
-        numbers = _as_numbers(column, data)
+        numbers = as_numbers(column, data)
         present = numbers[~np.isnan(numbers)]
         if present.size == 0:
             raise DataError(f"column '{column.name}' has no values to learn from")
@@ -77,7 +77,7 @@ class _NumericMarginal:
         return 2 if self.missing_rate > 0 else 1
 
     def to_normal(self, data: pd.Series, rng: np.random.Generator) -> np.ndarray:
-        numbers = _as_numbers(self.column, data)
+        numbers = as_numbers(self.column, data)
         missing = np.isnan(numbers)
         u = rng.random(len(numbers))  # missing values get an independent score
         present = np.flatnonzero(~missing)
@@ -153,19 +153,6 @@ def _fit_marginal(column: Column, data: pd.Series, grid: int) -> _Marginal:
     if column.kind in (Kind.INTEGER, Kind.FLOAT, Kind.DATETIME):
         return _NumericMarginal.fit(column, data, grid)
     raise DataError(f"the copula cannot model {column.kind.value} column '{column.name}'; exclude it in the schema")
-
-
-def _as_numbers(column: Column, data: pd.Series) -> np.ndarray:
-    if column.kind is Kind.DATETIME:
-        stamps = pd.to_datetime(data, format="mixed", utc=False)
-        out = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(float)
-        out[stamps.isna().to_numpy()] = np.nan
-        return out
-    numbers = pd.to_numeric(data, errors="coerce")
-    bad = data.notna() & numbers.isna()
-    if bad.any():
-        raise DataError(f"column '{column.name}' is {column.kind.value} but holds {data[bad].iloc[0]!r}")
-    return numbers.to_numpy(dtype=float)
 
 
 def _normal_score(u: np.ndarray) -> np.ndarray:
