@@ -1,8 +1,10 @@
 """Jobs against bad input and faults: each bad request a clear 4xx with nothing stored; a killed worker, a
-restarted server and racing requests leave the ledger exact (every reservation settled exactly once)."""
+restarted server and racing requests leave the ledger exact (every reservation settled exactly once); what a job
+releases (the pipeline's release, card and report)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import time
@@ -287,3 +289,39 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         server.kill()
         server.wait(30)
         store.close()
+
+
+# ---- what a job releases -----------------------------------------------------------------------------------------
+
+
+def test_jobs_release_through_the_pipeline_and_a_dp_report_states_the_delta_its_fit_ran_under(
+    service_factory: Any, nass_train: pd.DataFrame
+) -> None:
+    service: Service = service_factory()
+    dataset = service.upload(nass_train.head(2000), "nass")
+    base, headers = f"/api/datasets/{dataset['id']}", service.headers("custodian")
+    columns = [c["name"] for c in dataset["schema"]["columns"]]
+    service.client.put(f"{base}/cap", headers=headers, json={"epsilon": 2, "delta": 1e-6})
+    requests = (
+        {"method": "aim", "epsilon": 1, "rows": 200, "params": quick_aim(columns)},
+        {"method": "copula", "rows": 200},
+    )
+    ids = [service.client.post(f"{base}/jobs", headers=headers, json=body).json()["id"] for body in requests]
+    worker = Worker(service.store, service.data_dir, isolate=False)
+    assert worker.run_once() and worker.run_once()
+    folders = []
+    for job_id in ids:
+        job = service.store.job(job_id)
+        assert job is not None and job.status == "done" and job.release_id is not None, job
+        stored = service.store.release(job.release_id)
+        assert stored is not None
+        folders.append(Path(stored.directory))
+    dp_card, copula_card = (json.loads((f / "synthetic.card.json").read_text()) for f in folders)
+    assert dp_card["generator"]["method"] == "aim" and dp_card["privacy"]["dataset"] == "nass"
+    assert dp_card["privacy"]["delta"] == 1e-6 and dp_card["metrics"] == {}  # the report stays beside a DP card
+    dp_report = json.loads((folders[0] / "report.json").read_text())
+    assert dp_report["report"]["privacy_budget"] == {"epsilon": 1.0, "delta": 1e-6}  # the fit's delta, not 0
+    assert copula_card["generator"]["method"] == "copula" and copula_card["privacy"]["differentially_private"] is False
+    evaluated = copula_card["metrics"]["evaluated_rows"]  # the upload's rows: the fit's part and the holdout
+    assert evaluated["real_rows"] + evaluated["holdout_rows"] == 2000 and evaluated["holdout_rows"] > 0
+    assert "outside_the_guarantee" not in copula_card["metrics"]

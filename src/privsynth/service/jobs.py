@@ -32,15 +32,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import Connection
 
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import BudgetExceeded, ParameterError, PrivsynthError
-from privsynth.evaluate import evaluate, write_report
+from privsynth.evaluate import write_report
 from privsynth.pipeline import synthesize
+from privsynth.pipeline.tabular import evaluate_release
 from privsynth.privacy.ledger import DatasetRecord, Ledger, Spend
 from privsynth.progress import ProgressEvent, listen
 from privsynth.service.store import DatasetRow, JobRow, Store
@@ -162,7 +163,7 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
     try:
         source = open_dataset(dataset)
         schema = Schema.from_dict(dataset.schema)
-        ledger: Ledger | bool = False
+        ledger: Ledger | Literal[False] = False  # a non-DP job records nothing
         if job.reservation_id is not None:
             held = next(s for s in store.ledger.entries(dataset.ledger_key) if s.id == job.reservation_id)
             ledger = HeldLedger(store.ledger, dataset.ledger_key, job.reservation_id, held.rho, held.approx_delta)
@@ -177,24 +178,19 @@ def run_job(store: Store, job: JobRow, data_dir: Path, on_progress: Any = None) 
                 epsilon=job.epsilon,
                 delta=job.delta,
                 params=job.params,
-                ledger=ledger,  # type: ignore[arg-type]  # False: a non-DP job records nothing
+                ledger=ledger,
                 registry=False,
                 datasheet={"motivation.purpose": f"released by the privsynth service, job {job.id}"},
             )
-            real = source.head(EVALUATION_ROWS, schema.names)
-            holdout = None if dataset.holdout is None else load_source(dataset.holdout).head(EVALUATION_ROWS)
-            report = evaluate(
-                real,
-                release.data,
-                holdout=holdout,
+            # The report goes on a non-DP card; a DP card stays within its guarantee, the report kept beside it.
+            report = evaluate_release(
+                release,
+                source.head(EVALUATION_ROWS, schema.names),
+                holdout=None if dataset.holdout is None else load_source(dataset.holdout).head(EVALUATION_ROWS),
                 target=dataset.target,
                 sensitive=dataset.sensitive,
                 schema=schema,
-                seed=0,
-                privacy_budget=None if job.epsilon is None else {"epsilon": job.epsilon, "delta": job.delta or 0.0},
             )
-        if job.epsilon is None:  # a DP release's card stays within its guarantee: the report is kept beside it
-            release.attach_report(report)
         directory = data_dir / "releases" / release.release_id
         directory.mkdir(parents=True)
         release.write(directory / "synthetic.csv")
