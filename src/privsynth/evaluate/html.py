@@ -122,6 +122,14 @@ def _png(figure: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _error_bars(metrics: Sequence[Metric]) -> np.ndarray:
+    """Matplotlib's error bars for ``metrics``: distances below and above each value to its interval's ends
+    (none without an interval), shape (2, len(metrics))."""
+    return np.array(
+        [[(m.value or 0) - m.interval[0], m.interval[1] - (m.value or 0)] if m.interval else [0, 0] for m in metrics]
+    ).T
+
+
 def _style(axes: Axes, title: str, ylabel: str = "", xlabel: str = "") -> None:
     axes.set_title(title, fontsize=_TITLE)
     if ylabel:
@@ -220,9 +228,7 @@ def _utility_plot(report: Report, utility: dict[str, Any]) -> str | None:
     axes = panels[0]
     colours = [SYNTHETIC_COLOUR if "synthetic" in label else REAL_COLOUR for label, _ in shown]
     values = [m.value or 0.0 for _, m in shown]
-    errors = np.array(
-        [[(m.value or 0) - m.interval[0], m.interval[1] - (m.value or 0)] if m.interval else [0, 0] for _, m in shown]
-    ).T
+    errors = _error_bars([m for _, m in shown])
     positions = np.arange(len(shown))
     axes.bar(positions, values, color=colours, yerr=errors, capsize=3)
     for x, value in zip(positions, values, strict=True):
@@ -303,9 +309,7 @@ def _attack_plot(report: Report) -> str:
     figure = Figure(figsize=(5.4, 3.4), layout="constrained")
     axes = figure.subplots()
     values = [m.value or 0.0 for _, m in shown]
-    errors = np.array(
-        [[(m.value or 0) - m.interval[0], m.interval[1] - (m.value or 0)] if m.interval else [0, 0] for _, m in shown]
-    ).T
+    errors = _error_bars([m for _, m in shown])
     rows = np.arange(len(shown))
     axes.barh(rows, values, xerr=errors, color=SYNTHETIC_COLOUR, capsize=4)
     axes.set_yticks(rows, [label for label, _ in shown], fontsize=_LABEL)
