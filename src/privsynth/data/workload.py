@@ -23,7 +23,7 @@ from privsynth.data.binning import OUTSIDE, Binning
 from privsynth.errors import DataError, ParameterError
 
 if TYPE_CHECKING:
-    from privsynth.data.sources import Source
+    from privsynth.data.source_base import Source
 
 BATCH = 64
 """Marginals per query. Spark's plan copies each row once per grouping set, so its cost grows with the batch."""
