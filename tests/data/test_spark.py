@@ -178,3 +178,29 @@ def test_load_source_opens_spark_sources(spark: Any, parquet: dict[str, Path]) -
         load_source(parquet["nafld1"], engine="polars")
     with pytest.raises(ParameterError, match="only applies with engine='spark'"):
         load_source(parquet["nafld1"], spark_master="local[1]")
+
+
+@pytest.mark.slow  # an MST fit's queries one by one in Spark: 1-10 minutes on two cores
+def test_generate_with_the_spark_engine_releases_a_dp_table(
+    spark: Any, frames: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    """`privsynth generate PATH --engine spark --method mst`: Spark counts, the card names the dataset and spends."""
+    import json
+
+    from cli_support import run_cli
+
+    path = tmp_path / "liver.parquet"
+    frames["nafld1"][["age", "male", "bmi", "status"]].to_parquet(path)
+    out = tmp_path / "synthetic.csv"
+    done = run_cli(
+        "generate", str(path), "--engine", "spark", "--method", "mst", "--epsilon", "1", "--rows", "300",
+        "--ledger", str(tmp_path / "ledger.sqlite"), "-o", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    synthetic = pd.read_csv(out)
+    assert len(synthetic) == 300
+    assert list(synthetic.columns) == ["age", "male", "bmi", "status"]
+    card = json.loads(out.with_name("synthetic.card.json").read_text())
+    assert card["source"]["name"] == "liver"
+    assert card["privacy"]["epsilon"] == 1.0
+    assert "fingerprint_sha256" not in card["source"]

@@ -43,6 +43,18 @@ DataArg = Annotated[str, typer.Argument(help="CSV/Parquet/DuckDB file, SQL URL, 
 TableOpt = Annotated[str | None, typer.Option(help="Table to read (DuckDB file or SQL URL).")]
 DelimiterOpt = Annotated[str | None, typer.Option(help="CSV delimiter (detected when not given).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Engine that reads and counts DATA: duckdb (files, the default) or spark (a Parquet/CSV/Delta path, "
+        "or spark:TABLE for a catalog table; needs privsynth[spark] and Java 17+).",
+        show_default=False,
+    ),
+]
+SparkMasterOpt = Annotated[
+    str | None,
+    typer.Option(help="Spark master URL with --engine spark (default: local[2], this machine).", show_default=False),
+]
 LineageLedgerOpt = Annotated[
     str | None,
     typer.Option("--ledger", help="Ledger whose registry records the release's lineage (default: the default)."),
@@ -67,11 +79,18 @@ def is_bundled(data: str) -> bool:
     return "://" not in data and not Path(data).exists() and data in DATASETS
 
 
-def open_data(data: str, table: str | None = None, delimiter: str | None = None) -> Source:
-    """A path or URL as given; a bundled dataset name (when no such file exists) as its train split."""
-    if is_bundled(data):
+def open_data(
+    data: str,
+    table: str | None = None,
+    delimiter: str | None = None,
+    engine: str | None = None,
+    spark_master: str | None = None,
+) -> Source:
+    """A path or URL as given; a bundled dataset name (when no such file exists) as its train split; with
+    ``engine="spark"`` (or ``spark:TABLE``) rows Spark reads and counts."""
+    if is_bundled(data) and engine != "spark":
         return frame_source(load_dataset(data, "train"), f"{data} (bundled, train split)")
-    return load_source(data, table=table, delimiter=delimiter)
+    return load_source(data, table=table, delimiter=delimiter, engine=engine, spark_master=spark_master)
 
 
 def infer_schema(data: str, source: Source) -> Schema:

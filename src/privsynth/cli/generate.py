@@ -14,9 +14,11 @@ from rich.table import Table
 from privsynth.cli._app import (
     DataArg,
     DelimiterOpt,
+    EngineOpt,
     LineageLedgerOpt,
     OverwriteOpt,
     ParamOpt,
+    SparkMasterOpt,
     TableOpt,
     app,
     console,
@@ -102,6 +104,8 @@ def generate(
     ] = None,
     table: TableOpt = None,
     delimiter: DelimiterOpt = None,
+    engine: EngineOpt = None,
+    spark_master: SparkMasterOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html)."""
@@ -110,7 +114,7 @@ def generate(
         check_output(save_model, overwrite, inputs=[data])
     if rows is not None and rows < 1:
         raise ParameterError(f"--rows must be at least 1, not {rows}")
-    source = open_data(data, table, delimiter)
+    source = open_data(data, table, delimiter, engine, spark_master)
     reason = None
     if method is None:
         method, reason = default_method()
