@@ -51,3 +51,12 @@ def test_cli_errors_keep_square_brackets(tmp_path: Path) -> None:
     assert "error:" in result.stderr
     assert "pip install 'privsynth[deep]'" in " ".join(result.stderr.split())
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_rebalance_without_the_deep_extra_names_the_methods_and_the_install(tmp_path: Path) -> None:
+    args = ("generate", "nassCDS", "--method", "copula", "--rebalance", "dead", "--rows", "10", "-o", "out.csv")
+    result = _without_deep(*args, cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert "()" not in message
+    assert "(deep and dp-deep, which need pip install 'privsynth[deep]')" in message

@@ -249,6 +249,7 @@ def sample_model(
 def _check_rebalance(model: Synthesizer, column: str, conditions: Mapping[str, Any] | None) -> None:
     if not hasattr(model, "rebalance"):
         rebalancing = ", ".join(name for name, cls in available().items() if hasattr(cls, "rebalance"))
+        rebalancing = rebalancing or "deep and dp-deep, which need pip install 'privsynth[deep]'"
         raise ParameterError(
             f"method '{model.name}' cannot rebalance '{column}': use one that draws exact conditionals "
             f"({rebalancing}), or fix one value with conditions (--condition {column}=VALUE)"
