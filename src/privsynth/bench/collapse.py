@@ -34,6 +34,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from privsynth._version import __version__
+from privsynth.bench.run_info import with_run
 from privsynth.data.datasets import DATASETS, dataset_names, load_dataset
 from privsynth.data.schema import Kind, Schema
 from privsynth.errors import OutputExistsError, ParameterError
@@ -235,7 +236,7 @@ def run_collapse(
     )
     if paths is not None:
         json_path, png_path = paths
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(json.dumps(with_run(result.to_dict()), indent=2) + "\n", encoding="utf-8")
         plot_collapse([result], png_path)
         result.files = [json_path, png_path]
     return result

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from privsynth import __version__
 from privsynth.bench import peers
 from privsynth.bench.harness import _Context, _seed_list, is_dp
+from privsynth.bench.run_info import with_run
 from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate.prepared import prepare
@@ -207,7 +208,7 @@ def run_scaling(
     law = fit_power_law([p.rows for p in usable], [p.loss for p in usable])
     result = ScalingResult(dataset, method, epsilon, points, law, trtr, fit_seconds, [])
     if folder is not None:
-        (folder / SCALING_JSON).write_text(json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
+        (folder / SCALING_JSON).write_text(json.dumps(with_run(result.to_dict()), indent=2, allow_nan=True) + "\n")
         (folder / SCALING_PNG).write_bytes(scaling_plot(result))
         result.paths = [folder / SCALING_JSON, folder / SCALING_PNG]
     progress("scaling", step, step, "done")
