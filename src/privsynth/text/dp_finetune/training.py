@@ -11,7 +11,6 @@ the tests can reach the failures.
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 
 from privsynth.errors import ParameterError
-from privsynth.privacy.dp_sgd import release_opacus
+from privsynth.privacy.dp_sgd import release_opacus, secret_generator
 from privsynth.progress import report
 from privsynth.text.dp_finetune.encoding import Encoded
 
@@ -57,7 +56,7 @@ def train_dp(
     from opacus.accountants import RDPAccountant  # type: ignore[import-untyped]
     from opacus.utils.batch_memory_manager import BatchMemoryManager  # type: ignore[import-untyped]
 
-    secret = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+    secret = secret_generator()  # the operating system's seed (a test's inside seeded_noise only)
     module, optimizer, loader = private_training(
         model,
         encoded,
