@@ -1,6 +1,12 @@
-"""What the two private text methods share at the release boundary: the name a fit's budget is kept under."""
+"""What the two private text methods share at the release boundary: the name a fit's budget is kept under, and
+which label values count as given."""
 
 from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
 
 from privsynth.errors import ParameterError
 from privsynth.synth.dp import LedgerArg
@@ -21,3 +27,9 @@ def corpus_name(dataset: str | None, ledger: LedgerArg, method: str) -> str:
         "budget per name; use the same name every time you fit on these texts), or ledger=False for an experiment "
         "that records nothing"
     )
+
+
+def present(value: Any) -> bool:
+    """Whether a private label value is given (not None, NaN or ``pd.NA``): a missing one casts no vote and trains
+    on nothing, silently, like any label outside the declared set."""
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from privsynth.errors import ParameterError, SourceError
-from privsynth.text.model_files import embedding_model_dir, smollm2_gguf
+from privsynth.text.model_files import embedding_model_dir, offline, smollm2_gguf
 from privsynth.text.torch_model import load_causal_lm
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class Embedder:
 
 @cache
 def _sentence_model() -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:

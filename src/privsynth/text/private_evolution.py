@@ -43,7 +43,7 @@ from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.progress import report
 from privsynth.synth.dp import FitRecord, LedgerArg, open_fit, resolve_budget
-from privsynth.text._dp import corpus_name
+from privsynth.text._dp import corpus_name, present
 from privsynth.text.llm import Embedder, TextGenerator, local_generator
 from privsynth.text.pe_accounting import check_iterations, gdp_delta, gdp_epsilon, pe_epsilon, pe_noise_multiplier
 
@@ -357,7 +357,7 @@ class PrivateEvolution:
                 "'other' first, or fit without labels."
             )
         index = {name: i for i, name in enumerate(names)}
-        groups = np.array([index.get(str(value), -1) if _present(value) else -1 for value in values], dtype=np.int64)
+        groups = np.array([index.get(str(value), -1) if present(value) else -1 for value in values], dtype=np.int64)
         return groups, names
 
     def _warn_noise(self, sigma: float, total: float, budget: Budget) -> None:
@@ -489,10 +489,6 @@ class PrivateEvolution:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
 
 
 def _clean_texts(texts: Sequence[Any] | pd.Series) -> tuple[list[str], np.ndarray]:

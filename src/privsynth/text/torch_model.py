@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from privsynth.errors import ParameterError
-from privsynth.text.model_files import smollm2_gguf
+from privsynth.text.model_files import offline, smollm2_gguf
 
 __all__ = ["cache_dir", "load_causal_lm", "model_cache_path"]
 
@@ -54,11 +54,6 @@ def model_cache_path(gguf: Path | None = None) -> Path:
     return cache_dir() / "models" / f"{gguf.stem}-{_sha256(gguf, stat.st_size, stat.st_mtime_ns)[:16]}"
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
 def load_causal_lm(gguf: Path | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)``: a fresh float32 ``transformers`` causal LM in eval mode, and its tokenizer.
 
@@ -66,7 +61,7 @@ def load_causal_lm(gguf: Path | None = None) -> tuple[Any, Any]:
     are shared, through the disk cache (see the module docstring). The tokenizer gets a padding token (the
     end-of-sequence token) when the model has none, and pads on the right.
     """
-    _offline()
+    offline()
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:

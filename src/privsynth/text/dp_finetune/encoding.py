@@ -8,15 +8,14 @@ learned from keeps its place (under DP it is still a record of the fit) with no 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import torch
 
 from privsynth.errors import DataError, ParameterError
+from privsynth.text._dp import present
 
 __all__ = [
     "TEXT_HEAD",
@@ -133,11 +132,7 @@ def private_labels(labels: Sequence[Any], allowed: Sequence[str], n: int) -> lis
     if len(values) != n:
         raise ParameterError("labels and texts differ in length: give exactly one label per text")
     known = set(allowed)
-    return [str(value) if _present(value) and str(value) in known else None for value in values]
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
+    return [str(value) if present(value) and str(value) in known else None for value in values]
 
 
 def check_labels(labels: Sequence[Any], allowed: Sequence[str], n: int) -> list[str]:
