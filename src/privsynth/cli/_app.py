@@ -24,6 +24,7 @@ from rich.progress import (
 
 from privsynth import progress
 from privsynth.data.datasets import DATASETS, bundled_schema, load_dataset
+from privsynth.data.profile import infer_source_schema
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, frame_source, load_source
 from privsynth.errors import ParameterError
@@ -94,11 +95,12 @@ def open_data(
 
 
 def infer_schema(data: str, source: Source) -> Schema:
-    """The schema proposed for DATA: inferred from its first 100,000 rows, with the category sets a bundled
-    dataset's documentation publishes declared public."""
+    """The schema proposed for DATA (:func:`privsynth.data.profile.infer_source_schema`: a table over 100,000
+    rows by a uniform sample and aggregates), with the category sets a bundled dataset's documentation publishes
+    declared public."""
     if is_bundled(data):
         return bundled_schema(data, source.head(100_000))
-    return Schema.infer(source.head(100_000))
+    return infer_source_schema(source)
 
 
 @contextmanager

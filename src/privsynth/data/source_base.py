@@ -19,7 +19,6 @@ import pandas as pd
 import sqlalchemy as sa
 
 from privsynth.data.binning import OUTSIDE, Binning
-from privsynth.data.workload import counts_many
 from privsynth.errors import DataError, ParameterError
 
 __all__ = ["Source", "digest", "first_line", "storage_kind"]
@@ -57,6 +56,9 @@ class Source(ABC):
 
         A function of the private rows: keep it on the custodian's side (the ledger stores only a keyed hash of
         it); never put it in a DP release."""
+
+    workload_batch: int = 64
+    """How many marginals :func:`privsynth.data.workload.counts_many` asks this engine for in one scan."""
 
     declares_types: bool = True
     """Whether :meth:`storage_types` are declared by the storage (Parquet, a database, a typed frame) rather than
@@ -120,17 +122,6 @@ class Source(ABC):
                     kept.loc[last.index.to_numpy(), column] = chunk[column].iloc[last.to_numpy()].to_numpy()
                 seen += len(chunk)
         return kept.reset_index(drop=True) if kept is not None else self._empty(self.columns)
-
-    def counts_many(
-        self,
-        marginals: Sequence[Sequence[str]],
-        binnings: Mapping[str, Binning],
-        *,
-        outside: str = "error",
-    ) -> list[np.ndarray]:
-        """The contingency table of each marginal, as :meth:`counts` gives it, from one scan of the table per
-        batch of marginals (``GROUPING SETS``, :func:`privsynth.data.workload.counts_many`)."""
-        return counts_many(self, marginals, binnings, outside=outside)
 
     def counts(
         self,

@@ -5,8 +5,8 @@ One ``GROUP BY`` per marginal reads the table once per marginal; on a warehouse 
 every column is binned once in a subquery, and one ``GROUP BY GROUPING SETS ((a, b), (b, c), ...)`` returns the
 cells of all the marginals together, each row tagged by ``GROUPING(column)`` flags that say which marginal it
 belongs to. DuckDB, PostgreSQL and Spark all run it in one pass over the rows; the sets go in batches of
-:data:`BATCH` so no engine's limit on grouping sets (PostgreSQL: 4,096) or on the rows Spark's ``Expand`` makes per
-input row is reached.
+:attr:`Source.workload_batch` so no engine's limit on grouping sets (PostgreSQL: 4,096) or on the rows Spark's
+``Expand`` makes per input row is reached.
 
 Each table equals what :meth:`Source.counts` gives for the same columns and binnings (the tests check it).
 """
@@ -14,19 +14,13 @@ Each table equals what :meth:`Source.counts` gives for the same columns and binn
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
 
 from privsynth.data.binning import OUTSIDE, Binning
+from privsynth.data.source_base import Source
 from privsynth.errors import DataError, ParameterError
-
-if TYPE_CHECKING:
-    from privsynth.data.source_base import Source
-
-BATCH = 64
-"""Marginals per query. Spark's plan copies each row once per grouping set, so its cost grows with the batch."""
 
 
 def counts_many(
@@ -35,17 +29,19 @@ def counts_many(
     binnings: Mapping[str, Binning],
     *,
     outside: str = "error",
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> list[np.ndarray]:
     """The contingency table of each marginal in ``marginals`` (as :meth:`Source.counts` would give it), from
     ``ceil(len / batch)`` queries instead of one per marginal.
 
     ``binnings`` gives each column's binning (one per column across the marginals, as in a synthesizer's domain).
     ``outside`` is as for :meth:`Source.counts`: ``"drop"`` leaves out, per marginal, the rows with a value that
-    fits no cell of that marginal's columns.
+    fits no cell of that marginal's columns. ``batch`` marginals go in one query (default: the engine's
+    ``workload_batch``).
     """
     if outside not in ("error", "drop"):
         raise ParameterError(f"outside must be 'error' or 'drop', not {outside!r}")
+    batch = source.workload_batch if batch is None else batch
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ParameterError(f"batch must be a positive integer, not {batch!r}")
     wanted = [tuple(m) for m in marginals]

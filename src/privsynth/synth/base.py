@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import numpy as np
 import pandas as pd
 
+from privsynth.data.profile import infer_source_schema
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import DuckDBSource, Source, load_source
 from privsynth.errors import DataError, ParameterError, PrivsynthError
@@ -281,10 +282,12 @@ def read_model_file(path: str | Path, kind: type) -> Any:
 
 
 def infer_schema(data: Source | pd.DataFrame | str | Path, rows: int = 100_000) -> Schema:
-    """Propose a schema from a frame as given (keeping its dtypes), or from the first ``rows`` of a source."""
+    """Propose a schema from a frame as given (keeping its dtypes), or from a source: whole when it has ``rows``
+    rows or fewer, else kinds from a uniform sample and domains from aggregates over every row
+    (:func:`privsynth.data.profile.infer_source_schema`)."""
     if isinstance(data, pd.DataFrame):
         return Schema.infer(data)
-    return Schema.infer(load_source(data).head(rows))
+    return infer_source_schema(load_source(data), rows)
 
 
 def _condition_value(column: Column, value: Any, *, show_domain: bool = True) -> Any:
