@@ -276,12 +276,17 @@ def test_every_spend_is_in_the_ledger_with_the_column_named(
     ]
     for name in schema.names:
         mine = [e for e in entries if f"domain of '{name}'" in e.purpose]
-        assert len(mine) == (1 if schema[name].kind is Kind.CATEGORICAL else 2), name
+        # a numeric column: bounds, bins, then its spikes' values or its bins measured again; a categorical
+        # column: one pass of key discovery, or two when its first left rows unexplained
+        assert len(mine) in ((1, 2) if schema[name].kind is Kind.CATEGORICAL else (3,)), name
     discovery = [e for e in entries if "categories" in e.purpose]
     assert all("gaussian_threshold(" in e.mechanism and "delta=" in e.mechanism for e in discovery)
     assert sum(Fraction(e.rho) for e in entries) <= Fraction(0.02)
     assert spender.spent == pytest.approx(0.02, rel=1e-12)
-    assert spender.spent_delta == pytest.approx(1e-7, rel=1e-12)
+    # the discovery delta, or half of it when two columns or more had a first pass and none needed a second
+    first = [e for e in discovery if "second pass" not in e.purpose]
+    whole = len(first) == 1 or len(discovery) > len(first)
+    assert spender.spent_delta == pytest.approx(1e-7 if whole else 0.5e-7, rel=1e-12)
     ledger.close()
 
 
@@ -292,9 +297,10 @@ def test_the_accountant_never_exceeds_its_budget(nass_source: Source, nass_schem
     learn_domains(nass_source, schema, spender, rho=budget.rho)
     assert sum(Fraction(c.rho) for c in spender.charges) <= Fraction(budget.rho)
     assert sum(Fraction(c.delta) for c in spender.charges) <= Fraction(budget.approx_delta)
+    charges = len(spender.charges)
     with pytest.raises(BudgetExceeded, match="Nothing was spent"):
         learn_domains(nass_source, schema, spender, rho=1e-4)
-    assert len(spender.charges) == len(schema) + 3  # one per categorical, two per numeric; the refusal added none
+    assert len(spender.charges) == charges  # the refusal added none
 
 
 # ---- sources ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ with a purpose naming the column. Everything after the two histograms is post-pr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -38,8 +39,18 @@ __all__ = ["LearnedBins", "learn_bins", "numeric_binning"]
 BOUNDS_QUANTILE = 0.005
 """Learned bounds are the grid cells holding this noisy quantile and its mirror: 0.5% and 99.5%."""
 
-STAGE_SHARES = (0.25, 0.75)
-"""A numeric column's share of rho, split between the coarse histogram (bounds) and the fine one (bins)."""
+STAGE_SHARES = (0.25, 0.65, 0.1)
+"""A numeric column's share of rho, split between the coarse histogram (bounds), the fine one (bins) and the
+search for the exact value of each spike (:func:`_with_points`), or, without a spike, a second measurement of
+the fine histogram."""
+
+SPIKE_PARTS = 4096
+"""Parts the spike cells are split into to find the value each spike's rows share (a 0.4-wide cell into parts
+of 1e-4: the roundest number in the heaviest part is then the recorded value)."""
+
+SPIKE_SHARE = 0.8
+"""A spike's heaviest part is its point when it holds this share of the cell's noisy mass: a point, not a dense
+stretch of values."""
 
 MAX_FINE_CELLS = 512
 """Most cells of the fine histogram of a numeric column (a SQL CASE of that many branches), except for integer
@@ -169,15 +180,16 @@ def learn_bins(
     bounds: tuple[float, float] | None = None,
 ) -> LearnedBins:
     """Bounds (or the public ``bounds``, as numbers: nanoseconds for datetimes) from a coarse noisy histogram,
-    then about ``bins`` quantile bins from a fine one. Cost: ``rho``, split by :data:`STAGE_SHARES` (all on the
-    fine one for integer public bounds of at most :data:`MAX_INTEGER_CELLS` values; the fine share is left
-    unspent when the coarse histogram finds nothing above the noise)."""
+    then about ``bins`` quantile bins from a fine one, then the value each spike's rows share (a fine cell with a
+    bin's worth of mass) or, without a spike, the fine histogram again. Cost: ``rho``, split by
+    :data:`STAGE_SHARES` (all on the fine one for integer public bounds of at most :data:`MAX_INTEGER_CELLS`
+    values; the last two shares are left unspent when the coarse histogram finds nothing above the noise)."""
     name, kind = column.name, column.kind
-    rho_coarse, rho_fine = split_exactly(rho, STAGE_SHARES)
+    rho_coarse, rho_fine, rho_point = split_exactly(rho, STAGE_SHARES)
     warnings: list[str] = []
     if bounds is not None and kind is Kind.INTEGER and bounds[1] - bounds[0] + 1 <= MAX_INTEGER_CELLS:
         low, top = bounds[0], bounds[1] + 1  # one fine cell per integer: no coarse stage needed
-        fine, rho_fine, learned = np.arange(low, top + 1), rho, "public bounds"
+        fine, rho_fine, rho_point, learned = np.arange(low, top + 1), rho, 0.0, "public bounds"
     else:
         grid = _grid(kind)
         if bounds is not None:
@@ -208,12 +220,58 @@ def learn_bins(
     measured = _padded(fine, kind) if bounds is not None else fine
     purpose = f"domain of '{name}': quantile bins (noisy {len(fine) - 1}-cell histogram)"
     histogram = _measure(source, column, measured, rho_fine, accountant, purpose)
-    weights = histogram.pooled_weights(FALSE_CELL_RATE)
     if bounds is not None:
         warnings += _outside_warning(column, histogram, histogram.weights())
+    shaped = _shape(histogram, fine, column, bins, bounds, top)
+    cost = f"{learned}; {shaped.shape} from rho={rho_fine:.4g} on a noisy {len(measured) - 1}-cell histogram"
+    if rho_point > 0:
+        spikes = _spike_cells(shaped.fine, shaped.weights, bins, kind)
+        if spikes:
+            within, found = _with_points(source, column, accountant, rho_point, shaped, spikes, histogram.sigma)
+            cost += f"; {found} of {len(spikes)} spike(s) located at a point with rho={rho_point:.4g}"
+            shaped = dataclasses.replace(shaped, within=within)
+        else:
+            purpose = f"domain of '{name}': quantile bins, measured again (no spike to locate)"
+            again = _measure(source, column, measured, rho_point, accountant, purpose)
+            shaped = _shape(_pooled(histogram, again), fine, column, bins, bounds, top)
+            cost = (
+                f"{learned}; {shaped.shape} from rho={rho_fine + rho_point:.4g} on a noisy "
+                f"{len(measured) - 1}-cell histogram (measured twice)"
+            )
+    return LearnedBins(numeric_binning(shaped.edges, column), shaped.within, cost, (*warnings, *shaped.warnings))
+
+
+@dataclass(frozen=True)
+class _Shaped:
+    """Bins made from a fine histogram (post-processing): edges, the fine cells and their weights, what
+    decoding samples inside a bin (``within``), a description, and warnings."""
+
+    edges: np.ndarray
+    fine: np.ndarray
+    weights: np.ndarray
+    within: tuple[np.ndarray, np.ndarray] | None
+    shape: str
+    warnings: tuple[str, ...]
+
+
+def _shape(
+    histogram: _Histogram,
+    fine: np.ndarray,
+    column: Column,
+    bins: int,
+    bounds: tuple[float, float] | None,
+    top: float,
+) -> _Shaped:
+    """Quantile bins (one cell per value for a few integers, one cell for a constant column) from the fine
+    histogram over ``fine`` (padded by a cell each side when ``bounds`` are public)."""
+    name, kind = column.name, column.kind
+    warnings: list[str] = []
+    weights = histogram.pooled_weights(FALSE_CELL_RATE)
+    if bounds is not None:
         weights = np.concatenate([[weights[0] + weights[1]], weights[2:-2], [weights[-2] + weights[-1]]])
         if weights.sum() <= 0:
             warnings.append(_empty_warning(name, histogram))
+    within: tuple[np.ndarray, np.ndarray] | None
     if bounds is None and kind is Kind.INTEGER and len(fine) - 1 <= bins:
         # A few integer values: one cell per value, the learned range trimmed to the values seen above the noise.
         seen = np.flatnonzero(weights)
@@ -229,12 +287,95 @@ def learn_bins(
         # The rest is noise (or too few rows to model): one bin, the heavy fine cell, decoded inside that cell.
         heavy = int(np.argmax(weights))
         edges, within, shape = fine[heavy : heavy + 2], None, "one cell (a constant column)"
+        fine, weights = fine[heavy : heavy + 2], weights[heavy : heavy + 1]
         warnings.append(
             f"column '{name}' has (nearly) a single value: {CONSTANT_SHARE:.0%} of its noisy mass or more lies in "
             "one cell; it is kept as a constant column"
         )
-    cost = f"{learned}; {shape} from rho={rho_fine:.4g} on a noisy {len(measured) - 1}-cell histogram"
-    return LearnedBins(numeric_binning(edges, column), within, cost, tuple(warnings))
+    return _Shaped(edges, fine, weights, within, shape, tuple(warnings))
+
+
+def _pooled(first: _Histogram, second: _Histogram) -> _Histogram:
+    """Two noisy measurements of the same cells as one: weighted by their inverse variances (post-processing)."""
+    a, b = 1 / first.sigma**2, 1 / second.sigma**2
+    noisy = (a * first.noisy + b * second.noisy) / (a + b)
+    missing = None
+    if first.missing is not None and second.missing is not None:
+        missing = round((a * first.missing + b * second.missing) / (a + b))
+    return _Histogram(noisy=noisy, missing=missing, sigma=1 / math.sqrt(a + b))
+
+
+def _spike_cells(fine: np.ndarray, weights: np.ndarray, bins: int, kind: Kind) -> list[int]:
+    """Fine cells holding a bin's worth of noisy mass or more, wider than one value (a value many rows share
+    may sit anywhere inside them); datetimes are left out."""
+    total = float(weights.sum())
+    if total <= 0 or kind is Kind.DATETIME or len(weights) < 1:
+        return []
+    heavy = np.flatnonzero(weights >= total / bins)
+    wide = (fine[heavy + 1] - fine[heavy]) > (1.0 if kind is Kind.INTEGER else 0.0)
+    return [int(i) for i in heavy[wide]]
+
+
+def _with_points(
+    source: Source,
+    column: Column,
+    accountant: Accountant,
+    rho: float,
+    shaped: _Shaped,
+    spikes: list[int],
+    fine_sigma: float,
+) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """The fine histogram with each spike cell ``[a, b)`` split around the point ``v`` its rows share, when one
+    is found: ``[a, v)``, ``[v, v]`` (which decodes to ``v`` exactly) and ``[v, b)``.
+
+    One noisy histogram (cost ``rho``, sensitivity 1: the parts of all spike cells, the gaps between them and a
+    cell each side are one partition of the line) splits every spike cell into equal parts, at most
+    :data:`SPIKE_PARTS` in all. A spike's heaviest part is its point when it holds :data:`SPIKE_SHARE` of the
+    cell's noisy mass from the fine histogram (up to three standard deviations of both noises) and rises five
+    above 0; the point is the roundest number (fewest decimals) in that part: recorded values are round, so it
+    is the value the rows share (post-processing).
+    """
+    kind = column.kind
+    per_spike = max(2, SPIKE_PARTS // len(spikes))
+    parts = []
+    for i in spikes:
+        cut = np.linspace(shaped.fine[i], shaped.fine[i + 1], per_spike + 1)
+        parts.append(np.unique(np.round(cut)) if kind is Kind.INTEGER else cut)
+    edges = np.unique(np.concatenate(parts))
+    purpose = f"domain of '{column.name}': the value a spike's rows share ({len(spikes)} spike(s), noisy histogram)"
+    histogram = _measure(source, column, _padded(edges, kind), rho, accountant, purpose)
+    noisy = histogram.noisy[1:-1]
+    out_edges, out_weights, found = [float(shaped.fine[0])], [], 0
+    for i, weight in enumerate(shaped.weights):
+        low, high = float(shaped.fine[i]), float(shaped.fine[i + 1])
+        point, peak = None, 0.0
+        if i in spikes:
+            inside = np.flatnonzero((edges[:-1] >= low) & (edges[1:] <= high))
+            heaviest = int(inside[np.argmax(noisy[inside])])
+            peak = float(noisy[heaviest])
+            noise = 3 * math.hypot(histogram.sigma, fine_sigma)
+            if peak >= 5 * histogram.sigma and peak >= SPIKE_SHARE * float(weight) - noise:
+                point = _roundest(float(edges[heaviest]), float(edges[heaviest + 1]), kind)
+        if point is None:
+            out_edges.append(high)
+            out_weights.append(float(weight))
+            continue
+        found += 1
+        rest = float(weight) - min(max(peak, 0.0), float(weight))
+        left = rest / 2 if point > low else 0.0
+        out_edges += [point, point, high]
+        out_weights += [left, float(weight) - rest, rest - left]
+    return (np.array(out_edges), np.clip(np.array(out_weights), 0.0, None)), found
+
+
+def _roundest(low: float, high: float, kind: Kind) -> float:
+    """The number with the fewest decimals in ``[low, high)`` (its lower end when none has 12 or fewer)."""
+    for decimals in range(-6, 13):
+        scale = 10.0**decimals
+        candidate = math.ceil(low * scale) / scale
+        if low <= candidate < high:
+            return float(round(candidate, max(decimals, 0)))
+    return low
 
 
 def _grid(kind: Kind) -> np.ndarray:

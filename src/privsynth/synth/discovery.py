@@ -21,7 +21,17 @@ from privsynth.data.schema import Column
 from privsynth.data.sources import Source
 from privsynth.privacy.accountant import Accountant
 
-__all__ = ["MAX_CATEGORIES", "MIN_CATEGORY_SHARE", "DiscoveredKeys", "discover"]
+__all__ = [
+    "MAX_CATEGORIES",
+    "MIN_CATEGORY_SHARE",
+    "MISSING_KEY",
+    "DiscoveredKeys",
+    "discover",
+    "key_counts",
+    "keys_of",
+    "pooled_keys",
+    "release_keys",
+]
 
 MIN_CATEGORY_SHARE = 0.005
 """Released categories whose noisy count is below this share of the released total merge into ``other``."""
@@ -29,7 +39,8 @@ MIN_CATEGORY_SHARE = 0.005
 MAX_CATEGORIES = 100
 """At most this many categories keep a cell of their own; the rest merge into ``other``, with a warning."""
 
-_MISSING_KEY = "missing"  # the key of missing values in key discovery; the key of a value is "=" + its repr
+MISSING_KEY = "missing"
+"""The key of missing values in key discovery; the key of a value is ``"="`` + its repr."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,18 @@ def discover(
     Sensitivity: one record adds one to one key's count (L2 sensitivity 1; the missing cell, when the column is
     nullable, is a key like the others). Cost: ``rho`` and ``delta``, both spent through ``accountant``.
     """
-    from privsynth.privacy.mechanisms import gaussian_threshold_mechanism
+    table, values = key_counts(source, column)
+    released = release_keys(table, column, accountant, rho, delta)
+    return keys_of(column, released, values, f"rho={rho:.4g}, delta={delta:.3g}", min_share, max_categories)
 
-    name = column.name
+
+def key_counts(source: Source, column: Column) -> tuple[dict[str, int], dict[str, Any]]:
+    """The exact count of each key of ``column`` (private: only :func:`release_keys` may read it) and the value
+    each key stands for. Missing values are one key when the column is nullable, else not counted."""
     table: dict[str, int] = {}
     values: dict[str, Any] = {}
     missing = 0
-    for value, count in source.value_counts(name):
+    for value, count in source.value_counts(column.name):
         if is_missing(value):
             missing += count
             continue
@@ -73,11 +89,46 @@ def discover(
         values.setdefault(key, value)
     # A DP fit never fails on the data: without a missing cell, missing values are simply not counted.
     if column.nullable:
-        table[_MISSING_KEY] = missing  # always present: whether the key exists depends on the schema only
-    released = gaussian_threshold_mechanism(
-        table, rho=rho, delta=delta, accountant=accountant, purpose=f"domain of '{name}': categories (DP key discovery)"
+        table[MISSING_KEY] = missing  # always present: whether the key exists depends on the schema only
+    return table, values
+
+
+def release_keys(
+    table: dict[str, int], column: Column, accountant: Accountant, rho: float, delta: float, *, again: bool = False
+) -> dict[str, int]:
+    """One run of the Gaussian threshold mechanism over the exact key counts ``table``: the released keys with
+    their noisy counts. Sensitivity 1 (one record, one key); cost ``rho`` and ``delta``."""
+    from privsynth.privacy.mechanisms import gaussian_threshold_mechanism
+
+    what = "DP key discovery, second pass" if again else "DP key discovery"
+    return gaussian_threshold_mechanism(
+        table, rho=rho, delta=delta, accountant=accountant, purpose=f"domain of '{column.name}': categories ({what})"
     )
-    noisy_missing = released.pop(_MISSING_KEY, None)
+
+
+def pooled_keys(first: dict[str, int], rho_first: float, second: dict[str, int], rho_second: float) -> dict[str, int]:
+    """Two releases of the same key counts as one (post-processing): every key either released, a key released
+    twice at the inverse-variance weighted mean of its noisy counts (variance 1 / (2 rho) each)."""
+    out = dict(first)
+    for key, count in second.items():
+        out[key] = (
+            round((rho_first * first[key] + rho_second * count) / (rho_first + rho_second)) if key in first else count
+        )
+    return out
+
+
+def keys_of(
+    column: Column,
+    released: dict[str, int],
+    values: dict[str, Any],
+    spent: str,
+    min_share: float = MIN_CATEGORY_SHARE,
+    max_categories: int = MAX_CATEGORIES,
+) -> DiscoveredKeys:
+    """The domain from released keys (post-processing): frequent ones keep a cell, the others go to ``other``."""
+    name = column.name
+    released = dict(released)
+    noisy_missing = released.pop(MISSING_KEY, None)
     ranked = sorted(released.items(), key=lambda item: (-item[1], item[0]))
     total = sum(count for _, count in ranked)
     frequent = [(key, count) for key, count in ranked if count >= min_share * total]
@@ -116,7 +167,7 @@ def discover(
         other_values=tuple(values[key] for key, _ in merged),
         other_weights=tuple(float(count) for _, count in merged),
         cost=(
-            f"categories by DP key discovery (rho={rho:.4g}, delta={delta:.3g}): {len(ranked)} released, "
+            f"categories by DP key discovery ({spent}): {len(ranked)} released, "
             f"{len(kept)} kept, {len(merged)} merged into 'other'"
         ),
         warnings=tuple(warnings),

@@ -38,10 +38,19 @@ from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source
 from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.accountant import Accountant
-from privsynth.privacy.budget import check_positive, fits_within, split_exactly
+from privsynth.privacy.budget import check_positive, fits_within, gaussian_sigma, split_exactly
 from privsynth.progress import report
 from privsynth.synth.bounds import LearnedBins, learn_bins, numeric_binning
-from privsynth.synth.discovery import MAX_CATEGORIES, MIN_CATEGORY_SHARE, DiscoveredKeys, discover
+from privsynth.synth.discovery import (
+    MAX_CATEGORIES,
+    MIN_CATEGORY_SHARE,
+    DiscoveredKeys,
+    discover,
+    key_counts,
+    keys_of,
+    pooled_keys,
+    release_keys,
+)
 from privsynth.synth.restore import restore_dtype
 
 __all__ = [
@@ -329,13 +338,19 @@ def learn_domains(
             logger.info("no preprocessing budget: columns %s get uniform bins inside their public bounds", paid)
         paid = []
     shares, deltas = _shares(plans, paid, accountant, rho, delta)
+    probed: dict[str, _Probe] = {}
+    if accountant is not None and sum(plans[name] == "categories" for name in shares) >= 2:
+        probed, shares = _probe(source, schema, accountant, plans, shares, deltas)
     domains: dict[str, ColumnDomain] = {}
     for done, column in enumerate(schema):
         report("learning column domains", done, len(schema), column.name)
         free = public_domain(column, bins)
         if accountant is not None and column.name in shares:
             share = shares[column.name]
-            if plans[column.name] == "categories":
+            if column.name in probed:
+                keys = probed[column.name].finish(accountant, share, min_category_share, max_categories)
+                domain = _of_keys(column, keys)
+            elif plans[column.name] == "categories":
                 keys = discover(
                     source, column, accountant, share, deltas[column.name], min_category_share, max_categories
                 )
@@ -454,6 +469,109 @@ def _shares(
             zip(discover, split_exactly(available, [Fraction(1, len(discover))] * len(discover)), strict=True)
         )
     return dict(zip(paid, split_exactly(rho, [Fraction(1, len(paid))] * len(paid)), strict=True)), deltas
+
+
+PROBE_SHARE = 0.25
+"""The part of its equal share a categorical column spends on a first pass of key discovery; what the first
+passes leave unexplained decides where the rest of the categorical columns' shares goes (:func:`_probe`)."""
+
+NUMERIC_NEED = 0.1
+"""In that split, a numeric column weighs as much as a categorical column whose first pass left this share of
+the rows in values it did not release."""
+
+MIN_UNEXPLAINED = 0.01
+"""A categorical column whose first pass left less than this share of the rows unexplained gets no second pass."""
+
+
+@dataclass
+class _Probe:
+    """A categorical column after the first pass of key discovery: its exact key counts (private, kept for the
+    second pass only), the keys released with their noisy counts, and the delta left for a second pass."""
+
+    column: Column
+    table: dict[str, int]
+    values: dict[str, Any]
+    released: dict[str, int]
+    rho: float
+    delta: float
+    delta_again: float = 0.0
+
+    def finish(self, accountant: Accountant, rho: float, min_share: float, max_categories: int) -> DiscoveredKeys:
+        """The column's domain: the first pass's keys, joined with a second pass's when ``rho`` is given one."""
+        released, spent = self.released, f"rho={self.rho:.4g}, delta={self.delta:.3g}"
+        if rho > 0:
+            again = release_keys(self.table, self.column, accountant, rho, self.delta_again, again=True)
+            released = pooled_keys(released, self.rho, again, rho)
+            spent = f"two passes: rho={self.rho:.4g} + {rho:.4g}, delta={self.delta:.3g} + {self.delta_again:.3g}"
+        return keys_of(self.column, released, self.values, spent, min_share, max_categories)
+
+
+def _probe(
+    source: Source,
+    schema: Schema,
+    accountant: Accountant,
+    plans: Mapping[str, str],
+    shares: Mapping[str, float],
+    deltas: Mapping[str, float],
+) -> tuple[dict[str, _Probe], dict[str, float]]:
+    """Budget by need: a first pass of key discovery on every categorical column, then the rest of their shares
+    split by what it left unexplained; returns the probes and each column's rho from here on.
+
+    Each categorical column spends :data:`PROBE_SHARE` of its share and half of its delta on a first pass. The
+    number of rows is estimated by the largest noisy total a first pass released (a column with few, frequent
+    values releases them all); a column's unexplained share is the part of that estimate its own released keys do
+    not hold. The rest of the categorical shares is split among the numeric columns (weight
+    :data:`NUMERIC_NEED` each) and the categorical columns with :data:`MIN_UNEXPLAINED` or more unexplained, more
+    than three standard deviations of the two totals' noise (weight: that share), which run a second pass with it
+    and an equal part of the halves of delta the first passes left (left unspent when no column needs one); a
+    column of a few frequent values is done after its first pass, and what it does not need goes where values
+    are missing or bounds are to be found. Equal shares when nothing weighs anything. All of it is
+    post-processing of noisy outputs, and the rho spent is the same: the shares are exact fractions of the rest
+    (rounded down).
+    """
+    categorical = [name for name in shares if plans[name] == "categories"]
+    probes: dict[str, _Probe] = {}
+    rest, delta_rest = Fraction(0), Fraction(0)
+    for name in categorical:
+        first, second = split_exactly(shares[name], [Fraction(PROBE_SHARE), 1 - Fraction(PROBE_SHARE)])
+        delta, delta_second = split_exactly(deltas[name], [Fraction(1, 2), Fraction(1, 2)])
+        delta_rest += Fraction(delta_second)
+        table, values = key_counts(source, schema[name])
+        released = release_keys(table, schema[name], accountant, first, delta)
+        probes[name] = _Probe(schema[name], table, values, released, first, delta)
+        rest += Fraction(second)
+    rows = max(sum(p.released.values()) for p in probes.values())
+    weights: dict[str, Fraction] = {name: Fraction(NUMERIC_NEED) for name in shares if name not in probes}
+    top = max(probes.values(), key=lambda p: sum(p.released.values()))
+    for name, probe in probes.items():
+        unexplained = max(rows - sum(probe.released.values()), 0)
+        # the two totals' noise: what a column of frequent values alone would leave "unexplained" (3 sd)
+        noise = 3 * gaussian_sigma(probe.rho, 1.0) * math.sqrt(len(probe.released) + len(top.released))
+        share = unexplained / rows if rows > 0 else 0.0
+        weights[name] = Fraction(share) if share >= MIN_UNEXPLAINED and unexplained > noise else Fraction(0)
+    total = sum(weights.values(), Fraction(0))
+    if total == 0:
+        weights, total = {name: Fraction(1) for name in probes}, Fraction(len(probes))
+    named = [name for name, weight in weights.items() if weight > 0]
+    extra = dict(zip(named, split_exactly(_floor(rest), [weights[n] / total for n in named]), strict=True))
+    out = {
+        name: extra.get(name, 0.0)
+        if name in probes
+        else _floor(Fraction(shares[name]) + Fraction(extra.get(name, 0.0)))
+        for name in shares
+    }
+    again = [name for name in probes if out[name] > 0]
+    if again:
+        split = split_exactly(_floor(delta_rest), [Fraction(1, len(again))] * len(again))
+        for name, delta in zip(again, split, strict=True):
+            probes[name] = dataclasses.replace(probes[name], delta_again=delta)
+    return probes, out
+
+
+def _floor(value: Fraction) -> float:
+    """The largest float not above ``value``: a sum of shares never rounds up past what it adds."""
+    nearest = float(value)
+    return math.nextafter(nearest, 0.0) if Fraction(nearest) > value else nearest
 
 
 def _warn(domain: ColumnDomain, *messages: str) -> ColumnDomain:

@@ -153,19 +153,21 @@ class MarginalMethod(Synthesizer):
         columns = list(self.domains_)
         fixed = {c: self.domains_[c].cell_of(v) for c, v in conditions.items()}
         evidence: dict[str, list[int]] = {}
-        for column in columns:
+        blanks: dict[int, int] = {}
+        for j, column in enumerate(columns):
             mapping = self.compression_.get(column, np.arange(self.domains_[column].size))
             if column in fixed:
                 evidence[column] = [int(mapping[fixed[column]])]
             elif (blank := _blank_cell(self.domains_[column])) is not None:
-                # Never draw a cell that decodes to no value (see _blank_cell), unless nothing else is left.
-                allowed = sorted(set(mapping[np.arange(len(mapping)) != blank].tolist()))
-                if allowed and len(allowed) < int(mapping.max()) + 1:
-                    evidence[column] = allowed
+                cell = int(mapping[blank])
+                if int((mapping == cell).sum()) == 1 and int(mapping.max()) > 0:
+                    blanks[j] = cell  # a merged cell holding it never decodes to it (see _decompress)
         try:
             cells = self.model_.sample(n, rng, evidence)
         except ValueError:
             raise DataError(f"the model gives the conditions {dict(conditions)} probability zero") from None
+        for j, cell in blanks.items():
+            _redraw_blank(self.model_, cells, columns, j, cell, rng)
         for j, column in enumerate(columns):
             if column in fixed:
                 cells[:, j] = fixed[column]
@@ -287,6 +289,44 @@ def _blank_cell(domain: ColumnDomain) -> int | None:
     if isinstance(binning, Categories) and binning.other_index is not None and not domain.other_values:
         return binning.other_index
     return None
+
+
+def _redraw_blank(
+    model: _pgm.Model, cells: np.ndarray, columns: list[str], j: int, blank: int, rng: np.random.Generator
+) -> None:
+    """Rows drawn in column ``j``'s ``blank`` model cell (see :func:`_blank_cell`) get another cell, drawn from
+    the model's distribution of that column given the rest of the row (post-processing).
+
+    The model's log-density is the sum of its clique potentials, so the column given all the others is a softmax
+    over the potentials that hold it. Conditioning the whole draw on the column avoiding that cell instead (as
+    before) biased every column associated with it: on covid_testing, a quarter of the rows sat in never-released
+    clinic names, and dropping them moved the other columns' 1-way marginals by up to 0.17.
+    """
+    hit = np.flatnonzero(cells[:, j] == blank)
+    if len(hit) == 0:
+        return
+    column = columns[j]
+    size = model.domain[column]
+    logits = np.zeros((len(hit), size))
+    for clique, table in model.potentials.items():
+        if column not in clique:
+            continue
+        others = [a for a in clique if a != column]
+        ordered = np.transpose(table, [*(clique.index(a) for a in others), clique.index(column)]).reshape(-1, size)
+        index = (
+            np.ravel_multi_index(
+                tuple(cells[hit, columns.index(a)] for a in others), tuple(model.domain[a] for a in others)
+            )
+            if others
+            else np.zeros(len(hit), dtype=np.int64)
+        )
+        logits += ordered[index]
+    logits[:, blank] = -np.inf
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    u = rng.random(len(hit))[:, None]
+    cells[hit, j] = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), size - 1)
 
 
 def _decompress(cells: np.ndarray, mapping: np.ndarray, rng: np.random.Generator, blank: int | None) -> np.ndarray:
