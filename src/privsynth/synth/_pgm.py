@@ -193,27 +193,26 @@ def _descend(
         home = min((c for c in cliques if set(m.clique) <= set(c)), key=lambda c: math.prod(shapes[c]))
         shape = tuple(domain[a] for a in m.clique)
         weights = None if m.weights is None else np.asarray(m.weights, dtype=np.float64).reshape(shape)
-        routed.append((m.clique, home, np.asarray(m.values, dtype=np.float64).reshape(shape), weights, m.sigma))
+        values = np.asarray(m.values, dtype=np.float64).reshape(shape)
+        down, back = _Reshape(home, m.clique, domain), _Reshape(m.clique, home, domain)
+        routed.append((home, down, back, values, weights, m.sigma))
         norm = 1.0 if weights is None else float(np.max(weights**2))
         blocks_l[home] = blocks_l.get(home, 0.0) + norm / m.sigma**2 * math.prod(shapes[home]) / math.prod(shape)
     alpha = 2.0 / (max(blocks_l.values()) * total)
-    tree = Model(domain, tables, total)
-    homes = {c: min((n for n in tree.cliques if set(c) <= set(n)), key=tree._size) for c in cliques}
+    calibrate = _Calibration(Model(domain, tables, total), cliques)
 
     def marginals(theta: dict[Clique, np.ndarray]) -> dict[Clique, np.ndarray]:
-        tree.potentials = theta
-        nodes = tree._calibrate({})
-        return {c: total * _transpose(_sum_to((homes[c], nodes[homes[c]]), c), c)[1] for c in cliques}
+        return {c: total * p for c, p in calibrate(theta).items()}
 
     def loss_and_gradient(mu: dict[Clique, np.ndarray]) -> tuple[float, dict[Clique, np.ndarray]]:
         loss = 0.0
         gradient = {c: np.zeros(shapes[c]) for c in cliques}
-        for clique, home, values, weights, sigma in routed:
-            fitted = _transpose(_sum_to((home, mu[home]), clique), clique)[1]
+        for home, down, back, values, weights, sigma in routed:
+            fitted = down.sum(mu[home])
             residual = ((fitted if weights is None else weights * fitted) - values) / sigma
             loss += 0.5 * float(np.vdot(residual, residual))
             slope = residual / sigma if weights is None else weights * residual / sigma
-            gradient[home] = gradient[home] + _expand((clique, slope), home)
+            gradient[home] = gradient[home] + back.expand(slope)
         return loss, gradient
 
     theta = dict(tables)
@@ -238,6 +237,90 @@ def _descend(
             if stalls >= _PATIENCE:
                 break
     return theta, blocks, loss
+
+
+class _Reshape:
+    """A table over ``source`` summed onto ``target``'s attributes (in ``target``'s order), or, for a
+    ``source`` inside ``target``, laid out to broadcast against a table over ``target``: the axes worked out
+    once, since a descent applies the same reshapes thousands of times."""
+
+    def __init__(self, source: Clique, target: Clique, domain: Mapping[str, int]) -> None:
+        self.axes = tuple(i for i, a in enumerate(source) if a not in target)
+        kept = [a for a in source if a in target]
+        inside = [a for a in target if a in source]
+        self.order = tuple(kept.index(a) for a in inside)
+        self.identity = self.order == tuple(range(len(self.order)))
+        self.shape = tuple(domain[a] if a in source else 1 for a in target)
+        self.reduced = tuple(domain[a] for a in kept)
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        out = values.sum(axis=self.axes) if self.axes else values
+        return out if self.identity else np.transpose(out, self.order)
+
+    def logsumexp(self, values: np.ndarray) -> np.ndarray:
+        """log(sum(exp(values))) onto the target, for finite ``values`` (a descent's potentials are)."""
+        if not self.axes:
+            out = values
+        else:
+            peak = values.max(axis=self.axes, keepdims=True)
+            out = (np.log(np.exp(values - peak).sum(axis=self.axes, keepdims=True)) + peak).reshape(self.reduced)
+        return out if self.identity else np.transpose(out, self.order)
+
+    def expand(self, values: np.ndarray) -> np.ndarray:
+        return (values if self.identity else np.transpose(values, self.order)).reshape(self.shape)
+
+
+class _Calibration:
+    """:meth:`Model._calibrate` (no evidence) for one junction tree, with every reshape worked out once: the
+    probability tables of ``cliques`` for any log-potentials over the tree's potentials' cliques."""
+
+    def __init__(self, tree: Model, cliques: Sequence[Clique]) -> None:
+        self.nodes = tree.cliques
+        self.shapes = {n: tuple(tree.domain[a] for a in n) for n in self.nodes}
+        homes = {c: min((n for n in self.nodes if set(c) <= set(n)), key=tree._size) for c in tree.potentials}
+        self.adds = [(c, homes[c], _Reshape(c, homes[c], tree.domain)) for c in tree.potentials]
+        self.order = tree._order
+        self.children: dict[Clique, list[Clique]] = {n: [] for n in self.nodes}
+        for node, parent in self.order:
+            if parent is not None:
+                self.children[parent].append(node)
+        d = tree.domain
+        # message node -> parent: reduce node onto the separator (node's order), then lay out in the parent
+        self.up = {
+            n: (_Reshape(n, _shared(n, p), d), _Reshape(_shared(n, p), p, d)) for n, p in self.order if p is not None
+        }
+        # message parent -> node: reduce parent onto the separator (parent's order), then lay out in the node
+        self.down = {
+            n: (_Reshape(p, _shared(p, n), d), _Reshape(_shared(p, n), n, d)) for n, p in self.order if p is not None
+        }
+        self.out = [(c, min((n for n in self.nodes if set(c) <= set(n)), key=tree._size)) for c in cliques]
+        self.reduce = {c: _Reshape(n, c, d) for c, n in self.out}
+
+    def __call__(self, potentials: Mapping[Clique, np.ndarray]) -> dict[Clique, np.ndarray]:
+        log = {n: np.zeros(shape) for n, shape in self.shapes.items()}
+        for clique, home, reshape in self.adds:
+            log[home] = log[home] + reshape.expand(potentials[clique])
+        up: dict[Clique, np.ndarray] = {}
+        for node, parent in reversed(self.order):
+            if parent is not None:
+                belief = log[node]
+                for child in self.children[node]:
+                    belief = belief + up[child]
+                reduce, lay = self.up[node]
+                up[node] = lay.expand(reduce.logsumexp(belief))
+        marginals: dict[Clique, np.ndarray] = {}
+        down: dict[Clique, np.ndarray] = {}
+        for node, parent in self.order:
+            belief = log[node] if parent is None else log[node] + down[node]
+            for child in self.children[node]:
+                belief = belief + up[child]
+            for child in self.children[node]:
+                reduce, lay = self.down[child]
+                down[child] = lay.expand(reduce.logsumexp(belief - up[child]))
+            peak = belief.max()
+            probabilities = np.exp(belief - peak)
+            marginals[node] = probabilities / probabilities.sum()
+        return {c: self.reduce[c].sum(marginals[n]) for c, n in self.out}
 
 
 def _descend_jax(
