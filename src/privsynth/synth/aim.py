@@ -177,9 +177,8 @@ class AIM(MarginalMethod):
         workload = self._workload(columns)
         candidates = _candidates(workload, columns)
         maximal = _maximal(list(workload))
-        for done, clique in enumerate(maximal):
-            report("aim", 0, rounds, f"counting workload marginal {done + 1} of {len(maximal)}")
-            counts(clique)
+        report("aim", 0, rounds, f"counting the {len(maximal)} workload marginals")
+        counts.prefetch(maximal)
         # The max_minutes clock starts after counting: the time counting takes grows with the private row
         # count, and the number of rounds (on the card) must not depend on it.
         start = _clock()

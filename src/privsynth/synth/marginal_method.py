@@ -34,6 +34,7 @@ import pandas as pd
 from privsynth.data.binning import Categories
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
+from privsynth.data.workload import counts_many
 from privsynth.errors import DataError, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
@@ -208,6 +209,21 @@ class Counts:
             table = self._source.counts(list(clique), [self._domains[c].binning for c in clique], outside="drop")
         self._cache[clique] = table
         return table
+
+    def prefetch(self, cliques: Sequence[Clique]) -> int:
+        """Count every clique not already answerable from the cache, all together: one scan of the source per
+        batch of marginals (``GROUPING SETS``, :func:`privsynth.data.workload.counts_many`) instead of one query
+        each. A clique inside another one asked for is summed from it later. Returns how many were counted."""
+        todo: dict[frozenset[str], Clique] = {}
+        for clique in cliques:
+            key = frozenset(clique)
+            if key not in todo and not any(key <= set(held) for held in self._cache):
+                todo[key] = tuple(clique)
+        maximal = [c for key, c in todo.items() if not any(key < other for other in todo)]
+        if maximal:
+            binnings = {c: self._domains[c].binning for clique in maximal for c in clique}
+            self._cache.update(zip(maximal, counts_many(self._source, maximal, binnings, outside="drop"), strict=True))
+        return len(maximal)
 
 
 def measure(

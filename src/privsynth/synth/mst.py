@@ -57,6 +57,9 @@ class MST(MarginalMethod):
         columns = counts.columns
         d = len(columns)
         steps = 2 * d + 1
+        # Every 2-way marginal (the selection scores them all) in one scan per batch; the 1-ways are sums of them.
+        report("mst", 0, steps, "counting the 2-way marginals")
+        counts.prefetch(list(itertools.combinations(columns, 2)) or [(c,) for c in columns])
         report("mst", 0, steps, "measuring 1-way marginals")
         shares = budget.split([1 / 3, 1 / 3, 1 / 3]) if d > 2 else budget.split([1 / d] * d)
         ones = measure([(c,) for c in columns], counts, shares[0], accountant)
