@@ -1,14 +1,14 @@
-"""`privsynth text generate` run as a user runs it, on a slice of the bundled tweets (real model, real ledger)."""
+"""`privsynth text generate` run as a user runs it (in-process, tests/cli_support.py), on a slice of the bundled
+tweets (real model, real ledger)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import pytest
+
+from cli_support import run_cli as run
 
 pytest.importorskip("sentence_transformers")
 
@@ -17,14 +17,6 @@ from privsynth.privacy import Ledger
 from privsynth.provenance.card import card_schema
 
 LABELS = "Twitter for Android,Twitter for iPhone"
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    code = "from privsynth.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False, env=env
-    )
 
 
 @pytest.fixture

@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("opendp")
 pytest.importorskip("opacus")
 
+from cli_support import run_cli
 from privsynth.data.datasets import load_dataset
 from privsynth.data.sources import load_source
 from privsynth.errors import PrivsynthError
@@ -165,18 +163,14 @@ def test_the_search_finds_each_kind_of_leak() -> None:
 
 
 def test_text_generate_keeps_its_report_apart_and_says_so(corpus: tuple[Path, set[str]], tmp_path: Path) -> None:
-    """`privsynth text generate` as a user runs it: the terminal, the rows and the card hold nothing of the
+    """`privsynth text generate` as a user runs it (in-process): the terminal, the rows and the card hold nothing of the
     canary, the size or a hash; the evaluation report, which does hold the exact size, is a separate custodian
     file the terminal names as such."""
     path, hashes = corpus
-    code = "from privsynth.cli import main; main()"
     args = ["text", "generate", str(path), "--text-column", "text", "--label-column", "source", "--labels"]
     args += [",".join(LABELS), "--param", "iterations=1", "--param", "population=4", "--param", "max_tokens=16"]
     args += ["--epsilon", "1", "--rows", "4", "-o", "synthetic.csv"]
-    env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env
-    )
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "custodian report" in result.stdout and "not covered by the DP guarantee" in result.stdout
     outputs = {
