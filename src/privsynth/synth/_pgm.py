@@ -159,12 +159,13 @@ def estimate(
     return model
 
 
-NUMPY_MAX_MB = 8.0
-"""Models whose junction tree holds up to this many MB (a million cells) are estimated in numpy, larger ones by
-mbi's compiled JAX steps. On a small model a numpy step costs about as much as a compiled one (about a
-millisecond on nassCDS), but compiling a new structure costs seconds, and AIM meets a new structure every
-round: compilation was 90% of an AIM fit on nassCDS. On a large model the arithmetic dominates and XLA's fused
-steps win back the compilation (``benchmarks/results/aim_speed.json``)."""
+NUMPY_MAX_MB = 0.1
+"""Models whose junction tree holds up to this many MB (13,107 cells) are estimated in numpy, larger ones by
+mbi's compiled JAX steps. AIM meets a new model structure every round, and compiling one costs seconds (90% of
+an AIM fit on nassCDS was compilation), while a numpy step on a small model costs about a millisecond, mostly
+per-clique overhead. The arithmetic of a numpy step grows with the cells about 15 times faster than a compiled
+step's, so from about this size a compilation pays for itself within a round's steps
+(``benchmarks/results/aim_speed.json``, ``engine``)."""
 
 
 def _descend(
