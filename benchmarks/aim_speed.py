@@ -82,17 +82,60 @@ def run_one(dataset: str, method: str, seed: int, epsilon: float) -> dict[str, A
     }
 
 
+def engine_costs() -> dict[str, Any]:
+    """CPU seconds of the numpy descent and of mbi's compiled steps on two made-up models (random noisy
+    marginals; only the structure matters for time): a small one like AIM's on nassCDS and one of 1.5 MB. The
+    compiled engine's first call includes compiling its program."""
+    from privsynth.synth import _pgm
+
+    rng = np.random.default_rng(0)
+    models = {}
+    small = [f"s{i}" for i in range(14)]
+    models["small (14 columns, 1,4xx cells)"] = (
+        {c: int(n) for c, n in zip(small, rng.integers(2, 12, 14), strict=True)},
+        [(c,) for c in small] + [(small[i], small[i + 1], small[i + 2]) for i in range(0, 12, 2)],
+    )
+    big = [f"b{i}" for i in range(8)]
+    models["1.5 MB (8 columns of 40 cells, 3-way cliques)"] = (
+        dict.fromkeys(big, 40),
+        [(c,) for c in big] + [(big[i], big[i + 1], big[i + 2]) for i in range(0, 6, 2)] + [(big[6], big[7])],
+    )
+    out: dict[str, Any] = {}
+    cap = _pgm.NUMPY_MAX_MB
+    try:
+        for label, (domain, cliques) in models.items():
+            measurements = [
+                _pgm.NoisyMarginal(c, rng.random(int(np.prod([domain[a] for a in c]))) * 10, 5.0) for c in cliques
+            ]
+            row: dict[str, Any] = {"model_mb": round(_pgm.model_size_mb(domain, cliques), 4)}
+            for engine, limit in (("numpy", float("inf")), ("jax", -1.0)):
+                _pgm.NUMPY_MAX_MB = limit
+                for steps in (100, 1000):
+                    start = cpu_seconds()
+                    _pgm.estimate(domain, measurements, 1e5, iters=steps)
+                    row[f"{engine}_{steps}_steps_cpu_s"] = round(cpu_seconds() - start, 2)
+            out[label] = row
+    finally:
+        _pgm.NUMPY_MAX_MB = cap
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["nassCDS", "loans", "ames"])
+    parser.add_argument("--datasets", nargs="*", default=["nassCDS", "loans", "ames"])
     parser.add_argument("--methods", nargs="+", default=["mst", "aim"])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--engine", action="store_true", help="also time the numpy and compiled descents")
     args = parser.parse_args()
     result: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {"runs": []}
     result["run"] = run_metadata()
     result["before"] = BEFORE
+    if args.engine:
+        result["engine"] = engine_costs()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
     done = {(r["dataset"], r["method"], r["seed"], r["epsilon"]) for r in result["runs"]}
     for seed in range(args.seeds):
         for dataset in args.datasets:
