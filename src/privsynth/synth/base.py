@@ -336,6 +336,7 @@ _REGISTRY: dict[str, type[Synthesizer]] = {}
 _LAZY: dict[str, tuple[str, str]] = {
     "mst": ("privsynth.synth.mst", "dp"),
     "aim": ("privsynth.synth.aim", "dp"),
+    "privbayes": ("privsynth.synth.privbayes", "dp"),
     "deep": ("privsynth.synth.deep", "deep"),
     "dp-deep": ("privsynth.synth.deep", "deep"),
 }
