@@ -103,6 +103,7 @@ class DuckDBSource(Source):
     def _run_counts(self, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
         sql = str(query.compile(dialect=_DUCKDB_DIALECT, compile_kwargs={"literal_binds": True}))
         logger.debug("counts on %s: %s", self.name, sql)
+        self.queries += 1
         return self._fetch(sql)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:

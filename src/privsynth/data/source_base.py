@@ -57,6 +57,9 @@ class Source(ABC):
         A function of the private rows: keep it on the custodian's side (the ledger stores only a keyed hash of
         it); never put it in a DP release."""
 
+    queries: int = 0
+    """Queries of counts, value counts and profiles this source has sent to its engine (for the benchmarks)."""
+
     workload_batch: int = 64
     """How many marginals :func:`privsynth.data.workload.counts_many` asks this engine for in one scan."""
 

@@ -116,8 +116,6 @@ class SparkSource(Source):
         if len(set(self._columns)) != len(self._columns):
             raise SourceError(f"{name} has two columns of the same name; rename them in Spark first")
         self._from = sa.table(self._view, *(sa.column(c) for c in self._columns))
-        self.queries = 0
-        """How many queries this source has sent to Spark (for the benchmarks' one-scan-per-workload count)."""
 
     @property
     def columns(self) -> list[str]:

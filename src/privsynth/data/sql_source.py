@@ -73,6 +73,7 @@ class SQLSource(Source):
 
     def _run_counts(self, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
         logger.debug("counts on %s: %s", self.name, query)
+        self.queries += 1
         try:
             with self._engine.connect() as con:
                 return [tuple(r) for r in con.execute(query).fetchall()]
