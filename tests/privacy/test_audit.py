@@ -1,4 +1,4 @@
-"""Privacy audit of MST and AIM by membership inference on a canary record.
+"""Privacy audit of MST, AIM and PrivBayes by membership inference on a canary record.
 
 The auditor fits the method many times on a dataset D and on D plus one canary record, scores each fitted model with a
 membership statistic, and turns the statistic's error rates into a lower bound on epsilon that holds with 95%
@@ -31,6 +31,7 @@ from privsynth.data.datasets import load_dataset
 from privsynth.data.schema import Schema
 from privsynth.privacy.mechanisms import seeded_noise
 from privsynth.synth.marginal import AIM, MST
+from privsynth.synth.privbayes import PrivBayes
 
 DELTA = 1e-6
 CONFIDENCE = 0.95
@@ -45,7 +46,7 @@ def data() -> tuple[pd.DataFrame, pd.DataFrame, Schema]:
     return base, pd.concat([base, pd.DataFrame([CANARY])], ignore_index=True), schema
 
 
-Marginal = MST | AIM
+Marginal = MST | AIM | PrivBayes
 
 
 def mst() -> Marginal:
@@ -82,7 +83,7 @@ def scores(
     for _ in range(trials):
         for frame, found in ((base, out), (with_canary, inside)):
             model = make().fit(frame, schema, epsilon=epsilon, ledger=False)
-            assert isinstance(model, MST | AIM)
+            assert isinstance(model, MST | AIM | PrivBayes)
             found.append(membership_score(model, base))
             charged.append(sum(s["rho"] for s in model.spends_ if s["purpose"].endswith(_measured(model))))
     # a Gaussian measurement of rho has 1 / sigma^2 = 2 rho: the score's variance is 1 / (2 sum of rho)
@@ -168,3 +169,18 @@ def test_aim_canary_audit_stays_below_epsilon(data: tuple[pd.DataFrame, pd.DataF
     assert _spread(out, inside) > 0.9 * claimed_sd
     leaky_out, leaky_inside, _ = scores(50.0, 60, data, aim)
     assert epsilon_lower_bound(leaky_out, leaky_inside) > 1.0
+
+
+def privbayes() -> Marginal:
+    """PrivBayes: two exponential-mechanism draws choose the network, then its conditionals are measured."""
+    return PrivBayes(numeric_bins="uniform", iters=30)
+
+
+def test_privbayes_canary_audit_stays_below_epsilon_fast(data: tuple[pd.DataFrame, pd.DataFrame, Schema]) -> None:
+    """The same audit for PrivBayes: the canary's cells in the 1-way marginals and in the network's conditionals
+    must see the noise the rho charged for them pays for. Seeded noise, as above."""
+    with seeded_noise(20):
+        out, inside, claimed_sd = scores(1.0, 20, data, privbayes)
+    assert abs(np.mean(out)) < 4 * claimed_sd / math.sqrt(20) + 1 and abs(np.mean(inside) - 1) < 4 * claimed_sd
+    assert _spread(out, inside) > 0.6 * claimed_sd
+    assert epsilon_lower_bound(out, inside) <= 1.0

@@ -1,4 +1,4 @@
-"""The DP release boundary of MST and AIM: a canary record appended to real data leaves no trace.
+"""The DP release boundary of MST, AIM and PrivBayes: a canary record appended to real data leaves no trace.
 
 The canary holds a category no other row has (``occRole = zqxcanary``) and an extreme value (``ageOFocc =
 8675309``). Nothing a user or an analyst can get back (the rows, the card as JSON and HTML, the model file, the
@@ -68,7 +68,7 @@ def test_an_mst_release_through_the_cli_holds_nothing_of_the_canary(
     assert "driver" not in message and CATEGORY not in message and leaks(message, rows, sha) == []
 
 
-@pytest.mark.parametrize("method", ["mst", "aim"])
+@pytest.mark.parametrize("method", ["mst", "aim", "privbayes"])
 def test_a_marginal_release_holds_nothing_of_the_canary(
     method: str, canary: tuple[Path, int, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
