@@ -1,0 +1,67 @@
+"""Open related tables: a folder of CSV/Parquet files (one table per file, named by its stem) or a DuckDB file with
+several tables, as a mapping of table name -> privsynth :class:`~privsynth.data.sources.Source`.
+
+Each table is opened by :func:`privsynth.data.sources.load_source`, so counts stay pushed down to DuckDB as for one
+table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from privsynth.data.source_base import first_line
+from privsynth.data.sources import CSV_SUFFIXES, DUCKDB_SUFFIXES, PARQUET_SUFFIXES, Source, load_source
+from privsynth.errors import DataError, SourceError
+
+__all__ = ["open_related", "table_files"]
+
+
+def _suffix(path: Path) -> str:
+    return "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+
+
+def table_files(folder: Path) -> dict[str, Path]:
+    """The CSV and Parquet files of ``folder`` by table name (the file name without its suffix)."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or _suffix(path) not in CSV_SUFFIXES | PARQUET_SUFFIXES:
+            continue
+        name = _stem(path)
+        if name in files:
+            raise DataError(
+                f"'{folder}' holds two files for table '{name}' ({files[name].name} and {path.name}); keep one"
+            )
+        files[name] = path
+    return files
+
+
+def open_related(location: str | Path) -> dict[str, Source]:
+    """The tables at ``location``: a folder of CSV/Parquet files or a DuckDB file, by table name."""
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise DataError(f"'{path}' does not exist; give a folder of CSV/Parquet files or a DuckDB file")
+    if path.is_dir():
+        files = table_files(path)
+        if not files:
+            raise DataError(f"folder '{path}' holds no CSV or Parquet file; put one file per table in it")
+        return {name: load_source(file) for name, file in files.items()}
+    if _suffix(path) in DUCKDB_SUFFIXES:
+        return {name: load_source(path, table=name) for name in _duckdb_tables(path)}
+    raise DataError(f"'{path}' is neither a folder nor a DuckDB file (.duckdb); related tables need several tables")
+
+
+def _duckdb_tables(path: Path) -> list[str]:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            names = [str(row[0]) for row in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
+    except duckdb.Error as exc:
+        raise SourceError(f"DuckDB file '{path}' cannot be read: {first_line(exc)}") from None
+    if not names:
+        raise DataError(f"DuckDB file '{path}' holds no table")
+    return names

@@ -1,0 +1,187 @@
+"""Related-table metadata: inference on the bundled tables finds the declared keys, the YAML round-trips, and each
+way data or metadata can be wrong is a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from privsynth.data.schema import Schema
+from privsynth.errors import DataError, SchemaError
+from privsynth.relational import (
+    RelatedMetadata,
+    Relationship,
+    TableMeta,
+    check_tables,
+    infer_metadata,
+    load_related,
+    open_related,
+)
+
+
+@pytest.fixture(scope="module")
+def pbc() -> tuple[dict[str, pd.DataFrame], RelatedMetadata]:
+    return load_related("pbc")
+
+
+def _relations(metadata: RelatedMetadata) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...], str | None]]:
+    return {(r.parent, r.child, r.child_key, r.parent_key, r.order_by) for r in metadata.relationships}
+
+
+def test_inference_finds_pbc_keys_and_visit_order(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, declared = pbc
+    inferred = infer_metadata(tables)
+    assert inferred.tables["pbc"].primary_key == ("id",)
+    assert inferred.tables["pbcseq"].primary_key == ()
+    assert _relations(inferred) == _relations(declared) == {("pbc", "pbcseq", ("id",), ("id",), "day")}
+    assert inferred.warnings == []
+
+
+def test_inference_finds_every_declared_nycflights13_key() -> None:
+    tables, declared = load_related("nycflights13")
+    inferred = infer_metadata(tables)
+    assert _relations(inferred) == _relations(declared)
+    assert {n: t.primary_key for n, t in inferred.tables.items()} == {
+        n: t.primary_key for n, t in declared.tables.items()
+    }
+    assert inferred.order().index("airports") < inferred.order().index("weather") < inferred.order().index("flights")
+
+
+def test_inference_warns_about_orphans_it_tolerates(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, _ = pbc
+    visits = tables["pbcseq"].copy()
+    visits.loc[visits.index[:5], "id"] = 9999  # one unknown patient, five rows
+    inferred = infer_metadata({"pbc": tables["pbc"], "pbcseq": visits})
+    assert [r.describe() for r in inferred.relationships] == ["pbcseq.id -> pbc.id"]
+    assert inferred.warnings == [
+        "5 row(s) of 'pbcseq' (1 distinct key value(s)) find no parent through pbcseq.id -> pbc.id; fix or drop "
+        "them before generating"
+    ]
+
+
+def test_yaml_round_trip_keeps_keys_relationships_and_schemas(
+    tmp_path: Path, pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]
+) -> None:
+    tables, _ = pbc
+    flights = load_related("nycflights13").metadata
+    for metadata in (infer_metadata(tables, schemas=True), flights):
+        path = tmp_path / "related.yaml"
+        metadata.save(path)
+        loaded = RelatedMetadata.load(path)
+        assert loaded.to_dict() == metadata.to_dict()
+    text = (tmp_path / "related.yaml").read_text()
+    assert "privsynth_related: 1" in text and "- origin\n    - time_hour" in text
+
+
+def test_yaml_schema_by_file_name(tmp_path: Path, pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, declared = pbc
+    Schema.infer(tables["pbc"]).save(tmp_path / "pbc.schema.yaml")
+    metadata = RelatedMetadata(
+        {
+            "pbc": TableMeta("pbc", ("id",), "pbc.csv", Schema.load(tmp_path / "pbc.schema.yaml")),
+            "pbcseq": TableMeta("pbcseq"),
+        },
+        declared.relationships,
+    )
+    (tmp_path / "related.yaml").write_text(metadata.to_yaml({"pbc": "pbc.schema.yaml"}))
+    loaded = RelatedMetadata.load(tmp_path / "related.yaml")
+    assert loaded.tables["pbc"].schema is not None and loaded.tables["pbc"].schema.names == list(tables["pbc"].columns)
+
+
+def test_orphans_are_an_error_naming_table_column_and_count(
+    pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata],
+) -> None:
+    tables, metadata = pbc
+    check_tables(metadata, tables)
+    visits = tables["pbcseq"].copy()
+    visits.loc[visits.index[:7], "id"] = [1001, 1001, 1002, 1003, 1003, 1003, 1004]
+    with pytest.raises(
+        DataError,
+        match=r"^7 row\(s\) of table 'pbcseq' name a parent that table 'pbc' lacks \(4 "
+        r"distinct value\(s\) of id, foreign key pbcseq.id -> pbc.id\); add the missing parents",
+    ):
+        check_tables(metadata, {"pbc": tables["pbc"], "pbcseq": visits})
+
+
+def test_missing_child_keys_are_not_orphans(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, metadata = pbc
+    visits = tables["pbcseq"].astype({"id": "Int64"})
+    visits.loc[visits.index[:3], "id"] = pd.NA
+    check_tables(metadata, {"pbc": tables["pbc"], "pbcseq": visits})
+
+
+def test_a_cycle_is_an_error_naming_it() -> None:
+    tables = {name: TableMeta(name, ("id",)) for name in ("a", "b", "c")}
+    rels = [
+        Relationship("a", "b", ("a_id",), ("id",)),
+        Relationship("b", "c", ("b_id",), ("id",)),
+        Relationship("c", "a", ("c_id",), ("id",)),
+    ]
+    with pytest.raises(SchemaError, match=r"the relationships form a cycle: a -> c -> b -> a; .*remove one"):
+        RelatedMetadata(tables, rels)
+    with pytest.raises(SchemaError, match=r"cycle: a -> a"):
+        RelatedMetadata({"a": TableMeta("a", ("id",))}, [Relationship("a", "a", ("boss",), ("id",))])
+
+
+def test_a_missing_key_column_is_an_error(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, metadata = pbc
+    with pytest.raises(SchemaError, match=r"^table 'pbcseq' has no column 'id'; its columns: futime, status"):
+        check_tables(metadata, {"pbc": tables["pbc"], "pbcseq": tables["pbcseq"].drop(columns="id")})
+    schema = Schema.infer(tables["pbc"].drop(columns="id"))
+    with pytest.raises(SchemaError, match=r"the primary key names column 'id', which table 'pbc' does not have"):
+        RelatedMetadata({"pbc": TableMeta("pbc", ("id",), schema=schema)})
+    with pytest.raises(SchemaError, match=r"names child table 'visits', which the metadata does not list"):
+        RelatedMetadata({"pbc": TableMeta("pbc", ("id",))}, [Relationship("pbc", "visits", ("id",), ("id",))])
+    with pytest.raises(SchemaError, match=r"lists table 'pbcseq' but no such table was given"):
+        check_tables(metadata, {"pbc": tables["pbc"]})
+
+
+def test_a_non_unique_or_incomplete_primary_key_is_an_error(
+    pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata],
+) -> None:
+    tables, metadata = pbc
+    patients = tables["pbc"].copy()
+    patients.loc[patients.index[1:4], "id"] = 1  # id 1 in four rows
+    with pytest.raises(DataError, match=r"primary key id of table 'pbc' is not unique: 1 value\(s\) occur"):
+        check_tables(metadata, {"pbc": patients, "pbcseq": tables["pbcseq"]})
+    patients = tables["pbc"].astype({"id": "Int64"})
+    patients.loc[patients.index[-2:], "id"] = pd.NA
+    with pytest.raises(DataError, match=r"primary key id of table 'pbc' is missing in 2 row\(s\)"):
+        check_tables(metadata, {"pbc": patients, "pbcseq": tables["pbcseq"]})
+
+
+def test_bad_yaml_is_a_schema_error(tmp_path: Path) -> None:
+    path = tmp_path / "related.yaml"
+    path.write_text("privsynth_related: 1\ntables: {a: {primary_key: id}}\nrelationships: [{parent: a, child: a}]\n")
+    with pytest.raises(SchemaError, match=r"relationship #1 lacks 'child_key'"):
+        RelatedMetadata.load(path)
+    path.write_text("privsynth_related: 1\ntables: {a: {primary_key: [id, id]}}\n")
+    with pytest.raises(SchemaError, match=r"primary_key lists a column twice"):
+        RelatedMetadata.load(path)
+
+
+def test_open_related_reads_a_folder_and_a_duckdb_file(
+    tmp_path: Path, pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]
+) -> None:
+    tables, metadata = pbc
+    tables["pbc"].to_csv(tmp_path / "pbc.csv", index=False)
+    tables["pbcseq"].to_parquet(tmp_path / "pbcseq.parquet")
+    (tmp_path / "notes.txt.md").write_text("not a table")
+    sources = open_related(tmp_path)
+    assert sorted(sources) == ["pbc", "pbcseq"]
+    assert {n: s.num_rows() for n, s in sources.items()} == {"pbc": 418, "pbcseq": 1945}
+    check_tables(metadata, sources)
+    database = tmp_path / "pbc.duckdb"
+    with duckdb.connect(str(database)) as con:
+        for name, frame in tables.items():
+            con.register("frame", frame)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+            con.unregister("frame")
+    sources = open_related(database)
+    assert sorted(sources) == ["pbc", "pbcseq"]
+    assert _relations(infer_metadata(sources)) == _relations(metadata)
+    with pytest.raises(DataError, match=r"is neither a folder nor a DuckDB file"):
+        open_related(tmp_path / "pbc.csv")
