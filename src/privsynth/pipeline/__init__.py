@@ -8,7 +8,7 @@ fitted on a known release makes a release one generation further from real data.
 """
 
 from privsynth.pipeline.release import CARD_METRICS, RETENTION_POLICIES, TEXT_CARD_METRICS, Release, Retention
-from privsynth.pipeline.tabular import check_schema, sample_model, synthesize
+from privsynth.pipeline.tabular import check_schema, evaluate_release, sample_model, synthesize
 from privsynth.pipeline.text import TEXT_METHODS, TEXT_OVERSAMPLE, TextModel, sample_text, synthesize_text
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Retention",
     "TextModel",
     "check_schema",
+    "evaluate_release",
     "sample_model",
     "sample_text",
     "synthesize",

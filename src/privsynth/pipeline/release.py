@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import pandas as pd
 
@@ -28,7 +28,22 @@ from privsynth.synth.dp import FitRecord, ledger_for
 
 if TYPE_CHECKING:
     from privsynth.evaluate import Report
-    from privsynth.pipeline.text import TextModel
+
+
+class FittedModel(Protocol):
+    """What a release needs of a model that is not a tabular :class:`Synthesizer` (the text pipeline's
+    ``TextModel``): its method name, its parameters, the record of what its fit may publish, and a way to save it."""
+
+    name: str
+    differentially_private: bool
+
+    def get_params(self) -> dict[str, Any]: ...
+
+    @property
+    def record_(self) -> FitRecord: ...
+
+    def save(self, path: str | Path) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +67,7 @@ class Release:
     """
 
     data: pd.DataFrame
-    model: Synthesizer | TextModel
+    model: Synthesizer | FittedModel
     source_name: str
     schema: Schema
     seed: int | None

@@ -40,8 +40,7 @@ from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import BudgetExceeded, ParameterError, PrivsynthError
 from privsynth.evaluate import write_report
-from privsynth.pipeline import synthesize
-from privsynth.pipeline.tabular import evaluate_release
+from privsynth.pipeline import evaluate_release, synthesize
 from privsynth.privacy.ledger import DatasetRecord, Ledger, Spend
 from privsynth.progress import ProgressEvent, listen
 from privsynth.service.store import DatasetRow, JobRow, Store
