@@ -70,6 +70,8 @@ class PrivBayes(MarginalMethod):
     The score is the paper's R score in counts with the noisy 1-way marginal of X as reference, less its value
     without parents (:func:`dependence`): sensitivity 2 (:data:`SCORE_SENSITIVITY`), whatever the row count,
     where the paper's mutual information and R score need the exact row count to state theirs.
+    With two columns the second takes the first as parent when that is useful (no draw: the selection's share
+    goes to the two 1-way marginals and the one conditional, half each); with one, its 1-way marginal gets it all.
     ``iters``: mirror-descent steps of the model estimate.
     """
 
