@@ -9,12 +9,12 @@ import sys
 
 from rich.markup import escape
 
-from privsynth.cli import bench, data, evaluate, generate, ledger, provenance, service, text
+from privsynth.cli import bench, data, evaluate, generate, ledger, provenance, related, service, text
 from privsynth.cli._app import app, err_console, state
 from privsynth.errors import PrivsynthError
 
 __all__ = ["app", "main"]
-_COMMAND_MODULES = (data, generate, evaluate, ledger, provenance, bench, text, service)
+_COMMAND_MODULES = (data, generate, evaluate, ledger, provenance, bench, text, service, related)
 
 
 def main() -> None:

@@ -89,7 +89,6 @@ def infer_metadata(tables: Mapping[str, Source | pd.DataFrame], schemas: bool = 
         name: TableMeta(
             name,
             keys.get(name, ()),
-            source=None if isinstance(tables[name], pd.DataFrame) else source.name,
             schema=infer_source_schema(source) if schemas else None,
         )
         for name, source in sources.items()

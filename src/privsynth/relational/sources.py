@@ -14,8 +14,10 @@ import duckdb
 from privsynth.data.source_base import first_line
 from privsynth.data.sources import CSV_SUFFIXES, DUCKDB_SUFFIXES, PARQUET_SUFFIXES, Source, load_source
 from privsynth.errors import DataError, SourceError
+from privsynth.relational.infer import infer_metadata
+from privsynth.relational.metadata import RelatedMetadata
 
-__all__ = ["open_related", "table_files"]
+__all__ = ["infer_related", "open_related", "table_files"]
 
 
 def _suffix(path: Path) -> str:
@@ -54,6 +56,17 @@ def open_related(location: str | Path) -> dict[str, Source]:
     if _suffix(path) in DUCKDB_SUFFIXES:
         return {name: load_source(path, table=name) for name in _duckdb_tables(path)}
     raise DataError(f"'{path}' is neither a folder nor a DuckDB file (.duckdb); related tables need several tables")
+
+
+def infer_related(location: str | Path, schemas: bool = True) -> RelatedMetadata:
+    """Metadata proposed for the tables at ``location`` (:func:`infer_metadata`), each table's ``source`` set to its
+    file name (relative to the folder, where the metadata file is meant to sit) or its table in the DuckDB file."""
+    path = Path(location).expanduser()
+    metadata = infer_metadata(open_related(path), schemas=schemas)
+    files = table_files(path) if path.is_dir() else {}
+    for name, table in metadata.tables.items():
+        table.source = files[name].name if name in files else name
+    return metadata
 
 
 def _duckdb_tables(path: Path) -> list[str]:
