@@ -185,3 +185,11 @@ def test_open_related_reads_a_folder_and_a_duckdb_file(
     assert _relations(infer_metadata(sources)) == _relations(metadata)
     with pytest.raises(DataError, match=r"is neither a folder nor a DuckDB file"):
         open_related(tmp_path / "pbc.csv")
+
+
+def test_keys_of_types_that_cannot_match_are_an_error(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:
+    tables, metadata = pbc
+    visits = tables["pbcseq"].assign(id="p" + tables["pbcseq"]["id"].astype(str))
+    with pytest.raises(DataError, match=r"pbcseq.id -> pbc.id compares string values with integer ones") as error:
+        check_tables(metadata, {"pbc": tables["pbc"], "pbcseq": visits})
+    assert "p1" not in str(error.value)

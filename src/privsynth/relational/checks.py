@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import duckdb
 import pandas as pd
 
 from privsynth.data.sources import Source
@@ -74,8 +75,17 @@ def orphans(engine: KeyEngine, rel: Relationship) -> tuple[int, int]:
     match = " AND ".join(f"c.{quote(ck)} = p.{quote(pk)}" for ck, pk in zip(rel.child_key, rel.parent_key, strict=True))
     present = " AND ".join(f"c.{quote(c)} IS NOT NULL" for c in rel.child_key)
     cols = ", ".join(f"c.{quote(c)}" for c in rel.child_key)
-    rows, distinct = engine.one(
-        f"SELECT count(*), count(DISTINCT ({cols})) FROM {child} c WHERE {present} "
-        f"AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})"
-    )
+    try:
+        rows, distinct = engine.one(
+            f"SELECT count(*), count(DISTINCT ({cols})) FROM {child} c WHERE {present} "
+            f"AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})"
+        )
+    except duckdb.Error:
+        types = [engine.sources[t].storage_types() for t in (rel.child, rel.parent)]
+        keys = (rel.child_key, rel.parent_key)
+        shown = [", ".join(t.get(c, "?") for c in key) for t, key in zip(types, keys, strict=True)]
+        raise DataError(
+            f"the foreign key {rel.describe()} compares {shown[0]} values with {shown[1]} ones that cannot be "
+            "matched; store the child's key with the type of the parent's key"
+        ) from None
     return int(rows), int(distinct)

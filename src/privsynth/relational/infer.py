@@ -13,13 +13,13 @@
 
 Every count is a SQL aggregate run by DuckDB over the key columns (:class:`privsynth.relational._engine.KeyEngine`).
 The proposal is structure guessed from private rows: it is for the custodian to review and declare, never for a DP
-release as such.
+release as such. Its warnings (orphan counts) are kept in :attr:`RelatedMetadata.warnings` for the custodian and
+never logged.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,8 +33,6 @@ from privsynth.relational.checks import orphans
 from privsynth.relational.metadata import Key, RelatedMetadata, Relationship, TableMeta
 
 __all__ = ["infer_metadata"]
-
-logger = logging.getLogger(__name__)
 
 NAME_MATCH_SHARE = 0.5  # share of a name-matched child column's rows that must find a parent
 VALUE_MATCH_SHARE = 0.95  # the same for a text column whose name matches no parent key
@@ -93,8 +91,6 @@ def infer_metadata(tables: Mapping[str, Source | pd.DataFrame], schemas: bool = 
         )
         for name, source in sources.items()
     }
-    for message in warnings:
-        logger.warning(message)
     return RelatedMetadata(metas, relationships, warnings)
 
 
