@@ -346,7 +346,13 @@ def _candidates(workload: Mapping[Clique, float], columns: list[str]) -> dict[Cl
         for size in range(1, len(clique) + 1):
             found.update(itertools.combinations(clique, size))
     ordered = sorted(found, key=lambda c: (len(c), [columns.index(a) for a in c]))
-    return {c: sum(weight * len(set(c) & set(w)) for w, weight in workload.items()) for c in ordered}
+    # sum_r w_r |r & c| = sum over a in c of the weight of the workload marginals holding a: linear in the
+    # candidates rather than candidates x workload (2,500 x 2,900 set intersections on 55 columns)
+    holding = dict.fromkeys(columns, 0.0)
+    for w, weight in workload.items():
+        for a in w:
+            holding[a] += weight
+    return {c: sum(holding[a] for a in c) for c in ordered}
 
 
 def default_rounds(columns: int) -> int:
