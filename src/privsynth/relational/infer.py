@@ -30,13 +30,14 @@ from privsynth.data.profile import infer_source_schema
 from privsynth.data.sources import Source
 from privsynth.relational._engine import KeyEngine, as_sources, quote
 from privsynth.relational.checks import orphans
-from privsynth.relational.metadata import Key, RelatedMetadata, Relationship, TableMeta
+from privsynth.relational.metadata import Key, RelatedMetadata, Relationship, TableMeta, find_cycle
 
 __all__ = ["infer_metadata"]
 
 NAME_MATCH_SHARE = 0.5  # share of a name-matched child column's rows that must find a parent
 VALUE_MATCH_SHARE = 0.95  # the same for a text column whose name matches no parent key
 _ID_TOKENS = {"id", "uuid", "guid", "key", "mrn", "identifier", "code", "num", "no", "rownames"}
+_GENERIC_KEYS = {"id", "rownames", "index", "key", "row", "unnamed: 0"}
 _ORDER_TOKENS = {"day", "days", "date", "time", "visit", "seq", "sequence", "order", "step", "index", "number", "week"}
 _KEY_TYPES = {"integer", "string"}
 _SPLIT = re.compile(r"[^0-9a-zA-Z]+|(?<=[a-z])(?=[A-Z])")
@@ -62,8 +63,7 @@ def infer_metadata(tables: Mapping[str, Source | pd.DataFrame], schemas: bool = 
             found.extend(_single_keys(engine, profiles, child, parent))
         relationships: list[Relationship] = []
         for rel, _ in sorted(found, key=lambda pair: -pair[1]):
-            candidate = RelatedMetadata({n: TableMeta(n) for n in sources}, [*relationships, rel])
-            if not candidate.cycle():
+            if not find_cycle(sources, [*relationships, rel]):
                 relationships.append(rel)
         keys = _primary_keys(profiles, relationships)
         for child, parent in itertools.permutations(sources, 2):
@@ -149,6 +149,8 @@ def _single_keys(
             named = _names_match(column, parent, key)
             if not named and (key_type != "string" or column in profiles[child].unique):
                 continue
+            if column in profiles[child].unique and column.lower() in _GENERIC_KEYS:
+                continue  # two tables numbered 1..n each (R's rownames, an 'id' per table) are not one-to-one
             present, matched = _contained(engine, child, column, parent, key)
             share = matched / present if present else 0.0
             if present and share >= (NAME_MATCH_SHARE if named else VALUE_MATCH_SHARE):

@@ -15,7 +15,7 @@ are for the custodian, never for a DP release.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import yaml
 from privsynth.data.schema import Schema
 from privsynth.errors import SchemaError
 
-__all__ = ["RELATED_VERSION", "Key", "RelatedMetadata", "Relationship", "TableMeta", "as_key", "show_key"]
+__all__ = ["RELATED_VERSION", "Key", "RelatedMetadata", "Relationship", "TableMeta", "as_key", "find_cycle", "show_key"]
 
 RELATED_VERSION = 1
 
@@ -199,29 +199,7 @@ class RelatedMetadata:
 
     def cycle(self) -> list[str]:
         """A cycle of tables (child -> parent -> ... -> child) if the relationships hold one, else an empty list."""
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-        path: list[str] = []
-
-        def visit(table: str) -> list[str]:
-            state[table] = 1
-            path.append(table)
-            for rel in self.parents(table):
-                if state.get(rel.parent) == 1:
-                    return [*path[path.index(rel.parent) :], rel.parent]
-                if rel.parent not in state:
-                    found = visit(rel.parent)
-                    if found:
-                        return found
-            path.pop()
-            state[table] = 2
-            return []
-
-        for name in self.tables:
-            if name not in state:
-                found = visit(name)
-                if found:
-                    return found
-        return []
+        return find_cycle(self.tables, self.relationships)
 
     def order(self) -> list[str]:
         """Table names with every parent before its children (the order a generator makes them in)."""
@@ -295,6 +273,35 @@ class RelatedMetadata:
         except yaml.YAMLError as exc:
             raise SchemaError(f"metadata file '{path}' is not valid YAML: {exc}") from None
         return cls.from_dict(raw, path.parent)
+
+
+def find_cycle(tables: Iterable[str], relationships: Sequence[Relationship]) -> list[str]:
+    """A cycle of tables (child -> parent -> ... -> child) among ``relationships``, else an empty list."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(table: str) -> list[str]:
+        state[table] = 1
+        path.append(table)
+        for rel in relationships:
+            if rel.child != table:
+                continue
+            if state.get(rel.parent) == 1:
+                return [*path[path.index(rel.parent) :], rel.parent]
+            if rel.parent not in state:
+                found = visit(rel.parent)
+                if found:
+                    return found
+        path.pop()
+        state[table] = 2
+        return []
+
+    for name in tables:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return []
 
 
 def _check_columns(table: TableMeta, columns: Sequence[str], what: str) -> None:
