@@ -20,6 +20,7 @@ from privsynth.relational import (
     load_related,
     open_related,
 )
+from privsynth.relational.datasets import Split
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +204,21 @@ def test_row_numbers_in_every_table_are_not_taken_for_a_relationship() -> None:
     assert [(r.describe(), r.order_by) for r in inferred.relationships] == [("pbcseq.id -> pbc.id", "day")]
     assert inferred.tables["pbc"].primary_key == ("id",)
     assert inferred.tables["pbcseq"].primary_key == ("rownames",)
+
+
+def test_bundled_sets_fit_their_declared_metadata_and_split_by_entity() -> None:
+    sizes = {}
+    splits: tuple[Split, ...] = ("all", "train", "holdout")
+    for name in ("pbc", "nycflights13"):
+        for split in splits:
+            tables, metadata = load_related(name, split)
+            check_tables(metadata, tables)
+            sizes[name, split] = {table: len(frame) for table, frame in tables.items()}
+    assert sizes["pbc", "all"] == {"pbc": 418, "pbcseq": 1945}
+    assert sizes["pbc", "train"] == {"pbc": 334, "pbcseq": 1624}
+    assert sizes["pbc", "holdout"] == {"pbc": 84, "pbcseq": 321}
+    # 336,776 flights less those whose plane, destination or weather hour is not in its table
+    assert sizes["nycflights13", "all"]["flights"] == 279_178
+    assert sizes["nycflights13", "train"]["flights"] + sizes["nycflights13", "holdout"]["flights"] == 279_178
+    assert sizes["nycflights13", "holdout"]["planes"] == 3322  # lookup tables stay whole
+    assert load_related("pbc").metadata.order() == ["pbc", "pbcseq"]
