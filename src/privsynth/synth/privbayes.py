@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -162,6 +163,11 @@ class PrivBayes(MarginalMethod):
         model = _pgm.estimate(domain, measurements, total, iters=self.iters)
         report("privbayes", steps, steps, "done")
         return model, measurements, compression
+
+    def _record_fit(self, budget: Budget, accountant: Accountant, released: Mapping[str, Any]) -> None:
+        """The network goes on the card with the noisy row count: it was chosen by the exponential mechanism."""
+        network = [{"attribute": x, "parents": list(parents)} for x, parents in self.network_]
+        super()._record_fit(budget, accountant, {**released, "network": network})
 
     def _candidates(
         self,
