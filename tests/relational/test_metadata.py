@@ -222,3 +222,20 @@ def test_bundled_sets_fit_their_declared_metadata_and_split_by_entity() -> None:
     assert sizes["nycflights13", "train"]["flights"] + sizes["nycflights13", "holdout"]["flights"] == 279_178
     assert sizes["nycflights13", "holdout"]["planes"] == 3322  # lookup tables stay whole
     assert load_related("pbc").metadata.order() == ["pbc", "pbcseq"]
+
+
+def test_a_two_column_key_found_for_one_child_is_used_for_the_next() -> None:
+    tables, _ = load_related("nycflights13", "holdout")
+    flights = tables["flights"]
+    inferred = infer_metadata(
+        {
+            "weather": tables["weather"],
+            "january": flights[flights["month"] == 1].head(2000),
+            "february": flights[flights["month"] == 2].head(2000),
+        }
+    )
+    assert inferred.tables["weather"].primary_key == ("origin", "time_hour")
+    assert {r.describe() for r in inferred.relationships} == {
+        "january.(origin, time_hour) -> weather.(origin, time_hour)",
+        "february.(origin, time_hour) -> weather.(origin, time_hour)",
+    }

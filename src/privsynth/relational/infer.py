@@ -66,11 +66,12 @@ def infer_metadata(tables: Mapping[str, Source | pd.DataFrame], schemas: bool = 
             if not find_cycle(sources, [*relationships, rel]):
                 relationships.append(rel)
         keys = _primary_keys(profiles, relationships)
+        single = set(keys)
         for child, parent in itertools.permutations(sources, 2):
-            if keys.get(parent) or any(r.child == child and r.parent == parent for r in relationships):
+            if parent in single or any(r.child == child and r.parent == parent for r in relationships):
                 continue
-            pair = _pair_key(engine, profiles, child, parent)
-            if pair is not None:
+            pair = _pair_key(engine, profiles, child, parent, keys.get(parent))
+            if pair is not None and not find_cycle(sources, [*relationships, pair]):
                 keys[parent] = pair.parent_key
                 relationships.append(pair)
         relationships = [_with_order(engine, profiles, rel) for rel in relationships]
@@ -171,23 +172,34 @@ def _primary_keys(profiles: Mapping[str, _Profile], relationships: list[Relation
     return keys
 
 
-def _pair_key(engine: KeyEngine, profiles: Mapping[str, _Profile], child: str, parent: str) -> Relationship | None:
-    """A foreign key on two columns the child shares by name with a parent that has no single-column key."""
+def _pair_key(
+    engine: KeyEngine, profiles: Mapping[str, _Profile], child: str, parent: str, known: Key | None
+) -> Relationship | None:
+    """A foreign key on two columns the child shares by name with a parent that has no single-column key (the
+    parent's ``known`` pair key, once another child found it)."""
     shared = [
         c
         for c in engine.columns(parent)
-        if c in engine.columns(child) and profiles[parent].types.get(c) == profiles[child].types.get(c)
+        if c in engine.columns(child)
+        and profiles[parent].types.get(c) == profiles[child].types.get(c)
+        and profiles[parent].types.get(c) in _KEY_TYPES
     ][:8]
+    if known is not None and not set(known) <= set(shared):
+        return None
     if len(shared) < 2:
         return None
     view = engine.view(parent, shared)
-    pairs = list(itertools.combinations(shared, 2))
-    stats = ", ".join(f"count(DISTINCT ({quote(a)}, {quote(b)}))" for a, b in pairs)
-    complete = " AND ".join(f"{quote(c)} IS NOT NULL" for c in shared)
-    row = engine.one(f"SELECT count(*), count(*) FILTER (WHERE {complete}), {stats} FROM {view}")
+    pairs = [known] if known is not None else list(itertools.combinations(shared, 2))
+    stats = ", ".join(
+        f"count(DISTINCT ({quote(a)}, {quote(b)})), count(*) FILTER (WHERE {quote(a)} IS NOT NULL "
+        f"AND {quote(b)} IS NOT NULL)"
+        for a, b in pairs
+    )
+    row = engine.one(f"SELECT count(*), {stats} FROM {view}")
     rows = int(row[0])
-    for (a, b), distinct in zip(pairs, row[2:], strict=True):
-        if rows < 2 or distinct != rows or row[1] != rows:
+    for i, (a, b) in enumerate(pairs):
+        distinct, complete = row[1 + 2 * i], row[2 + 2 * i]
+        if rows < 2 or distinct != rows or complete != rows:
             continue
         rel = Relationship(parent, child, (a, b), (a, b))
         present = engine.one(
