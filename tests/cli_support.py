@@ -38,7 +38,7 @@ def run_cli(
     from privsynth.cli import main
 
     environment = {"COLUMNS": WIDTH, **(env or {})}
-    with _cwd(cwd), _cli_logging(), CliRunner().isolation(env=environment) as (out, err, _):
+    with _cwd(cwd), _cli_logging(), _wide_consoles(), CliRunner().isolation(env=environment) as (out, err, _):
         argv = sys.argv
         sys.argv = ["privsynth", *args]
         try:
@@ -91,6 +91,23 @@ def _cwd(folder: Path | str | None) -> Iterator[None]:
         yield
     finally:
         os.chdir(before)
+
+
+@contextmanager
+def _wide_consoles() -> Iterator[None]:
+    """The CLI's consoles at WIDTH columns for the run, then as they were (rich keeps a set width in ``_width``;
+    None is "ask the terminal"), so that no test's width leaks into the next."""
+    from privsynth.cli import _app
+
+    consoles = (_app.console, _app.err_console)
+    saved = [console._width for console in consoles]
+    for console in consoles:
+        console.width = int(WIDTH)
+    try:
+        yield
+    finally:
+        for console, width in zip(consoles, saved, strict=True):
+            console._width = width
 
 
 @contextmanager

@@ -13,11 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
-import privsynth.cli  # noqa: F401  (registers the ledger commands on the app)
+from cli_support import run_cli
 from privsynth import load_dataset
-from privsynth.cli._app import app
 from privsynth.data.sources import frame_source, load_source
 from privsynth.errors import ParameterError
 from privsynth.privacy import Budget, Ledger
@@ -237,49 +235,37 @@ def test_open_fit_records_in_the_default_ledger_unless_told_not_to(
     default.close()
 
 
-@pytest.fixture
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI's tables at 200 columns whatever the terminal (a test worker has none: rich would wrap at 80)."""
-    from privsynth.cli import _app
-
-    monkeypatch.setattr(_app.console, "width", 200)
-
-
-def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Path, wide_console: None) -> None:
+def test_ledger_cap_registers_a_new_name_and_show_lists_it_by_name(tmp_path: Path) -> None:
     path = str(tmp_path / "cli.sqlite")
-    runner = CliRunner()
-    capped = runner.invoke(app, ["ledger", "cap", "clinic-visits", "--epsilon", "3", "--ledger", path])
-    assert capped.exit_code == 0, capped.output
-    assert "capped clinic-visits at epsilon 3, delta 1e-06" in " ".join(capped.output.split())
+    capped = run_cli("ledger", "cap", "clinic-visits", "--epsilon", "3", "--ledger", path)
+    assert capped.returncode == 0, capped.stderr
+    assert "capped clinic-visits at epsilon 3, delta 1e-06" in " ".join(capped.stdout.split())
     book = Ledger(path)
     assert book.dataset("clinic-visits").cap == Budget.from_epsilon_delta(3.0, 1e-6)
     book.spend("clinic-visits", 0.01, mechanism="gaussian", purpose="1-way marginal of 'visits'")
     book.close()
-    listing = runner.invoke(app, ["ledger", "show", "--ledger", path], env={"COLUMNS": "200"})
-    assert listing.exit_code == 0, listing.output
-    (row,) = [line for line in listing.output.splitlines() if "clinic-visits" in line]
+    listing = run_cli("ledger", "show", "--ledger", path)
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [line for line in listing.stdout.splitlines() if "clinic-visits" in line]
     assert "(3, 1e-06)" in row
-    detail = runner.invoke(app, ["ledger", "show", "clinic-visits", "--ledger", path], env={"COLUMNS": "200"})
-    assert detail.exit_code == 0 and "1-way marginal of 'visits'" in detail.output
-    unknown = runner.invoke(app, ["ledger", "show", "clinic", "--ledger", path])
-    assert isinstance(unknown.exception, ParameterError)  # main() prints it and exits with 2
-    assert "nothing has been spent on 'clinic' yet" in str(unknown.exception)
+    detail = run_cli("ledger", "show", "clinic-visits", "--ledger", path)
+    assert detail.returncode == 0 and "1-way marginal of 'visits'" in detail.stdout
+    unknown = run_cli("ledger", "show", "clinic", "--ledger", path)
+    assert unknown.returncode == 2  # a ParameterError, in one line
+    assert "nothing has been spent on 'clinic' yet" in " ".join(unknown.stderr.split())
 
 
-def test_ledger_rename_names_a_fingerprint_keyed_dataset_by_its_old_name(
-    tmp_path: Path, rows: pd.DataFrame, wide_console: None
-) -> None:
+def test_ledger_rename_names_a_fingerprint_keyed_dataset_by_its_old_name(tmp_path: Path, rows: pd.DataFrame) -> None:
     fingerprint = frame_source(rows).fingerprint()
     path = tmp_path / "old.sqlite"
     _fingerprint_keyed_ledger(path, fingerprint)
-    runner = CliRunner()
-    listing = runner.invoke(app, ["ledger", "show", "--ledger", str(path)], env={"COLUMNS": "200"})
-    assert listing.exit_code == 0 and "train.csv (by fingerprint" in listing.output
-    renamed = runner.invoke(app, ["ledger", "rename", "train.csv", "nassCDS", "--ledger", str(path)])
-    assert renamed.exit_code == 0, renamed.output
-    assert "dataset train.csv is now nassCDS: pass --dataset nassCDS" in " ".join(renamed.output.split())
-    capped = runner.invoke(app, ["ledger", "cap", "nassCDS", "--epsilon", "2", "--ledger", str(path)])
-    assert capped.exit_code == 0, capped.output
+    listing = run_cli("ledger", "show", "--ledger", str(path))
+    assert listing.returncode == 0 and "train.csv (by fingerprint" in listing.stdout
+    renamed = run_cli("ledger", "rename", "train.csv", "nassCDS", "--ledger", str(path))
+    assert renamed.returncode == 0, renamed.stderr
+    assert "dataset train.csv is now nassCDS: pass --dataset nassCDS" in " ".join(renamed.stdout.split())
+    capped = run_cli("ledger", "cap", "nassCDS", "--epsilon", "2", "--ledger", str(path))
+    assert capped.returncode == 0, capped.stderr
     ledger = Ledger(path)
     (record,) = ledger.datasets()
     assert (record.name, record.spent_rho, record.cap) == ("nassCDS", 0.01, Budget.from_epsilon_delta(2.0, 1e-6))
