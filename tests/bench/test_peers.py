@@ -113,3 +113,66 @@ def test_opendp_mst_keeps_missing_shares_and_bounds() -> None:
     for column in ("age", "weight", "futime"):
         low, high = schema[column].bounds or (None, None)
         assert result.data[column].dropna().between(low, high).all(), column
+
+
+def test_dpmm_and_mostlyai_peers_are_registered_with_their_privacy() -> None:
+    assert {m: peers.peer_method(m).differentially_private for m in peers.PEER_METHODS if m.startswith("dpmm")} == {
+        "dpmm-privbayes": True,
+        "dpmm-mst": True,
+        "dpmm-aim": True,
+    }
+    assert not peers.peer_method("mostlyai-argn").differentially_private
+    assert peers.peer_method("mostlyai-argn-dp").differentially_private
+    assert peers.peer_method("mostlyai-argn-cpu").options == peers.MOSTLYAI_CPU_OPTIONS
+    # torch is installed first, on its own, so pip never resolves a CUDA build for the engine.
+    assert peers.peer_group("mostlyai").steps[0] == ("torch==2.13.0",)
+
+
+def _nafld1_subset(rows: int) -> tuple[pd.DataFrame, Schema]:
+    train = load_dataset("nafld1").head(rows)[["age", "male", "weight", "status"]]
+    return train, Schema.infer(train)
+
+
+@pytest.mark.slow  # about 20 CPU s (import, PrivTree bins, PrivBayes on 4 columns), minutes of wall on a busy machine
+@_needs("dpmm-privbayes")
+def test_dpmm_privbayes_splits_the_budget_and_reads_categories_from_the_rows() -> None:
+    # 4,000 rows: with fewer, PrivTree's DP bounds at 0.1 / 3 epsilon a column find no bin above the noise
+    # threshold and dpmm fails ("Bin labels must be one fewer than the number of bin edges").
+    train, schema = _nafld1_subset(4000)
+    result = run_peer("dpmm-privbayes", train, schema, 2000, seed=0, epsilon=1.0, delta=1e-6)
+    details = result.details
+    assert details["library"] == "dpmm" and details["model"] == "PrivBayesGM"
+    assert details["epsilon_model"] + details["epsilon_preprocessing"] == pytest.approx(1.0)
+    assert sum(details["preprocessing_spent"].values()) <= details["epsilon_preprocessing"] + 1e-12
+    assert details["domains_given_free"] is False and "categories" in details["domains_from_data"]
+    assert len(result.data) == 2000
+    _check_restored(result.data, train, schema)
+    assert abs(result.data["weight"].isna().mean() - train["weight"].isna().mean()) < 0.05  # 28% missing
+    assert abs(result.data["status"].mean() - train["status"].mean()) < 0.05  # about 8%
+
+
+@_needs("mostlyai-argn")  # about 10 CPU s (torch import, 2 epochs on 1,000 rows), 30 s of wall on a busy machine
+def test_mostlyai_argn_trains_within_its_epoch_limit_and_keeps_missing_shares() -> None:
+    train, schema = _nafld1_subset(1000)
+    result = run_peer("mostlyai-argn", train, schema, 1000, seed=0, epsilon=None, delta=None, options={"max_epochs": 2})
+    details = result.details
+    assert details["library"] == "mostlyai-engine" and details["version"].startswith("2.")
+    assert details["domains_from_data"] is True and details["epochs"] <= 2
+    assert details["epsilon_spent"] is None
+    _check_restored(result.data, train, schema)
+    assert abs(result.data["weight"].isna().mean() - train["weight"].isna().mean()) < 0.08
+
+
+@pytest.mark.slow  # about 12 CPU s (DP-SGD, 2 epochs on 1,000 rows), a minute of wall on a busy machine
+@_needs("mostlyai-argn-dp")
+def test_mostlyai_argn_dp_stops_within_its_epsilon() -> None:
+    train, schema = _nafld1_subset(1000)
+    result = run_peer(
+        "mostlyai-argn-dp", train, schema, 1000, seed=0, epsilon=3.0, delta=1e-6, options={"max_epochs": 2}
+    )
+    details = result.details
+    privacy = details["options"]["differential_privacy"]
+    assert privacy["max_epsilon"] == 3.0 and privacy["value_protection_epsilon"] == pytest.approx(0.3)
+    assert details["domains_from_data"] is False
+    assert details["epsilon_spent"] is not None and 0.3 <= details["epsilon_spent"] <= 3.0
+    _check_restored(result.data, train, schema)

@@ -5,11 +5,13 @@ import privsynth, whose dependencies that environment lacks. ``FOLDER`` holds ``
 written by :func:`privsynth.bench.peers.run_peer`; the script writes ``synthetic.parquet`` and ``result.json``
 (fit and sample seconds, library versions, the settings used) into the same folder.
 
-``spec.json``: ``library`` (sdv, smartnoise, opendp), ``model`` (copula, ctgan, tvae, mst, aim), ``rows``,
+``spec.json``: ``library`` (sdv, smartnoise, opendp, dpmm, mostlyai), ``model`` (copula, ctgan, tvae, mst, aim,
+privbayes, argn, argn-dp), ``rows``,
 ``seed``, ``epsilon``, ``delta``, ``rho`` (the zCDP equivalent, for OpenDP), ``options`` (keyword arguments for
 the peer's constructor) and ``columns``: a list of ``{name, kind, nullable, categories, bounds}`` with kind
 ``categorical`` (values are strings, missing as null) or ``integer`` / ``float`` (numbers, missing as NaN).
-Categories and bounds are handed to the DP peers as public knowledge: they spend nothing on them.
+Categories and bounds are handed to smartnoise-synth and OpenDP as public knowledge: they spend nothing on them.
+dpmm and MOSTLY AI's engine run at their defaults and read what they need from the rows: ``details`` says what.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,13 @@ def main(folder: Path) -> None:
     spec = json.loads((folder / "spec.json").read_text())
     train = pd.read_parquet(folder / "train.parquet")
     _seed_everything(int(spec["seed"]))
-    runners = {"sdv": _run_sdv, "smartnoise": _run_smartnoise, "opendp": _run_opendp}
+    runners = {
+        "sdv": _run_sdv,
+        "smartnoise": _run_smartnoise,
+        "opendp": _run_opendp,
+        "dpmm": _run_dpmm,
+        "mostlyai": _run_mostlyai,
+    }
     synthetic, fit_seconds, sample_seconds, details = runners[spec["library"]](spec, train)
     synthetic = pd.DataFrame(synthetic)[[c["name"] for c in spec["columns"]]]
     synthetic.to_parquet(folder / "synthetic.parquet", index=False)
@@ -251,6 +260,140 @@ def _run_opendp(spec: dict[str, Any], train: pd.DataFrame) -> tuple[pd.DataFrame
         "numeric_bins": {name: len(edges) - 1 for name, edges in cuts.items()},
     }
     return sampled, fit_seconds, sample_seconds, details
+
+
+# ---- dpmm -----------------------------------------------------------------------------------------------------
+
+_DPMM_PREPROCESSING_SHARE = 0.1  # of the total epsilon, for dpmm's PrivTree binning (its default 0.1 at epsilon 1)
+
+
+def _run_dpmm(spec: dict[str, Any], train: pd.DataFrame) -> tuple[pd.DataFrame, float, float, dict[str, Any]]:
+    """dpmm's pipeline at its defaults, but with the total epsilon split as a user of a fixed budget would.
+
+    dpmm charges ``proc_epsilon`` (PrivTree bounds and bins of numeric columns) on top of the model's ``epsilon``;
+    here the two add up to the spec's epsilon. It is given no domain: it reads categories, which columns have
+    missing values and which are constant from the rows (it warns "PrivacyLeakage" for the categories).
+    """
+    from dpmm.pipelines import AIMPipeline, MSTPipeline, PrivBayesPipeline  # type: ignore[import-not-found]
+
+    total = float(spec["epsilon"])
+    options = dict(spec.get("options") or {})
+    proc_epsilon = float(options.pop("proc_epsilon", _DPMM_PREPROCESSING_SHARE * total))
+    options.setdefault("n_jobs", int(os.environ.get("OMP_NUM_THREADS", "1")))
+    classes = {"privbayes": PrivBayesPipeline, "mst": MSTPipeline, "aim": AIMPipeline}
+    pipeline = classes[spec["model"]](
+        epsilon=total - proc_epsilon, delta=float(spec["delta"]), proc_epsilon=proc_epsilon, **options
+    )
+    seed = int(spec["seed"])
+    start = time.perf_counter()
+    pipeline.fit(train, random_state=seed)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    synthetic = pipeline.generate(n_records=int(spec["rows"]), random_state=seed + 1)
+    sample_seconds = time.perf_counter() - start
+    for column in spec["columns"]:
+        if column["kind"] == "categorical":
+            values = synthetic[column["name"]].astype(object)
+            synthetic[column["name"]] = values.where(values.notna(), None)
+    proc = pipeline.proc
+    details = {
+        "library": "dpmm",
+        "version": _version("dpmm"),
+        "model": type(pipeline.gen).__name__,
+        "options": options,
+        "epsilon_model": total - proc_epsilon,
+        "epsilon_preprocessing": proc_epsilon,
+        "preprocessing_spent": {k: v for k, v in proc.spent_epsilon.items() if v is not None},
+        "numeric_bins": {k: int(v) for k, v in proc.n_bins.items()},
+        "domains_given_free": False,
+        "domains_from_data": ["categories", "columns with missing values", "constant columns"],
+    }
+    return synthetic, fit_seconds, sample_seconds, details
+
+
+# ---- MOSTLY AI engine (TabularARGN) -----------------------------------------------------------------------------
+
+_MOSTLYAI_VALUE_PROTECTION_SHARE = 0.1  # of the total epsilon, for the DP value ranges (its default is 1.0 absolute)
+
+
+def _run_mostlyai(spec: dict[str, Any], train: pd.DataFrame) -> tuple[pd.DataFrame, float, float, dict[str, Any]]:
+    """TabularARGN at its defaults on the CPU, given the schema's column kinds.
+
+    In DP mode (``argn-dp``) training stops when DP-SGD's epsilon plus the epsilon spent on value ranges reaches
+    the spec's epsilon; the value ranges get a tenth of it (its default, 1.0, would leave nothing to train with
+    at epsilon 1). Its split of the rows into training and validation, and the checkpoint chosen by validation
+    loss, are not part of its accounting. Without DP it reads value ranges and categories from the rows.
+    """
+    from mostlyai.engine import TabularARGN  # type: ignore[import-not-found]
+    from mostlyai.engine.domain import DifferentialPrivacyConfig  # type: ignore[import-not-found]
+
+    options = dict(spec.get("options") or {})
+    differentially_private = spec["model"] == "argn-dp"
+    if differentially_private:
+        total = float(spec["epsilon"])
+        privacy = {
+            "max_epsilon": total,
+            "delta": float(spec["delta"]),
+            "value_protection_epsilon": _MOSTLYAI_VALUE_PROTECTION_SHARE * total,
+            **options.pop("differential_privacy", {}),
+        }
+        options["differential_privacy"] = privacy
+    encodings = {
+        c["name"]: "TABULAR_CATEGORICAL" if c["kind"] == "categorical" else "TABULAR_NUMERIC_AUTO"
+        for c in spec["columns"]
+    }
+    options.setdefault("device", "cpu")
+    with tempfile.TemporaryDirectory(prefix="mostlyai-") as workspace:
+        arguments = dict(options)
+        if differentially_private:
+            arguments["differential_privacy"] = DifferentialPrivacyConfig(**options["differential_privacy"])
+        model = TabularARGN(
+            tgt_encoding_types=encodings, workspace_dir=workspace, random_state=int(spec["seed"]), **arguments
+        )
+        start = time.perf_counter()
+        model.fit(train)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        synthetic = model.sample(n_samples=int(spec["rows"]))
+        sample_seconds = time.perf_counter() - start
+        training = _mostlyai_training_log(Path(workspace))
+    for column in spec["columns"]:
+        values = synthetic[column["name"]]
+        if column["kind"] == "categorical":
+            values = values.astype(object)
+            synthetic[column["name"]] = values.where(values.notna(), None)
+        else:
+            synthetic[column["name"]] = pd.to_numeric(values, errors="coerce").astype(float)
+    details = {
+        "library": "mostlyai-engine",
+        "version": _version("mostlyai-engine"),
+        "model": "TabularARGN",
+        "options": {k: v for k, v in options.items() if k != "device"},
+        **training,
+        "domains_given_free": False,
+        "domains_from_data": not differentially_private,
+    }
+    if differentially_private:
+        details["outside_accounting"] = "the training/validation split and the checkpoint chosen by validation loss"
+    return synthetic, fit_seconds, sample_seconds, details
+
+
+def _mostlyai_training_log(workspace: Path) -> dict[str, Any]:
+    """Epochs trained, the epoch of the kept checkpoint and its epsilon, from the engine's progress messages."""
+    paths = list(workspace.rglob("progress-messages.csv"))
+    if not paths:
+        return {}
+    log = pd.read_csv(paths[0])
+    if log.empty or "epoch" not in log.columns:
+        return {}
+    kept = log[log["is_checkpoint"] > 0] if "is_checkpoint" in log.columns else log.iloc[0:0]
+    last = kept.iloc[-1] if not kept.empty else log.iloc[-1]
+    epsilon = last.get("dp_eps")
+    return {
+        "epochs": float(log["epoch"].max()),
+        "checkpoint_epoch": float(last["epoch"]),
+        "epsilon_spent": None if epsilon is None or pd.isna(epsilon) else float(epsilon),
+    }
 
 
 if __name__ == "__main__":

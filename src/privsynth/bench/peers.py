@@ -45,11 +45,16 @@ _STDERR_TAIL_LINES = 25
 
 @dataclass(frozen=True)
 class PeerGroup:
-    """One virtual environment: pip install steps run in order (torch first, so no CUDA build is pulled)."""
+    """One virtual environment: pip install steps run in order (torch first, so no CUDA build is pulled).
+
+    ``remove`` lists packages uninstalled after the steps: dependencies a peer declares but never imports, whose
+    PyPI wheels are built for another torch and break the imports of packages that probe for them.
+    """
 
     name: str
     steps: tuple[tuple[str, ...], ...]
     licence: str
+    remove: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,21 @@ PEER_GROUPS: dict[str, PeerGroup] = {
         PeerGroup(
             "opendp", (("opendp[mbi]==0.16.0", "pandas==2.3.3", "pyarrow==26.0.1"),), licence="OpenDP is MIT licensed"
         ),
+        PeerGroup("dpmm", (("dpmm==0.1.9", "pyarrow==21.0.0"),), licence="dpmm is Apache-2.0 licensed"),
+        PeerGroup(
+            "mostlyai",
+            (("torch==2.13.0",), ("mostlyai-engine==2.7.3", "pyarrow==26.0.1")),
+            licence="mostlyai-engine is Apache-2.0 licensed",
+            # torchvision 0.28 and torchaudio 2.11 from PyPI fail to load next to the CPU torch 2.13 ("operator
+            # torchvision::nms does not exist"), and transformers, which the engine imports, probes for them.
+            remove=("torchvision", "torchaudio"),
+        ),
     )
 }
+
+# The time-limited setting of the engine's README (its sequential example: ``max_training_time=2``, in minutes);
+# the default is 14,400 minutes and 100 epochs with early stopping.
+MOSTLYAI_CPU_OPTIONS: dict[str, Any] = {"max_training_time": 2}
 
 PEER_METHODS: dict[str, PeerMethod] = {
     method.name: method
@@ -92,6 +110,12 @@ PEER_METHODS: dict[str, PeerMethod] = {
         PeerMethod("smartnoise-aim", "smartnoise", "aim", differentially_private=True),
         PeerMethod("opendp-mst", "opendp", "mst", differentially_private=True),
         PeerMethod("opendp-aim", "opendp", "aim", differentially_private=True),
+        PeerMethod("dpmm-privbayes", "dpmm", "privbayes", differentially_private=True),
+        PeerMethod("dpmm-mst", "dpmm", "mst", differentially_private=True),
+        PeerMethod("dpmm-aim", "dpmm", "aim", differentially_private=True),
+        PeerMethod("mostlyai-argn", "mostlyai", "argn", differentially_private=False),
+        PeerMethod("mostlyai-argn-cpu", "mostlyai", "argn", differentially_private=False, options=MOSTLYAI_CPU_OPTIONS),
+        PeerMethod("mostlyai-argn-dp", "mostlyai", "argn-dp", differentially_private=True),
     )
 }
 
@@ -162,7 +186,9 @@ def peer_status(method: str) -> str | None:
         recorded = json.loads(marker.read_text())
     except (OSError, ValueError):
         return f"the '{group.name}' peer environment is incomplete (no {_MARKER}); run {setup} again"
-    if recorded.get("steps") != [list(step) for step in group.steps]:
+    if recorded.get("steps") != [list(step) for step in group.steps] or recorded.get("removed", []) != list(
+        group.remove
+    ):
         return f"the '{group.name}' peer environment has other pins than this privsynth expects; run {setup} again"
     return None
 
@@ -186,7 +212,13 @@ def setup_peer(group: str) -> Path:
         _run_checked(
             [str(python), "-m", "pip", "install", "--quiet", *step], f"installing {' '.join(step)} for {spec.name}"
         )
-    (folder / _MARKER).write_text(json.dumps({"group": spec.name, "steps": [list(s) for s in spec.steps]}))
+    if spec.remove:
+        _run_checked(
+            [str(python), "-m", "pip", "uninstall", "--yes", "--quiet", *spec.remove],
+            f"removing {' '.join(spec.remove)} from {spec.name}",
+        )
+    recorded = {"group": spec.name, "steps": [list(s) for s in spec.steps], "removed": list(spec.remove)}
+    (folder / _MARKER).write_text(json.dumps(recorded))
     progress(f"setup {spec.name}", total, total, "ready")
     logger.info("peer environment '%s' is ready at %s (%s)", spec.name, folder, spec.licence)
     return python
@@ -254,10 +286,11 @@ def run_peer(
         result = json.loads((folder / "result.json").read_text())
         synthetic = pd.read_parquet(folder / "synthetic.parquet")
     details = {
+        "domains_given_free": True,
+        "domains_from_data": False,
         **result.get("details", {}),
         "process_seconds": round(wall, 3),
         "threads": peer_threads(),
-        "domains_given_free": True,
     }
     return PeerResult(
         data=_decode(synthetic, modelled, rows),
