@@ -10,6 +10,7 @@ with the commit, command, machine and versions under ``run``.
 
     .venv/bin/python benchmarks/privbayes.py                        # epsilon 1, one seed
     .venv/bin/python benchmarks/privbayes.py --epsilons 0.3 1 3 --seeds 3
+    .venv/bin/python benchmarks/privbayes.py --theta-sweep 1 4      # also PrivBayes at each theta (same scorer)
     .venv/bin/python benchmarks/privbayes.py --table                # the committed results as Markdown
 """
 
@@ -65,6 +66,41 @@ def _committed(epsilons: list[float]) -> list[dict[str, Any]]:
     return out
 
 
+def sweep(dataset: str, theta: float, epsilon: float, seed: int) -> dict[str, Any]:
+    """PrivBayes at one ``theta`` (the usefulness rule), fitted, sampled and scored as ``run_bench`` does."""
+    import time
+
+    from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
+    from privsynth.evaluate import evaluate
+    from privsynth.synth import create
+
+    train, holdout = load_dataset(dataset, "train"), load_dataset(dataset, "holdout")
+    info, schema = dataset_info(dataset), bundled_schema(dataset, train)
+    started = time.process_time()
+    model = create("privbayes", theta=theta).fit(train, schema, epsilon=epsilon, delta=DELTA, ledger=False)
+    synthetic = model.sample(len(train), seed=seed)
+    cpu = time.process_time() - started
+    values = evaluate(
+        train,
+        synthetic,
+        holdout=holdout,
+        target=info.target,
+        sensitive=info.sensitive,
+        schema=schema,
+        seed=0,
+        privacy_budget={"epsilon": epsilon, "delta": DELTA},
+    ).values()
+    return {
+        "dataset": dataset,
+        "theta": theta,
+        "epsilon": epsilon,
+        "seed": seed,
+        "cpu_seconds": round(cpu, 1),
+        **{k: values.get(k) for k in METRICS},
+        "network": [[x, list(p)] for x, p in model.network_],  # type: ignore[attr-defined]
+    }
+
+
 def table(document: dict[str, Any]) -> str:
     lines = ["| dataset | epsilon | method | 2-way TVD | 3-way TVD | TSTR | CPU s |", "|---|---|---|---|---|---|---|"]
 
@@ -85,6 +121,12 @@ def table(document: dict[str, Any]) -> str:
                 + " | ".join(f(r[k]) for k in METRICS)
                 + f" | {r['cpu_seconds']:.1f} |"
             )
+    for r in document.get("theta_sweep", []):
+        lines.append(
+            f"| {r['dataset']} | {r['epsilon']:g} | privbayes theta={r['theta']:g} (seed {r['seed']}) | "
+            + " | ".join(f(r[k]) for k in METRICS)
+            + f" | {r['cpu_seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -94,6 +136,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["privbayes", "mst"])
     parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--rerun", nargs="*", default=[], help="methods whose finished runs are done again")
+    parser.add_argument("--theta-sweep", nargs="*", type=float, default=[], help="PrivBayes thetas to compare")
     parser.add_argument("--work", type=Path, default=Path("/tmp/privbayes_bench"))
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table and stop")
@@ -114,12 +158,19 @@ def main() -> None:
             out_dir=args.work,
             delta=DELTA,
             resume=True,
+            rerun=args.rerun,
         )
     document = {
         "description": "PrivBayes (#21) beside privsynth MST run now and the committed MST/AIM means (bench_issue5)",
         "delta": DELTA,
         "runs": [_summary(r) for r in rows if r["method"] in args.methods],
         "committed": _committed(args.epsilons),
+        "theta_sweep": [
+            sweep(dataset, theta, epsilon, 0)
+            for dataset in args.datasets
+            for epsilon in args.epsilons
+            for theta in args.theta_sweep
+        ],
     }
     args.output.write_text(json.dumps(with_run(document, sys.argv), indent=2) + "\n", encoding="utf-8")
     print(table(document))

@@ -67,6 +67,9 @@ class PrivBayes(MarginalMethod):
     network whose marginal with X passes the paper's theta-usefulness rule, its average cell count at least
     ``theta`` times the measurement noise (row count and noise from the noisy 1-way marginals and the planned
     sigma, so the rule is post-processing). An attribute with no useful parent set is a candidate with none.
+    ``theta`` is 1 (the paper's 4 is in units of the Laplace scale): at 4, a column of 32 bins could take no
+    parent with more than a few cells, so on nafld1's numeric columns the network was a star around ``male``
+    (``benchmarks/results/privbayes.json``, ``theta_sweep``).
     Up to ``max_candidates`` pairs are scored per draw, more drawn uniformly with a fixed seed.
     The score is the paper's R score in counts with the noisy 1-way marginal of X as reference, less its value
     without parents (:func:`dependence`): sensitivity 2 (:data:`SCORE_SENSITIVITY`), whatever the row count,
@@ -85,7 +88,7 @@ class PrivBayes(MarginalMethod):
         self,
         *,
         degree: int = 3,
-        theta: float = 4.0,
+        theta: float = 1.0,
         selection_share: float = 0.3,
         max_candidates: int = 500,
         preprocessing_share: float = 0.2,
