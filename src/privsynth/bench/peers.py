@@ -1,4 +1,4 @@
-"""Peer synthesizers (SDV, smartnoise-synth, OpenDP) run as adapters in virtual environments of their own.
+"""Peer synthesizers (SDV, smartnoise-synth, OpenDP, dpmm, MOSTLY AI) run as adapters in environments of their own.
 
 Their pins conflict with privsynth's and with each other's (smartnoise-synth needs opacus 0.14, SDV and OpenDP's
 ``mbi`` extra pin other versions), so each group lives in its own environment under ``$PRIVSYNTH_PEERS_DIR`` (default
@@ -7,10 +7,13 @@ the training rows (Parquet) and a JSON spec into a temporary folder, runs ``_pee
 Python, and reads the synthetic rows back, restored to the schema's dtypes so :func:`privsynth.evaluate.evaluate`
 treats them like privsynth's own output.
 
-The DP peers are handed every column's categories and numeric bounds (from the schema) as public knowledge and
-spend no budget on them (smartnoise-synth: ``BinTransformer(lower, upper)`` with ``preprocessor_eps=0``; OpenDP:
-``keys`` and ``cuts``). That is more than privsynth's DP methods get, which spend budget to learn any domain the
-schema does not declare public: on the same epsilon the peers are favoured.
+smartnoise-synth and OpenDP are handed every column's categories and numeric bounds (from the schema) as public
+knowledge and spend no budget on them (smartnoise-synth: ``BinTransformer(lower, upper)`` with
+``preprocessor_eps=0``; OpenDP: ``keys`` and ``cuts``). That is more than privsynth's DP methods get, which spend
+budget to learn any domain the schema does not declare public: on the same epsilon these peers are favoured. dpmm
+and MOSTLY AI's engine run at their defaults and read from the rows what they read (dpmm: categories, which columns
+have missing values; the engine without DP: value ranges and categories); their rows say so in
+``details.domains_from_data``.
 """
 
 from __future__ import annotations
