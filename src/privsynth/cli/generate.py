@@ -106,6 +106,14 @@ def generate(
     delimiter: DelimiterOpt = None,
     engine: EngineOpt = None,
     spark_master: SparkMasterOpt = None,
+    fit_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="Non-DP methods: fit on a uniform sample of this many rows, drawn by the engine, when DATA has more "
+            "(default 1,000,000; the card says so).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html)."""
@@ -149,6 +157,7 @@ def generate(
             retention=retention,  # type: ignore[arg-type]  # checked by synthesize
             datasheet=_answers(datasheet or []),
             method_reason=reason,
+            fit_rows=fit_rows,
         )
     if save_model is not None:
         release.save_model(save_model, overwrite)

@@ -92,6 +92,7 @@ class Release:
     source_fingerprint: str | None = None  # non-DP releases only: a hash of the data has no place on a DP card
     method_chosen: Literal["user", "default"] | None = None  # who chose the method (None: not known, e.g. sample)
     method_reason: str | None = None  # why a default method was chosen (the card and terminal say it)
+    fit_sample: dict[str, Any] | None = None  # non-DP: the uniform sample a large source was fitted on
 
     def __post_init__(self) -> None:
         if self.record is None:
@@ -187,6 +188,8 @@ class Release:
             source["synthetic_share"] = self.ancestry.synthetic_share
             if self.source_fingerprint is not None:
                 source["fingerprint_sha256"] = self.source_fingerprint
+            if self.fit_sample is not None:
+                source["fit_sample"] = self.fit_sample
         card = DataCard(
             kind="synthetic",
             release_id=self.release_id,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
-from privsynth.data.sources import Source, load_source
+from privsynth.data.sources import Source, frame_source, load_source
 from privsynth.errors import ParameterError
 from privsynth.pipeline.release import (
     RETENTION_POLICIES,
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from privsynth.evaluate import Report
 
 logger = logging.getLogger(__name__)
+
+FIT_ROWS = 1_000_000
+"""Rows a non-DP method fits on at most: a larger source is sampled uniformly by its engine (``fit_rows``)."""
 
 _API_DEFAULT_REASON = "default of the Python API, the same on every machine; method='deep' for the deep synthesizer"
 
@@ -67,6 +70,7 @@ def synthesize(
     datasheet: Mapping[str, str] | None = None,
     dataset: str | None = None,
     method_reason: str | None = None,
+    fit_rows: int | None = None,
     **source_options: Any,
 ) -> Release:
     """Fit ``method`` on ``data`` and sample ``rows`` synthetic rows (default: as many as the source has).
@@ -93,6 +97,8 @@ def synthesize(
     ``rebalance`` names a categorical column whose classes the rows follow in proportions ``mix`` (a mapping from
     category to share, or ``"uniform"``) instead of the learned ones, for methods that draw exact conditionals
     (``deep``, ``dp-deep``); the card records it.
+    ``fit_rows`` (non-DP methods; default :data:`FIT_ROWS`): a source with more rows is fitted on a uniform sample
+    of that many, drawn by its engine (:meth:`~privsynth.data.source_base.Source.sample`); the card says so.
     """
     if retention not in RETENTION_POLICIES:
         raise ParameterError(f"retention must be one of {', '.join(RETENTION_POLICIES)}, not {retention!r}")
@@ -128,12 +134,13 @@ def synthesize(
         if dp:
             raise ParameterError("say how many rows to generate (--rows); the true row count is private")
         rows = source.num_rows()
+    fitted_on, fit_sample = _fit_sample(source, dp, fit_rows, seed)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     # The fit decides the structure it works from (for a DP fit: synth.dp.dp_schema of what is declared here);
     # a budget or ledger given to a non-DP method is refused by its fit, saying why.
     fit_ledger = False if dp and ledger_object is None else ledger_object
-    model.fit(source, declared, epsilon=epsilon, delta=delta, ledger=fit_ledger, dataset=dataset)
+    model.fit(fitted_on, declared, epsilon=epsilon, delta=delta, ledger=fit_ledger, dataset=dataset)
     timings["fit"] = round(time.perf_counter() - start, 3)
     model.ancestry_ = ancestry  # lineage travels with a saved model, so that sample_model's cards keep it
     if save_model is not None:
@@ -164,9 +171,32 @@ def synthesize(
         source_fingerprint=None if dp else source.fingerprint(),
         method_chosen=chosen,
         method_reason=method_reason,
+        fit_sample=fit_sample,
     )
     synthetic.attrs[ATTRS_KEY] = release.provenance
     return release
+
+
+def _fit_sample(
+    source: Source, dp: bool, fit_rows: int | None, seed: int | None
+) -> tuple[Source, dict[str, Any] | None]:
+    """The source a non-DP method fits on: the source itself, or a uniform sample of ``fit_rows`` rows drawn by
+    its engine when it has more (with what the card says of it). A DP fit reads the whole source through its
+    mechanisms (its row count is private, so no sample size can be chosen from it here)."""
+    if dp:
+        if fit_rows is not None:
+            raise ParameterError("fit_rows applies to non-DP methods; a DP method reads every row through its noise")
+        return source, None
+    limit = FIT_ROWS if fit_rows is None else fit_rows
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ParameterError(f"fit_rows must be a positive integer, not {fit_rows!r}")
+    total = source.num_rows()
+    if total <= limit:
+        return source, None
+    logger.info("fitting on a uniform sample of %s of the %s rows of %s", f"{limit:,}", f"{total:,}", source.name)
+    sample = source.sample(limit, seed=0 if seed is None else seed)
+    described = {"rows": limit, "of_rows": total, "how": "uniform random sample drawn by the source's engine"}
+    return frame_source(sample, f"{source.name} (uniform sample)"), described
 
 
 def evaluate_release(
