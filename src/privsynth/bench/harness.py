@@ -280,12 +280,8 @@ def _run_one(
         row["metrics"] = _metric_values(report)
         row["rows"] = len(synthetic)
     except Exception as exc:  # a failing method must not stop the bench: record it and go on
-        row["status"] = "failed"
-        row["error"] = f"{type(exc).__name__}: {exc}"
-        logger.warning("%s failed: %s", key.label(), row["error"])
-    row["total_seconds"] = round(time.perf_counter() - started, 3)
-    row["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return row
+        _failed(row, key, exc)
+    return _finished(row, started)
 
 
 def _cpu_seconds() -> float:
@@ -353,9 +349,17 @@ def _reference_row(context: _Context, key: RunKey, evaluate_seed: int) -> dict[s
         row["evaluate_seconds"] = round(time.perf_counter() - started, 3)
         row["details"] = {"note": "real holdout rows scored as synthetic; utility.tstr is filled with the TRTR"}
     except Exception as exc:  # the reference is informative; its failure must not stop the bench either
-        row["status"] = "failed"
-        row["error"] = f"{type(exc).__name__}: {exc}"
-        logger.warning("%s failed: %s", key.label(), row["error"])
+        _failed(row, key, exc)
+    return _finished(row, started)
+
+
+def _failed(row: dict[str, Any], key: RunKey, exc: Exception) -> None:
+    row["status"] = "failed"
+    row["error"] = f"{type(exc).__name__}: {exc}"
+    logger.warning("%s failed: %s", key.label(), row["error"])
+
+
+def _finished(row: dict[str, Any], started: float) -> dict[str, Any]:
     row["total_seconds"] = round(time.perf_counter() - started, 3)
     row["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return row
