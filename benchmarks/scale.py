@@ -163,15 +163,20 @@ def _postgres(folder: Path, parquet: Path) -> tuple[str, list[subprocess.Popen[b
 
 
 def _statements(log: Path) -> dict[str, Any]:
-    """The statements the server ran, and whether any SELECT of the table could return raw rows."""
+    """The statements the server ran (simple and extended protocol), and whether any SELECT of the table could
+    return raw rows (no GROUP BY and no aggregate)."""
+    import re
+
     entries: list[str] = []
-    for line in log.read_text().splitlines():  # a statement's further lines start with a tab
-        if line[:1].isspace() and entries:
-            entries[-1] += " " + line.strip()
-        else:
+    for line in log.read_text().splitlines():  # an entry starts with the log line prefix's timestamp
+        if re.match(r"\d{4}-\d{2}-\d{2} ", line) or not entries:
             entries.append(line)
-    statements = [entry.split("statement: ", 1)[1] for entry in entries if "statement: " in entry]
-    on_table = [s for s in statements if "nass" in s and s.lstrip().upper().startswith("SELECT")]
+        else:
+            entries[-1] += " " + line.strip()
+    statements = [
+        found.group(1) for entry in entries if (found := re.search(r"(?:statement|execute [^:]*): (.*)", entry))
+    ]
+    on_table = [s for s in statements if re.search(r"\bFROM\s+\(?\s*\"?nass\b", s) and "SELECT" in s.upper()]
     raw = [s[:300] for s in on_table if "GROUP BY" not in s.upper() and "COUNT(" not in s.upper()]
     return {"statements": len(statements), "selects_of_table": len(on_table), "could_return_rows": raw}
 
