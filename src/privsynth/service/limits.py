@@ -95,6 +95,13 @@ ANALYST_PARAMS: Final[Mapping[str, Mapping[str, Bound]]] = {
         "target_weight": Bound("float", 0, 100, low_open=True),
         "compress": Bound("bool"),
     },
+    "privbayes": {
+        **_MARGINAL,
+        "degree": Bound("int", 1, 4),
+        "theta": Bound("float", 0, 20, low_open=True),
+        "selection_share": Bound("float", 0, 0.9, low_open=True),
+        "max_candidates": Bound("int", 1, 2000),
+    },
     "dp-deep": {
         "bins": Bound("int", 2, 64),
         "hidden": Bound("int", 8, 256),
