@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
-import sys
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,16 +285,19 @@ def test_concurrent_processes_cannot_pass_the_cap_on_postgresql(postgres_url: st
     ledger.close()
 
 
-def _loaded(results: Any) -> None:
-    results.put(sorted({"jax", "torch"} & set(sys.modules)))
+def _parent(results: Any) -> None:
+    results.put(os.getppid())
 
 
-def test_racers_never_start_from_a_process_that_loaded_jax() -> None:
+def test_racers_never_start_from_the_test_process() -> None:
+    """The racers' parent is the forkserver, not this process (whose JAX and torch threads a fork would copy in a
+    state that can deadlock the child). The forkserver is one per process and the first user's preload wins: when
+    the service's job tests started it first, it has imported privsynth (and so JAX) too, without computing."""
     pytest.importorskip("jax")  # the test process now holds JAX's threads
     context = multiprocessing.get_context(START_METHOD)
     results = context.Queue()
-    racer = context.Process(target=_loaded, args=(results,))
+    racer = context.Process(target=_parent, args=(results,))
     racer.start()
-    assert results.get(timeout=120) == []
+    assert results.get(timeout=120) != os.getpid()
     racer.join(timeout=60)
     assert racer.exitcode == 0

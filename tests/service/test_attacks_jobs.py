@@ -308,7 +308,7 @@ def test_a_job_past_its_time_limit_is_stopped_and_its_reservation_settled(server
 
 def test_a_job_over_its_memory_limit_fails_and_the_worker_goes_on(server: Server) -> None:
     job_id = server.submit("carol", _quick(server)).json()["id"]
-    assert server.worker(memory_mb=3000).run_once()
+    assert server.worker(memory_mb=1000).run_once()  # AIM fits small models in numpy now: well under 3 GB
     job = server.store.job(job_id)
     assert job is not None and job.status == "failed" and "memory" in (job.error or "").lower(), job
     (reservation,) = [r for r in server.reservations() if r.id == job.reservation_id]

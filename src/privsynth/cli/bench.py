@@ -15,7 +15,9 @@ from privsynth.errors import ParameterError
 bench_app = typer.Typer(
     help="Benchmark privsynth's methods and peer libraries over datasets x budgets x seeds.", no_args_is_help=True
 )
-peers_app = typer.Typer(help="Peer libraries (SDV, smartnoise-synth, OpenDP, dpmm, MOSTLY AI engine) in their own environments.")
+peers_app = typer.Typer(
+    help="Peer libraries (SDV, smartnoise-synth, OpenDP, dpmm, MOSTLY AI engine) in their own environments."
+)
 bench_app.add_typer(peers_app, name="peers", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
