@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from fractions import Fraction
@@ -11,9 +10,9 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from marginal_support import public
 
 from privsynth.data.datasets import load_dataset
-from privsynth.data.schema import Schema
 from privsynth.synth import _pgm
 from privsynth.synth.aim import AIM, _candidates, _round_candidates, default_rounds
 from privsynth.synth.mst import MST
@@ -24,10 +23,6 @@ COLUMNS = ["dvcat", "weight", "dead", "sex", "ageOFocc", "injSeverity"]
 @pytest.fixture(scope="module")
 def nass() -> pd.DataFrame:
     return load_dataset("nassCDS")[COLUMNS]
-
-
-def public(df: pd.DataFrame) -> Schema:
-    return Schema([dataclasses.replace(c, public=True) for c in Schema.infer(df).synthesized()])
 
 
 @pytest.fixture(scope="module")

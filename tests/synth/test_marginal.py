@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from marginal_support import public
 
 from privsynth.data.datasets import load_dataset
 from privsynth.data.schema import Schema
@@ -30,16 +31,6 @@ SMALL = ["dvcat", "dead", "sex", "injSeverity"]
 @pytest.fixture(scope="module")
 def nass() -> pd.DataFrame:
     return load_dataset("nassCDS")[COLUMNS]
-
-
-def public(df: pd.DataFrame) -> Schema:
-    """The schema with every domain declared public (the free path: no preprocessing budget)."""
-    return Schema([dataclasses.replace(c, public=True) for c in Schema.infer(df).synthesized()])
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
-    return Ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
 
 
 @pytest.fixture(scope="module")

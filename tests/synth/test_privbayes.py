@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from fractions import Fraction
@@ -11,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from marginal_support import public
 
 from privsynth.data.datasets import load_dataset
-from privsynth.data.schema import Schema
 from privsynth.errors import ParameterError
 from privsynth.privacy.budget import gaussian_sigma
 from privsynth.privacy.ledger import Ledger
@@ -27,16 +26,6 @@ COLUMNS = ["dvcat", "weight", "dead", "airbag", "sex", "ageOFocc", "injSeverity"
 @pytest.fixture(scope="module")
 def nass() -> pd.DataFrame:
     return load_dataset("nassCDS")[COLUMNS]
-
-
-def public(df: pd.DataFrame) -> Schema:
-    """Every domain declared public (no preprocessing budget)."""
-    return Schema([dataclasses.replace(c, public=True) for c in Schema.infer(df).synthesized()])
-
-
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
-    return Ledger(tmp_path_factory.mktemp("ledger") / "ledger.sqlite")
 
 
 @pytest.fixture(scope="module")
