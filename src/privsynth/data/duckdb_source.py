@@ -121,10 +121,8 @@ class DuckDBSource(Source):
         except duckdb.Error as exc:
             raise _read_error(self.name, exc) from None
 
-    def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
+    def _sample(self, rows: int, seed: int) -> pd.DataFrame:
         """``rows`` rows drawn by DuckDB's reservoir sample (seeded; one pass, ``rows`` rows held)."""
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ParameterError(f"rows must be a positive integer, not {rows!r}")
         names = ", ".join(_quote(c) for c in self._columns)
         sql = f"SELECT {names} FROM {self._view} USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({int(seed)})"
         try:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from privsynth.data.binning import OUTSIDE, Binning
 from privsynth.errors import DataError, ParameterError
 
-__all__ = ["Source", "digest", "first_line", "storage_kind"]
+__all__ = ["Source", "digest", "first_line", "storage_kind", "unplaced_error"]
 
 
 class Source(ABC):
@@ -103,6 +103,10 @@ class Source(ABC):
         ``rows`` of them."""
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ParameterError(f"rows must be a positive integer, not {rows!r}")
+        return self._sample(rows, seed)
+
+    def _sample(self, rows: int, seed: int) -> pd.DataFrame:
+        """:meth:`sample` for a checked ``rows``: the streamed reservoir, for engines that draw no sample."""
         rng = np.random.default_rng(seed)
         kept: pd.DataFrame | None = None
         seen = 0
@@ -172,11 +176,7 @@ class Source(ABC):
             out[index] += n
         bad = [f"{n} value(s) of column '{c}'" for c, n in unplaced.items() if n]
         if bad and outside == "error":
-            raise DataError(
-                f"{', '.join(bad)} fit none of {'its' if len(bad) == 1 else 'their'} cells (a category missing "
-                "from the domain, or a missing value where the column is not nullable); add them to the schema "
-                "or allow an 'other' cell"
-            )
+            raise unplaced_error(bad)
         return out
 
     def value_counts(self, column: str) -> list[tuple[Any, int]]:
@@ -235,3 +235,13 @@ def digest(data: str | bytes) -> str:
 def first_line(exc: BaseException) -> str:
     """An engine error's first line (or its type), for a message that does not quote the rest."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def unplaced_error(bad: Sequence[str]) -> DataError:
+    """The error of ``counts(..., outside="error")`` for values that fit no cell (``bad``: "N value(s) of column
+    'c'" each; for the custodian's checks, never on a DP path, which counts with ``outside="drop"``)."""
+    return DataError(
+        f"{', '.join(bad)} fit none of {'its' if len(bad) == 1 else 'their'} cells (a category missing "
+        "from the domain, or a missing value where the column is not nullable); add them to the schema "
+        "or allow an 'other' cell"
+    )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect, PGTypeCompiler
+from sqlalchemy.dialects.postgresql.base import PGDialect, PGTypeCompiler
 
 from privsynth.data.source_base import Source, digest, first_line, storage_kind
 from privsynth.errors import ParameterError, SourceError
@@ -53,12 +53,10 @@ class _SparkTypeCompiler(PGTypeCompiler):
         return "DOUBLE"
 
 
-class _SparkCompiler(PGCompiler):
-    """PostgreSQL's SQL, which Spark reads with ``spark.sql.ansi.doubleQuotedIdentifiers`` on."""
-
-
 class _SparkDialect(PGDialect):
-    statement_compiler = _SparkCompiler
+    """PostgreSQL's SQL, which Spark reads with ``spark.sql.ansi.doubleQuotedIdentifiers`` on, with Spark's type
+    names."""
+
     type_compiler_cls = _SparkTypeCompiler
     # Spark's parameter markers are ``:name``; values are bound by Spark, so no quoting rule of ours applies.
     default_paramstyle = "named"
@@ -170,11 +168,9 @@ class SparkSource(Source):
         # Like a database table, a Spark table is identified by where it lives, not by its (large) content.
         return digest(f"spark:{self.location}")
 
-    def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
+    def _sample(self, rows: int, seed: int) -> pd.DataFrame:
         """About ``rows`` rows drawn uniformly inside Spark (a Bernoulli sample, at most ``rows``): what a non-DP
         method fits on when the table is too large to read."""
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ParameterError(f"rows must be a positive integer, not {rows!r}")
         total = self.num_rows()
         fraction = min(1.0, 1.1 * rows / max(total, 1))
         sampled = self._frame.sample(withReplacement=False, fraction=fraction, seed=seed).limit(rows)

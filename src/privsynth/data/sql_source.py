@@ -87,14 +87,12 @@ class SQLSource(Source):
         with self._engine.connect().execution_options(stream_results=True) as con:
             yield from pd.read_sql(query, con, chunksize=chunk_rows)
 
-    def sample(self, rows: int, seed: int = 0) -> pd.DataFrame:
+    def _sample(self, rows: int, seed: int) -> pd.DataFrame:
         """On a PostgreSQL table, ``TABLESAMPLE BERNOULLI`` (seeded with ``REPEATABLE``) at 1.1 times the share
         wanted, then ``rows`` of those in a seeded random order: the database reads the table and sends only the sample.
         Other databases and queries: the streaming reservoir of :meth:`Source.sample`."""
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise ParameterError(f"rows must be a positive integer, not {rows!r}")
         if self._engine.dialect.name != "postgresql" or not isinstance(self._from, sa.Table):
-            return super().sample(rows, seed)
+            return super()._sample(rows, seed)
         percent = min(100.0, 110.0 * rows / max(self.num_rows(), 1))
         sampled = sa.tablesample(self._from, sa.func.bernoulli(percent), seed=sa.literal(int(seed)))
         # Random order, seeded too: the hash of each sampled row's physical address and the seed.

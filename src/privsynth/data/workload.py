@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from privsynth.data.binning import OUTSIDE, Binning
-from privsynth.data.source_base import Source
+from privsynth.data.source_base import Source, unplaced_error
 from privsynth.errors import DataError, ParameterError
 
 
@@ -109,9 +109,5 @@ def _one_scan(
     if outside == "error":
         bad = sorted({f"{n} value(s) of column '{c}'" for s in sets for c, n in unplaced[s].items() if n})
         if bad:
-            raise DataError(
-                f"{', '.join(bad)} fit none of {'its' if len(bad) == 1 else 'their'} cells (a category missing "
-                "from the domain, or a missing value where the column is not nullable); add them to the schema "
-                "or allow an 'other' cell"
-            )
+            raise unplaced_error(bad)
     return out
