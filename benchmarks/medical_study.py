@@ -255,15 +255,18 @@ def _provenance() -> dict[str, Any]:
 
 def plan(
     tables: Sequence[str], phases: Sequence[str], seeds: int | None
-) -> Iterator[tuple[str, str, Generator, Any, int]]:
-    """Runs in order: phase by phase, every table and arm, each generator's budgets and seeds."""
+) -> Iterator[tuple[str, str, str, Generator, float | None, int]]:
+    """Runs in order: phase by phase; in a phase seed 0 of every generator and budget over every table and arm,
+    then seed 1, ...: a stopped phase has fewer seeds, not fewer tables or generators."""
     for phase in phases:
-        for table in tables:
-            for arm in ARMS:
-                for gen in GENERATORS[phase]:
-                    count = gen.seeds if seeds is None else min(gen.seeds, seeds)
-                    for epsilon in EPSILONS if gen.dp else (None,):
-                        for seed in range(count):
+        most = max(g.seeds for g in GENERATORS[phase])
+        for seed in range(most if seeds is None else min(most, seeds)):
+            for gen in GENERATORS[phase]:
+                if seed >= gen.seeds:
+                    continue
+                for epsilon in EPSILONS if gen.dp else (None,):
+                    for table in tables:
+                        for arm in ARMS:
                             yield phase, table, arm, gen, epsilon, seed
 
 
