@@ -272,6 +272,7 @@ class Release:
             "rho": fit.rho,
             "rho_spent": fit.rho_spent if spends else None,
             "unit": fit.unit,
+            "contribution_bound": fit.contribution_bound,
             "dataset": fit.dataset,
             "spends": spends,
             "released": plain(dict(fit.released)),

@@ -9,12 +9,22 @@ adding rhos and adding deltas (ibid., Section 8). After spending rho and delta i
 Every mechanism in :mod:`privsynth.privacy.mechanisms` calls :meth:`Accountant.spend` before it draws noise, so
 a refused spend releases nothing. With a ledger, each spend's rho and delta are recorded there too, and the
 ledger adds them up across runs against the dataset's cap.
+
+The privacy unit: by default one record (a row) is what neighbouring datasets differ by. With a
+``contribution_bound`` k > 1 and a ``unit`` such as ``"person"``, neighbours differ by one unit, that is by up
+to k records of the table being fitted (the caller keeps at most k per unit, see
+:func:`privsynth.relational.person.bound_contributions`). The accountant carries k, and the mechanisms of
+:mod:`privsynth.privacy.mechanisms` calibrate to it: each takes the sensitivity to one record, and
+:meth:`Accountant.sensitivity` multiplies it by k, since k records change any query by at most k times what one
+changes it by (the triangle inequality, in every norm). A spend made by anything else (DP-SGD's per-record
+clipping) is refused when k > 1, so nothing is ever charged at the wrong unit.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import threading
 from collections.abc import Iterator
@@ -26,9 +36,52 @@ from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.budget import Budget, check_positive, conversion_order, epsilon_from_rho_delta, fits_within
 from privsynth.privacy.ledger import Ledger
 
-__all__ = ["Accountant", "Charge", "fit_accountant", "open_ledger"]
+__all__ = [
+    "Accountant",
+    "Charge",
+    "check_contribution_bound",
+    "check_unit",
+    "fit_accountant",
+    "open_ledger",
+    "unit_label",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def check_contribution_bound(value: object, name: str = "contribution_bound") -> int:
+    """``value`` as the contribution bound k, or a :class:`~privsynth.errors.ParameterError` naming ``name``
+    unless it is a whole number >= 1 (an int: 2.0 is refused, as a bound computed from floats may be off)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ParameterError(
+            f"{name} must be a whole number (an int) >= 1: the most rows one privacy unit (a person, say) "
+            f"contributes to the table, chosen before the data is read; got {value!r}"
+        )
+    return int(value)
+
+
+def check_unit(unit: object, contribution_bound: object) -> tuple[str, int]:
+    """The privacy unit's name and contribution bound k, or a :class:`~privsynth.errors.ParameterError` that says
+    what to pass: k a whole number >= 1, the user's choice (never read from the data); the unit a non-empty
+    name, not ``"row"`` when k > 1 (a row contributes one row)."""
+    k = check_contribution_bound(contribution_bound)
+    if not isinstance(unit, str) or not unit.strip():
+        raise ParameterError(f"unit must be a non-empty name for the privacy unit, such as 'person', got {unit!r}")
+    unit = unit.strip()
+    if unit == "row" and k > 1:
+        raise ParameterError(
+            f"contribution_bound={k} needs a privacy unit other than 'row' (one row contributes one row): pass "
+            "unit='person' (or the name of whoever owns the rows)"
+        )
+    return unit, k
+
+
+def unit_label(unit: str, contribution_bound: int) -> str:
+    """The privacy unit in words for a ledger row or a card: ``row``, or ``person (at most 4 rows each)``."""
+    if unit == "row" and contribution_bound == 1:
+        return "row"
+    rows = "row" if contribution_bound == 1 else "rows"
+    return f"{unit} (at most {contribution_bound} {rows} each)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +105,8 @@ class Accountant:
     budget, or the dataset's cap in the ledger. With ``reservation`` (from :meth:`Ledger.reserve`) the spends
     draw on that reservation instead of the cap. Without a ledger the accountant only enforces its own budget,
     which suits experiments on public data; it is safe to share between threads.
+    ``unit`` and ``contribution_bound`` (k) name the privacy unit the budget protects (see the module's
+    docstring): mechanisms calibrate to k records through :meth:`sensitivity`.
     """
 
     def __init__(
@@ -62,6 +117,8 @@ class Accountant:
         dataset: str | None = None,
         reservation: int | None = None,
         release_id: str | None = None,
+        contribution_bound: int = 1,
+        unit: str = "row",
     ) -> None:
         if ledger is not None and not dataset:
             raise ParameterError("An accountant with a ledger needs the name of the dataset to charge.")
@@ -72,6 +129,7 @@ class Accountant:
         self.dataset = dataset
         self.reservation = reservation
         self.release_id = release_id
+        self.unit, self.contribution_bound = check_unit(unit, contribution_bound)
         self._charges: list[Charge] = []
         self._spent = Fraction(0)
         self._spent_delta = Fraction(0)
@@ -80,6 +138,19 @@ class Accountant:
     def __repr__(self) -> str:
         delta = f", delta={self.spent_delta:.3g}" if self.budget.approx_delta else ""
         return f"Accountant(spent rho={self.spent:.6g}{delta} of {self.budget}, dataset={self.dataset!r})"
+
+    def sensitivity(self, per_record: float) -> float:
+        """A query's sensitivity to one privacy unit, from its sensitivity ``per_record`` (one record added or
+        removed): times the contribution bound k, as a unit's k records move the query by at most k times one
+        record's change (triangle inequality). The one place the factor k is applied: every mechanism, and every
+        noise scale computed after a measurement (``gaussian_sigma(rho, accountant.sensitivity(1.0))``), goes
+        through it."""
+        return per_record * self.contribution_bound
+
+    @property
+    def unit_label(self) -> str:
+        """The privacy unit in words: ``row``, or ``person (at most 4 rows each)``."""
+        return unit_label(self.unit, self.contribution_bound)
 
     @property
     def spent(self) -> float:
@@ -120,9 +191,15 @@ class Accountant:
         delta: float = 0.0,
         min_order: float | None = None,
         max_order: float | None = None,
+        per_unit: bool = False,
     ) -> None:
         """Charge ``rho`` (and ``delta``, for an approximate mechanism) for ``mechanism``; call it before
         releasing the mechanism's output.
+
+        ``per_unit``: the mechanism was calibrated to the privacy unit through :meth:`sensitivity` (the
+        mechanisms of :mod:`privsynth.privacy.mechanisms` are). Without it a charge is refused when the
+        contribution bound is above 1, so a mechanism calibrated to one record is never charged for a person.
+        Other than the row, the unit is written into the mechanism's description in the ledger and the card.
 
         ``min_order`` and ``max_order`` bound the Rényi orders at which the charge holds, for a mechanism that is
         (alpha, rho alpha)-RDP only there (DP-SGD); the range must contain the order at which this budget is
@@ -133,6 +210,14 @@ class Accountant:
         """
         rho = check_positive("rho", rho)
         delta = check_positive("delta", delta, allow_zero=True)
+        if self.contribution_bound > 1 and not per_unit:
+            raise ParameterError(
+                f"{mechanism} for {purpose!r} is calibrated to one record, but this fit protects one "
+                f"{self.unit_label}; nothing was spent. Fit with contribution_bound=1 (one row per {self.unit}), or "
+                "use a method whose mechanisms are calibrated to the unit (the marginal methods: mst, aim, privbayes)"
+            )
+        if self.unit_label != "row":
+            mechanism = f"{mechanism} per {self.unit_label}"
         if min_order is not None or max_order is not None:
             order = conversion_order(self.budget.rho, self.budget.epsilon)
             if not (min_order or 1) * (1 - 1e-9) <= order <= (max_order or math.inf) * (1 + 1e-9):
@@ -220,6 +305,8 @@ def fit_accountant(
     purpose: str | None = None,
     *,
     content: str | None = None,
+    contribution_bound: int = 1,
+    unit: str = "row",
 ) -> Iterator[tuple[Accountant, Budget | None]]:
     """An accountant for one fit on ``dataset`` (the name its budget is kept under) and the dataset's cap (None
     without a ledger or a cap).
@@ -232,18 +319,30 @@ def fit_accountant(
     With a ledger the whole budget, its rho and the delta it sets aside for approximately zCDP mechanisms
     (``approx_delta``), is reserved first (a spent cap fails before anything is read) and committed
     at the end; if the fit fails after a mechanism ran, the reservation is committed anyway: noise was drawn.
-    Without a charge, it is cancelled. ``purpose`` names the fit in the ledger's reservation row.
+    Without a charge, it is cancelled. ``purpose`` names the fit in the ledger's reservation row; with a privacy
+    unit other than the row (``unit``, ``contribution_bound``, see :class:`Accountant`) it says that unit too.
     """
     if not purpose:
         raise ParameterError("fit_accountant needs the purpose of the fit, for the ledger's reservation row.")
+    unit, contribution_bound = check_unit(unit, contribution_bound)
     if ledger is None:
-        yield Accountant(budget), None
+        yield Accountant(budget, contribution_bound=contribution_bound, unit=unit), None
         return
+    label = unit_label(unit, contribution_bound)
+    if label != "row":
+        purpose = f"{purpose}, privacy unit: one {label}"
     record = ledger.register(dataset, content=content, label=name if name and name != dataset else None)
     if record.cap is None:
         _warn_uncapped(ledger, record.name, record.label or record.name)
     reservation = ledger.reserve(dataset, budget.rho, delta=budget.approx_delta, purpose=purpose)
-    accountant = Accountant(budget, ledger=ledger, dataset=dataset, reservation=reservation)
+    accountant = Accountant(
+        budget,
+        ledger=ledger,
+        dataset=dataset,
+        reservation=reservation,
+        contribution_bound=contribution_bound,
+        unit=unit,
+    )
     try:
         yield accountant, ledger.dataset(dataset).cap
     except BaseException:

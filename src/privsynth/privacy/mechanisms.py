@@ -26,6 +26,12 @@ whose proofs are published but not yet through OpenDP's formal vetting. No other
 particular ``floating-point`` is not, because float inputs are handled by OpenDP's exact samplers on a grid,
 and ``honest-but-curious`` is not, because no user function is passed to OpenDP.
 
+Every mechanism is calibrated to the accountant's privacy unit: the sensitivity a caller states is to one
+record, and :meth:`Accountant.sensitivity` multiplies it by the contribution bound k, since a unit's k records
+move a query by at most k times what one record does (triangle inequality, in the L1, L2 and L-infinity norms
+used here). The threshold mechanism's input distance is the unit's (k keys, each count moved by up to k). A
+charge says the unit in its ledger row.
+
 For regression tests only, :func:`seeded_noise` (from :mod:`privsynth.privacy._seeded`) makes every draw here
 reproducible; it voids the guarantee, and each spend made under it says so.
 """
@@ -124,12 +130,14 @@ def gaussian_mechanism(
     Measures: an array of any shape (a marginal, say), added to element-wise. Integer arrays get discrete
     Gaussian noise and stay integers; float arrays get OpenDP's exact Gaussian sampler on a fine grid.
     Sensitivity: ``sensitivity`` is the L2 distance between the arrays of neighbouring datasets (1 for a
-    histogram when one record is added or removed, sqrt(2) when one is replaced).
-    Cost: rho-zCDP, with sigma = sensitivity / sqrt(2 rho) (:func:`~privsynth.privacy.budget.gaussian_sigma`).
+    histogram when one record is added or removed, sqrt(2) when one is replaced); with a contribution bound k
+    (``accountant.contribution_bound``) the noise is calibrated to k times it, a unit's k records (all k may
+    fall in one cell of a histogram).
+    Cost: rho-zCDP, with sigma = k sensitivity / sqrt(2 rho) (:func:`~privsynth.privacy.budget.gaussian_sigma`).
     Returns an array of the same shape, int64 or float64.
     """
     array, domain = _as_vector(counts, "counts")
-    sensitivity = check_positive("sensitivity", sensitivity)
+    sensitivity = accountant.sensitivity(check_positive("sensitivity", sensitivity))
     rho = check_positive("rho", rho)
     sigma = gaussian_sigma(rho, sensitivity)
     metric = dp.l2_distance(T=float)
@@ -137,7 +145,7 @@ def gaussian_mechanism(
         lambda scale: dp.m.make_gaussian(domain, metric, scale=scale), sigma, sensitivity, rho, Fraction
     )
     mechanism = described(f"gaussian(sigma={sigma:.6g}, l2_sensitivity={sensitivity:g})")
-    accountant.spend(rho, mechanism=mechanism, purpose=purpose)
+    accountant.spend(rho, mechanism=mechanism, purpose=purpose, per_unit=True)
     logger.debug("gaussian mechanism releases %d values with sigma=%.6g", array.size, sigma)
     rng = seeded()
     return _release(measurement, array) if rng is None else cast(Vector, add_noise(rng, array, sigma, "gaussian"))
@@ -157,8 +165,9 @@ def exponential_mechanism(
     Measures: a 1-d vector of finite scores (one per candidate, higher is better); returns the index chosen,
     as the arg-max of the scores plus Gumbel noise of scale 2 sensitivity / epsilon.
     Sensitivity: ``sensitivity`` bounds how much any one score changes between neighbouring datasets
-    (L-infinity). With ``monotonic=True`` the caller asserts that all scores move in the same direction, which
-    halves the noise needed.
+    (L-infinity), calibrated to k times it for a contribution bound k. With ``monotonic=True`` the caller
+    asserts that all scores move in the same direction when one record is added or removed, which halves the
+    noise needed; they then also do when a unit's k records are.
     Cost: epsilon-DP with epsilon = sqrt(8 rho), hence rho-zCDP by bounded range: the same trade as AIM's
     selection step.
     """
@@ -167,7 +176,7 @@ def exponential_mechanism(
         raise ParameterError(f"scores must be a non-empty 1-d vector, got shape {array.shape}.")
     if not np.all(np.isfinite(array)):
         raise ParameterError("scores must be finite; found NaN or infinite values.")
-    sensitivity = check_positive("sensitivity", sensitivity)
+    sensitivity = accountant.sensitivity(check_positive("sensitivity", sensitivity))
     rho = check_positive("rho", rho)
     domain = dp.vector_domain(dp.atom_domain(T="f64", nan=False))
     metric = dp.linf_distance(T=float, monotonic=monotonic)
@@ -185,6 +194,7 @@ def exponential_mechanism(
             f"exponential(gumbel_scale={scale:.6g}, linf_sensitivity={sensitivity:g}, monotonic={monotonic})"
         ),
         purpose=purpose,
+        per_unit=True,
     )
     rng = seeded()
     if rng is not None:
@@ -204,13 +214,14 @@ def laplace_mechanism(
 
     Measures: an array of any shape, added to element-wise; integers get discrete Laplace noise and stay
     integers, floats get OpenDP's exact Laplace sampler on a fine grid.
-    Sensitivity: ``sensitivity`` is the L1 distance between the arrays of neighbouring datasets.
-    Cost: epsilon-DP with epsilon = sqrt(2 rho) and noise scale sensitivity / epsilon, hence rho-zCDP. Under
+    Sensitivity: ``sensitivity`` is the L1 distance between the arrays of neighbouring datasets, calibrated to
+    k times it for a contribution bound k.
+    Cost: epsilon-DP with epsilon = sqrt(2 rho) and noise scale k sensitivity / epsilon, hence rho-zCDP. Under
     zCDP the Gaussian mechanism is usually the better buy.
     Returns an array of the same shape, int64 or float64.
     """
     array, domain = _as_vector(values, "values")
-    sensitivity = check_positive("sensitivity", sensitivity)
+    sensitivity = accountant.sensitivity(check_positive("sensitivity", sensitivity))
     rho = check_positive("rho", rho)
     metric = dp.l1_distance(T=float)
     measurement, scale = _calibrate(
@@ -221,7 +232,7 @@ def laplace_mechanism(
         lambda epsilon: Fraction(epsilon) ** 2 / 2,
     )
     mechanism = described(f"laplace(scale={scale:.6g}, l1_sensitivity={sensitivity:g})")
-    accountant.spend(rho, mechanism=mechanism, purpose=purpose)
+    accountant.spend(rho, mechanism=mechanism, purpose=purpose, per_unit=True)
     logger.debug("laplace mechanism releases %d values with scale=%.6g", array.size, scale)
     rng = seeded()
     return _release(measurement, array) if rng is None else cast(Vector, add_noise(rng, array, scale, "laplace"))
@@ -246,10 +257,12 @@ def gaussian_threshold_mechanism(
     keys present with their counts; keys absent from the data are never released.
     Sensitivity: one record adds 1 to one key (L0 1, L2 1, L-infinity 1 under add/remove-one): a histogram of
     one column. A key held by a single record exists in one neighbouring dataset only; the threshold makes its
-    release improbable.
-    Cost: delta-approximately rho-zCDP (Rogers 2023), with sigma = 1 / sqrt(2 rho) and the smallest integer
-    threshold at which OpenDP's map puts the chance that a key held by one record is released, P(1 + Z >=
-    threshold), at most ``delta``. Roughly, threshold = 1 + sigma * z(1 - delta).
+    release improbable. With a contribution bound k, one unit's k records touch at most k keys and move each
+    by at most k, their L2 norm at most k (all in one key): the input distance is (k, k, k), which OpenDP's map
+    prices exactly (both rho and the chance that a key held by one unit clears the threshold).
+    Cost: delta-approximately rho-zCDP (Rogers 2023), with sigma = k / sqrt(2 rho) and the smallest integer
+    threshold at which OpenDP's map puts the chance that a key held by one unit is released, P(k + Z >=
+    threshold) over its up to k keys, at most ``delta``. Roughly, threshold = k + sigma * z(1 - delta / k).
     """
     if not isinstance(counts, Mapping):
         raise ParameterError(f"counts must map keys to counts, got {type(counts).__name__}.")
@@ -264,22 +277,27 @@ def gaussian_threshold_mechanism(
         raise ParameterError(f"delta must be below 1, got {delta!r}.")
     domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
     metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
-    d_in = (1, 1, 1)
+    k = accountant.contribution_bound
+    d_in = (k, k, k)
 
     def make(scale: float, threshold: int) -> Any:
         return dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=threshold)
 
     measurement, sigma = _calibrate(
-        lambda scale: make(scale, _MAX_THRESHOLD), gaussian_sigma(rho, 1.0), d_in, rho, lambda out: Fraction(out[0])
+        lambda scale: make(scale, _MAX_THRESHOLD),
+        gaussian_sigma(rho, accountant.sensitivity(1.0)),
+        d_in,
+        rho,
+        lambda out: Fraction(out[0]),
     )
-    # Binary search between 1 (the map refuses thresholds below the L-infinity sensitivity) and the first
+    # Binary search between k (the map refuses thresholds below the L-infinity sensitivity) and the first
     # doubling of the normal-tail guess that is enough.
-    high = max(2, math.ceil(1 + sigma * NormalDist().inv_cdf(1 - delta)))
+    high = max(k + 1, math.ceil(k + sigma * NormalDist().inv_cdf(1 - delta / k)))
     while make(sigma, high).map(d_in)[1] > delta:
         if high >= _MAX_THRESHOLD:  # pragma: no cover - only for a delta below what a float can hold
             raise PrivsynthError(f"no threshold keeps delta at {delta!r} with sigma={sigma!r}.")
         high = min(2 * high, _MAX_THRESHOLD)
-    low = 1
+    low = k
     while low < high:
         middle = (low + high) // 2
         if make(sigma, middle).map(d_in)[1] <= delta:
@@ -294,9 +312,10 @@ def gaussian_threshold_mechanism(
         rho,
         delta=delta,
         mechanism=described(
-            f"gaussian_threshold(sigma={sigma:.6g}, threshold={low}, delta={delta:.3g}, l2_sensitivity=1)"
+            f"gaussian_threshold(sigma={sigma:.6g}, threshold={low}, delta={delta:.3g}, l2_sensitivity={k})"
         ),
         purpose=purpose,
+        per_unit=True,
     )
     logger.debug("threshold mechanism over %d keys with sigma=%.6g, threshold=%d", len(table), sigma, low)
     rng = seeded()

@@ -128,8 +128,17 @@ class AIM(MarginalMethod):
         round_tol: float = _ROUND_TOL,
         max_minutes: float | None = None,
         max_candidates: int = _MAX_CANDIDATES,
+        contribution_bound: int = 1,
+        unit: str = "row",
     ) -> None:
-        super().__init__(preprocessing_share=preprocessing_share, bins=bins, numeric_bins=numeric_bins, iters=iters)
+        super().__init__(
+            preprocessing_share=preprocessing_share,
+            bins=bins,
+            numeric_bins=numeric_bins,
+            iters=iters,
+            contribution_bound=contribution_bound,
+            unit=unit,
+        )
         self.round_tol = check_positive("round_tol", round_tol)
         self.max_minutes = None if max_minutes is None else check_positive("max_minutes", max_minutes)
         self.rounds = None if rounds is None else whole_number("rounds", rounds, minimum=1)
@@ -220,7 +229,7 @@ class AIM(MarginalMethod):
             allowed, excluded = _round_candidates(candidates, model, limit, self.max_candidates, draw)
             if excluded:
                 logger.debug("AIM round %d: model-size limit %.3g MB leaves out %d candidates", t, limit, excluded)
-            sigma = gaussian_sigma(to_measure.rho, 1.0)
+            sigma = gaussian_sigma(to_measure.rho, accountant.sensitivity(1.0))
             clique = _worst_approximated(allowed, answer, model, sigma, to_select, accountant, t)
             measurements += measure([clique], answer, to_measure, accountant)
             before = model.project(clique)

@@ -52,6 +52,11 @@ class Synthesizer(ABC):
 
     name: ClassVar[str]
     differentially_private: ClassVar[bool] = False
+    contribution_bound: int = 1
+    """The most rows one privacy unit contributes (k); a DP method whose mechanisms calibrate to k takes it as a
+    parameter (the marginal methods), the others protect one row."""
+    unit: str = "row"
+    """The privacy unit a DP fit protects: ``row``, or the name of whoever owns up to ``contribution_bound`` rows."""
 
     schema_: Schema
     declared_: Schema
@@ -131,7 +136,10 @@ class Synthesizer(ABC):
         the source and schema to read with."""
         purpose = f"{self.name} fit at epsilon={budget.epsilon:g}, delta={budget.delta:g}"
         content = None if ledger is False else source.fingerprint()
-        with open_fit(budget, ledger, self.dataset_, purpose, content=content) as (accountant, cap):
+        bound = self.contribution_bound
+        with open_fit(
+            budget, ledger, self.dataset_, purpose, content=content, contribution_bound=bound, unit=self.unit
+        ) as (accountant, cap):
             source, schema = self._declare_structure(source, schema, accountant)
             yield accountant, cap, source, schema
 
@@ -146,6 +154,8 @@ class Synthesizer(ABC):
             dataset=self.dataset_,
             released=released,
             assumptions=self.assumptions_,
+            unit=accountant.unit,
+            contribution_bound=accountant.contribution_bound,
         )
 
     def _declare_structure(self, source: Source, schema: Schema, accountant: Accountant) -> tuple[Source, Schema]:

@@ -168,7 +168,8 @@ def _measure(
         purpose=purpose,
     )
     missing = None if binning.null_index is None else int(noisy[binning.null_index])
-    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=gaussian_sigma(rho, 1.0))
+    sigma = gaussian_sigma(rho, accountant.sensitivity(1.0))
+    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=sigma)
 
 
 def learn_bins(
@@ -214,7 +215,7 @@ def learn_bins(
             warnings += _thin_mass_warning(name, coarse, weights)
             edges, weights = edges[first : last + 2], weights[first : last + 1]
             low, top = float(edges[0]), float(edges[-1])
-        sigma = gaussian_sigma(rho_fine, 1.0)
+        sigma = gaussian_sigma(rho_fine, accountant.sensitivity(1.0))
         cells = int(np.clip(round(weights.sum() / (FINE_CELL_SIGMAS * sigma)), 2 * bins, MAX_FINE_CELLS))
         fine = _allocate(edges, weights, cells, kind)
     measured = _padded(fine, kind) if bounds is not None else fine

@@ -156,7 +156,8 @@ def detect_kinds(source: DuckDBSource, columns: Sequence[str], accountant: Accou
     Measures: per column, the counts of non-empty values, of those that do not parse as numbers, of numbers
     that are not whole, and of non-numbers that do not parse as timestamps (:meth:`DuckDBSource.parse_counts`).
     Sensitivity: one record adds at most one to each of the ``4 d`` counts, so the vector's L2 sensitivity is
-    ``sqrt(4 d)``. Cost: ``rho`` (one Gaussian mechanism). The choice is post-processing of the noisy counts: a
+    ``sqrt(4 d)`` (``k sqrt(4 d)`` for a privacy unit of up to k records). Cost: ``rho`` (one Gaussian
+    mechanism). The choice is post-processing of the noisy counts: a
     column is numeric when at most 10% of its non-empty values are not numbers (whole numbers when at most 5% are
     not whole, or no more than noise alone would show), a date when at most 10% are not dates; otherwise
     categorical. Counting failures (zero for a clean column) keeps the decision far from the noise on tables of
@@ -174,7 +175,7 @@ def detect_kinds(source: DuckDBSource, columns: Sequence[str], accountant: Accou
         purpose=f"column kinds of {len(columns)} columns (values that do not parse as numbers, whole numbers, dates)",
     )
     table: list[list[float]] = np.asarray(noisy, dtype=float).reshape(counts.shape).tolist()
-    noise = 3 * gaussian_sigma(rho, math.sqrt(counts.size))  # what noise alone reaches 99.9% of the time
+    noise = 3 * gaussian_sigma(rho, accountant.sensitivity(math.sqrt(counts.size)))  # noise alone: 99.9% below
     kinds: dict[str, str] = {}
     for column, (present, not_number, not_whole, not_date) in zip(columns, table, strict=True):
         if present > 0 and not_number <= 0.1 * present:
@@ -217,15 +218,31 @@ def ledger_for(ledger: LedgerArg) -> Ledger | None:
 
 @contextmanager
 def open_fit(
-    budget: Budget, ledger: LedgerArg, dataset: str, purpose: str, *, content: str | None = None
+    budget: Budget,
+    ledger: LedgerArg,
+    dataset: str,
+    purpose: str,
+    *,
+    content: str | None = None,
+    contribution_bound: int = 1,
+    unit: str = "row",
 ) -> Iterator[tuple[Accountant, Budget | None]]:
     """The accountant of one DP fit of ``dataset`` (the name its budget is kept under) and the dataset's cap.
 
     The whole budget is reserved in the ledger first and committed at the end (see
     :func:`privsynth.privacy.accountant.fit_accountant`). ``content`` is an optional content fingerprint of the
     data: the ledger keeps only a keyed hash of it, to warn when the same data comes back under another name.
+    ``unit`` and ``contribution_bound`` name the privacy unit (see :class:`~privsynth.privacy.Accountant`).
     """
-    with fit_accountant(budget, ledger_for(ledger), dataset, purpose=purpose, content=content) as pair:
+    with fit_accountant(
+        budget,
+        ledger_for(ledger),
+        dataset,
+        purpose=purpose,
+        content=content,
+        contribution_bound=contribution_bound,
+        unit=unit,
+    ) as pair:
         yield pair
 
 
@@ -246,7 +263,9 @@ class FitRecord:
     (mechanism, purpose, rho, delta); ``released`` values the fit released through a mechanism that a card may
     show (for example a noisy row count); ``assumptions`` what the fit assumed instead of reading it from the
     data (a schema built from storage types, a missing-value cell in every column), in sentences for the card.
-    A non-DP fit has no budget; ``unit`` says whose privacy the budget protects (``row`` or ``person``).
+    A non-DP fit has no budget; ``unit`` says whose privacy the budget protects (``row``, or a name such as
+    ``person`` given by the user) and ``contribution_bound`` the most rows one unit contributes (k, the user's
+    parameter, never read from the data): every mechanism was calibrated to k rows.
     """
 
     method: str
@@ -260,6 +279,7 @@ class FitRecord:
     released: Mapping[str, Any] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     unit: str = "row"
+    contribution_bound: int = 1
 
     @classmethod
     def of(
@@ -273,6 +293,7 @@ class FitRecord:
         released: Mapping[str, Any] | None = None,
         assumptions: tuple[str, ...] = (),
         unit: str = "row",
+        contribution_bound: int = 1,
     ) -> FitRecord:
         """The record of a fit: non-DP without a budget, DP with the budget it ran under and its spends."""
         spends: tuple[Mapping[str, Any], ...] = ()
@@ -290,6 +311,7 @@ class FitRecord:
             released=dict(released or {}),
             assumptions=assumptions,
             unit=unit,
+            contribution_bound=contribution_bound,
         )
 
     @property
@@ -310,4 +332,5 @@ class FitRecord:
             "released": dict(self.released),
             "assumptions": list(self.assumptions),
             "unit": self.unit,
+            "contribution_bound": self.contribution_bound,
         }

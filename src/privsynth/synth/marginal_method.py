@@ -17,6 +17,10 @@ model, which is post-processing. Around the papers, privsynth adds:
 - The whole budget is reserved in the ledger before any noise is drawn, so a spent cap fails up front and two
   jobs cannot both overdraw it; every measurement and selection is one ledger row under that reservation.
 - ``sample(n, conditions=...)`` is exact: the junction tree is conditioned on the evidence, then sampled.
+- The privacy unit may be a person who contributes up to ``contribution_bound`` rows (k) instead of a row: every
+  mechanism (measurements, selections, DP bounds, key discovery, the DP choice of column kinds) is then
+  calibrated to k rows by the accountant (:meth:`~privsynth.privacy.accountant.Accountant.sensitivity`), which
+  multiplies each per-row sensitivity by k: the noise grows k times at the same budget.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
 from privsynth.data.workload import counts_many
 from privsynth.errors import DataError, ParameterError
-from privsynth.privacy.accountant import Accountant
+from privsynth.privacy.accountant import Accountant, check_unit
 from privsynth.privacy.budget import Budget, check_positive, gaussian_sigma
 from privsynth.privacy.mechanisms import gaussian_mechanism
 from privsynth.synth import _pgm
@@ -69,7 +73,12 @@ class MarginalMethod(Synthesizer):
     None (the default ledger) or False (none).
     ``preprocessing_share`` of rho learns the domains the schema does not declare public (only spent when
     there are any), ``bins`` cells per numeric column, ``numeric_bins`` ``"quantile"`` (DP quantiles, also
-    inside public bounds) or ``"uniform"`` (equal width inside public bounds, free). After fitting:
+    inside public bounds) or ``"uniform"`` (equal width inside public bounds, free). ``contribution_bound`` (k,
+    default 1) is the most rows any one privacy unit contributes to the table being fitted, and ``unit`` (default
+    ``"row"``) names that unit (``"person"``, say): the guarantee then protects a whole unit, every mechanism
+    calibrated to k rows (noise times k). Both are the user's choice, never read from the data; keeping at most k
+    rows per unit is the caller's job, before the fit (:func:`privsynth.relational.person.bound_contributions`).
+    After fitting:
     ``spends_`` (each charge: mechanism, purpose, rho, delta), ``epsilon_``, ``delta_``, ``rho_``,
     ``rows_estimate_`` (the noisy row count), ``domains_``, ``measurements_`` and ``model_``.
     """
@@ -86,7 +95,16 @@ class MarginalMethod(Synthesizer):
     rho_: float
     rows_estimate_: float
 
-    def __init__(self, *, preprocessing_share: float, bins: int, numeric_bins: str, iters: int) -> None:
+    def __init__(
+        self,
+        *,
+        preprocessing_share: float,
+        bins: int,
+        numeric_bins: str,
+        iters: int,
+        contribution_bound: int = 1,
+        unit: str = "row",
+    ) -> None:
         share = check_positive("preprocessing_share", preprocessing_share)
         if share >= 1:
             raise ParameterError(f"preprocessing_share must be below 1 (a share of the budget), got {share!r}")
@@ -96,6 +114,7 @@ class MarginalMethod(Synthesizer):
         self.bins = whole_number("bins", bins, minimum=2)
         self.numeric_bins = numeric_bins
         self.iters = whole_number("iters", iters, minimum=1)
+        self.unit, self.contribution_bound = check_unit(unit, contribution_bound)
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
         budget = resolve_budget(self.name, epsilon, delta, schema)
@@ -231,8 +250,9 @@ def measure(
 ) -> list[NoisyMarginal]:
     """The Gaussian mechanism on each marginal, ``budget`` split evenly between them.
 
-    Sensitivity 1 per marginal: adding or removing a record changes one cell by one. Each costs its share of
-    rho, so together they cost ``budget.rho`` (zCDP composition).
+    Sensitivity 1 per marginal: adding or removing a record changes one cell by one; k for a privacy unit of up to
+    k records (``accountant.contribution_bound``: all k may fall in one cell), so sigma is k times the row-level
+    sigma. Each costs its share of rho, so together they cost ``budget.rho`` (zCDP composition).
     """
     shares = budget.split([1 / len(cliques)] * len(cliques)) if len(cliques) > 1 else (budget,)
     out = []
@@ -240,7 +260,8 @@ def measure(
         noisy = gaussian_mechanism(
             answer(clique), sensitivity=1.0, rho=share.rho, accountant=accountant, purpose=_purpose(clique)
         )
-        out.append(NoisyMarginal(clique, noisy.ravel().astype(np.float64), gaussian_sigma(share.rho, 1.0)))
+        sigma = gaussian_sigma(share.rho, accountant.sensitivity(1.0))
+        out.append(NoisyMarginal(clique, noisy.ravel().astype(np.float64), sigma))
     return out
 
 

@@ -48,8 +48,17 @@ class MST(MarginalMethod):
         bins: int = DEFAULT_BINS,
         numeric_bins: str = "quantile",
         iters: int = 2000,
+        contribution_bound: int = 1,
+        unit: str = "row",
     ) -> None:
-        super().__init__(preprocessing_share=preprocessing_share, bins=bins, numeric_bins=numeric_bins, iters=iters)
+        super().__init__(
+            preprocessing_share=preprocessing_share,
+            bins=bins,
+            numeric_bins=numeric_bins,
+            iters=iters,
+            contribution_bound=contribution_bound,
+            unit=unit,
+        )
 
     def _run(
         self, counts: Counts, accountant: Accountant, budget: Budget

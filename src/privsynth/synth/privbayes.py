@@ -95,8 +95,17 @@ class PrivBayes(MarginalMethod):
         bins: int = DEFAULT_BINS,
         numeric_bins: str = "quantile",
         iters: int = 2000,
+        contribution_bound: int = 1,
+        unit: str = "row",
     ) -> None:
-        super().__init__(preprocessing_share=preprocessing_share, bins=bins, numeric_bins=numeric_bins, iters=iters)
+        super().__init__(
+            preprocessing_share=preprocessing_share,
+            bins=bins,
+            numeric_bins=numeric_bins,
+            iters=iters,
+            contribution_bound=contribution_bound,
+            unit=unit,
+        )
         self.degree = whole_number("degree", degree, minimum=1)
         self.theta = check_positive("theta", theta)
         self.selection_share = check_positive("selection_share", selection_share)
@@ -133,7 +142,7 @@ class PrivBayes(MarginalMethod):
         measurements = list(ones)
         self.sigma_ = 0.0
         if d >= 2:
-            self.sigma_ = gaussian_sigma(measure_share.rho / (d - 1), 1.0)
+            self.sigma_ = gaussian_sigma(measure_share.rho / (d - 1), accountant.sensitivity(1.0))
             limit = total / (self.theta * self.sigma_)
             report("privbayes", d, steps, "selecting the network")
             if d > 2:
