@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -11,9 +13,13 @@ import sqlalchemy as sa
 
 from privsynth.data.binning import Binning, Categories, NumericBins, uniform_bins
 from privsynth.data.datasets import load_dataset
+from privsynth.data.schema import Schema
 from privsynth.data.sources import Source, frame_source, load_source
-from privsynth.data.workload import counts_many
+from privsynth.data.workload import counts_many, value_counts_many
 from privsynth.errors import DataError, ParameterError
+from privsynth.privacy import Accountant, Budget
+from privsynth.privacy.mechanisms import seeded_noise
+from privsynth.synth.domain import ColumnDomain, learn_domains
 
 DAYS = tuple(pd.Timestamp(t) for t in ("2020-04-01", "2020-06-01", "2020-09-01", "2021-01-01"))
 
@@ -73,3 +79,66 @@ def test_bad_workloads_are_refused(covid: pd.DataFrame) -> None:
         counts_many(source, [("age", "age")], BINNINGS)
     with pytest.raises(ParameterError, match="batch"):
         counts_many(source, [("age",)], BINNINGS, batch=0)
+
+
+# ---- the DP preprocessing in a few scans -------------------------------------------------------------------------
+
+
+def test_value_counts_of_many_columns_equal_one_group_by_each(covid: pd.DataFrame) -> None:
+    """Raw-value histograms (DP key discovery's input) of 8 columns in two scans of 4, missing values as None."""
+    source, reference = frame_source(covid), frame_source(covid)
+    columns = ["result", "payor_group", "clinic_name", "age", "ct_result", "gender", "day", "patient_class"]
+    found = value_counts_many(source, columns, batch=4)
+    assert source.queries == 2
+    for column in columns:
+        assert _sorted(found[column]) == _sorted(reference.value_counts(column)), column
+    assert sum(n for _, n in found["payor_group"]) == len(covid)
+    assert (None, int(covid["payor_group"].isna().sum())) in found["payor_group"]
+
+
+def _sorted(pairs: list[tuple[object, int]]) -> list[tuple[str, int]]:
+    return sorted((repr(value), n) for value, n in pairs)
+
+
+def _learned(source: Source, df: pd.DataFrame, seed: int) -> dict[str, ColumnDomain]:
+    schema = Schema.infer(df).synthesized()
+    budget = Budget.from_epsilon_delta(10.0, 1e-6, approx_delta=1e-7)
+    with seeded_noise(seed):
+        return learn_domains(source, schema, Accountant(budget), rho=0.05)
+
+
+def _same(one: ColumnDomain, two: ColumnDomain) -> bool:
+    within = (one.within is None and two.within is None) or (
+        one.within is not None
+        and two.within is not None
+        and all(np.array_equal(a, b) for a, b in zip(one.within, two.within, strict=True))
+    )
+    return within and dataclasses.replace(one, within=None) == dataclasses.replace(two, within=None)
+
+
+def _check_preprocessing_scans(df: pd.DataFrame, open_source: Callable[[], Source]) -> None:
+    per_column, batched = open_source(), open_source()
+    per_column.workload_batch = 1  # one query per column and stage: how the preprocessing read counts before
+    one, many = _learned(per_column, df, seed=0), _learned(batched, df, seed=0)
+    assert list(one) == list(many)
+    assert all(_same(one[c], many[c]) for c in one), [c for c in one if not _same(one[c], many[c])]
+    # One query per column and stage (nassCDS: 24, covid_testing: 24-26) against four: key discovery in one scan,
+    # then the three stages of the numeric columns' bounds and bins.
+    assert batched.queries == 4 < len(one) + 8 <= per_column.queries, (per_column.queries, batched.queries)
+
+
+@pytest.mark.parametrize("name", ["nassCDS", "covid_testing"])
+def test_dp_preprocessing_reads_all_columns_in_four_scans_on_duckdb(name: str) -> None:
+    """The same seeded noise gives the same domains whether counts come one column at a time or in one scan per
+    stage: the batching changes how counts are fetched, not the mechanisms or their rho."""
+    df = load_dataset(name, "train")
+    _check_preprocessing_scans(df, lambda: frame_source(df))
+
+
+@pytest.mark.parametrize("name", ["nassCDS", "covid_testing"])
+def test_dp_preprocessing_reads_all_columns_in_four_scans_on_postgres(postgres_url: str, name: str) -> None:
+    df = load_dataset(name, "train")
+    engine = sa.create_engine(postgres_url)
+    df.to_sql(f"scans_{name.lower()}", engine, index=False, if_exists="replace")
+    engine.dispose()
+    _check_preprocessing_scans(df, lambda: load_source(postgres_url, table=f"scans_{name.lower()}"))

@@ -13,15 +13,17 @@ equal-mass bin edges from its cumulative sums and is kept as the within-bin stru
 Public bounds replace the first step's bounds, not its placement of the fine cells, and their noisy outside counts
 warn when the bounds exclude much of the data.
 
-Each histogram reads the data only through ``Source.counts`` under a data-independent binning and has L2
-sensitivity 1 (one record added or removed changes one cell by one); every spend goes through the accountant,
-with a purpose naming the column. Everything after the two histograms is post-processing.
+Each histogram reads the data only through counts under a binning fixed by earlier noisy outputs (one scan per
+stage for all columns, :func:`learn_many_bins`) and has L2 sensitivity 1 (one record added or removed changes one
+cell by one); every spend goes through the accountant, with a purpose naming the column. Everything after the two
+histograms is post-processing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -31,10 +33,11 @@ import pandas as pd
 from privsynth.data.binning import NumericBins
 from privsynth.data.schema import Column, Kind
 from privsynth.data.sources import Source
+from privsynth.data.workload import counts_many
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import gaussian_sigma, split_exactly
 
-__all__ = ["LearnedBins", "learn_bins", "numeric_binning"]
+__all__ = ["LearnedBins", "learn_bins", "learn_many_bins", "numeric_binning"]
 
 BOUNDS_QUANTILE = 0.005
 """Learned bounds are the grid cells holding this noisy quantile and its mirror: 0.5% and 99.5%."""
@@ -150,26 +153,32 @@ class _Histogram:
         return located
 
 
+_Steps = Generator[NumericBins, np.ndarray, LearnedBins]
+"""Learning one column's bins as steps: each yields the binning it needs the exact counts of (``outside="drop"``)
+and is sent them, so :func:`learn_many_bins` can fetch a stage's counts for every column in one scan."""
+
+
 def _measure(
-    source: Source, column: Column, edges: np.ndarray, rho: float, accountant: Accountant, purpose: str
-) -> _Histogram:
-    """A noisy histogram of ``column`` over cells ``edges`` (values outside clip into the end cells).
+    column: Column, edges: np.ndarray, rho: float, accountant: Accountant, purpose: str
+) -> Generator[NumericBins, np.ndarray, _Histogram]:
+    """A noisy histogram of ``column`` over cells ``edges`` (values outside clip into the end cells); yields the
+    binning and is sent its exact counts.
 
     Sensitivity: one record is in exactly one cell (the missing cell included), L2 sensitivity 1. Cost: rho.
     """
     from privsynth.privacy.mechanisms import gaussian_mechanism
 
     binning = numeric_binning(edges, column)
+    exact = yield binning
     noisy = gaussian_mechanism(
-        source.counts([column.name], [binning], outside="drop"),
+        exact,
         sensitivity=1.0,
         rho=rho,
         accountant=accountant,
         purpose=purpose,
     )
     missing = None if binning.null_index is None else int(noisy[binning.null_index])
-    sigma = gaussian_sigma(rho, accountant.sensitivity(1.0))
-    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=sigma)
+    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=gaussian_sigma(rho, 1.0))
 
 
 def learn_bins(
@@ -185,6 +194,49 @@ def learn_bins(
     bin's worth of mass) or, without a spike, the fine histogram again. Cost: ``rho``, split by
     :data:`STAGE_SHARES` (all on the fine one for integer public bounds of at most :data:`MAX_INTEGER_CELLS`
     values; the last two shares are left unspent when the coarse histogram finds nothing above the noise)."""
+    return learn_many_bins(source, [(column, rho, bounds)], accountant, bins)[column.name]
+
+
+def learn_many_bins(
+    source: Source,
+    columns: Sequence[tuple[Column, float, tuple[float, float] | None]],
+    accountant: Accountant,
+    bins: int,
+) -> dict[str, LearnedBins]:
+    """:func:`learn_bins` for each ``(column, rho, bounds)``, stage by stage: the coarse histograms of every
+    column come from one scan (``GROUPING SETS``, :func:`privsynth.data.workload.counts_many`, in batches of
+    ``Source.workload_batch``), then the fine ones, then the spikes', so a fit reads the table three times
+    whatever its width, not three times per column.
+
+    Each column's mechanisms, rho and sensitivity are those of :func:`learn_bins`; only how the exact counts are
+    fetched changes (and the order of the spends: stage by stage, columns in the given order within a stage).
+    """
+    results: dict[str, LearnedBins] = {}
+    running: dict[str, _Steps] = {}
+    wanted: dict[str, NumericBins] = {}
+
+    def advance(name: str, steps: _Steps, exact: np.ndarray | None) -> None:
+        try:
+            wanted[name] = next(steps) if exact is None else steps.send(exact)
+            running[name] = steps
+        except StopIteration as done:
+            results[name] = done.value
+
+    for column, rho, bounds in columns:
+        advance(column.name, _learning(column, accountant, rho, bins, bounds), None)
+    while wanted:
+        names = list(wanted)
+        tables = counts_many(source, [(n,) for n in names], dict(wanted), outside="drop")
+        wanted.clear()
+        for name, table in zip(names, tables, strict=True):
+            advance(name, running.pop(name), table)
+    return {column.name: results[column.name] for column, _, _ in columns}
+
+
+def _learning(
+    column: Column, accountant: Accountant, rho: float, bins: int, bounds: tuple[float, float] | None
+) -> _Steps:
+    """The steps of :func:`learn_bins` for one column (see :data:`_Steps`)."""
     name, kind = column.name, column.kind
     rho_coarse, rho_fine, rho_point = split_exactly(rho, STAGE_SHARES)
     warnings: list[str] = []
@@ -200,7 +252,7 @@ def learn_bins(
         else:
             edges = grid
             purpose = f"domain of '{name}': bounds (noisy histogram on a fixed geometric grid)"
-        coarse = _measure(source, column, edges, rho_coarse, accountant, purpose)
+        coarse = yield from _measure(column, edges, rho_coarse, accountant, purpose)
         weights = coarse.pooled_weights(BOUNDS_FALSE_CELL_RATE)
         spent = f"rho={rho_coarse:.4g} on a noisy {len(edges) - 1}-cell geometric histogram"
         learned = f"public bounds, mass located with {spent}" if bounds is not None else f"bounds from {spent}"
@@ -215,12 +267,12 @@ def learn_bins(
             warnings += _thin_mass_warning(name, coarse, weights)
             edges, weights = edges[first : last + 2], weights[first : last + 1]
             low, top = float(edges[0]), float(edges[-1])
-        sigma = gaussian_sigma(rho_fine, accountant.sensitivity(1.0))
+        sigma = gaussian_sigma(rho_fine, 1.0)
         cells = int(np.clip(round(weights.sum() / (FINE_CELL_SIGMAS * sigma)), 2 * bins, MAX_FINE_CELLS))
         fine = _allocate(edges, weights, cells, kind)
     measured = _padded(fine, kind) if bounds is not None else fine
     purpose = f"domain of '{name}': quantile bins (noisy {len(fine) - 1}-cell histogram)"
-    histogram = _measure(source, column, measured, rho_fine, accountant, purpose)
+    histogram = yield from _measure(column, measured, rho_fine, accountant, purpose)
     if bounds is not None:
         warnings += _outside_warning(column, histogram, histogram.weights())
     shaped = _shape(histogram, fine, column, bins, bounds, top)
@@ -228,12 +280,12 @@ def learn_bins(
     if rho_point > 0:
         spikes = _spike_cells(shaped.fine, shaped.weights, bins, kind)
         if spikes:
-            within, found = _with_points(source, column, accountant, rho_point, shaped, spikes, histogram.sigma)
+            within, found = yield from _with_points(column, accountant, rho_point, shaped, spikes, histogram.sigma)
             cost += f"; {found} of {len(spikes)} spike(s) located at a point with rho={rho_point:.4g}"
             shaped = dataclasses.replace(shaped, within=within)
         else:
             purpose = f"domain of '{name}': quantile bins, measured again (no spike to locate)"
-            again = _measure(source, column, measured, rho_point, accountant, purpose)
+            again = yield from _measure(column, measured, rho_point, accountant, purpose)
             shaped = _shape(_pooled(histogram, again), fine, column, bins, bounds, top)
             cost = (
                 f"{learned}; {shaped.shape} from rho={rho_fine + rho_point:.4g} on a noisy "
@@ -318,14 +370,13 @@ def _spike_cells(fine: np.ndarray, weights: np.ndarray, bins: int, kind: Kind) -
 
 
 def _with_points(
-    source: Source,
     column: Column,
     accountant: Accountant,
     rho: float,
     shaped: _Shaped,
     spikes: list[int],
     fine_sigma: float,
-) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+) -> Generator[NumericBins, np.ndarray, tuple[tuple[np.ndarray, np.ndarray], int]]:
     """The fine histogram with each spike cell ``[a, b)`` split around the point ``v`` its rows share, when one
     is found: ``[a, v)``, ``[v, v]`` (which decodes to ``v`` exactly) and ``[v, b)``.
 
@@ -344,7 +395,7 @@ def _with_points(
         parts.append(np.unique(np.round(cut)) if kind is Kind.INTEGER else cut)
     edges = np.unique(np.concatenate(parts))
     purpose = f"domain of '{column.name}': the value a spike's rows share ({len(spikes)} spike(s), noisy histogram)"
-    histogram = _measure(source, column, _padded(edges, kind), rho, accountant, purpose)
+    histogram = yield from _measure(column, _padded(edges, kind), rho, accountant, purpose)
     noisy = histogram.noisy[1:-1]
     out_edges, out_weights, found = [float(shaped.fine[0])], [], 0
     for i, weight in enumerate(shaped.weights):

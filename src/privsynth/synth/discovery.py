@@ -7,8 +7,8 @@ approximate-zCDP analysis).
 A value is released only when its noisy count clears a threshold that a value held by one record clears with
 probability at most delta. Released values rarer than :data:`MIN_CATEGORY_SHARE` of the released total, or beyond
 :data:`MAX_CATEGORIES`, merge into the ``other`` cell, which also holds every value never released. The data are
-read only through ``Source.value_counts``; the mechanism needs OpenDP (the ``dp`` extra) and is imported only
-when a column's keys are discovered.
+read only through ``Source.value_counts`` (or one ``GROUPING SETS`` scan for many columns, :func:`key_counts_many`);
+the mechanism needs OpenDP (the ``dp`` extra) and is imported only when a column's keys are discovered.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from privsynth.data.binning import Categories, category_key, is_missing
 from privsynth.data.schema import Column
 from privsynth.data.sources import Source
+from privsynth.data.workload import value_counts_many
 from privsynth.privacy.accountant import Accountant
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DiscoveredKeys",
     "discover",
     "key_counts",
+    "key_counts_many",
     "keys_of",
     "pooled_keys",
     "release_keys",
@@ -77,10 +79,21 @@ def discover(
 def key_counts(source: Source, column: Column) -> tuple[dict[str, int], dict[str, Any]]:
     """The exact count of each key of ``column`` (private: only :func:`release_keys` may read it) and the value
     each key stands for. Missing values are one key when the column is nullable, else not counted."""
+    return _keyed(column, source.value_counts(column.name))
+
+
+def key_counts_many(source: Source, columns: list[Column]) -> dict[str, tuple[dict[str, int], dict[str, Any]]]:
+    """:func:`key_counts` of each column, read in one scan (``GROUPING SETS``, in batches of
+    ``Source.workload_batch``) instead of one query per column; the same exact counts."""
+    found = value_counts_many(source, [column.name for column in columns])
+    return {column.name: _keyed(column, found[column.name]) for column in columns}
+
+
+def _keyed(column: Column, value_counts: list[tuple[Any, int]]) -> tuple[dict[str, int], dict[str, Any]]:
     table: dict[str, int] = {}
     values: dict[str, Any] = {}
     missing = 0
-    for value, count in source.value_counts(column.name):
+    for value, count in value_counts:
         if is_missing(value):
             missing += count
             continue

@@ -40,13 +40,13 @@ from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import check_positive, fits_within, gaussian_sigma, split_exactly
 from privsynth.progress import report
-from privsynth.synth.bounds import LearnedBins, learn_bins, numeric_binning
+from privsynth.synth.bounds import LearnedBins, learn_many_bins, numeric_binning
 from privsynth.synth.discovery import (
     MAX_CATEGORIES,
     MIN_CATEGORY_SHARE,
     DiscoveredKeys,
     discover,
-    key_counts,
+    key_counts_many,
     keys_of,
     pooled_keys,
     release_keys,
@@ -341,6 +341,11 @@ def learn_domains(
     probed: dict[str, _Probe] = {}
     if accountant is not None and sum(plans[name] == "categories" for name in shares) >= 2:
         probed, shares = _probe(source, schema, accountant, plans, shares, deltas)
+    # Every numeric column's bounds and bins, stage by stage: one scan per stage for all of them.
+    numeric = [
+        (c, shares[c.name], _public_bounds(c)) for c in schema if c.name in shares and plans[c.name] == "numeric"
+    ]
+    learned = learn_many_bins(source, numeric, accountant, bins) if accountant is not None and numeric else {}
     domains: dict[str, ColumnDomain] = {}
     for done, column in enumerate(schema):
         report("learning column domains", done, len(schema), column.name)
@@ -356,7 +361,7 @@ def learn_domains(
                 )
                 domain = _of_keys(column, keys)
             else:
-                domain = _of_bins(column, learn_bins(source, column, accountant, share, bins, _public_bounds(column)))
+                domain = _of_bins(column, learned[column.name])
         elif free is not None:
             domain = free
         else:  # refused above, before anything was spent
@@ -532,11 +537,12 @@ def _probe(
     categorical = [name for name in shares if plans[name] == "categories"]
     probes: dict[str, _Probe] = {}
     rest, delta_rest = Fraction(0), Fraction(0)
+    exact = key_counts_many(source, [schema[name] for name in categorical])  # one scan for every column
     for name in categorical:
         first, second = split_exactly(shares[name], [Fraction(PROBE_SHARE), 1 - Fraction(PROBE_SHARE)])
         delta, delta_second = split_exactly(deltas[name], [Fraction(1, 2), Fraction(1, 2)])
         delta_rest += Fraction(delta_second)
-        table, values = key_counts(source, schema[name])
+        table, values = exact[name]
         released = release_keys(table, schema[name], accountant, first, delta)
         probes[name] = _Probe(schema[name], table, values, released, first, delta)
         rest += Fraction(second)
@@ -546,8 +552,7 @@ def _probe(
     for name, probe in probes.items():
         unexplained = max(rows - sum(probe.released.values()), 0)
         # the two totals' noise: what a column of frequent values alone would leave "unexplained" (3 sd)
-        sigma = gaussian_sigma(probe.rho, accountant.sensitivity(1.0))
-        noise = 3 * sigma * math.sqrt(len(probe.released) + len(top.released))
+        noise = 3 * gaussian_sigma(probe.rho, 1.0) * math.sqrt(len(probe.released) + len(top.released))
         share = unexplained / rows if rows > 0 else 0.0
         weights[name] = Fraction(share) if share >= MIN_UNEXPLAINED and unexplained > noise else Fraction(0)
     total = sum(weights.values(), Fraction(0))
