@@ -22,6 +22,8 @@ skipped when the script is started again (failed ones too, unless ``--retry-fail
 resumes.
 
     .venv/bin/python benchmarks/medical_study.py                     # every phase (resumes)
+    .venv/bin/python benchmarks/medical_study.py --phases fast --seeds 1 && \
+        .venv/bin/python benchmarks/medical_study.py --phases slow fast   # as run: seed 0, slow, seeds 1-2
     .venv/bin/python benchmarks/medical_study.py --phases fast       # one phase
     .venv/bin/python benchmarks/medical_study.py --tables pbc gbsg --phases fast --seeds 1
     .venv/bin/python benchmarks/medical_study.py --report            # tables (MEDICAL_STUDY_TABLES.md) and plots
@@ -83,8 +85,10 @@ GENERATORS: dict[str, list[Generator]] = {
     ],
     "slow": [
         Generator("deep", "deep (non-DP)", False, 1, {"epochs": DEEP_EPOCHS}),
-        Generator("dp-deep", "deep (DP)", True, 1, {"epochs": DP_DEEP_EPOCHS}),
-        Generator("aim", "marginal (DP)", True, 1, {"max_minutes": AIM_MAX_MINUTES}),
+        Generator("dp-deep", "deep (DP)", True, 1, {"epochs": DP_DEEP_EPOCHS}, epsilons=(1.0,)),
+        Generator("aim", "marginal (DP)", True, 1, {"max_minutes": AIM_MAX_MINUTES}, epsilons=(1.0,)),
+        Generator("dp-deep", "deep (DP)", True, 1, {"epochs": DP_DEEP_EPOCHS}, epsilons=(3.0,)),
+        Generator("aim", "marginal (DP)", True, 1, {"max_minutes": AIM_MAX_MINUTES}, epsilons=(3.0,)),
     ],
     # epsilon 1 over every table before epsilon 3: the peers are the slowest runs, and may not all finish
     "peers": [
@@ -381,12 +385,27 @@ def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _f(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+    return "-" if value is None or _missing(value) else f"{value:.{digits}f}"
 
 
 def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.3f}"
+    return "-" if value is None or _missing(value) else f"{value:+.3f}"
+
+
+def _interval(values: pd.Series) -> str:
+    """The mean's 95% t-interval over tables (a paired comparison: one difference per table)."""
+    from scipy import stats
+
+    clean = values.dropna()
+    if len(clean) < 2:
+        return "-"
+    half = float(stats.t.ppf(0.975, len(clean) - 1) * clean.std(ddof=1) / math.sqrt(len(clean)))
+    return f"[{clean.mean() - half:+.3f}, {clean.mean() + half:+.3f}]"
 
 
 def paired(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -448,24 +467,37 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
         "TSTR: higher is better, so a positive difference favours the whole table; TVD: lower is better, so a "
         "negative difference favours it. `wins` = tables where the whole table's TSTR is higher.",
         "",
-        "| family | method | epsilon | tables | TSTR whole | TSTR task | TSTR whole - task | wins | "
+        "| family | method | epsilon | tables | TSTR whole | TSTR task | TSTR whole - task | 95% CI | wins | "
         "2-way TVD diff | 3-way TVD diff | DCR share diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (family, method, epsilon), group in both.groupby(["family", "method", "epsilon"], sort=True):
         lines.append(
             f"| {family} | {method} | {'-' if epsilon == 0 else f'{epsilon:g}'} | {len(group)} | "
             f"{_f(group['tstr_whole'].mean())} | {_f(group['tstr_task'].mean())} | "
-            f"{_signed(group['tstr_diff'].mean())} | {int((group['tstr_diff'] > 0).sum())}/{len(group)} | "
-            f"{_signed(group['tvd_2way_diff'].mean())} | {_signed(group['tvd_3way_diff'].mean())} | "
-            f"{_signed(group['dcr_share_diff'].mean())} |"
+            f"{_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
+            f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_2way_diff'].mean())} | "
+            f"{_signed(group['tvd_3way_diff'].mean())} | {_signed(group['dcr_share_diff'].mean())} |"
+        )
+    lines += [
+        "",
+        "By family (every method and table of the family; epsilon 0 = non-DP):",
+        "",
+        "| family | epsilon | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (family, epsilon), group in both.groupby(["family", "epsilon"], sort=True):
+        lines.append(
+            f"| {family} | {'-' if epsilon == 0 else f'{epsilon:g}'} | {len(group)} | "
+            f"{_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
+            f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} |"
         )
     lines += [
         "",
         "## Q3: under DP, where the budget is spread over more columns (whole - task TSTR, mean over tables)",
         "",
-        "| setting | runs (table x method) | TSTR whole - task | wins | 3-way TVD diff |",
-        "|---|---|---|---|---|",
+        "| setting | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
+        "|---|---|---|---|---|---|",
     ]
     for label, group in (
         ("non-DP", both[~both["dp"]]),
@@ -474,7 +506,7 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
     ):
         if len(group):
             lines.append(
-                f"| {label} | {len(group)} | {_signed(group['tstr_diff'].mean())} | "
+                f"| {label} | {len(group)} | {_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
                 f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} |"
             )
     return [*lines, ""]
