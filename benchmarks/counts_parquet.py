@@ -7,6 +7,7 @@ a pandas frame, estimated from its first million rows (``memory_usage(deep=True)
 
     .venv/bin/python benchmarks/counts_parquet.py            # 10 million rows -> benchmarks/results/counts_parquet.json
     .venv/bin/python benchmarks/counts_parquet.py --rows 2000000 --output /tmp/small.json
+    .venv/bin/python benchmarks/counts_parquet.py --rows 100000000 --data-dir /tmp/privsynth-scale --generate-only
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ QUERIES: dict[str, tuple[list[str], list[Binning]]] = {
         [uniform_bins(0, 1000, 10), uniform_bins(1950, 2005, 11, null=True), Categories(("alive", "dead"))],
     ),
 }
+
+
+def data_path(folder: Path, rows: int, seed: int = 0) -> Path:
+    """Where the file of ``rows`` resampled rows is (``scale.py`` reads the same names)."""
+    return folder / f"nassCDS-{rows}-seed{seed}.parquet"
 
 
 def generate(path: Path, rows: int, row_group: int, seed: int) -> None:
@@ -111,18 +117,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each query in its process")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "counts_parquet.json")
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="where the Parquet file is made")
+    parser.add_argument("--generate-only", action="store_true", help="make the file, run no query")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "QUERY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.repeats)
         return
 
-    path = HERE / "data" / f"nassCDS-{args.rows}-seed{args.seed}.parquet"
+    path = data_path(args.data_dir, args.rows, args.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         started = time.perf_counter()
         generate(path, args.rows, args.row_group, args.seed)
         print(f"generated {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if args.generate_only:
+        return
     meta = pq.ParquetFile(path).metadata
     sample_bytes, sample_rows = pandas_bytes(path)
     in_memory = round(sample_bytes * meta.num_rows / sample_rows)

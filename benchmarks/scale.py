@@ -3,21 +3,27 @@ Spark (local[2] or a master URL), read only through counts.
 
 Each run is a fresh Python process (the child) that forbids every way of reading rows (``to_pandas``,
 ``iter_chunks``, ``head``, ``sample``), fits at epsilon 1 with nothing declared public (bounds, bins and categories
-learned under DP), and samples 20,000 rows. Recorded per run: fit wall and CPU seconds, queries sent to the engine,
-peak resident memory of the privsynth process (``VmHWM``) and the peak of the engine's processes (the Spark JVM;
-PostgreSQL's server processes) sampled every half second, rounds, and the 1/2/3-way TVD of the synthetic rows
-against 200,000 rows drawn from the file (``aim_10m.py``'s scorer). PostgreSQL runs log every statement
+learned under DP; from the storage types, or ``--schema nassCDS`` for the bundled table's inferred schema), and
+samples 20,000 rows. Recorded per run: fit wall and CPU seconds of the privsynth process, queries sent to the
+engine, peak resident memory of the privsynth process (``VmHWM``) and the peak of the engine's processes (the Spark
+JVM; PostgreSQL's server processes) sampled every half second, the CPU seconds the Spark JVM spent during the fit,
+the machine's load average (before, after, and its mean over the run, sampled every 5 s: the machine is shared, so
+wall times depend on it and CPU times are the comparable figure), rounds, the model's size, and the 1/2/3-way TVD
+of the synthetic rows against 200,000 rows drawn from the file. PostgreSQL runs log every statement
 (``log_statement=all``) and the result says how many there were and whether any could return raw rows (a SELECT
 of the table without GROUP BY or aggregate).
 
-The data file is the one ``counts_parquet.py`` makes (``benchmarks/data/nassCDS-<rows>-seed0.parquet``, made if
-missing; not committed). PostgreSQL: a throwaway server in a temporary folder (Debian's binaries, as the tests use),
-the file loaded with COPY. Every run is appended to ``results/scale.jsonl`` with its run metadata;
-``--plot`` draws time and memory against rows per method and engine (``results/scale.png``).
+The data file is the one ``counts_parquet.py`` makes (``<data-dir>/nassCDS-<rows>-seed0.parquet``, made if missing;
+not committed; ``--data-dir /tmp/...`` for 100M rows). PostgreSQL: a throwaway server in a temporary folder
+(Debian's binaries, as the tests use), the file loaded with COPY. Every run is appended to ``results/scale.jsonl``
+with its run metadata (or written to ``--output``); ``--plot`` draws time and memory against rows per method and
+engine (``results/scale.png``, the latest run of each). This script replaces ``aim_10m.py``: its runs are
+``--method aim --max-minutes 45 --schema nassCDS --output results/aim_10m.json``.
 
     .venv/bin/python benchmarks/scale.py --engine duckdb --method mst --rows 10000000
-    .venv/bin/python benchmarks/scale.py --engine spark --method mst --rows 100000000
+    .venv/bin/python benchmarks/scale.py --engine spark --method mst --rows 100000000 --data-dir /tmp/privsynth-scale
     .venv/bin/python benchmarks/scale.py --engine postgres --method aim --rows 10000000
+    .venv/bin/python benchmarks/scale.py --method aim --max-minutes 45 --schema nassCDS --output /tmp/aim_10m.json
     .venv/bin/python benchmarks/scale.py --plot
 """
 
@@ -27,6 +33,8 @@ import argparse
 import contextlib
 import json
 import os
+import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,11 +43,55 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aim_10m import _cpu, _status, pandas_size, score
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "scale.jsonl"
-DELTA = 1e-7
+DELTA = 1e-7  # below 1 / n for 10 million rows
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _children_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of the live descendants of ``pid`` (the Spark JVM)."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+class Load:
+    """The machine's 1-minute load average before, after, and its mean over a run (sampled every 5 s)."""
+
+    def __init__(self) -> None:
+        self.before = os.getloadavg()[0]
+        self._samples = [self.before]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(5.0):
+            self._samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        after = os.getloadavg()[0]
+        mean = sum([*self._samples, after]) / (len(self._samples) + 1)
+        return {"before": round(self.before, 2), "mean": round(mean, 2), "after": round(after, 2)}
 
 
 class PeakRSS:
@@ -69,13 +121,23 @@ class PeakRSS:
         return self.peak
 
 
-def child(engine: str, target: str, method: str, epsilon: float, master: str | None) -> dict[str, Any]:
-    """The fit and sample, in this fresh process."""
+def child(options: dict[str, Any]) -> dict[str, Any]:
+    """The fit and sample, in this fresh process (``options``: engine, target, method, epsilon, master, schema,
+    max_minutes)."""
     import psutil
 
     from privsynth.data.source_base import Source
     from privsynth.data.sources import load_source
+    from privsynth.synth import marginal as _marginal  # noqa: F401  (JAX and mbi imported before the clock)
     from privsynth.synth.marginal import AIM, MST
+
+    engine, target, method = options["engine"], options["target"], options["method"]
+    schema = None
+    if options["schema"] == "nassCDS":
+        from privsynth.data.datasets import load_dataset
+        from privsynth.data.schema import Schema
+
+        schema = Schema.infer(load_dataset("nassCDS")).synthesized()
 
     def no_rows(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the method must read the data only through counts")
@@ -85,29 +147,87 @@ def child(engine: str, target: str, method: str, epsilon: float, master: str | N
     if engine == "postgres":
         source = load_source(target, table="nass")
     elif engine == "spark":
-        source = load_source(target, engine="spark", spark_master=master)
+        source = load_source(target, engine="spark", spark_master=options["master"])
     else:
         source = load_source(target)
     me = os.getpid()
     engine_rss = PeakRSS(lambda: [p.pid for p in psutil.Process(me).children(recursive=True)])
     rss_before = _status("VmRSS")
+    engine_cpu = _children_cpu(me)
     cpu, start = _cpu(), time.perf_counter()
-    synthesizer = AIM() if method == "aim" else MST()
-    model = synthesizer.fit(source, epsilon=epsilon, delta=DELTA, ledger=False)  # storage types, no schema
+    synthesizer = AIM(max_minutes=options["max_minutes"]) if method == "aim" else MST()
+    model = synthesizer.fit(source, schema, epsilon=options["epsilon"], delta=DELTA, ledger=False)
     fit_seconds, fit_cpu = time.perf_counter() - start, _cpu() - cpu
+    engine_fit_cpu = _children_cpu(me) - engine_cpu
+    cpu, start = _cpu(), time.perf_counter()
     synthetic = model.sample(20_000, seed=0)
+    sample_seconds, sample_cpu = time.perf_counter() - start, _cpu() - cpu
     synthetic.to_parquet(Path(os.environ["SCALE_SYNTHETIC"]))
+    versions: dict[str, str] = {}
+    if engine == "spark":
+        import pyspark
+
+        versions["pyspark"] = pyspark.__version__
+        versions["java"] = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.split("\n")[0]
     return {
         "fit_seconds": round(fit_seconds, 1),
         "fit_cpu_seconds": round(fit_cpu, 1),
+        "engine_children_fit_cpu_seconds": round(engine_fit_cpu, 1),
+        "sample_seconds": round(sample_seconds, 2),
+        "sample_cpu_seconds": round(sample_cpu, 2),
         "queries": source.queries,
         "peak_rss_bytes": _status("VmHWM"),
         "rss_after_imports_bytes": rss_before,
         "engine_children_peak_rss_bytes": engine_rss.stop(),
+        "schema": options["schema"],
+        "max_minutes": options["max_minutes"] if method == "aim" else None,
         "rounds": getattr(model, "rounds_", None),
         "time_limited": getattr(model, "time_limited_", None),
+        "size_capped": getattr(model, "size_capped_", None),
         "measurements": len(model.measurements_),
+        "rows_estimate": round(float(model.rows_estimate_), 1),
+        "model_size_mb": round(model.model_.size_mb, 3),
+        "model_cliques": [list(c) for c in model.model_.potentials],
+        "rho": model.rho_,
+        "rho_preprocessing": sum(s["rho"] for s in model.spends_ if s["purpose"].startswith("domain of")),
+        "cells": {c: d.size for c, d in model.domains_.items()},
+        "engine_versions": versions,
     }
+
+
+def score(path: Path, synthetic_path: Path) -> dict[str, float | None]:
+    """1-, 2- and 3-way TVD of the synthetic rows against 200,000 rows of the file (after the fit, outside it), on
+    ``evaluate``'s encoding and marginals (its fidelity part only: the rest of the report needs a holdout)."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from privsynth.data.datasets import load_dataset
+    from privsynth.data.schema import Schema
+    from privsynth.evaluate.fidelity import MAX_TRIPLES, column_subsets, marginal_tvd
+    from privsynth.evaluate.prepared import prepare
+
+    schema = Schema.infer(load_dataset("nassCDS"))
+    columns = ", ".join(f'"{c.name}"' for c in schema.synthesized())
+    sample = "USING SAMPLE reservoir(200000 ROWS) REPEATABLE (0)"
+    real = duckdb.sql(f"SELECT {columns} FROM read_parquet('{path}') {sample}")
+    data = prepare(real.df(), pd.read_parquet(synthetic_path), None, None, None, schema)
+    rng = np.random.default_rng(0)
+    out: dict[str, float | None] = {}
+    for k in (1, 2, 3):
+        combos = column_subsets(len(data.columns), k, MAX_TRIPLES if k == 3 else None, rng)
+        out[f"tvd_{k}way"] = marginal_tvd(data, combos, rng, 1)[0]
+    return out
+
+
+def pandas_size(path: Path) -> int:
+    """Bytes the whole file would take as a pandas frame, from its first million rows."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    rows = table.metadata.num_rows
+    first = table.iter_batches(batch_size=1_000_000).__next__().to_pandas()
+    return int(first.memory_usage(deep=True).sum() * rows / len(first))
 
 
 def _postgres(folder: Path, parquet: Path) -> tuple[str, list[subprocess.Popen[bytes]] | None, Any]:
@@ -182,11 +302,16 @@ def _statements(log: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    path = HERE / "data" / f"nassCDS-{args.rows}-seed0.parquet"
+    from counts_parquet import data_path
+
+    path = data_path(args.data_dir, args.rows)
     if not path.exists():
-        counts = HERE / "data" / f"counts_parquet-{args.rows}.json"
+        counts = args.data_dir / f"counts_parquet-{args.rows}.json"
         subprocess.run(
-            [sys.executable, str(HERE / "counts_parquet.py"), "--rows", str(args.rows), "--output", str(counts)],
+            [
+                *(sys.executable, str(HERE / "counts_parquet.py"), "--rows", str(args.rows)),
+                *("--data-dir", str(args.data_dir), "--output", str(counts), "--generate-only"),
+            ],
             check=True,
         )
     synthetic = path.with_suffix(f".{args.engine}-{args.method}-synthetic.parquet")
@@ -198,6 +323,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target, _, (stop, log) = _postgres(folder / "pg", path)
         load_seconds = round(time.perf_counter() - started, 1)
     engine_rss = None
+    options = {
+        "engine": args.engine,
+        "target": target,
+        "method": args.method,
+        "epsilon": args.epsilon,
+        "master": args.spark_master,
+        "schema": args.schema,
+        "max_minutes": args.max_minutes,
+    }
     try:
         if args.engine == "postgres":
             import psutil
@@ -205,14 +339,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             engine_rss = PeakRSS(
                 lambda: [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
             )
-        command = [sys.executable, __file__, "--child", args.engine, target, args.method, str(args.epsilon)]
-        if args.spark_master:
-            command.append(args.spark_master)
-        start = time.perf_counter()
+        command = [sys.executable, __file__, "--child", json.dumps(options)]
+        load, start = Load(), time.perf_counter()
         done = subprocess.run(
             command, capture_output=True, text=True, env={**os.environ, "SCALE_SYNTHETIC": str(synthetic)}, check=False
         )
-        wall = time.perf_counter() - start
+        wall, load_average = time.perf_counter() - start, load.stop()
     finally:
         server_peak = engine_rss.stop() if engine_rss is not None else None
         if stop is not None:
@@ -228,6 +360,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         delta=DELTA,
         spark_master=args.spark_master or ("local[2]" if args.engine == "spark" else None),
         process_wall_seconds=round(wall, 1),
+        load_average_1min=load_average,
+        cores=os.cpu_count(),
+        platform=platform.platform(),
+        file_bytes=path.stat().st_size,
         pandas_frame_bytes_estimate=pandas_size(path),
         fidelity_vs_200k_real_rows=score(path, synthetic),
     )
@@ -239,43 +375,71 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(output: Path) -> None:
+    """Fit time (wall and CPU) and privsynth's peak RSS against rows, one line per method and engine, from the
+    latest run of each (method, engine, rows) in ``results/scale.jsonl`` that used the storage types (the default)
+    and no time limit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in sorted({(r["method"], r["engine"]) for r in rows}):
-        points = sorted((r["rows"], r) for r in rows if (r["method"], r["engine"]) == key)
-        xs = [p[0] for p in points]
-        time_axis.plot(xs, [p[1]["fit_seconds"] for p in points], marker="o", label=f"{key[0]} / {key[1]}")
-        memory_axis.plot(xs, [p[1]["peak_rss_bytes"] / 2**20 for p in points], marker="o", label=f"{key[0]} / {key[1]}")
-    for axis, label in ((time_axis, "fit wall seconds"), (memory_axis, "privsynth peak RSS (MiB)")):
+    latest: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for line in RESULTS.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r.get("schema", "storage") == "storage" and not r.get("max_minutes"):
+                latest[(r["method"], r["engine"], r["rows"])] = r  # later lines are later runs
+    figure, (time_axis, cpu_axis, memory_axis) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for method, engine in sorted({(m, e) for m, e, _ in latest}):
+        points = sorted((rows, r) for (m, e, rows), r in latest.items() if (m, e) == (method, engine))
+        xs = [rows for rows, _ in points]
+        style = {"marker": "o", "label": f"{method} / {engine}", "linestyle": "-" if method == "mst" else "--"}
+        time_axis.plot(xs, [r["fit_seconds"] for _, r in points], **style)
+        cpu_axis.plot(xs, [r["fit_cpu_seconds"] for _, r in points], **style)
+        memory_axis.plot(xs, [r["peak_rss_bytes"] / 2**20 for _, r in points], **style)
+        for x, (_, r) in zip(xs, points, strict=True):
+            load = (r.get("load_average_1min") or {}).get("mean")
+            if load is not None:
+                time_axis.annotate(f"load {load:.0f}", (x, r["fit_seconds"]), fontsize=6, alpha=0.7)
+    for axis, label in (
+        (time_axis, "fit wall seconds (machine shared: load annotated)"),
+        (cpu_axis, "fit CPU seconds of privsynth"),
+        (memory_axis, "privsynth peak RSS (MiB)"),
+    ):
         axis.set_xscale("log")
         axis.set_xlabel("rows")
-        axis.set_ylabel(label)
+        axis.set_ylabel(label, fontsize=8)
         axis.grid(alpha=0.3)
     time_axis.set_yscale("log")
+    cpu_axis.set_yscale("log")
+    memory_axis.set_ylim(bottom=0)
     memory_axis.legend(fontsize=8)
-    figure.suptitle("MST and AIM where the rows live (epsilon 1, nothing public)")
+    figure.suptitle("MST and AIM where the rows live (epsilon 1, nothing public; engine CPU and memory not included)")
     figure.tight_layout()
     figure.savefig(output, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=("duckdb", "postgres", "spark"), default="duckdb")
     parser.add_argument("--method", choices=("mst", "aim"), default="mst")
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--epsilon", type=float, default=1.0)
     parser.add_argument("--spark-master", help="Spark master URL (default local[2])")
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data", help="where the Parquet files are")
+    parser.add_argument(
+        "--schema",
+        choices=("storage", "nassCDS"),
+        default="storage",
+        help="no schema (the storage types; the default) or the bundled nassCDS table's inferred schema",
+    )
+    parser.add_argument("--max-minutes", type=float, help="AIM's max_minutes (default: no time limit)")
+    parser.add_argument("--output", type=Path, help="write the result here (JSON) instead of appending to scale.jsonl")
     parser.add_argument("--plot", action="store_true", help="draw results/scale.png from results/scale.jsonl")
     args = parser.parse_args()
     if args.child:
-        engine, target, method, epsilon, *master = args.child
-        print(json.dumps(child(engine, target, method, float(epsilon), master[0] if master else None)))
+        print(json.dumps(child(json.loads(args.child))))
         return
     if args.plot:
         plot(RESULTS.with_suffix(".png"))
@@ -284,10 +448,14 @@ def main() -> None:
     result = run(args)
     from privsynth.bench.run_info import with_run
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a") as out:
-        out.write(json.dumps(with_run(result)) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "server_log"}, indent=1))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(with_run(result), indent=2) + "\n")
+    else:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as out:
+            out.write(json.dumps(with_run(result)) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("server_log", "model_cliques")}, indent=1))
 
 
 if __name__ == "__main__":
