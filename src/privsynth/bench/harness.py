@@ -11,10 +11,18 @@ Results are appended to ``results.jsonl`` one line per run as it finishes (a cra
 ``resume`` skips it next time), then written as ``results.csv`` and ``leaderboard.html``. A failing run is
 recorded with its error and does not stop the others. Each dataset also gets a reference row, ``real-holdout``:
 the real holdout scored as if it were synthetic, the noise floor any fidelity number should be read against.
+
+A user's own CSV or Parquet table takes the place of a bundled dataset through :func:`load_table`
+(``privsynth bench run --data FILE --target COL``): the same fixed 80/20 split, keyed by the file's name. Given
+the task's columns (the target's predictors), it becomes two arms, the whole table and the task's columns only
+(the design of issue #21's medical study), both scored on the task's columns. Such a run reads the real rows to
+score them, as the bench always does: its results are for the data's custodian, not a DP release, and it
+charges no ledger.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -45,8 +53,9 @@ from privsynth.bench.results import (
     write_csv,
 )
 from privsynth.bench.run_info import record_run
-from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
+from privsynth.data.datasets import bundled_schema, dataset_info, holdout_mask, load_dataset
 from privsynth.data.schema import Schema
+from privsynth.data.sources import load_source
 from privsynth.errors import OutputExistsError, ParameterError
 from privsynth.evaluate import Report, evaluate
 from privsynth.pipeline import synthesize
@@ -55,6 +64,71 @@ from privsynth.synth import available
 from privsynth.synth.dp import DEFAULT_DELTA
 
 logger = logging.getLogger(__name__)
+
+
+TASK_ARM_SUFFIX = "[task]"
+
+
+@dataclass(frozen=True)
+class BenchTable:
+    """A user's table in place of a bundled dataset: its rows, target, fitted columns and scored columns.
+
+    ``columns`` are what the generators are fitted on (every column, or the task's); ``scored`` what every run is
+    evaluated on (the task's columns, or every column), so the two arms of a study are scored alike. ``split_key``
+    keys the fixed 80/20 split (:func:`privsynth.data.datasets.holdout_mask`): both arms share their rows.
+    """
+
+    name: str
+    data: pd.DataFrame
+    target: str
+    columns: tuple[str, ...]
+    scored: tuple[str, ...]
+    split_key: str
+
+
+def load_table(
+    path: str | Path, target: str, task_columns: Sequence[str] | None = None, *, name: str | None = None
+) -> list[BenchTable]:
+    """A CSV or Parquet file as bench tables: the whole table, and with ``task_columns`` also the task's arm.
+
+    ``task_columns`` are the target's predictors (the target may be among them); both arms are then scored on
+    the predictors and the target. ``name`` (default: the file's stem) names the runs and keys the split; the
+    task's arm is ``NAME[task]``. Raises :class:`~privsynth.errors.DataError` for a missing or unreadable file
+    and :class:`~privsynth.errors.ParameterError` for a target or task column the table does not have (the
+    message names it and the closest column names: the custodian running the bench sees their own columns).
+    """
+    file = Path(path).expanduser()
+    frame = load_source(file).to_pandas()
+    stem = name or file.name.split(".")[0]
+    _check_columns(frame, [target], "target", file)
+    if task_columns is None:
+        everything = tuple(str(c) for c in frame.columns)
+        return [BenchTable(stem, frame, target, everything, everything, stem)]
+    chosen = list(dict.fromkeys(task_columns))
+    if not chosen:
+        raise ParameterError("--task-columns names no column; give the target's predictors, comma-separated")
+    _check_columns(frame, chosen, "task column", file)
+    task = tuple(dict.fromkeys([*chosen, target]))
+    if len(task) < 2:
+        raise ParameterError(f"the task needs at least one predictor besides the target '{target}'")
+    whole = tuple(str(c) for c in frame.columns)
+    return [
+        BenchTable(stem, frame, target, whole, task, stem),
+        BenchTable(stem + TASK_ARM_SUFFIX, frame, target, task, task, stem),
+    ]
+
+
+def _check_columns(frame: pd.DataFrame, wanted: Sequence[str], what: str, file: Path) -> None:
+    names = [str(c) for c in frame.columns]
+    for column in wanted:
+        if column not in names:
+            close = difflib.get_close_matches(column, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ParameterError(f"{what} '{column}' is not a column of {file}{hint} (its columns: {', '.join(names)})")
+
+
+def _dataset_name(dataset: str | BenchTable) -> str:
+    return dataset.name if isinstance(dataset, BenchTable) else dataset
 
 
 def is_dp(method: str) -> bool:
@@ -69,11 +143,15 @@ def is_dp(method: str) -> bool:
 
 
 def plan_runs(
-    datasets: Sequence[str], methods: Sequence[str], epsilons: Sequence[float], seeds: Sequence[int]
+    datasets: Sequence[str | BenchTable], methods: Sequence[str], epsilons: Sequence[float], seeds: Sequence[int]
 ) -> list[RunKey]:
     """The grid in run order: per dataset, each method's budgets and seeds (non-DP methods once per seed)."""
-    for name in datasets:
-        dataset_info(name)
+    for dataset in datasets:
+        if not isinstance(dataset, BenchTable):
+            dataset_info(dataset)
+    names = [_dataset_name(d) for d in datasets]
+    if len(set(names)) < len(names):
+        raise ParameterError(f"each dataset may appear once in a run, not {names}")
     if not methods:
         raise ParameterError("give at least one method")
     for epsilon in epsilons:
@@ -83,7 +161,7 @@ def plan_runs(
     if any(dp.values()) and not epsilons:
         raise ParameterError(f"DP method(s) {[m for m in methods if dp[m]]} need at least one epsilon")
     keys: list[RunKey] = []
-    for dataset in datasets:
+    for dataset in names:
         for method in methods:
             budgets: Sequence[float | None] = [float(e) for e in epsilons] if dp[method] else [None]
             keys.extend(RunKey(dataset, method, epsilon, seed) for epsilon in budgets for seed in seeds)
@@ -91,7 +169,7 @@ def plan_runs(
 
 
 def run_bench(
-    datasets: Sequence[str],
+    datasets: Sequence[str | BenchTable],
     methods: Sequence[str],
     epsilons: Sequence[float] = (1.0,),
     seeds: int | Sequence[int] = 1,
@@ -109,9 +187,10 @@ def run_bench(
 ) -> list[dict[str, Any]]:
     """Run the grid, writing ``results.jsonl`` as it goes, then ``results.csv`` and ``leaderboard.html``.
 
-    ``seeds`` is a count (seeds 0..K-1) or the seeds themselves; ``rows`` the synthetic rows per run (default:
-    the train split's size). ``timeout`` bounds each peer run in seconds. ``limit`` keeps only the first
-    ``limit`` rows of each split (for quick checks; results on a slice are not comparable with full runs).
+    ``datasets`` are bundled names or tables of :func:`load_table`. ``seeds`` is a count (seeds 0..K-1) or the
+    seeds themselves; ``rows`` the synthetic rows per run (default: the train split's size). ``timeout`` bounds
+    each peer run in seconds. ``limit`` keeps only the first ``limit`` rows of each split (for quick checks;
+    results on a slice are not comparable with full runs).
     ``out_dir`` must not hold results unless ``overwrite`` (start afresh) or ``resume`` (keep finished runs,
     redo failed and missing ones). ``rerun`` names methods whose finished runs are done again when resuming
     (after a change to the method); a new row supersedes the old one. ``peer_options`` maps a peer to
@@ -145,15 +224,9 @@ def run_bench(
     total = len(keys) + len(datasets)
     finished = 0
     for dataset in datasets:
-        info = dataset_info(dataset)
-        train = load_dataset(dataset, "train").iloc[:limit].reset_index(drop=True)
-        holdout = load_dataset(dataset, "holdout").iloc[:limit].reset_index(drop=True)
-        schema = bundled_schema(dataset, train)
-        context = _Context(
-            dataset, train, holdout, schema, info.target, info.sensitive, rows or len(train), dict(peer_options or {})
-        )
-        todo = [k for k in keys if k.dataset == dataset]
-        reference = RunKey(dataset, REFERENCE_METHOD, None, 0)
+        context = _context(dataset, limit, rows, dict(peer_options or {}))
+        todo = [k for k in keys if k.dataset == context.dataset]
+        reference = RunKey(context.dataset, REFERENCE_METHOD, None, 0)
         for key in [*todo, reference]:
             progress("bench", finished, total, key.label())
             options = context.peer_options.get(key.method, {})
@@ -185,6 +258,38 @@ class _Context:
     sensitive: str | None
     rows: int
     peer_options: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    scored: tuple[str, ...] | None = None  # the columns runs are evaluated on (None: the schema's)
+
+    def evaluated(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s scored columns (those it has: a generator leaves out identifiers)."""
+        if self.scored is None:
+            return frame
+        return frame[[c for c in self.scored if c in frame.columns]]
+
+    def evaluated_schema(self) -> Schema:
+        if self.scored is None:
+            return self.schema
+        return self.schema.select([c for c in self.scored if c in self.schema.names])
+
+
+def _context(
+    dataset: str | BenchTable, limit: int | None, rows: int | None, peer_options: dict[str, Mapping[str, Any]]
+) -> _Context:
+    """Train and holdout rows, schema and task of a bundled dataset or a user's table (first ``limit`` rows)."""
+    if isinstance(dataset, BenchTable):
+        holdout_rows = holdout_mask(dataset.split_key, len(dataset.data))
+        fitted = dataset.data[list(dataset.columns)]
+        train = fitted[~holdout_rows].iloc[:limit].reset_index(drop=True)
+        holdout = fitted[holdout_rows].iloc[:limit].reset_index(drop=True)
+        schema = Schema(Schema.infer(train).columns, target=dataset.target)
+        return _Context(
+            dataset.name, train, holdout, schema, dataset.target, None, rows or len(train), peer_options, dataset.scored
+        )
+    info = dataset_info(dataset)
+    train = load_dataset(dataset, "train").iloc[:limit].reset_index(drop=True)
+    holdout = load_dataset(dataset, "holdout").iloc[:limit].reset_index(drop=True)
+    schema = bundled_schema(dataset, train)
+    return _Context(dataset, train, holdout, schema, info.target, info.sensitive, rows or len(train), peer_options)
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -267,12 +372,12 @@ def _run_one(
         budget = {"epsilon": key.epsilon, "delta": delta} if key.epsilon is not None else None
         evaluated = time.perf_counter()
         report = evaluate(
-            context.train,
-            synthetic,
-            holdout=context.holdout,
+            context.evaluated(context.train),
+            context.evaluated(synthetic),
+            holdout=context.evaluated(context.holdout),
             target=context.target,
             sensitive=context.sensitive,
-            schema=context.schema,
+            schema=context.evaluated_schema(),
             seed=evaluate_seed,
             privacy_budget=budget,
         )
@@ -338,11 +443,11 @@ def _reference_row(context: _Context, key: RunKey, evaluate_seed: int) -> dict[s
     started = time.perf_counter()
     try:
         report = evaluate(
-            context.train,
-            context.holdout,
+            context.evaluated(context.train),
+            context.evaluated(context.holdout),
             target=context.target,
             sensitive=context.sensitive,
-            schema=context.schema,
+            schema=context.evaluated_schema(),
             seed=evaluate_seed,
         )
         row["metrics"] = _metric_values(report)

@@ -39,9 +39,27 @@ def _numbers(text: str, what: str) -> list[float]:
         raise ParameterError(f"--{what} takes comma-separated numbers, not {text!r}") from None
 
 
+DEFAULT_DATASETS = "nassCDS,covid_testing,nafld1"
+
+
 @bench_app.command("run")
 def bench_run(
-    datasets: Annotated[str, typer.Option(help="Comma-separated bundled datasets.")] = "nassCDS,covid_testing,nafld1",
+    datasets: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated bundled datasets (default: {DEFAULT_DATASETS}, or none with --data)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Your own CSV or Parquet table to run the bench on (needs --target).")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="With --data: the column the utility models predict.")] = None,
+    task_columns: Annotated[
+        str | None,
+        typer.Option(
+            "--task-columns",
+            help="With --data: the target's predictors, comma-separated. Runs two arms, the whole table (FILE) and "
+            "these columns only (FILE[task]), both scored on the task's columns.",
+        ),
+    ] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated privsynth methods and peers (sdv-ctgan, ...).")] = (
         "copula"
     ),
@@ -64,14 +82,28 @@ def bench_run(
         typer.Option("--peer-option", help="METHOD.KEY=VALUE for a peer's constructor (sdv-ctgan.epochs=100)."),
     ] = None,
 ) -> None:
-    """Run methods x datasets x budgets x seeds, evaluate each, write results and a leaderboard."""
-    from privsynth.bench.harness import run_bench
+    """Run methods x datasets x budgets x seeds, evaluate each, write results and a leaderboard.
+
+    The datasets are bundled ones, or your own table with --data FILE --target COL (the same fixed 80/20 split,
+    keyed by the file's name).
+    """
+    from privsynth.bench.harness import BenchTable, load_table, run_bench
     from privsynth.bench.leaderboard import leaderboard_table
     from privsynth.bench.results import LEADERBOARD_HTML, RESULTS_CSV, RESULTS_JSONL
 
+    if data is None and (target is not None or task_columns is not None):
+        raise ParameterError("--target and --task-columns describe the table of --data FILE; give --data too")
+    if data is not None and target is None:
+        raise ParameterError(f"--data {data} needs --target COL: the column the utility models predict")
+    chosen: list[str | BenchTable] = []
+    if datasets is not None or data is None:
+        chosen.extend(_names(datasets or DEFAULT_DATASETS, "datasets"))
+    if data is not None and target is not None:
+        task = _names(task_columns, "task-columns") if task_columns is not None else None
+        chosen.extend(load_table(data, target, task))
     with progress_bar():
         results = run_bench(
-            _names(datasets, "datasets"),
+            chosen,
             _names(methods, "methods"),
             _numbers(epsilon, "epsilon"),
             seeds,
