@@ -30,6 +30,7 @@ from privsynth.cli._app import (
     parse_params,
     progress_bar,
 )
+from privsynth.cli.related import generate_related, is_related_input
 from privsynth.data.datasets import bundled_schema, dataset_info, load_dataset
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
@@ -114,9 +115,36 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(help="Related tables (DATA a folder or DuckDB file): reviewed metadata YAML (else inferred)."),
+    ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(help="Related tables: a public lookup TABLE to copy whole instead of synthesizing; repeatable."),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html)."""
+    """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html).
+
+    DATA a folder of tables, a DuckDB file of several tables, or a bundled related set (pbc, nycflights13): OUTPUT
+    is a folder that gets one synthetic table and card per table, related.yaml and the cross-table evaluation."""
+    if is_related_input(data, table):
+        generate_related(
+            data,
+            output,
+            method=method,
+            rows=rows,
+            metadata=metadata,
+            seed=seed,
+            params=parse_params(param or []),
+            keep=keep or [],
+            overwrite=overwrite,
+            dp_options={"epsilon": epsilon, "delta": delta, "ledger": ledger, "dataset": dataset},
+        )
+        return
+    if metadata is not None or keep:
+        raise ParameterError("--metadata and --keep apply to related tables: give a folder or a DuckDB file as DATA")
     check_output(output, overwrite, inputs=[data])
     if save_model is not None:
         check_output(save_model, overwrite, inputs=[data])

@@ -2,8 +2,8 @@
 
 :class:`RelatedMetadata` (tables, primary keys, foreign keys, order columns; one reviewed YAML),
 :func:`infer_metadata` to propose it, :func:`check_tables` to hold the data to it, :func:`open_related` to open a
-folder or DuckDB file of tables, :func:`load_related` for the bundled sets, and the cross-table metrics in
-:mod:`privsynth.relational.evaluate`.
+folder or DuckDB file of tables, :func:`load_related` for the bundled sets, the cross-table metrics in
+:mod:`privsynth.relational.evaluate`, and :class:`RelatedSynthesizer` (non-DP related synthetic tables).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from privsynth.relational.datasets import RELATED_DATASETS, RelatedData, load_re
 from privsynth.relational.infer import infer_metadata
 from privsynth.relational.metadata import RelatedMetadata, Relationship, TableMeta
 from privsynth.relational.sources import open_related
+from privsynth.relational.synth import RelatedSynthesizer
 
 __all__ = [
     "RELATED_DATASETS",
     "RelatedData",
     "RelatedMetadata",
+    "RelatedSynthesizer",
     "Relationship",
     "TableMeta",
     "check_tables",

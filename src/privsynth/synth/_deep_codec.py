@@ -135,6 +135,8 @@ class CategoryCodec:
         return restore_dtype(pd.Series(out, dtype=object, name=self.column.name), self.column)
 
     def condition(self, value: Any) -> tuple[int, Any]:
+        if self.null and is_missing(value):
+            return self._null_token, None
         key = category_key(value)
         for i, v in enumerate(self.values):
             if category_key(v) == key:
@@ -251,6 +253,10 @@ class NumberCodec:
 
     def condition(self, value: Any) -> tuple[int, Any]:
         number = float(as_numbers(self.column, pd.Series([value]))[0])
+        if np.isnan(number):
+            if not self.null:
+                raise ParameterError(f"'{self.column.name}' had no missing values; the model cannot condition on one")
+            return self.bins, value
         return int(self._token_of(np.array([number]))[0]), value
 
     def restore(self, values: pd.Series) -> pd.Series:

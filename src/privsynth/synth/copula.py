@@ -19,7 +19,7 @@ from scipy import stats
 from privsynth.data.binning import category_key
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source
-from privsynth.errors import DataError
+from privsynth.errors import DataError, ParameterError
 from privsynth.progress import report
 from privsynth.synth.base import Synthesizer, register
 from privsynth.synth.restore import as_numbers, restore_dtype
@@ -49,6 +49,13 @@ class _CategoricalMarginal:
         codes = np.array([index[None if pd.isna(v) else category_key(v)] for v in data], dtype=np.int64)
         low, high = self.cdf[codes], self.cdf[codes + 1]
         return _normal_score(low + (high - low) * rng.random(len(codes)))[:, None]
+
+    def given_normal(self, data: pd.Series) -> np.ndarray:
+        """The score at the middle of each given value's interval (NaN for a value the model does not know)."""
+        index = {(None if v is None else category_key(v)): i for i, v in enumerate(self.values)}
+        codes = np.array([index.get(None if pd.isna(v) else category_key(v), -1) for v in data], dtype=np.int64)
+        middle = (self.cdf[codes] + self.cdf[codes + 1]) / 2
+        return np.where(codes >= 0, _normal_score(middle), np.nan)[:, None]
 
     def from_normal(self, z: np.ndarray) -> pd.Series:
         codes = np.clip(np.searchsorted(self.cdf, stats.norm.cdf(z[:, 0]), side="right") - 1, 0, len(self.values) - 1)
@@ -91,6 +98,22 @@ class _NumericMarginal:
             rate = self.missing_rate
             v = np.where(missing, rate * rng.random(len(numbers)), rate + (1 - rate) * rng.random(len(numbers)))
             scores.append(_normal_score(v))
+        return np.column_stack(scores)
+
+    def given_normal(self, data: pd.Series) -> np.ndarray:
+        """The scores of given values: the middle of the CDF interval a value's quantiles span (a value held by
+        many rows spans a wide one); a missing value gets the middle of the missing indicator's interval, and
+        its value score is left free (NaN)."""
+        numbers = as_numbers(self.column, data)
+        missing = np.isnan(numbers)
+        p = self.probabilities
+        first = np.clip(np.searchsorted(self.quantiles, numbers, side="left"), 0, len(p) - 1)
+        last = np.clip(np.searchsorted(self.quantiles, numbers, side="right") - 1, 0, len(p) - 1)
+        u = np.where(last > first, (p[first] + p[last]) / 2, np.interp(numbers, self.quantiles, p))
+        scores = [np.where(missing, np.nan, _normal_score(u))]
+        if self.dims == 2:
+            rate = self.missing_rate
+            scores.append(_normal_score(np.where(missing, rate / 2, rate + (1 - rate) / 2)))
         return np.column_stack(scores)
 
     def from_normal(self, z: np.ndarray) -> pd.Series:
@@ -145,6 +168,69 @@ class GaussianCopula(Synthesizer):
             start += marginal.dims
             columns[marginal.column.name] = restore_dtype(values, marginal.column)
         return pd.DataFrame(columns)
+
+    def sample_given(self, given: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
+        """One row per row of ``given``: its columns keep that row's values, the others are drawn from the
+        Gaussian conditional given their scores (a category at the middle of its interval, a number at the middle
+        of the quantiles it spans). Same seed, same rows."""
+        self._check_fitted()
+        if len(given) == 0:
+            raise ParameterError("sample_given needs at least one row of given values")
+        names = [m.column.name for m in self.marginals_]
+        unknown = [str(c) for c in given.columns if c not in names]
+        if unknown:
+            raise ParameterError(
+                f"cannot condition on '{unknown[0]}': the model has no such column ({', '.join(names)})"
+            )
+        rng = np.random.default_rng(seed)
+        fixed = np.full((len(given), self.correlation_.shape[0]), np.nan)
+        start = 0
+        for marginal in self.marginals_:
+            if marginal.column.name in given.columns:
+                scores = marginal.given_normal(given[marginal.column.name].reset_index(drop=True))
+                fixed[:, start : start + marginal.dims] = scores
+            start += marginal.dims
+        z = np.empty_like(fixed)
+        for pattern in np.unique(~np.isnan(fixed), axis=0):  # rows that fix the same latent coordinates
+            rows = np.flatnonzero((~np.isnan(fixed) == pattern).all(axis=1))
+            z[rows] = _conditional_normal(self.correlation_, fixed[rows], pattern, rng)
+        columns: dict[str, pd.Series] = {}
+        start = 0
+        for marginal in self.marginals_:
+            name = marginal.column.name
+            values = marginal.from_normal(z[:, start : start + marginal.dims])
+            start += marginal.dims
+            kept = given[name].reset_index(drop=True).rename(name) if name in given.columns else values
+            columns[name] = restore_dtype(kept, marginal.column)
+        return pd.DataFrame(columns)
+
+
+def _conditional_normal(
+    correlation: np.ndarray, fixed: np.ndarray, known: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Standard-normal latent rows with the ``known`` coordinates at ``fixed`` and the others drawn from their
+    Gaussian conditional (mean ``S_uk S_kk^-1 z_k``, covariance ``S_uu - S_uk S_kk^-1 S_ku``)."""
+    out = fixed.copy()
+    free = ~known
+    if not known.any():
+        return np.asarray(rng.standard_normal(fixed.shape) @ np.linalg.cholesky(correlation).T)
+    if not free.any():
+        return out
+    s_kk = correlation[np.ix_(known, known)]
+    s_uk = correlation[np.ix_(free, known)]
+    weights = np.linalg.solve(s_kk, s_uk.T).T
+    covariance = correlation[np.ix_(free, free)] - weights @ s_uk.T
+    chol = np.linalg.cholesky(_nearest_correlation_like(covariance))
+    noise = rng.standard_normal((len(fixed), int(free.sum()))) @ chol.T
+    out[:, free] = fixed[:, known] @ weights.T + noise
+    return out
+
+
+def _nearest_correlation_like(matrix: np.ndarray) -> np.ndarray:
+    """A covariance matrix with eigenvalues lifted to be positive definite (for a Cholesky factor)."""
+    matrix = (matrix + matrix.T) / 2
+    values, vectors = np.linalg.eigh(matrix)
+    return np.asarray(vectors @ np.diag(np.clip(values, 1e-9, None)) @ vectors.T)
 
 
 def _fit_marginal(column: Column, data: pd.Series, grid: int) -> _Marginal:

@@ -60,6 +60,21 @@ class _AnyOrderSynthesizer(Synthesizer):
     def _sample_conditional(self, n: int, conditions: Conditions, rng: np.random.Generator) -> pd.DataFrame:
         return self._draw(n, {column: [value] * n for column, value in conditions.items()}, rng)
 
+    def sample_given(self, given: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
+        """One row per row of ``given``: its columns keep that row's values, the others are drawn given them.
+
+        Each row has its own condition (a visit given its patient's synthetic row, say), drawn exactly as
+        ``sample(conditions=...)`` draws one shared condition. Values must lie in the model's domain: a category
+        it knows, a number, or missing. Same seed, same rows.
+        """
+        self._check_fitted()
+        if len(given) == 0:
+            raise ParameterError("sample_given needs at least one row of given values")
+        for column in given.columns:
+            self._codec(str(column))
+        values = {str(column): given[column].tolist() for column in given.columns}
+        return self._draw(len(given), values, np.random.default_rng(seed))
+
     def _draw(self, n: int, given: Mapping[str, Sequence[Any]], rng: np.random.Generator) -> pd.DataFrame:
         """``n`` rows whose columns in ``given`` take the listed values (one per row); the rest are drawn."""
         names = [codec.column.name for codec in self.codecs_]
