@@ -9,7 +9,13 @@ import pytest
 
 from privsynth.errors import DataError, ParameterError, SchemaError
 from privsynth.relational import RelatedData, RelatedMetadata, RelatedSynthesizer, load_related
-from privsynth.relational.evaluate import children_per_parent_tvd, evaluate_related, referential_integrity
+from privsynth.relational.evaluate import (
+    children_per_parent_tvd,
+    evaluate_related,
+    person_features,
+    person_level_tstr,
+    referential_integrity,
+)
 from privsynth.relational.metadata import Relationship, TableMeta
 from privsynth.synth import create
 
@@ -169,3 +175,14 @@ def test_deep_full_training_on_pbc_beats_the_halves_floor_on_counts(pbc: Related
     metrics = evaluate_related(pbc.tables, tables, pbc.metadata)["pbcseq.id -> pbc.id"]
     assert metrics["integrity"] == 1.0
     assert metrics["children_per_parent"] < 0.110  # odd vs even real patients
+
+
+def test_person_level_tstr_scores_death_from_the_patient_and_visit_summaries() -> None:
+    train, holdout = load_related("pbc", "train"), load_related("pbc", "holdout")
+    rel = train.metadata.relationships[0]
+    features = person_features(train.tables, rel, exclude=("status",))
+    assert len(features) == len(train.tables["pbc"]) and "status" not in features and "mean status" not in features
+    assert {"children", "mean bili", "last bili", "last day"} <= set(features.columns)
+    scores = person_level_tstr(train.tables, train.tables, holdout.tables, rel, "status", 2)
+    assert scores["holdout_parents"] == len(holdout.tables["pbc"]) == 84
+    assert scores["synthetic"] == scores["real"] and scores["real"] > 0.85  # measured 0.932

@@ -12,13 +12,17 @@ For each relationship (a child's key -> its parent):
   **gaps** (TVD of the binned differences between consecutive order values), **transitions** (TVD of the pairs of
   consecutive states of each categorical child column, averaged).
 
+And a person-level task (:func:`person_level_tstr`): a model trained on synthetic parents with summaries of their
+children, tested on real held-out parents (pbc: death from the patient row and the visits).
+
 TVD is half the L1 distance between two distributions: 0 for the same, 1 for disjoint. These read real rows: they
 are for the custodian's report, like :mod:`privsynth.evaluate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +36,8 @@ __all__ = [
     "children_per_parent_tvd",
     "evaluate_related",
     "gap_tvd",
+    "person_features",
+    "person_level_tstr",
     "referential_integrity",
     "sequence_length_tvd",
     "transition_tvd",
@@ -220,6 +226,72 @@ def transition_tvd(real: Tables, synthetic: Tables, rel: Relationship, column: s
             pairs.append(codes[kept] * levels + following.to_numpy()[kept].astype(np.int64))
         distances.append(_tvd_codes(pairs[0], pairs[1], levels * levels))
     return float(np.mean(distances)) if distances else float("nan")
+
+
+def person_features(tables: Tables, rel: Relationship, exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per parent: its columns (not keys, not ``exclude``) plus its children's number and the mean and last
+    value (in ``order_by`` order, else table order) of each numeric child column (not keys, not ``exclude``)."""
+    child = tables[rel.child].dropna(subset=list(rel.child_key))
+    if rel.order_by is not None:
+        child = child.sort_values([*rel.child_key, rel.order_by], kind="stable")
+    skip = set(rel.child_key) | set(exclude)
+    numeric = [c for c in child.columns if c not in skip and pd.api.types.is_numeric_dtype(child[c])]
+    groups = child.groupby(list(rel.child_key))[numeric]
+    summaries = pd.concat([groups.mean().add_prefix("mean "), groups.last().add_prefix("last ")], axis=1)
+    summaries.index = _as_multi(summaries.index)
+    parent = tables[rel.parent]
+    aligned = summaries.reindex(_key_index(parent, rel.parent_key)).set_axis(parent.index)
+    own = parent.drop(columns=[c for c in parent.columns if c in set(rel.parent_key) | set(exclude)])
+    return pd.concat([own, children_per_parent(tables, rel).rename("children"), aligned], axis=1)
+
+
+def person_level_tstr(
+    train: Tables, synthetic: Tables, holdout: Tables, rel: Relationship, target: str, positive: Any, seed: int = 0
+) -> dict[str, float]:
+    """Train on synthetic, test on real, for a person-level task: does ``target`` (a parent column) equal
+    ``positive``, from the parent's other columns and summaries of its children (:func:`person_features`)?
+
+    Histogram gradient boosting as in :mod:`privsynth.evaluate.utility`, scored by ROC AUC on the ``holdout``
+    parents; ``real`` is the same model trained on the real ``train`` tables (TRTR), the reference. Child
+    columns named like the target are left out (a visit's copy of the patient's status would give it away).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    frames = {
+        name: person_features(t, rel, exclude=(target,))
+        for name, t in (("train", train), ("synthetic", synthetic), ("holdout", holdout))
+    }
+    labels = {
+        name: (t[rel.parent][target].astype(str) == str(positive)).to_numpy()
+        for name, t in (("train", train), ("synthetic", synthetic), ("holdout", holdout))
+    }
+    columns = [c for c in frames["train"].columns if c in frames["synthetic"].columns]
+    coded = _coded_features([frames[name][columns] for name in ("train", "synthetic", "holdout")])
+    out: dict[str, float] = {"holdout_parents": float(len(labels["holdout"]))}
+    for name, features in (("real", coded[0]), ("synthetic", coded[1])):
+        y = labels["train" if name == "real" else "synthetic"]
+        if y.all() or not y.any():
+            out[name] = float("nan")
+            continue
+        model = HistGradientBoostingClassifier(random_state=seed).fit(features, y)
+        out[name] = float(roc_auc_score(labels["holdout"], model.predict_proba(coded[2])[:, 1]))
+    return out
+
+
+def _coded_features(frames: list[pd.DataFrame]) -> list[np.ndarray]:
+    """Frames as float matrices: numbers as they are, other columns as codes shared across the frames."""
+    both = pd.concat(frames, keys=range(len(frames)))
+    for column in both.columns:
+        if not pd.api.types.is_numeric_dtype(both[column]):
+            codes, _ = pd.factorize(both[column].astype(str).where(both[column].notna()))
+            both[column] = np.where(codes < 0, np.nan, codes)
+    matrix = both.astype(float)
+    return [matrix.xs(i).to_numpy() for i in range(len(frames))]
+
+
+def _as_multi(index: pd.Index) -> pd.MultiIndex:
+    return index if isinstance(index, pd.MultiIndex) else pd.MultiIndex.from_arrays([index])
 
 
 def evaluate_related(real: Tables, synthetic: Tables, metadata: RelatedMetadata) -> dict[str, dict[str, float]]:
