@@ -92,9 +92,9 @@ GENERATORS: dict[str, list[Generator]] = {
     ],
     # epsilon 1 over every table before epsilon 3: the peers are the slowest runs, and may not all finish
     "peers": [
+        Generator("mostlyai-argn-cpu", "deep (non-DP, peer)", False, 1, {}, peer=True),
         Generator("dpmm-privbayes", "marginal (DP, peer)", True, 1, {}, peer=True, epsilons=(1.0,)),
         Generator("dpmm-mst", "marginal (DP, peer)", True, 1, {}, peer=True, epsilons=(1.0,)),
-        Generator("mostlyai-argn-cpu", "deep (non-DP, peer)", False, 1, {}, peer=True),
         Generator("dpmm-privbayes", "marginal (DP, peer)", True, 1, {}, peer=True, epsilons=(3.0,)),
         Generator("dpmm-mst", "marginal (DP, peer)", True, 1, {}, peer=True, epsilons=(3.0,)),
     ],
@@ -263,7 +263,7 @@ def _provenance() -> dict[str, Any]:
 
 
 def plan(
-    tables: Sequence[str], phases: Sequence[str], seeds: int | None
+    tables: Sequence[str], phases: Sequence[str], seeds: int | None, methods: Sequence[str] | None = None
 ) -> Iterator[tuple[str, str, str, Generator, float | None, int]]:
     """Runs in order: phase by phase; in a phase seed 0 of every generator and budget over every table and arm,
     then seed 1, ...: a stopped phase has fewer seeds, not fewer tables or generators."""
@@ -271,7 +271,7 @@ def plan(
         most = max(g.seeds for g in GENERATORS[phase])
         for seed in range(most if seeds is None else min(most, seeds)):
             for gen in GENERATORS[phase]:
-                if seed >= gen.seeds:
+                if seed >= gen.seeds or (methods and gen.method not in methods):
                     continue
                 for epsilon in gen.epsilons if gen.dp else (None,):
                     for table in tables:
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
             floor = score(table, table.holdout)
             base["metrics"] = {k: floor[k] for k in ("trtr", "tvd_2way", "tvd_3way")}
             write(base)
-    for phase, name, arm, gen, epsilon, seed in plan(names, args.phases, args.seeds):
+    for phase, name, arm, gen, epsilon, seed in plan(names, args.phases, args.seeds, args.methods):
         if _run_id(name, arm, gen.method, epsilon, seed) in done:
             continue
         table = table_of(name)
@@ -632,6 +632,7 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=STUDY)
     parser.add_argument("--tables", nargs="*", help="tables of the study file (default: all)")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
+    parser.add_argument("--methods", nargs="*", help="only these generators of the phases (default: all)")
     parser.add_argument("--seeds", type=int, help="at most this many seeds per generator (default: its own)")
     parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT, help="seconds per peer fit")
     parser.add_argument("--output", type=Path, default=OUTPUT)
