@@ -164,7 +164,8 @@ def _measure(
     """A noisy histogram of ``column`` over cells ``edges`` (values outside clip into the end cells); yields the
     binning and is sent its exact counts.
 
-    Sensitivity: one record is in exactly one cell (the missing cell included), L2 sensitivity 1. Cost: rho.
+    Sensitivity: one record is in exactly one cell (the missing cell included), L2 sensitivity 1; k for a
+    privacy unit of up to k records (the accountant calibrates the noise to it, sigma k times). Cost: rho.
     """
     from privsynth.privacy.mechanisms import gaussian_mechanism
 
@@ -178,7 +179,8 @@ def _measure(
         purpose=purpose,
     )
     missing = None if binning.null_index is None else int(noisy[binning.null_index])
-    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=gaussian_sigma(rho, 1.0))
+    sigma = gaussian_sigma(rho, accountant.sensitivity(1.0))
+    return _Histogram(noisy=np.asarray(noisy[: binning.bins]), missing=missing, sigma=sigma)
 
 
 def learn_bins(
@@ -267,7 +269,7 @@ def _learning(
             warnings += _thin_mass_warning(name, coarse, weights)
             edges, weights = edges[first : last + 2], weights[first : last + 1]
             low, top = float(edges[0]), float(edges[-1])
-        sigma = gaussian_sigma(rho_fine, 1.0)
+        sigma = gaussian_sigma(rho_fine, accountant.sensitivity(1.0))
         cells = int(np.clip(round(weights.sum() / (FINE_CELL_SIGMAS * sigma)), 2 * bins, MAX_FINE_CELLS))
         fine = _allocate(edges, weights, cells, kind)
     measured = _padded(fine, kind) if bounds is not None else fine

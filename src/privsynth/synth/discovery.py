@@ -69,7 +69,9 @@ def discover(
     """Categories released by the Gaussian threshold mechanism; rare ones and the cap's overflow go to ``other``.
 
     Sensitivity: one record adds one to one key's count (L2 sensitivity 1; the missing cell, when the column is
-    nullable, is a key like the others). Cost: ``rho`` and ``delta``, both spent through ``accountant``.
+    nullable, is a key like the others); a privacy unit of up to k records touches up to k keys by up to k each,
+    and the mechanism is priced at that (see :func:`~privsynth.privacy.mechanisms.gaussian_threshold_mechanism`).
+    Cost: ``rho`` and ``delta``, both spent through ``accountant``.
     """
     table, values = key_counts(source, column)
     released = release_keys(table, column, accountant, rho, delta)

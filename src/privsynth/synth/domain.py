@@ -552,7 +552,8 @@ def _probe(
     for name, probe in probes.items():
         unexplained = max(rows - sum(probe.released.values()), 0)
         # the two totals' noise: what a column of frequent values alone would leave "unexplained" (3 sd)
-        noise = 3 * gaussian_sigma(probe.rho, 1.0) * math.sqrt(len(probe.released) + len(top.released))
+        sigma = gaussian_sigma(probe.rho, accountant.sensitivity(1.0))
+        noise = 3 * sigma * math.sqrt(len(probe.released) + len(top.released))
         share = unexplained / rows if rows > 0 else 0.0
         weights[name] = Fraction(share) if share >= MIN_UNEXPLAINED and unexplained > noise else Fraction(0)
     total = sum(weights.values(), Fraction(0))
