@@ -22,7 +22,10 @@ unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import multiprocessing
+import subprocess
 import sys
 import time
 import traceback
@@ -100,13 +103,40 @@ def _run_peer(method: str, tables: dict[str, pd.DataFrame], metadata: Any, seed:
     }
 
 
-def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) -> dict[str, Any]:
-    """privsynth's RelatedSynthesizer at its defaults, in this process (no timeout: it is measured, not raced)."""
+def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float) -> dict[str, Any]:
+    """privsynth's RelatedSynthesizer at its defaults, in a fresh process stopped after ``timeout`` seconds."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        pending = pool.apply_async(_privsynth_row, (tables, metadata, seed))
+        started = time.perf_counter()
+        try:
+            return pending.get(timeout)
+        except multiprocessing.TimeoutError:
+            pool.terminate()
+            return {
+                "status": "timeout",
+                "error": f"did not finish within {timeout:g} s",
+                "process_seconds": round(time.perf_counter() - started, 1),
+            }
+
+
+def _privsynth_row(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) -> dict[str, Any]:
     try:
+        from privsynth.relational import synth as module
         from privsynth.relational.synth import RelatedSynthesizer
     except ImportError as exc:
         return {"status": "not available", "error": f"privsynth.relational.synth: {exc}"}
     from privsynth.relational.evaluate import evaluate_related
+
+    source = Path(module.__file__ or "")
+    tracked = subprocess.run(
+        ["git", "status", "--porcelain", "--", source.name], cwd=source.parent, capture_output=True, text=True
+    ).stdout.strip()
+    code = {
+        "file": "src/privsynth/relational/synth.py",
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "git_status": tracked or "committed, unchanged",
+    }
 
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -124,7 +154,7 @@ def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) ->
         "sample_seconds": round(time.perf_counter() - wall, 2),
         "sample_cpu_seconds": round(time.process_time() - cpu, 2),
         "rows": {name: len(frame) for name, frame in synthetic.items()},
-        "details": {"method": getattr(synthesizer, "method_", None), "defaults": True, "threads": "in-process"},
+        "details": {"method": getattr(synthesizer, "method_", None), "defaults": True, "code": code},
     }
 
 
@@ -142,6 +172,15 @@ def _save(path: Path, result: dict[str, Any]) -> None:
         "wall and CPU seconds (fit/sample measured inside the peer, process = the whole peer process with imports), "
         "the real-halves floor. Peers read column types, categories and ranges from the rows; keys are given."
     )
+    result["notes"] = [
+        "sdv-par: PAR makes no empty sequence, so its synthetic patients are those with visits (as many as the real "
+        "ones with visits); its children_per_parent counts the missing childless patients, its length does not.",
+        "mostlyai-argn: a flat TabularARGN for the patients and a sequential one for the visits with the patients as "
+        "context, sampled with the synthetic patients as context; options apply to each model.",
+        "sdv-hma on nycflights13: the open HMASynthesizer refuses more than 5 tables or a relationship depth above "
+        "2 (airports -> weather -> flights); without weather it is given the 15-minute limit.",
+        "person-level TSTR: privsynth.relational.evaluate has none yet; not measured.",
+    ]
     result["run"] = run_metadata()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -199,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # one sequential parent-child pair only; nycflights13's flights have several parents
             print(f"{label}: {method} ...", file=sys.stderr, flush=True)
             if method == PRIVSYNTH:
-                row = _run_privsynth(tables, metadata, args.seed)
+                row = _run_privsynth(tables, metadata, args.seed, args.timeout)
             else:
                 row = _run_peer(method, tables, metadata, args.seed, args.timeout)
             row = {"dataset": label, "method": method, "seed": args.seed, **row}
