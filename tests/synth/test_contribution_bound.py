@@ -161,3 +161,18 @@ def test_the_card_says_the_unit_and_the_bound(visits: pd.DataFrame, tmp_path: Pa
     assert card["generator"]["parameters"]["contribution_bound"] == 4
     assert all(s["mechanism"].endswith("per person (at most 4 rows each)") for s in card["privacy"]["spends"])
     assert "one person (at most 4 rows each)" in card_html_path(written).read_text()
+
+
+def test_every_noise_scale_read_after_a_measurement_is_calibrated_to_the_unit() -> None:
+    """The synthesizers compute sigma (for merges, thresholds, model weights) only through the accountant's unit:
+    a ``gaussian_sigma(rho, 1.0)`` would be the row-level sigma, k times too small at person level."""
+    synth = Path(ps.__file__).parent / "synth"
+    calls = [
+        (path.name, line.strip())
+        for path in sorted(synth.glob("*.py"))
+        for line in path.read_text().splitlines()
+        if "gaussian_sigma(" in line and not line.lstrip().startswith(("from ", "import ", "#"))
+    ]
+    assert calls, "no noise scale found: the scan is looking in the wrong place"
+    unscaled = [(name, line) for name, line in calls if "accountant.sensitivity(" not in line]
+    assert unscaled == []

@@ -72,7 +72,8 @@ class AIM(MarginalMethod):
     Each round spends 1/rounds of the budget, rho_t (rounds: :func:`default_rounds`), a tenth on selecting a
     candidate (any marginal inside a workload marginal, weighted by its overlap with the workload: the
     exponential mechanism, sensitivity the largest weight scored, rho_t / 10) and nine tenths on measuring it
-    (the Gaussian mechanism, sensitivity 1, 0.9 rho_t); the 1-way marginals are measured first at 0.9 rho_t
+    (the Gaussian mechanism, sensitivity 1, 0.9 rho_t; both sensitivities k times that with
+    ``contribution_bound=k``, a person's up to k rows); the 1-way marginals are measured first at 0.9 rho_t
     each. When a measurement barely moves the model, the round budget is quadrupled (sigma halves); when less
     than two rounds' worth is left, one last round spends the rest, so the spends add up to the budget exactly
     (zCDP composition). The model may grow to

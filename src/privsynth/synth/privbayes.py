@@ -58,7 +58,8 @@ class PrivBayes(MarginalMethod):
     Budget (rho, after ``preprocessing_share`` learns the domains the schema does not declare public, as MST):
     a tenth measures every 1-way marginal (Gaussian, sensitivity 1), ``selection_share`` (the paper's beta, 0.3)
     selects the network, the rest measures its d - 1 (attribute, parents) marginals (Gaussian, sensitivity 1,
-    split evenly). Together the spends are the budget exactly (zCDP composition).
+    split evenly). Together the spends are the budget exactly (zCDP composition). Every sensitivity here is per
+    row; with ``contribution_bound=k`` (a person's up to k rows) each is k times that (the score's 2 becomes 2k).
 
     Selection: the first attribute is drawn uniformly with a fixed seed (the paper's random first attribute; the
     draw does not look at the data). Each next attribute X and its parents P are then drawn together by the
