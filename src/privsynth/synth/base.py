@@ -93,6 +93,16 @@ class Synthesizer(ABC):
         assumptions: tuple[str, ...] = ()
         self._kinds_pending = False
         if self.differentially_private:
+            if schema is None and not source.declares_types and not isinstance(source, DuckDBSource):
+                # Only DuckDB re-reads a file through kinds chosen under DP (detect_kinds): refuse before the
+                # ledger is opened or anything is spent.
+                raise ParameterError(
+                    f"'{source.name}' is read without declared column types (a CSV file read by Spark, whose types "
+                    "are guessed from its values), and a DP fit may not take structure from the data; give a "
+                    "reviewed schema (`privsynth schema infer FILE -o schema.yaml`, review it, then `--schema "
+                    "schema.yaml`), or convert the file to Parquet, or read it with `--engine duckdb`, which "
+                    "chooses the column kinds under DP"
+                )
             if schema is None and not source.declares_types:
                 # A CSV file's types would be guessed from its values: the fit chooses them under DP instead
                 # (see _declare_structure); until then every column is a placeholder with no domain.
