@@ -100,7 +100,8 @@ def generate_related(
     dp_options: dict[str, Any],
 ) -> None:
     """`privsynth generate FOLDER -o OUT_FOLDER`: related synthetic tables, one card each, the metadata and the
-    cross-table evaluation in OUT_FOLDER."""
+    cross-table evaluation in OUT_FOLDER. The tables are CSV files; ``-o OUT.parquet`` writes Parquet files into
+    the folder OUT."""
     given = [k for k, v in dp_options.items() if v]
     if given:
         raise ParameterError(

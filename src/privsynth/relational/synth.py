@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 _POS, _GAP = "__pos", "__gap"
 _REDRAWS = 5  # times a non-positive gap is redrawn before the smallest positive real gap is used
 _METHODS = ("deep", "copula")
+_FIRST_COPY = 0.9  # share of parents whose first child repeats their value, for the first child to copy it
 _STEPS_PER_EPOCH = 10  # deep's batch size on a small table: a tenth of its rows (between 32 and 1,024)
 
 
@@ -106,6 +107,7 @@ class TablePlan:
     copied: dict[str, str] = field(default_factory=dict)  # child column -> parent column with the same values
     moved: list[str] = field(default_factory=list)  # constant within a parent: modelled in the parent's model
     parent_internals: list[str] = field(default_factory=list)  # __n / __start / __c columns of its own children
+    first_copies: list[str] = field(default_factory=list)  # the first child takes the parent's value (baseline)
     excluded: list[Column] = field(default_factory=list)
 
     @property
@@ -290,6 +292,11 @@ class RelatedSynthesizer:
                 plan.data.append(column)
             for rel in plan.lookups:
                 plans[rel.parent].parent_internals.append(_count_column(rel))
+            if plan.sequential:
+                assert plan.driver is not None
+                parent_data = plans[plan.driver.parent].data
+                shared = [c for c in plan.data if c in parent_data]
+                plan.first_copies = _first_copies(frame, frames[plan.driver.parent], plan.driver, shared)
         return plans
 
     def _driver(
@@ -491,6 +498,8 @@ class RelatedSynthesizer:
             if previous is None:
                 for column in plan.data:
                     given[_prev_column(column)] = np.nan
+                for column in plan.first_copies:  # the first visit holds the patient's baseline values
+                    given[column] = given[_parent_column(column)]
             else:
                 kept = previous.set_index("__owner").loc[active]
                 for column in plan.data:
@@ -632,6 +641,31 @@ def _sample_given(model: Synthesizer, given: pd.DataFrame, seed: int) -> pd.Data
     return frame.reset_index(drop=True)
 
 
+def _first_copies(child: pd.DataFrame, parent: pd.DataFrame, rel: Relationship, columns: list[str]) -> list[str]:
+    """The child columns whose first value (in order) equals the parent's column of the same name for at least
+    :data:`_FIRST_COPY` of the parents with children: a baseline measurement the first visit repeats."""
+    assert rel.order_by is not None
+    keyed = child.dropna(subset=list(rel.child_key))
+    if keyed.empty or not columns:
+        return []
+    ordered = keyed.assign(__order=_as_number(keyed[rel.order_by])).sort_values([*rel.child_key, "__order"])
+    firsts = ordered.groupby(list(rel.child_key), sort=False).head(1)
+    index = pd.MultiIndex.from_frame(parent[list(rel.parent_key)])
+    looked_up = parent.set_index(index).reindex(pd.MultiIndex.from_frame(firsts[list(rel.child_key)]))
+    return [c for c in columns if _agreement(firsts[c], looked_up[c]) >= _FIRST_COPY]
+
+
+def _agreement(a: pd.Series, b: pd.Series) -> float:
+    """The share of positions where two series hold the same value (numbers compared as numbers; both missing
+    agree)."""
+    left, right = a.reset_index(drop=True), b.reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(left) and pd.api.types.is_numeric_dtype(right):
+        x, y = left.to_numpy(dtype=float), right.to_numpy(dtype=float)
+        return float(np.mean((x == y) | (np.isnan(x) & np.isnan(y))))
+    same = left.astype(str).where(left.notna()).fillna("\0") == right.astype(str).where(right.notna()).fillna("\0")
+    return float(same.mean())
+
+
 def _constants(
     child: pd.DataFrame, parent: pd.DataFrame, rel: Relationship, skip: set[str]
 ) -> tuple[dict[str, str], list[str]]:
@@ -656,13 +690,7 @@ def _constants(
 
 
 def _same(a: pd.Series, b: pd.Series) -> bool:
-    left, right = a.reset_index(drop=True), b.reset_index(drop=True)
-    if pd.api.types.is_numeric_dtype(left) and pd.api.types.is_numeric_dtype(right):
-        x, y = left.to_numpy(dtype=float), right.to_numpy(dtype=float)
-        return bool(np.all((x == y) | (np.isnan(x) & np.isnan(y))))
-    return bool(
-        (left.astype(str).where(left.notna()).fillna("\0") == right.astype(str).where(right.notna()).fillna("\0")).all()
-    )
+    return _agreement(a, b) == 1.0
 
 
 def _base(column: str, own: Schema, parent: Schema | None) -> Column:
