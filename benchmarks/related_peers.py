@@ -32,10 +32,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "results" / "related_peers.json"
+WORK = Path("/tmp/privsynth-related-peers")
 PEERS = ("sdv-hma", "sdv-par", "mostlyai-argn", "mostlyai-argn-cpu")
 PRIVSYNTH = "privsynth"
 FLOOR = "real halves (odd vs even ids)"
@@ -79,14 +81,82 @@ def _floor(tables: dict[str, pd.DataFrame], metadata: Any) -> dict[str, Any]:
 
     entity = metadata.order()[0]
     key = metadata.tables[entity].primary_key[0]
-    halves = [{n: f[f[key] % 2 == parity] for n, f in tables.items()} for parity in (1, 0)]
-    return {"method": FLOOR, "status": "ok", "metrics": evaluate_related(halves[0], halves[1], metadata)}
+    halves = [{n: f[f[key] % 2 == parity].reset_index(drop=True) for n, f in tables.items()} for parity in (1, 0)]
+    return {
+        "method": FLOOR,
+        "status": "ok",
+        "metrics": evaluate_related(halves[0], halves[1], metadata),
+        "per_table": per_table_tvd(halves[0], halves[1], metadata),
+    }
 
 
-def _run_peer(method: str, tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float) -> dict[str, Any]:
+def _codes(real: pd.Series, synthetic: pd.Series, bins: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Both columns as integer codes: numbers with more than ``bins`` values cut at quantiles of the real ones,
+    anything else by value (missing is a value of its own)."""
+    if pd.api.types.is_numeric_dtype(real) and pd.api.types.is_numeric_dtype(synthetic) and real.nunique() > bins:
+        present = real.dropna().astype(float)
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))[1:-1])
+        real = pd.Series(np.digitize(real.astype(float), edges), dtype=float).where(real.notna().to_numpy())
+        synthetic = pd.Series(np.digitize(synthetic.astype(float), edges), dtype=float).where(
+            synthetic.notna().to_numpy()
+        )
+    else:
+        real, synthetic = real.astype(object).astype(str), synthetic.astype(object).astype(str)
+    codes, uniques = pd.factorize(pd.concat([real, synthetic], ignore_index=True), use_na_sentinel=False)
+    return codes[: len(real)], codes[len(real) :], max(len(uniques), 1)
+
+
+def _tvd(real: np.ndarray, synthetic: np.ndarray, levels: int) -> float:
+    p = np.bincount(real, minlength=levels) / max(len(real), 1)
+    q = np.bincount(synthetic, minlength=levels) / max(len(synthetic), 1)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def per_table_tvd(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Any) -> dict[str, Any]:
+    """Per table, over its columns that are not keys: mean 1-way TVD (numbers in 10 quantile bins of the real
+    values) and mean 2-way TVD over every pair (5 bins, so a pair's table stays measurable on a few hundred rows)."""
+    keys = {name: set(table.primary_key) for name, table in metadata.tables.items()}
+    for rel in metadata.relationships:
+        keys[rel.child] |= set(rel.child_key)
+    out: dict[str, Any] = {}
+    for name in metadata.tables:
+        columns = [c for c in real[name].columns if c not in keys[name] and c in synthetic[name]]
+        one = [_tvd(*_codes(real[name][c], synthetic[name][c], 10)) for c in columns]
+        coded = {c: _codes(real[name][c], synthetic[name][c], 5) for c in columns}
+        two = []
+        for i, a in enumerate(columns):
+            for b in columns[i + 1 :]:
+                (ra, sa, la), (rb, sb, lb) = coded[a], coded[b]
+                two.append(_tvd(ra * lb + rb, sa * lb + sb, la * lb))
+        out[name] = {
+            "tvd_1way": round(float(np.mean(one)), 4) if one else None,
+            "tvd_2way": round(float(np.mean(two)), 4) if two else None,
+        }
+    return out
+
+
+def _score(
+    real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Any, work: Path | None
+) -> dict[str, Any]:
+    """Cross-table metrics and per-table TVDs; the synthetic tables kept under ``work`` for re-scoring."""
+    from privsynth.relational.evaluate import evaluate_related
+
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        for name, frame in synthetic.items():
+            frame.to_parquet(work / f"{name}.parquet", index=False)
+    return {
+        "metrics": evaluate_related(real, synthetic, metadata),
+        "per_table": per_table_tvd(real, synthetic, metadata),
+        "rows": {name: len(frame) for name, frame in synthetic.items()},
+    }
+
+
+def _run_peer(
+    method: str, tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float, work: Path | None
+) -> dict[str, Any]:
     from privsynth.bench.peers import PeerError
     from privsynth.bench.related_peers import run_related_peer
-    from privsynth.relational.evaluate import evaluate_related
 
     started = time.perf_counter()
     try:
@@ -96,18 +166,19 @@ def _run_peer(method: str, tables: dict[str, pd.DataFrame], metadata: Any, seed:
         return {"status": status, "error": str(exc)[-2000:], "process_seconds": round(time.perf_counter() - started, 1)}
     return {
         "status": "ok",
-        "metrics": evaluate_related(tables, result.tables, metadata),
+        **_score(tables, result.tables, metadata, work),
         **{name: round(getattr(result, name), 2) for name in TIMINGS},
-        "rows": {name: len(frame) for name, frame in result.tables.items()},
         "details": result.details,
     }
 
 
-def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float) -> dict[str, Any]:
+def _run_privsynth(
+    tables: dict[str, pd.DataFrame], metadata: Any, seed: int, timeout: float, work: Path | None
+) -> dict[str, Any]:
     """privsynth's RelatedSynthesizer at its defaults, in a fresh process stopped after ``timeout`` seconds."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        pending = pool.apply_async(_privsynth_row, (tables, metadata, seed))
+        pending = pool.apply_async(_privsynth_row, (tables, metadata, seed, work))
         started = time.perf_counter()
         try:
             return pending.get(timeout)
@@ -120,13 +191,12 @@ def _run_privsynth(tables: dict[str, pd.DataFrame], metadata: Any, seed: int, ti
             }
 
 
-def _privsynth_row(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) -> dict[str, Any]:
+def _privsynth_row(tables: dict[str, pd.DataFrame], metadata: Any, seed: int, work: Path | None) -> dict[str, Any]:
     try:
         from privsynth.relational import synth as module
         from privsynth.relational.synth import RelatedSynthesizer
     except ImportError as exc:
         return {"status": "not available", "error": f"privsynth.relational.synth: {exc}"}
-    from privsynth.relational.evaluate import evaluate_related
 
     source = Path(module.__file__ or "")
     tracked = subprocess.run(
@@ -144,16 +214,16 @@ def _privsynth_row(tables: dict[str, pd.DataFrame], metadata: Any, seed: int) ->
         fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
         wall, cpu = time.perf_counter(), time.process_time()
         synthetic = synthesizer.sample(seed=seed)
+        sample_wall, sample_cpu = time.perf_counter() - wall, time.process_time() - cpu
     except Exception as exc:  # the generator is being built: a failure is a row, with its traceback's tail
         return {"status": "failed", "error": "".join(traceback.format_exception(exc))[-2000:]}
     return {
         "status": "ok",
-        "metrics": evaluate_related(tables, synthetic, metadata),
+        **_score(tables, synthetic, metadata, work),
         "fit_seconds": round(fit_wall, 2),
         "fit_cpu_seconds": round(fit_cpu, 2),
-        "sample_seconds": round(time.perf_counter() - wall, 2),
-        "sample_cpu_seconds": round(time.process_time() - cpu, 2),
-        "rows": {name: len(frame) for name, frame in synthetic.items()},
+        "sample_seconds": round(sample_wall, 2),
+        "sample_cpu_seconds": round(sample_cpu, 2),
         "details": {"method": getattr(synthesizer, "method_", None), "defaults": True, "code": code},
     }
 
@@ -163,14 +233,19 @@ def _load(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _save(path: Path, result: dict[str, Any]) -> None:
-    from privsynth.bench.run_info import run_metadata
-
+def _save(path: Path, row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Put ``row`` (with this invocation's ``run``) into the file, replacing its (dataset, method) pair; the file is
+    read again first, so invocations running side by side keep each other's rows."""
+    result = _load(path)
+    key = (row["dataset"], row["method"])
+    result["rows"] = [r for r in result["rows"] if (r["dataset"], r["method"]) != key] + [{**row, "run": run}]
     result["description"] = (
         "Related-table peers on bundled related datasets, one seed, all rows: cross-table TVDs of the synthetic set "
         "against the real one (privsynth.relational.evaluate.evaluate_related; integrity 1 is the only good value), "
-        "wall and CPU seconds (fit/sample measured inside the peer, process = the whole peer process with imports), "
-        "the real-halves floor. Peers read column types, categories and ranges from the rows; keys are given."
+        "per-table mean 1-way / 2-way TVDs over the columns that are not keys, wall and CPU seconds (fit/sample "
+        "measured inside the peer, process = the whole peer process with imports), the real-halves floor (two "
+        "samples of half the size: its noise is larger than that of a full-size set). Peers read column types, "
+        "categories and ranges from the rows; keys are given. Each row has the run that made it under 'run'."
     )
     result["notes"] = [
         "sdv-par: PAR makes no empty sequence, so its synthetic patients are those with visits (as many as the real "
@@ -181,24 +256,32 @@ def _save(path: Path, result: dict[str, Any]) -> None:
         "2 (airports -> weather -> flights); without weather it is given the 15-minute limit.",
         "person-level TSTR: privsynth.relational.evaluate has none yet; not measured.",
     ]
-    result["run"] = run_metadata()
+    result.pop("run", None)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    return result
 
 
 def _table(result: dict[str, Any]) -> str:
     lines = [
-        "| dataset | relationship | method | " + " | ".join(METRICS) + " | fit CPU s | fit wall s | status |",
-        "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+        "| dataset | relationship | method | "
+        + " | ".join(METRICS)
+        + " | per table 1-way / 2-way | fit CPU s | fit wall s | status |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|---|",
     ]
     for row in result["rows"]:
         reports = row.get("metrics") or {"": {}}
         for rel, metrics in reports.items():
             cells = [f"{metrics[m]:.3f}" if isinstance(metrics.get(m), float) else "" for m in METRICS]
+            tables = "; ".join(
+                f"{name} {t['tvd_1way']:.3f} / {t['tvd_2way']:.3f}"
+                for name, t in (row.get("per_table") or {}).items()
+                if t.get("tvd_2way") is not None
+            )
             lines.append(
                 f"| {row['dataset']} | {rel} | {row['method']} | "
                 + " | ".join(cells)
-                + f" | {row.get('fit_cpu_seconds', '')} | {row.get('fit_seconds', '')} | {row['status']} |"
+                + f" | {tables} | {row.get('fit_cpu_seconds', '')} | {row.get('fit_seconds', '')} | {row['status']} |"
             )
     return "\n".join(lines)
 
@@ -213,11 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="run again pairs already in the output")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--table", action="store_true", help="print the committed results as Markdown and stop")
+    parser.add_argument("--work", type=Path, default=WORK, help=f"synthetic tables kept here (default {WORK})")
     args = parser.parse_args(argv)
     result = _load(args.output)
     if args.table:
         print(_table(result))
         return 0
+    from privsynth.bench.run_info import run_metadata
+
+    run = run_metadata()
     datasets: list[tuple[str, int | None, str | None]] = [] if args.skip_pbc else [("pbc", None, None)]
     if args.nycflights_month is not None:
         # The five tables (HMA's open version refuses a schema deeper than 2: airports -> weather -> flights), and
@@ -228,23 +315,20 @@ def main(argv: list[str] | None = None) -> int:
         tables, metadata = _dataset(name, month, without)
         done = {(r["dataset"], r["method"]) for r in result["rows"] if not args.force}
         if name == "pbc" and (label, FLOOR) not in done:
-            result["rows"] = [r for r in result["rows"] if (r["dataset"], r["method"]) != (label, FLOOR)]
-            result["rows"].append({"dataset": label, **_floor(tables, metadata)})
-            _save(args.output, result)
+            result = _save(args.output, {"dataset": label, **_floor(tables, metadata)}, run)
         for method in args.methods:
             if (label, method) in done:
                 continue
             if name != "pbc" and method in ("sdv-par", "mostlyai-argn", "mostlyai-argn-cpu"):
                 continue  # one sequential parent-child pair only; nycflights13's flights have several parents
             print(f"{label}: {method} ...", file=sys.stderr, flush=True)
+            work = args.work / label.replace(" ", "_") / method
             if method == PRIVSYNTH:
-                row = _run_privsynth(tables, metadata, args.seed, args.timeout)
+                row = _run_privsynth(tables, metadata, args.seed, args.timeout, work)
             else:
-                row = _run_peer(method, tables, metadata, args.seed, args.timeout)
+                row = _run_peer(method, tables, metadata, args.seed, args.timeout, work)
             row = {"dataset": label, "method": method, "seed": args.seed, **row}
-            result["rows"] = [r for r in result["rows"] if (r["dataset"], r["method"]) != (label, method)]
-            result["rows"].append(row)
-            _save(args.output, result)
+            result = _save(args.output, row, run)
             print(f"{label}: {method} {row['status']} {row.get('fit_cpu_seconds', '')}", file=sys.stderr, flush=True)
     print(_table(result))
     return 0
