@@ -181,7 +181,7 @@ def bench_scaling(
 
 @peers_app.command("setup")
 def peers_setup(
-    group: Annotated[str, typer.Argument(help="Peer group: sdv, smartnoise or opendp.")],
+    group: Annotated[str, typer.Argument(help="Peer group: sdv, smartnoise, opendp, dpmm or mostlyai.")],
 ) -> None:
     """Create a peer group's virtual environment with its pinned requirements (from PyPI)."""
     from privsynth.bench.peers import PEER_GROUPS, PEER_METHODS, peer_group, setup_peer
