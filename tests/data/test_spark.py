@@ -204,3 +204,14 @@ def test_generate_with_the_spark_engine_releases_a_dp_table(
     assert card["source"]["name"] == "liver"
     assert card["privacy"]["epsilon"] == 1.0
     assert "fingerprint_sha256" not in card["source"]
+
+
+def test_spark_draws_a_poisson_sample(spark: Any) -> None:
+    """Spark's ``sample(withReplacement=False)``: each row kept independently with the rate, seeded from the
+    operating system (the sampling DP-SGD's accountant assumes; see ``test_poisson_sample.py``)."""
+    from test_poisson_sample import check_poisson
+
+    frame = load_dataset("nassCDS", "all")
+    frame = frame.assign(row=np.arange(len(frame)))
+    source = SparkSource(spark.createDataFrame(frame), "nassCDS", location="frame:test")
+    check_poisson(source, frame)

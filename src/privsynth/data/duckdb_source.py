@@ -132,6 +132,19 @@ class DuckDBSource(Source):
         except duckdb.Error as exc:
             raise _read_error(self.name, exc) from None
 
+    def _poisson_sample(self, rate: float, columns: list[str]) -> pd.DataFrame:
+        """Each row kept by DuckDB with probability ``rate`` (``random() < rate``, one uniform per row from
+        DuckDB's generator, which it seeds from the operating system: no seed is set)."""
+        names = ", ".join(_quote(c) for c in columns)
+        sql = f"SELECT {names} FROM {self._view} WHERE random() < {float(rate)!r}"
+        self.queries += 1
+        try:
+            with self._cursor() as cursor:
+                out: pd.DataFrame = cursor.sql(sql).to_arrow_table().to_pandas()  # the types chunks have
+                return out
+        except duckdb.Error as exc:
+            raise _read_error(self.name, exc) from None
+
     def _chunks(self, columns: list[str], chunk_rows: int, limit: int | None) -> Iterator[pd.DataFrame]:
         sql = f"SELECT {', '.join(_quote(c) for c in columns)} FROM {self._view}"
         if limit is not None:

@@ -10,6 +10,7 @@ The engines are in :mod:`privsynth.data.duckdb_source` and :mod:`privsynth.data.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -104,6 +105,28 @@ class Source(ABC):
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
             raise ParameterError(f"rows must be a positive integer, not {rows!r}")
         return self._sample(rows, seed)
+
+    def poisson_sample(self, rate: float, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """A Poisson sample of the rows: each row kept independently with probability ``rate``, drawn by the
+        engine where it can draw one (DuckDB's and PostgreSQL's ``random() < rate``, Spark's Bernoulli ``sample``),
+        so that only the kept rows leave it. This default streams every row past in chunks and keeps each with a
+        generator seeded by the operating system, never holding more than the kept rows and one chunk.
+
+        This is the sampling the RDP accountant of DP-SGD assumes (:func:`privsynth.synth._deep_net.fit_dp_sgd`).
+        It takes no seed on purpose: every engine seeds its generator itself (DuckDB and PostgreSQL from the
+        operating system, Spark from 63 bits of it), since a known seed would let an attacker predict which rows a
+        DP-SGD step used. The generators are fast pseudo-random ones, not cryptographic, like torch's that draws
+        the in-memory sample (see ``docs/PRIVACY_NOTES.md``).
+        """
+        if isinstance(rate, bool) or not isinstance(rate, float | int) or not 0 < rate <= 1:
+            raise ParameterError(f"rate must be a probability in (0, 1], not {rate!r}")
+        return self._poisson_sample(float(rate), self._columns_or_all(columns))
+
+    def _poisson_sample(self, rate: float, columns: list[str]) -> pd.DataFrame:
+        """:meth:`poisson_sample` for checked arguments: the streamed default, for engines that draw none."""
+        rng = np.random.default_rng(secrets.randbits(128))
+        kept = [chunk[rng.random(len(chunk)) < rate] for chunk in self._chunks(columns, 100_000, None)]
+        return _concat(kept) if kept else self._empty(columns)
 
     def _sample(self, rows: int, seed: int) -> pd.DataFrame:
         """:meth:`sample` for a checked ``rows``: the streamed reservoir, for engines that draw no sample."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -177,6 +178,15 @@ class SparkSource(Source):
         self.queries += 1
         records = [tuple(r) for r in sampled.collect()]
         return pd.DataFrame.from_records(records, columns=self._columns)
+
+    def _poisson_sample(self, rate: float, columns: list[str]) -> pd.DataFrame:
+        """Each row kept by Spark with probability ``rate``: ``sample(withReplacement=False)`` is a Bernoulli
+        sample (one uniform per row from each partition's generator), seeded with 63 bits from the operating
+        system."""
+        sampled = self._frame.select(*columns).sample(withReplacement=False, fraction=rate, seed=secrets.randbits(63))
+        self.queries += 1
+        records = [tuple(r) for r in sampled.collect()]
+        return pd.DataFrame.from_records(records, columns=columns)
 
     def close(self) -> None:
         """Drop the temporary view (the session stays: it may be the caller's)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,6 +101,22 @@ class SQLSource(Source):
         query = sa.select(*sampled.c).order_by(order).limit(rows)
         try:
             with self._engine.connect() as con:
+                return pd.read_sql(query, con)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"sampling {self.name} failed: {first_line(exc)}") from None
+
+    def _poisson_sample(self, rate: float, columns: list[str]) -> pd.DataFrame:
+        """On PostgreSQL, each row kept by the server with probability ``rate`` (``random() < rate`` after
+        ``setseed`` with 52 bits from the operating system, on the same connection). Other databases differ in
+        what ``random()`` returns: there the rows stream past and are kept by :meth:`Source.poisson_sample`."""
+        if self._engine.dialect.name != "postgresql":
+            return super()._poisson_sample(rate, columns)
+        seed = secrets.randbits(52) / 2**52 * 2 - 1  # setseed takes a double in [-1, 1]
+        query = sa.select(*(self._from.c[c] for c in columns)).where(sa.func.random() < sa.literal(rate, sa.Float))
+        self.queries += 1
+        try:
+            with self._engine.connect() as con:
+                con.execute(sa.select(sa.func.setseed(seed)))
                 return pd.read_sql(query, con)
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"sampling {self.name} failed: {first_line(exc)}") from None

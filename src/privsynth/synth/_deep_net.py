@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -292,9 +292,63 @@ def sample_tokens(
     return out
 
 
+def poisson_steps(
+    train: torch.Tensor, sample_rate: float, steps: int, secret: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """One Poisson sample of the rows ``train`` holds per step: each row independently with ``sample_rate``."""
+    for _ in range(steps):
+        yield train[torch.rand(train.shape[0], generator=secret) < sample_rate]
+
+
+def block_poisson_steps(
+    draw: Callable[[float], torch.Tensor],
+    sample_rate: float,
+    steps: int,
+    block_steps: int,
+    secret: torch.Generator,
+) -> Iterator[torch.Tensor]:
+    """The same samples as :func:`poisson_steps`, for rows that stay in their engine: one engine query per block
+    of ``block_steps`` steps instead of one per step, and only the rows some step of the block uses leave it.
+
+    For a block of K steps, each row's inclusions are K independent Bernoulli(q) draws (q = ``sample_rate``). The
+    engine keeps a row with the probability that any of them is 1, ``p = 1 - (1 - q)^K`` (``draw(p)``: a Poisson
+    sample of the encoded rows, drawn by the engine, see :meth:`privsynth.data.source_base.Source.poisson_sample`);
+    for each kept row this draws the pattern given that it is not all zeros: its first step J from
+    ``P(J = j) = (1 - q)^(j-1) q / p`` (inverse CDF), then each later step of the block independently with q (a
+    binomial count of them, at positions uniform among the later steps). The joint distribution of the K samples
+    is therefore exactly that of K independent Poisson samples of rate q, the sampling the RDP accountant of
+    :func:`fit_dp_sgd` assumes at ``sample_rate``; the pattern comes from ``secret`` (seeded by the operating
+    system), the rows' selection from the engine's own generator, and neither from the user's seed.
+    """
+    log_miss = math.log1p(-sample_rate)  # sample_rate < 1: noisy_sample_rate keeps it at most 1/2
+    for start in range(0, steps, block_steps):
+        k = min(block_steps, steps - start)
+        keep = -math.expm1(k * log_miss)
+        rows = draw(keep)
+        m = rows.shape[0]
+        u = torch.rand(m, generator=secret, dtype=torch.float64)
+        first = torch.ceil(torch.log1p(-u * keep) / log_miss).clamp(1, k).long() - 1
+        rate = torch.full((m,), sample_rate, dtype=torch.float64)
+        later = torch.binomial((k - 1 - first).double(), rate, generator=secret).long()
+        row_ids, step_ids = [torch.arange(m)], [first]
+        for row in torch.nonzero(later).flatten().tolist():
+            after = int(first[row]) + 1
+            chosen = torch.randperm(k - after, generator=secret)[: int(later[row])] + after
+            row_ids.append(torch.full((len(chosen),), row, dtype=torch.long))
+            step_ids.append(chosen)
+        rows_of, steps_of = torch.cat(row_ids), torch.cat(step_ids)
+        order = torch.argsort(steps_of, stable=True)
+        rows_of = rows_of[order]
+        ends = torch.cumsum(torch.bincount(steps_of, minlength=k), 0).tolist()
+        begin = 0
+        for end in ends:
+            yield rows[rows_of[begin:end]]
+            begin = end
+
+
 def fit_dp_sgd(
     net: AnyOrderNet,
-    train: torch.Tensor,
+    train: torch.Tensor | Callable[[torch.Generator], Iterator[torch.Tensor]],
     *,
     sample_rate: float,
     steps: int,
@@ -309,12 +363,15 @@ def fit_dp_sgd(
     ``max_grad_norm``, Gaussian noise of ``noise_multiplier * max_grad_norm`` on their sum, divided by the public
     ``expected_batch_size``; the learning rate follows a cosine from ``learning_rate`` to zero over the steps.
 
-    Each step takes a Poisson sample of the rows (each row independently with ``sample_rate``), the sampling the
-    RDP accountant assumes; an empty sample still takes a noise-only step. The sampling, the noise and the
-    training orders come from a generator seeded by the operating system, not by the user's seed: a known seed
-    would make the sampling predictable to an attacker. The noise is drawn in opacus's ``secure_mode`` (each
-    coordinate the scaled sum of four Gaussian draws, against attacks on the floating-point representation of a
-    single draw; see :class:`privsynth.synth.deep.DPDeepSynthesizer` for what is left of that risk).
+    Each step takes a Poisson sample of the rows (each row independently with ``sample_rate``), the sampling the RDP
+    accountant assumes; an empty sample still takes a noise-only step. ``train`` holds the encoded rows
+    (:func:`poisson_steps` samples them), or is a function of the secret generator that yields each step's sample
+    (:func:`block_poisson_steps`, for rows drawn by their engine), which must be distributed the same way. The
+    sampling, the noise and the training orders come from a generator seeded by the operating system, not by the
+    user's seed: a known seed would make the sampling predictable to an attacker. The noise is drawn in opacus's
+    ``secure_mode`` (each coordinate the scaled sum of four Gaussian draws, against attacks on the floating-point
+    representation of a single draw; see :class:`privsynth.synth.deep.DPDeepSynthesizer` for what is left of that
+    risk).
 
     Nothing computed from the private rows without noise leaves this function: progress is reported once per
     pass over the data as step counts only (no loss, which is computed from the rows; no time, which grows with
@@ -335,6 +392,7 @@ def fit_dp_sgd(
         generator=secret,
         secure_mode=True,
     )
+    batches = poisson_steps(train, sample_rate, steps, secret) if isinstance(train, torch.Tensor) else train(secret)
     per_epoch = max(1, round(1 / sample_rate))
     epochs = math.ceil(steps / per_epoch)
     report(task, 0, epochs, "starting")
@@ -345,7 +403,7 @@ def fit_dp_sgd(
         for step in range(1, steps + 1):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
-            rows = train[torch.rand(train.shape[0], generator=secret) < sample_rate]
+            rows = next(batches)
             nll = model(rows, conditional_ranks(order, rows.shape[0], secret))
             optimizer.zero_grad(set_to_none=True)
             nll.mean().backward()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -32,6 +33,7 @@ from privsynth.synth._deep_codec import Codec, DomainCodec, fit_codec
 from privsynth.synth._deep_net import (
     AnyOrderNet,
     History,
+    block_poisson_steps,
     fit_dp_sgd,
     fit_early_stopping,
     sample_tokens,
@@ -338,6 +340,13 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         DP-SGD: expected passes over the data, expected batch size, Adam's step size, clipping norm.
     preprocessing:
         Share of rho spent on learning domains, when some column needs it.
+    in_memory_rows:
+        Rows the fit may hold. When the noisy row count is above it, the rows stay in their engine (DuckDB,
+        PostgreSQL, Spark) and each DP-SGD step's Poisson sample is drawn there, for a block of about
+        ``in_memory_rows / batch_size`` steps per query (:func:`~privsynth.synth._deep_net.block_poisson_steps`):
+        the samples are distributed exactly as when all rows are loaded (each row in each step independently
+        with the accounted ``sample_rate``), so the accounting is the same. The choice depends only on the noisy
+        count (a DP release) and the public parameter, never on the true row count.
     seed:
         Seeds the initial weights only; DP-SGD's sampling and noise are seeded by the operating system.
     """
@@ -357,6 +366,7 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         learning_rate: float = 3e-3,
         max_grad_norm: float = 1.0,
         preprocessing: float = 0.1,
+        in_memory_rows: int = 1_000_000,
         seed: int = 0,
     ) -> None:
         self.bins = bins
@@ -367,10 +377,11 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         self.learning_rate = learning_rate
         self.max_grad_norm = max_grad_norm
         self.preprocessing = preprocessing
+        self.in_memory_rows = in_memory_rows
         self.seed = seed
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
-        for name in ("bins", "hidden", "depth", "epochs", "batch_size"):
+        for name in ("bins", "hidden", "depth", "epochs", "batch_size", "in_memory_rows"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ParameterError(f"{name} must be a positive whole number, not {value!r}")
@@ -420,14 +431,14 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
             max_grad_norm=self.max_grad_norm,
             purpose="train the dp-deep network",
         )
-        tokens = torch.from_numpy(np.column_stack([c.encode(col) for c, col in _columns(source, schema, self.codecs_)]))
+        train = _training_rows(source, schema, self.codecs_, noisy_rows, self.in_memory_rows, self.batch_size)
         report("fit dp-deep", 2, 3, "DP-SGD")
         with torch_threads(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, 0.0)
             fit_dp_sgd(
                 self.net_,
-                tokens,
+                train if isinstance(train, torch.Tensor) else partial(train, sample_rate, steps),
                 sample_rate=sample_rate,
                 steps=steps,
                 noise_multiplier=sgd.sigma,
@@ -459,7 +470,28 @@ class DPDeepSynthesizer(_AnyOrderSynthesizer):
         return {column: self._codec(column).condition(value)[1] for column, value in conditions.items()}
 
 
-def _columns(source: Source, schema: Schema, codecs: list[Codec]) -> list[tuple[Codec, pd.Series]]:
-    """Each codec with its column of ``source`` (the rows DP-SGD trains on)."""
-    df = source.to_pandas(schema.names)
-    return [(codec, df[codec.column.name]) for codec in codecs]
+def _encode(codecs: list[Codec], frame: pd.DataFrame) -> torch.Tensor:
+    """The rows of ``frame`` as one token per column (what DP-SGD trains on)."""
+    if not len(frame):
+        return torch.zeros((0, len(codecs)), dtype=torch.long)
+    return torch.from_numpy(np.column_stack([codec.encode(frame[codec.column.name]) for codec in codecs]))
+
+
+def _training_rows(
+    source: Source, schema: Schema, codecs: list[Codec], noisy_rows: float, in_memory_rows: int, batch_size: int
+) -> torch.Tensor | Callable[[float, int, torch.Generator], Iterator[torch.Tensor]]:
+    """Every row encoded, when the noisy row count is at most ``in_memory_rows``; above, a function that yields
+    each step's Poisson sample drawn by the source's engine, ``in_memory_rows // batch_size`` steps per query
+    (about ``in_memory_rows`` rows held at a time)."""
+    if noisy_rows <= in_memory_rows:
+        return _encode(codecs, source.to_pandas(schema.names))
+    logger.info("dp-deep: each block of DP-SGD steps draws its Poisson sample in the source's engine")
+    block = max(1, in_memory_rows // batch_size)
+
+    def steps_from_engine(sample_rate: float, steps: int, secret: torch.Generator) -> Iterator[torch.Tensor]:
+        def draw(rate: float) -> torch.Tensor:
+            return _encode(codecs, source.poisson_sample(rate, schema.names))
+
+        return block_poisson_steps(draw, sample_rate, steps, block, secret)
+
+    return steps_from_engine
