@@ -17,8 +17,8 @@ The data file is the one ``counts_parquet.py`` makes (``<data-dir>/nassCDS-<rows
 not committed; ``--data-dir /tmp/...`` for 100M rows). PostgreSQL: a throwaway server in a temporary folder
 (Debian's binaries, as the tests use), the file loaded with COPY. Every run is appended to ``results/scale.jsonl``
 with its run metadata (or written to ``--output``); ``--plot`` draws time and memory against rows per method and
-engine (``results/scale.png``, the latest run of each). This script replaces ``aim_10m.py``: its runs are
-``--method aim --max-minutes 45 --schema nassCDS --output results/aim_10m.json``.
+engine (``results/scale.png``, the latest run of each). It replaces ``aim_10m.py``, whose runs are ``--method aim
+--max-minutes 45 --schema nassCDS --output results/aim_10m.json`` (``--method mst ... mst_10m.json``).
 
     .venv/bin/python benchmarks/scale.py --engine duckdb --method mst --rows 10000000
     .venv/bin/python benchmarks/scale.py --engine spark --method mst --rows 100000000 --data-dir /tmp/privsynth-scale

@@ -233,13 +233,15 @@ def anonymeter(args: argparse.Namespace) -> str:
 
 
 def ten_million(args: argparse.Namespace) -> str:
-    """AIM and MST on the 10M-row Parquet file (``aim_10m.py``): time, rounds, memory, fidelity."""
+    """AIM and MST on the 10M-row Parquet file (``scale.py --schema nassCDS --output results/{aim,mst}_10m.json``;
+    earlier files, from ``aim_10m.py``, hold the same fields under ``measured``): time, rounds, memory, fidelity."""
     lines = _header("method", "fit s", "CPU s", "rounds", "peak RSS GB", "1-way TVD", "2-way TVD", "3-way TVD")
     for method in ("aim", "mst"):
         path = RESULTS / f"{method}_10m.json"
         if not path.exists():
             continue
-        measured = json.loads(path.read_text())["measured"]
+        document = json.loads(path.read_text())
+        measured = document.get("measured", document)
         tvd = measured.get("fidelity_vs_200k_real_rows", {})
         lines.append(
             _row(
