@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privsynth.data.binning import Categories
+from privsynth.data.binning import OUTSIDE, Categories
 from privsynth.data.schema import Schema
 from privsynth.data.sources import Source
 from privsynth.data.workload import counts_many
@@ -198,6 +198,67 @@ class MarginalMethod(Synthesizer):
         frame = cells_to_frame(self.domains_, cells, rng, columns)
         for column, value in conditions.items():
             frame[column] = _exact(frame[column], value, column, n)
+        return frame
+
+    def sample_given(self, given: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
+        """One row per row of ``given``: its columns keep that row's values, the others are drawn from the model
+        conditioned on them (post-processing: the data is not read). Same seed, same rows.
+
+        Rows are grouped by the model cells their given values fall in, and each group is drawn exactly from the
+        junction tree conditioned on those cells (as :meth:`sample` does with ``conditions``). A given value that
+        fits no cell of its column (a category the fit did not release and no ``other`` cell holds, a missing
+        value in a column without a missing cell) conditions nothing in that row: the column is drawn with the
+        others, and the row keeps the given value. Used to draw a person's child rows given the parent's synthetic
+        row (:mod:`privsynth.relational.dp`).
+        """
+        self._check_fitted()
+        if len(given) == 0:
+            raise ParameterError("sample_given needs at least one row of given values")
+        columns = list(self.domains_)
+        unknown = [str(c) for c in given.columns if c not in self.domains_]
+        if unknown:
+            raise ParameterError(
+                f"cannot condition on '{unknown[0]}': the model has no such column ({', '.join(columns)})"
+            )
+        rng = np.random.default_rng(seed)
+        given = given.reset_index(drop=True)
+        n = len(given)
+        known = [c for c in columns if c in given.columns]
+        domain_cells = np.full((n, len(columns)), OUTSIDE, dtype=np.int64)
+        model_cells = np.full((n, len(known)), OUTSIDE, dtype=np.int64)
+        for i, column in enumerate(known):
+            encoded = self.domains_[column].encode(given[column])
+            mapping = self.compression_.get(column, np.arange(self.domains_[column].size))
+            inside = encoded != OUTSIDE
+            domain_cells[:, columns.index(column)] = encoded
+            model_cells[inside, i] = mapping[encoded[inside]]
+        cells = np.empty((n, len(columns)), dtype=np.int64)
+        patterns, group = np.unique(model_cells, axis=0, return_inverse=True)
+        for g, pattern in enumerate(patterns):
+            rows = np.flatnonzero(group.ravel() == g)
+            evidence = {c: [int(cell)] for c, cell in zip(known, pattern, strict=True) if cell != OUTSIDE}
+            try:
+                cells[rows] = self.model_.sample(len(rows), rng, evidence)
+            except ValueError:
+                raise DataError("the model gives some rows' given values probability zero") from None
+        fixed = domain_cells != OUTSIDE
+        for j, column in enumerate(columns):  # as in _draw: a drawn blank cell is redrawn (model cells throughout)
+            blank = _blank_cell(self.domains_[column])
+            mapping = self.compression_.get(column, np.arange(self.domains_[column].size))
+            if blank is not None and int((mapping == mapping[blank]).sum()) == 1 and int(mapping.max()) > 0:
+                free = np.flatnonzero(~fixed[:, j])
+                part = cells[free]
+                _redraw_blank(self.model_, part, columns, j, int(mapping[blank]), rng)
+                cells[free] = part
+        for j, column in enumerate(columns):
+            free = ~fixed[:, j]
+            if column in self.compression_:
+                blank = _blank_cell(self.domains_[column])
+                cells[free, j] = _decompress(cells[free, j], self.compression_[column], rng, blank)
+            cells[~free, j] = domain_cells[~free, j]
+        frame = cells_to_frame(self.domains_, cells, rng, columns)
+        for column in known:
+            frame[column] = given[column].to_numpy()
         return frame
 
 

@@ -1,0 +1,162 @@
+"""Person-level DP related tables (pbc patients and their pbcseq visits): integrity by construction, at most k
+visits per patient, increasing days, one budget whose spends add up to its rho in one ledger under the unit
+``person``, clear refusals, and exact per-row conditional sampling of the marginal models."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from privsynth.data.schema import Kind, Schema
+from privsynth.errors import ParameterError
+from privsynth.privacy.ledger import Ledger
+from privsynth.relational import RelatedData, RelatedMetadata, TableMeta, load_related
+from privsynth.relational.dp import PersonSynthesizer
+from privsynth.relational.metadata import Relationship
+from privsynth.synth.mst import MST
+
+PATIENT = ["id", "time", "status", "sex", "stage", "bili"]
+VISIT = ["id", "day", "status", "stage", "bili"]
+PUBLIC = {"status": [0, 1, 2], "sex": ["f", "m"], "stage": [1, 2, 3, 4]}  # survival::pbc documentation
+BOUNDS = {"day": (0, 5200), "time": (0, 5200), "bili": (0.0, 30.0)}  # days in a ~14-year trial; mg/dl
+FAST = {"iters": 100, "numeric_bins": "uniform"}  # public bounds, equal-width bins: no budget on domains
+
+
+def _schema(frame: pd.DataFrame, modelled: list[str]) -> Schema:
+    """The declared structure of a pbc table: its storage types, the documented categories public, the columns
+    outside ``modelled`` left out (keeps the fits small)."""
+    columns = []
+    for column in Schema.from_storage({c: _storage(frame[c]) for c in frame.columns}):
+        if column.name in PUBLIC:
+            column = dataclasses.replace(column, kind=Kind.CATEGORICAL, categories=PUBLIC[column.name], public=True)
+        if column.name in BOUNDS:
+            column = dataclasses.replace(column, bounds=BOUNDS[column.name], public=True)
+        if column.name not in modelled:
+            column = dataclasses.replace(column, synthesize=False, reason="left out of this test")
+        columns.append(column)
+    return Schema(columns)
+
+
+def _storage(values: pd.Series) -> str:
+    if pd.api.types.is_integer_dtype(values):
+        return "integer"
+    return "float" if pd.api.types.is_float_dtype(values) else "string"
+
+
+@pytest.fixture(scope="module")
+def pbc() -> RelatedData:
+    tables, metadata = load_related("pbc")
+    schemas = {"pbc": _schema(tables["pbc"], PATIENT), "pbcseq": _schema(tables["pbcseq"], VISIT)}
+    declared = dataclasses.replace(
+        metadata,
+        tables={name: dataclasses.replace(t, schema=schemas[name]) for name, t in metadata.tables.items()},
+    )
+    return RelatedData(tables, declared)
+
+
+def test_person_level_tables_keep_integrity_the_bound_and_the_order(pbc: RelatedData, tmp_path: Path) -> None:
+    model = PersonSynthesizer("mst", max_children=4, params=FAST)
+    model.fit(pbc, epsilon=1.0, ledger=tmp_path / "l.db", dataset="pbc")
+    out = model.sample(rows=300, seed=1)
+    patients, visits = out["pbc"], out["pbcseq"]
+    assert list(patients.columns) == [c for c in pbc.tables["pbc"].columns if c in PATIENT]  # left-out ones too
+    assert list(visits.columns) == [c for c in pbc.tables["pbcseq"].columns if c in VISIT]
+    assert len(patients) == 300 and list(patients["id"]) == list(range(1, 301))
+    assert set(visits["id"]) <= set(patients["id"])  # integrity by construction
+    per_patient = visits.groupby("id").size()
+    assert per_patient.max() <= 4 and len(visits) > 0
+    assert (visits.groupby("id")["day"].diff().dropna() > 0).all()
+    assert visits["day"].dtype == np.int64
+    assert set(patients["sex"].dropna()) <= {"f", "m"} and set(visits["stage"].dropna()) <= {1, 2, 3, 4}
+    again = model.sample(rows=300, seed=1)
+    pd.testing.assert_frame_equal(again["pbcseq"], visits)  # same seed, same tables
+    assert model.plans_["pbcseq"].describe()["role"] == "sequential child"
+
+
+def test_spends_add_up_to_one_budget_in_one_ledger_with_the_person_as_unit(pbc: RelatedData, tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    model = PersonSynthesizer("mst", params=FAST).fit(pbc, epsilon=2.0, delta=1e-6, ledger=ledger, dataset="pbc")
+    record, budget = model.record_, model.budget_
+    k = model.bounds_["pbcseq"]
+    assert 1 <= k <= 64 and record.contribution_bound == k and record.unit == "person"
+    assert record.released["pbcseq.contribution_bound"] == k
+    assert record.epsilon == 2.0 and record.rho == budget.rho
+    exact = sum((Fraction(s["rho"]) for s in record.spends), Fraction(0))  # rhos add (zCDP), exactly
+    assert exact <= Fraction(budget.rho) and float(exact) == pytest.approx(budget.rho, rel=1e-12)
+    spent = float(exact)
+    committed = [e for e in ledger.entries("pbc") if e.status == "committed" and e.reservation_id is not None]
+    assert sum(e.rho for e in committed) == pytest.approx(spent, rel=1e-12)
+    reservations = [e for e in ledger.entries("pbc") if e.reservation_id is None]
+    assert len(reservations) == 3 and all("person" in e.purpose for e in reservations)  # k, patients, visits
+    assert sum(e.rho for e in reservations) == pytest.approx(budget.rho, rel=1e-12)
+    visits = [s for s in record.spends if s["purpose"].startswith("pbcseq: ") and "marginal" in s["purpose"]]
+    patients = [s for s in record.spends if s["purpose"].startswith("pbc: ") and "marginal" in s["purpose"]]
+    assert visits and patients
+    assert all(f"at most {k} rows each" in s["mechanism"] for s in visits)  # noise calibrated to k visits
+    assert all("at most 1 row each" in s["mechanism"] for s in patients)
+
+
+@pytest.mark.parametrize(("bound", "message"), [(0, ">= 1"), (2.5, "an int"), (65, "at most 64"), (True, "an int")])
+def test_a_bad_contribution_bound_is_refused(bound: object, message: str) -> None:
+    with pytest.raises(ParameterError, match="max_children") as caught:
+        PersonSynthesizer("mst", max_children=bound)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+
+
+def test_non_dp_and_unknown_methods_are_refused() -> None:
+    with pytest.raises(ParameterError, match="mst, aim, privbayes, not 'copula'"):
+        PersonSynthesizer("copula")
+    with pytest.raises(ParameterError, match="the person-level fit sets it"):
+        PersonSynthesizer("mst", params={"contribution_bound": 3})
+
+
+def test_an_undeclared_lookup_table_is_refused_and_a_declared_one_is_copied(pbc: RelatedData, tmp_path: Path) -> None:
+    arms = pd.DataFrame({"trt": [1, 2], "arm": ["D-penicillamine", "placebo"]})  # the trial's two arms
+    tables = {**pbc.tables, "arms": arms}
+    metadata = RelatedMetadata(
+        {**pbc.metadata.tables, "arms": TableMeta("arms", ("trt",))},
+        [*pbc.metadata.relationships, Relationship("arms", "pbc", ("trt",), ("trt",))],
+    )
+    with pytest.raises(ParameterError, match=r"the entity 'pbc' .* has a synthesized parent 'arms'.*--keep arms"):
+        PersonSynthesizer("mst", entity="pbc").fit(tables, metadata, epsilon=1.0, ledger=False)
+    with pytest.raises(ParameterError, match=r"table 'pbcseq' is neither the entity 'arms'.*--keep TABLE"):
+        PersonSynthesizer("mst").fit(tables, metadata, epsilon=1.0, ledger=False)
+    model = PersonSynthesizer("mst", max_children=2, lookups=["arms"], params=FAST)
+    out = model.fit(tables, metadata, epsilon=1.0, ledger=False).sample(rows=100, seed=0)
+    pd.testing.assert_frame_equal(out["arms"], arms)
+    assert set(out["pbc"]["trt"].dropna()) <= {1, 2}  # a lookup key drawn among the lookup's (public) keys
+    assert model.plans_["arms"].role == "lookup"
+
+
+def test_a_csv_table_without_a_reviewed_schema_is_refused(tmp_path: Path) -> None:
+    tables, metadata = load_related("pbc")
+    tables["pbc"].to_csv(tmp_path / "pbc.csv", index=False)
+    tables["pbcseq"].to_parquet(tmp_path / "pbcseq.parquet")
+    with pytest.raises(ParameterError, match="table 'pbc' is read without declared column types"):
+        PersonSynthesizer("mst").fit(tmp_path, metadata, epsilon=1.0, ledger=False)
+
+
+def test_marginal_sample_given_keeps_the_given_values_and_draws_the_exact_conditional() -> None:
+    patients = load_related("pbc").tables["pbc"]
+    frame = patients[["status", "stage", "hepato", "edema"]]
+    schema = _schema(frame, list(frame.columns))
+    model = MST(iters=100).fit(frame, schema, epsilon=20.0, ledger=False)
+    given = pd.DataFrame({"stage": [4] * 3000 + [1] * 3000, "hepato": [1.0] * 3000 + [0.0] * 3000})
+    drawn = model.sample_given(given, seed=0)
+    assert list(drawn.columns) == ["status", "stage", "hepato", "edema"]
+    assert (drawn["stage"].to_numpy() == given["stage"].to_numpy()).all()
+    pd.testing.assert_frame_equal(drawn, model.sample_given(given, seed=0))
+    for stage, hepato, rows in ((4, 1.0, slice(0, 3000)), (1, 0.0, slice(3000, 6000))):
+        reference = model.sample(20000, conditions={"stage": stage}, seed=1)
+        reference = reference[reference["hepato"] == hepato]  # the model's own conditional, by rejection
+        mine = drawn.iloc[rows]["status"].value_counts(normalize=True)
+        theirs = reference["status"].value_counts(normalize=True)
+        for value in (0, 1, 2):
+            assert mine.get(value, 0.0) == pytest.approx(theirs.get(value, 0.0), abs=0.04)
+    with pytest.raises(ParameterError, match="cannot condition on 'age'"):
+        model.sample_given(pd.DataFrame({"age": [50.0]}))
