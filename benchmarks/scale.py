@@ -2,16 +2,18 @@
 Spark (local[2] or a master URL), read only through counts.
 
 Each run is a fresh Python process (the child) that forbids every way of reading rows (``to_pandas``,
-``iter_chunks``, ``head``, ``sample``), fits at epsilon 1 with nothing declared public (bounds, bins and categories
-learned under DP; from the storage types, or ``--schema nassCDS`` for the bundled table's inferred schema), and
-samples 20,000 rows. Recorded per run: fit wall and CPU seconds of the privsynth process, queries sent to the
-engine, peak resident memory of the privsynth process (``VmHWM``) and the peak of the engine's processes (the Spark
-JVM; PostgreSQL's server processes) sampled every half second, the CPU seconds the Spark JVM spent during the fit,
-the machine's load average (before, after, and its mean over the run, sampled every 5 s: the machine is shared, so
-wall times depend on it and CPU times are the comparable figure), rounds, the model's size, and the 1/2/3-way TVD
-of the synthetic rows against 200,000 rows drawn from the file. PostgreSQL runs log every statement
-(``log_statement=all``) and the result says how many there were and whether any could return raw rows (a SELECT
-of the table without GROUP BY or aggregate).
+``iter_chunks``, ``head``, ``sample``, ``poisson_sample``), fits at epsilon 1 with nothing declared public (bounds,
+bins and categories learned under DP; from the storage types, or ``--schema nassCDS`` for the bundled table's
+inferred schema), and samples 20,000 rows. Recorded per run: fit wall and CPU seconds of the privsynth process,
+queries sent to the engine, peak resident memory of the privsynth process (``VmHWM``) and the peak of the engine's
+processes (the Spark JVM; PostgreSQL's server processes) sampled every half second, the CPU seconds the Spark JVM
+spent during the fit, the machine's load average (before, after, and its mean over the run, sampled every 5 s: the
+machine is shared, so wall times depend on it and CPU times are the comparable figure), rounds, the model's size,
+and the 1/2/3-way TVD of the synthetic rows against 200,000 rows drawn from the file. Each counts query is timed
+(wall, privsynth's CPU, the engine's CPU: ``query_log``, also printed to stderr as it ends, with the fit's
+progress), the profile of where a fit's time goes. PostgreSQL runs log every statement (``log_statement=all``) and
+the result says how many there were and whether any could return raw rows (a SELECT of the table without GROUP BY or
+aggregate).
 
 The data file is the one ``counts_parquet.py`` makes (``<data-dir>/nassCDS-<rows>-seed0.parquet``, made if missing;
 not committed; ``--data-dir /tmp/...`` for 100M rows). PostgreSQL: a throwaway server in a temporary folder
@@ -128,6 +130,7 @@ def child(options: dict[str, Any]) -> dict[str, Any]:
 
     from privsynth.data.source_base import Source
     from privsynth.data.sources import load_source
+    from privsynth.progress import listen
     from privsynth.synth import marginal as _marginal  # noqa: F401  (JAX and mbi imported before the clock)
     from privsynth.synth.marginal import AIM, MST
 
@@ -142,7 +145,7 @@ def child(options: dict[str, Any]) -> dict[str, Any]:
     def no_rows(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the method must read the data only through counts")
 
-    for reader in ("to_pandas", "iter_chunks", "head", "sample"):
+    for reader in ("to_pandas", "iter_chunks", "head", "sample", "poisson_sample"):
         setattr(Source, reader, no_rows)
     if engine == "postgres":
         source = load_source(target, table="nass")
@@ -155,8 +158,39 @@ def child(options: dict[str, Any]) -> dict[str, Any]:
     rss_before = _status("VmRSS")
     engine_cpu = _children_cpu(me)
     cpu, start = _cpu(), time.perf_counter()
+    query_log: list[dict[str, Any]] = []
+    run_counts = source._run_counts
+
+    def timed(query: Any) -> list[tuple[Any, ...]]:
+        """Each counts query's wall seconds, privsynth's and the engine's CPU seconds during it (the profile)."""
+        began, began_cpu, began_engine = time.perf_counter(), _cpu(), _children_cpu(me)
+        rows = run_counts(query)
+        entry = {
+            "query": len(query_log) + 1,
+            "at_seconds": round(began - start, 1),
+            "seconds": round(time.perf_counter() - began, 2),
+            "privsynth_cpu_seconds": round(_cpu() - began_cpu, 2),
+            "engine_children_cpu_seconds": round(_children_cpu(me) - began_engine, 2),
+            "grouping_flags": str(query).upper().count("GROUPING("),  # columns of a GROUPING SETS scan; 0: GROUP BY
+            "rows_returned": len(rows),
+        }
+        query_log.append(entry)
+        print(json.dumps({"query_done": entry, "load": round(os.getloadavg()[0], 1)}), file=sys.stderr, flush=True)
+        return rows
+
+    source._run_counts = timed  # type: ignore[method-assign]
+
+    def progress(event: Any) -> None:
+        rss = _status("VmRSS")
+        print(
+            json.dumps({"at_seconds": round(time.perf_counter() - start, 1), "step": event.detail, "rss": rss}),
+            file=sys.stderr,
+            flush=True,
+        )
+
     synthesizer = AIM(max_minutes=options["max_minutes"]) if method == "aim" else MST()
-    model = synthesizer.fit(source, schema, epsilon=options["epsilon"], delta=DELTA, ledger=False)
+    with listen(progress):
+        model = synthesizer.fit(source, schema, epsilon=options["epsilon"], delta=DELTA, ledger=False)
     fit_seconds, fit_cpu = time.perf_counter() - start, _cpu() - cpu
     engine_fit_cpu = _children_cpu(me) - engine_cpu
     cpu, start = _cpu(), time.perf_counter()
@@ -176,6 +210,7 @@ def child(options: dict[str, Any]) -> dict[str, Any]:
         "sample_seconds": round(sample_seconds, 2),
         "sample_cpu_seconds": round(sample_cpu, 2),
         "queries": source.queries,
+        "query_log": query_log,
         "peak_rss_bytes": _status("VmHWM"),
         "rss_after_imports_bytes": rss_before,
         "engine_children_peak_rss_bytes": engine_rss.stop(),
@@ -341,8 +376,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         command = [sys.executable, __file__, "--child", json.dumps(options)]
         load, start = Load(), time.perf_counter()
-        done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, "SCALE_SYNTHETIC": str(synthetic)}, check=False
+        done = subprocess.run(  # the child's progress and per-query lines go to this process's stderr as they come
+            command,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SCALE_SYNTHETIC": str(synthetic)},
+            check=False,
         )
         wall, load_average = time.perf_counter() - start, load.stop()
     finally:
@@ -350,7 +389,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if stop is not None:
             stop()
     if done.returncode != 0:
-        sys.exit(f"the run failed:\n{done.stderr[-4000:]}")
+        sys.exit(f"the run failed (exit {done.returncode}; its error is above)")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result.update(
         engine=args.engine,
@@ -375,9 +414,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(output: Path) -> None:
-    """Fit time (wall and CPU) and privsynth's peak RSS against rows, one line per method and engine, from the
-    latest run of each (method, engine, rows) in ``results/scale.jsonl`` that used the storage types (the default)
-    and no time limit."""
+    """Fit wall time, CPU seconds and peak RSS against rows, one line per method and engine, from the latest run
+    of each (method, engine, rows) in ``results/scale.jsonl`` that used the storage types (the default) and no time
+    limit. CPU and memory show privsynth's process (solid) and the engine's processes where they are separate (the
+    Spark JVM, PostgreSQL's server: dotted); DuckDB runs inside privsynth's process, so its memory is in the solid
+    line. Wall times carry the machine's mean load average over the run (the machine is shared)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -389,32 +430,49 @@ def plot(output: Path) -> None:
             r = json.loads(line)
             if r.get("schema", "storage") == "storage" and not r.get("max_minutes"):
                 latest[(r["method"], r["engine"], r["rows"])] = r  # later lines are later runs
-    figure, (time_axis, cpu_axis, memory_axis) = plt.subplots(1, 3, figsize=(15, 4.2))
-    for method, engine in sorted({(m, e) for m, e, _ in latest}):
+    figure, (time_axis, cpu_axis, memory_axis) = plt.subplots(1, 3, figsize=(16, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (method, engine) in enumerate(sorted({(m, e) for m, e, _ in latest})):
         points = sorted((rows, r) for (m, e, rows), r in latest.items() if (m, e) == (method, engine))
         xs = [rows for rows, _ in points]
-        style = {"marker": "o", "label": f"{method} / {engine}", "linestyle": "-" if method == "mst" else "--"}
-        time_axis.plot(xs, [r["fit_seconds"] for _, r in points], **style)
-        cpu_axis.plot(xs, [r["fit_cpu_seconds"] for _, r in points], **style)
-        memory_axis.plot(xs, [r["peak_rss_bytes"] / 2**20 for _, r in points], **style)
+        color = colors[index % len(colors)]
+        style = {"marker": "o", "color": color, "linestyle": "-" if method == "mst" else "--"}
+        label = f"{method} / {engine}"
+        time_axis.plot(xs, [r["fit_seconds"] for _, r in points], label=label, **style)
+        cpu_axis.plot(xs, [r["fit_cpu_seconds"] for _, r in points], label=f"{label}: privsynth", **style)
+        memory_axis.plot(xs, [r["peak_rss_bytes"] / 2**20 for _, r in points], label=f"{label}: privsynth", **style)
+        engine_cpu = [(x, r.get("engine_children_fit_cpu_seconds")) for x, (_, r) in zip(xs, points, strict=True)]
+        engine_cpu = [(x, c) for x, c in engine_cpu if c]
+        if engine_cpu:
+            cpu_axis.plot(*zip(*engine_cpu, strict=True), marker="s", color=color, linestyle=":", label=f"{label}: JVM")
+        engine_rss = [
+            (x, r.get("engine_children_peak_rss_bytes") or r.get("server_peak_rss_bytes"))
+            for x, (_, r) in zip(xs, points, strict=True)
+        ]
+        engine_rss = [(x, b / 2**20) for x, b in engine_rss if b]
+        if engine_rss:
+            name = "JVM" if engine == "spark" else "server"
+            memory_axis.plot(
+                *zip(*engine_rss, strict=True), marker="s", color=color, linestyle=":", label=f"{label}: {name}"
+            )
         for x, (_, r) in zip(xs, points, strict=True):
             load = (r.get("load_average_1min") or {}).get("mean")
             if load is not None:
-                time_axis.annotate(f"load {load:.0f}", (x, r["fit_seconds"]), fontsize=6, alpha=0.7)
+                time_axis.annotate(f"load {load:.0f}", (x, r["fit_seconds"]), fontsize=7, alpha=0.8)
     for axis, label in (
-        (time_axis, "fit wall seconds (machine shared: load annotated)"),
-        (cpu_axis, "fit CPU seconds of privsynth"),
-        (memory_axis, "privsynth peak RSS (MiB)"),
+        (time_axis, "fit wall seconds (shared machine: mean load annotated)"),
+        (cpu_axis, "fit CPU seconds"),
+        (memory_axis, "peak RSS (MiB)"),
     ):
         axis.set_xscale("log")
         axis.set_xlabel("rows")
         axis.set_ylabel(label, fontsize=8)
         axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     time_axis.set_yscale("log")
     cpu_axis.set_yscale("log")
     memory_axis.set_ylim(bottom=0)
-    memory_axis.legend(fontsize=8)
-    figure.suptitle("MST and AIM where the rows live (epsilon 1, nothing public; engine CPU and memory not included)")
+    figure.suptitle("MST and AIM where the rows live (epsilon 1, nothing public; 2 cores shared with other work)")
     figure.tight_layout()
     figure.savefig(output, dpi=120)
 
@@ -455,7 +513,9 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         with RESULTS.open("a") as out:
             out.write(json.dumps(with_run(result)) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("server_log", "model_cliques")}, indent=1))
+    print(
+        json.dumps({k: v for k, v in result.items() if k not in ("server_log", "model_cliques", "query_log")}, indent=1)
+    )
 
 
 if __name__ == "__main__":
