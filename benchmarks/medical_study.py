@@ -263,10 +263,15 @@ def _provenance() -> dict[str, Any]:
 
 
 def plan(
-    tables: Sequence[str], phases: Sequence[str], seeds: int | None, methods: Sequence[str] | None = None
+    tables: Sequence[str],
+    phases: Sequence[str],
+    seeds: int | None,
+    methods: Sequence[str] | None = None,
+    epsilons: Sequence[float] | None = None,
 ) -> Iterator[tuple[str, str, str, Generator, float | None, int]]:
     """Runs in order: phase by phase; in a phase seed 0 of every generator and budget over every table and arm,
-    then seed 1, ...: a stopped phase has fewer seeds, not fewer tables or generators."""
+    then seed 1, ...: a stopped phase has fewer seeds, not fewer tables or generators. ``epsilons`` keeps only
+    the DP runs at those budgets (the non-DP runs are kept)."""
     for phase in phases:
         most = max(g.seeds for g in GENERATORS[phase])
         for seed in range(most if seeds is None else min(most, seeds)):
@@ -274,6 +279,8 @@ def plan(
                 if seed >= gen.seeds or (methods and gen.method not in methods):
                     continue
                 for epsilon in gen.epsilons if gen.dp else (None,):
+                    if epsilon is not None and epsilons and epsilon not in epsilons:
+                        continue
                     for table in tables:
                         for arm in ARMS:
                             yield phase, table, arm, gen, epsilon, seed
@@ -320,7 +327,7 @@ def run(args: argparse.Namespace) -> None:
             floor = score(table, table.holdout)
             base["metrics"] = {k: floor[k] for k in ("trtr", "tvd_2way", "tvd_3way")}
             write(base)
-    for phase, name, arm, gen, epsilon, seed in plan(names, args.phases, args.seeds, args.methods):
+    for phase, name, arm, gen, epsilon, seed in plan(names, args.phases, args.seeds, args.methods, args.epsilons):
         if _run_id(name, arm, gen.method, epsilon, seed) in done:
             continue
         table = table_of(name)
@@ -397,14 +404,22 @@ def _signed(value: float | None) -> str:
     return "-" if value is None or _missing(value) else f"{value:+.3f}"
 
 
-def _interval(values: pd.Series) -> str:
-    """The mean's 95% t-interval over tables (a paired comparison: one difference per table)."""
+def _half_width(values: pd.Series) -> float:
+    """Half the width of the mean's 95% t-interval (0 for fewer than two values)."""
     from scipy import stats
 
     clean = values.dropna()
     if len(clean) < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, len(clean) - 1) * clean.std(ddof=1) / math.sqrt(len(clean)))
+
+
+def _interval(values: pd.Series) -> str:
+    """The mean's 95% t-interval over tables (a paired comparison: one difference per table)."""
+    clean = values.dropna()
+    if len(clean) < 2:
         return "-"
-    half = float(stats.t.ppf(0.975, len(clean) - 1) * clean.std(ddof=1) / math.sqrt(len(clean)))
+    half = _half_width(clean)
     return f"[{clean.mean() - half:+.3f}, {clean.mean() + half:+.3f}]"
 
 
@@ -421,6 +436,7 @@ def paired(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 "family": r["family"],
                 "dp": r["dp"],
                 "epsilon": r["epsilon"] if r["epsilon"] is not None else 0.0,
+                "columns": r["columns_fitted"],
                 **{k: r["metrics"].get(k) for k in ("tstr", "trtr", "tstr_gap", "tvd_2way", "tvd_3way", "dcr_share")},
             }
         )
@@ -462,10 +478,28 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
         return ["No paired (whole and task) results yet.", ""]
     both = wide.dropna(subset=["tstr_diff"])
     lines = [
-        "## Q1, Q2: does the whole table help, and for which family? (whole - task, mean over tables)",
-        "",
         "TSTR: higher is better, so a positive difference favours the whole table; TVD: lower is better, so a "
-        "negative difference favours it. `wins` = tables where the whole table's TSTR is higher.",
+        "negative difference favours it. `wins`: pairs where the whole table's TSTR is higher. Intervals: the "
+        "mean's 95% t-interval over the pairs (each pair: one table and generator setting, its seeds averaged).",
+        "",
+        "## Q1: does the whole table help? (whole - task per table, mean over every generator setting)",
+        "",
+        "| table | columns whole / task | settings | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for table, group in both.groupby("table", sort=True):
+        lines.append(
+            f"| {table} | {int(group['columns_whole'].iloc[0])} / {int(group['columns_task'].iloc[0])} | "
+            f"{len(group)} | {_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
+            f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} |"
+        )
+    lines.append(
+        f"| **all** | | {len(both)} | {_signed(both['tstr_diff'].mean())} | {_interval(both['tstr_diff'])} | "
+        f"{int((both['tstr_diff'] > 0).sum())}/{len(both)} | {_signed(both['tvd_3way_diff'].mean())} |"
+    )
+    lines += [
+        "",
+        "## Q2: for which generators? (whole - task, mean over tables)",
         "",
         "| family | method | epsilon | tables | TSTR whole | TSTR task | TSTR whole - task | 95% CI | wins | "
         "2-way TVD diff | 3-way TVD diff | DCR share diff |",
@@ -499,10 +533,14 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
         "| setting | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
         "|---|---|---|---|---|---|",
     ]
+    added = both["columns_whole"] - both["columns_task"]
+    dp = both[both["dp"]]
     for label, group in (
         ("non-DP", both[~both["dp"]]),
         ("DP epsilon 1", both[both["dp"] & (both["epsilon"] == 1.0)]),
         ("DP epsilon 3", both[both["dp"] & (both["epsilon"] == 3.0)]),
+        ("DP, whole adds 1-3 columns", dp[added[both["dp"]] <= 3]),
+        ("DP, whole adds 4+ columns", dp[added[both["dp"]] > 3]),
     ):
         if len(group):
             lines.append(
@@ -553,7 +591,8 @@ def _not_ok(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(bad, key=lambda r: (r["method"], r["table"], r["arm"])):
-        error = (r.get("error") or "").replace("|", "/").replace("\n", " ")[:160]
+        error = (r.get("error") or "").replace("|", "/").replace("\n", " ")
+        error = error if len(error) <= 200 else error[:70] + " ... " + error[-120:]  # the peer's last line says why
         lines.append(f"| {r['table']} | {r['arm']} | {r['method']} | {r['epsilon']} | {r['status']} | {error} |")
     return [*lines, ""]
 
@@ -592,13 +631,13 @@ def _plots(wide: pd.DataFrame, folder: Path) -> list[Path]:
     for (family, method, epsilon), values in keys:
         labels.append(f"{method}" + ("" if epsilon == 0 else f" e{epsilon:g}") + f"\n{family}")
         means.append(values.mean())
-        errors.append(values.std(ddof=0) if len(values) > 1 else 0.0)
+        errors.append(_half_width(values))
     colors = ["#e6550d" if "DP" in lab and "non-DP" not in lab else "#3182bd" for lab in labels]
     ax.bar(range(len(labels)), means, yerr=errors, color=colors, capsize=3)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("mean over tables of TSTR whole - task")
-    ax.set_title("Q2: for which generators does the whole table help? (bars: +-1 sd over tables)")
+    ax.set_title("Q2: for which generators does the whole table help? (95% CI over tables)")
     fig.tight_layout()
     paths.append(folder / "q2_whole_vs_task_by_generator.png")
     fig.savefig(paths[-1], dpi=110)
@@ -612,6 +651,15 @@ def _plots(wide: pd.DataFrame, folder: Path) -> list[Path]:
     }
     present = {k: v for k, v in groups.items() if len(v)}
     axes[0].boxplot([v["tstr_diff"] for v in present.values()], tick_labels=list(present))
+    for i, values in enumerate(present.values(), start=1):
+        axes[0].errorbar(
+            i + 0.25,
+            values["tstr_diff"].mean(),
+            yerr=_half_width(values["tstr_diff"]),
+            fmt="o",
+            color="#e6550d",
+            capsize=3,
+        )
     axes[0].axhline(0, color="black", linewidth=0.8)
     axes[0].set_ylabel("TSTR whole - task")
     axes[0].set_title("TSTR")
@@ -619,7 +667,7 @@ def _plots(wide: pd.DataFrame, folder: Path) -> list[Path]:
     axes[1].axhline(0, color="black", linewidth=0.8)
     axes[1].set_ylabel("3-way TVD whole - task (lower favours whole)")
     axes[1].set_title("3-way TVD on the task's columns")
-    fig.suptitle("Q3: does the whole table still help under DP? (one point per table x method)")
+    fig.suptitle("Q3: does the whole table still help under DP? (boxes: table x method; orange: mean, 95% CI)")
     fig.tight_layout()
     paths.append(folder / "q3_dp_vs_nondp.png")
     fig.savefig(paths[-1], dpi=110)
@@ -633,6 +681,7 @@ def main() -> None:
     parser.add_argument("--tables", nargs="*", help="tables of the study file (default: all)")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--methods", nargs="*", help="only these generators of the phases (default: all)")
+    parser.add_argument("--epsilons", nargs="*", type=float, help="only the DP runs at these epsilons")
     parser.add_argument("--seeds", type=int, help="at most this many seeds per generator (default: its own)")
     parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT, help="seconds per peer fit")
     parser.add_argument("--output", type=Path, default=OUTPUT)
