@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jsonschema
 import pandas as pd
+import pytest
 
 from cli_support import run_cli
 from privsynth.provenance.card import card_schema
@@ -103,8 +104,53 @@ def test_generate_folder_with_bad_metadata_says_what_is_wrong(tmp_path: Path) ->
     assert result.returncode == 1 and "the relationships form a cycle" in result.stderr
 
 
-def test_generate_folder_refuses_dp_options_until_person_level_dp_exists(tmp_path: Path) -> None:
+def test_generate_bundled_pbc_with_person_level_dp_writes_tables_and_dp_cards_only(tmp_path: Path) -> None:
+    out, ledger = tmp_path / "dp", tmp_path / "ledger.db"
+    result = run_cli(
+        "generate", "pbc", "--method", "mst", "--epsilon", "1", "--param", "max_children=4", "--param", "iters=100",
+        "--rows", "100", "--ledger", str(ledger), "-o", str(out), "--seed", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(1, 1e-06)-DP with one person as the unit (k given)" in result.stdout
+    assert "recorded in the ledger under dataset 'pbc'" in result.stdout
+    assert "sequential child (k=4)" in result.stdout and "integrity" not in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [  # no evaluation of the real tables in a DP release
+        "pbc.card.html",
+        "pbc.card.json",
+        "pbc.csv",
+        "pbcseq.card.html",
+        "pbcseq.card.json",
+        "pbcseq.csv",
+        "related.yaml",
+    ]
+    patients, visits = pd.read_csv(out / "pbc.csv"), pd.read_csv(out / "pbcseq.csv")
+    assert len(patients) == 100 and set(visits["id"]) <= set(patients["id"])
+    assert visits.groupby("id").size().max() <= 4
+    assert (visits.groupby("id")["day"].diff().dropna() > 0).all()
+    rhos = []
+    for name, role in (("pbc", "entity"), ("pbcseq", "sequential child")):
+        card = json.loads((out / f"{name}.card.json").read_text())
+        jsonschema.validate(card, card_schema())
+        privacy = card["privacy"]
+        assert privacy["differentially_private"] is True and privacy["unit"] == "person"
+        assert privacy["contribution_bound"] == 4 and privacy["epsilon"] == 1 and privacy["dataset"] == "pbc"
+        assert card["generator"]["related"]["role"] == role and "timings_seconds" not in card["generator"]
+        assert any("person-level DP" in note for note in card["notes"])
+        assert "fingerprint_sha256" not in json.dumps(card)
+        rhos.append(sum(s["rho"] for s in privacy["spends"]))
+        assert rhos[-1] <= privacy["rho"] * (1 + 1e-12) and rhos[-1] == pytest.approx(privacy["rho"], rel=1e-9)
+    assert json.loads((out / "pbcseq.card.json").read_text())["generator"]["related"]["contribution_bound"] == 4
+    assert rhos[0] == rhos[1]  # one budget, the same spends on every card
+
+
+def test_generate_related_dp_refusals_say_what_to_do(tmp_path: Path) -> None:
     folder = _pbc_folder(tmp_path / "pbc")
     result = run_cli("generate", str(folder), "--method", "mst", "--epsilon", "1", "-o", str(tmp_path / "o"))
-    assert result.returncode == 2  # a usage error: nothing was read
-    assert "not available yet for related tables" in result.stderr
+    assert result.returncode == 2 and "give the reviewed metadata" in result.stderr  # a usage error
+    result = run_cli("generate", str(folder), "--method", "copula", "--epsilon", "1", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "--epsilon applies to DP methods" in result.stderr
+    result = run_cli(
+        "generate", "pbc", "--method", "mst", "--epsilon", "1", "--param", "max_children=0", "-o", str(tmp_path / "o")
+    )
+    assert result.returncode == 2 and "max_children must be a whole number (an int) >= 1" in result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -13,8 +13,15 @@ from privsynth.cli._app import OverwriteOpt, app, console, err_console, progress
 from privsynth.data.output import check_output
 from privsynth.data.sources import DUCKDB_SUFFIXES
 from privsynth.errors import ParameterError
-from privsynth.pipeline.related import EVALUATION_FILE, METADATA_FILE, check_folder, synthesize_related
+from privsynth.pipeline.related import (
+    EVALUATION_FILE,
+    METADATA_FILE,
+    RelatedRelease,
+    check_folder,
+    synthesize_related,
+)
 from privsynth.relational import RelatedData, RelatedMetadata, check_tables, load_related, open_related, related_names
+from privsynth.relational.dp import DP_METHODS, PersonSynthesizer
 from privsynth.relational.metadata import show_key
 from privsynth.relational.sources import infer_related
 from privsynth.synth.base import default_method
@@ -99,15 +106,26 @@ def generate_related(
     overwrite: bool,
     dp_options: dict[str, Any],
 ) -> None:
-    """`privsynth generate FOLDER -o OUT_FOLDER`: related synthetic tables, one card each, the metadata and the
-    cross-table evaluation in OUT_FOLDER. The tables are CSV files; ``-o OUT.parquet`` writes Parquet files into
-    the folder OUT."""
-    given = [k for k, v in dp_options.items() if v]
-    if given:
+    """`privsynth generate FOLDER -o OUT_FOLDER`: related synthetic tables, one card each, the metadata and (non-DP)
+    the cross-table evaluation in OUT_FOLDER. The tables are CSV files; ``-o OUT.parquet`` writes Parquet files into
+    the folder OUT.
+
+    ``--method mst|aim|privbayes --epsilon E``: DP with the person (a row of the entity table and all of its
+    children) as the unit; ``dp_options`` holds epsilon, delta, ledger, dataset and max_children (k; also
+    ``--param max_children=K``, else chosen under DP). The release is the tables, their DP cards and the metadata:
+    no evaluation against the real tables is computed or written (as for a single DP table)."""
+    dp = method in DP_METHODS
+    options = {k: v for k, v in dp_options.items() if v is not None}
+    if not dp and options:
+        given = next(iter(options))
         raise ParameterError(
-            f"--{given[0].replace('_', '-')} applies to DP methods; DP with the person as the unit is not available "
-            "yet for related tables (use --method deep or copula)"
+            f"--{given.replace('_', '-')} applies to DP methods: person-level DP for related tables is "
+            f"--method {' | '.join(DP_METHODS)} --epsilon E"
         )
+    if dp and "max_children" in options:
+        if "max_children" in params:
+            raise ParameterError("give k once: --max-children or --param max_children, not both")
+        params = {**params, "max_children": options.pop("max_children")}
     reason = None
     if method is None:
         method, reason = default_method()
@@ -117,6 +135,8 @@ def generate_related(
     source: RelatedData | str = load_related(data) if data in related_names() and not Path(data).exists() else data
     inputs: tuple[str, ...] = () if isinstance(source, RelatedData) else (data,)
     check_folder(folder, inputs)
+    if dp and isinstance(source, RelatedData) and "dataset" not in options:
+        options["dataset"] = data  # a bundled set's budget is kept under its name
     with progress_bar():
         release = synthesize_related(
             source,
@@ -127,8 +147,12 @@ def generate_related(
             params=params,
             keep=tuple(keep),
             method_reason=reason,
+            **options,
         )
         written = release.write(folder, suffix=suffix, overwrite=overwrite, inputs=inputs)
+    if release.differentially_private:
+        _print_dp_release(release, folder, suffix, written)
+        return
     if metadata is None and not isinstance(source, RelatedData):
         err_console.print(
             f"[yellow]review[/yellow]: the metadata was inferred from the data; see {folder / METADATA_FILE}"
@@ -143,6 +167,34 @@ def generate_related(
     console.print(
         f"wrote {len(release.tables)} related synthetic tables ({method}) to {folder}: {len(written)} files, "
         f"metadata {METADATA_FILE}, evaluation {EVALUATION_FILE}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str, written: list[Path]) -> None:
+    """What a DP related release says on the terminal: tables, roles, rows, the budget and the unit; no timings
+    and no metrics of the real tables (functions of the private rows)."""
+    model = release.model
+    assert isinstance(model, PersonSynthesizer)
+    fit = model.record_
+    table = Table("table", "role", "rows", "file")
+    for name, frame in release.tables.items():
+        role = model.plans_[name].role
+        shown = f"{role} (k={model.bounds_[name]})" if name in model.bounds_ else role
+        table.add_row(name, shown, f"{len(frame):,}", f"{name}{suffix} (+ card)")
+    console.print(table)
+    where = f"recorded in the ledger under dataset '{fit.dataset}'" if model.ledger_ is not None else "not recorded"
+    chosen = "given" if model.max_children is not None else "chosen under DP"
+    console.print(
+        f"privacy: ({fit.epsilon:g}, {fit.delta:g})-DP with one person as the unit (k {chosen}), every spend {where}",
+        markup=False,
+        highlight=False,
+    )
+    console.print(
+        f"wrote {len(release.tables)} related synthetic tables ({fit.method}, person-level DP) to {folder}: "
+        f"{len(written)} files, metadata {METADATA_FILE}; no evaluation against the real tables is written "
+        "(a DP release holds nothing computed from the rows without noise)",
         markup=False,
         highlight=False,
     )

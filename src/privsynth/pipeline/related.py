@@ -1,9 +1,17 @@
-"""The related-tables pipeline (non-DP): a folder or DuckDB file of tables -> metadata -> fit -> sample -> a folder of
-synthetic tables, each with its data card, the metadata for review, and the cross-table evaluation.
+"""The related-tables pipeline: a folder or DuckDB file of tables -> metadata -> fit -> sample -> a folder of
+synthetic tables, each with its data card, and the metadata for review.
+
+Non-DP (:class:`~privsynth.relational.synth.RelatedSynthesizer`): the folder also gets the cross-table evaluation,
+metrics computed from the real tables, for the custodian. DP with the person as the unit (``mst``, ``aim``,
+``privbayes``: :class:`~privsynth.relational.dp.PersonSynthesizer`): the release is the tables, one DP card per
+table built from the fit's :class:`~privsynth.synth.dp.FitRecord` (the whole release's budget, every spend, the
+unit ``person`` and k) and the metadata; nothing computed from the real rows without noise is written (no
+evaluation, no timings, no schema guessed from values), as single-table ``generate`` does for DP methods. The
+metadata must be declared (reviewed, or a bundled set's): inferring keys and relationships reads the rows.
 
 The cards are the single-table cards (:class:`~privsynth.pipeline.release.Release`), with ``generator.related``
-saying which table it is, its role (root, child, sequential child, kept) and the relationships it was generated
-through. The evaluation file holds metrics computed from the real tables: it is for the custodian.
+saying which table it is, its role (root, child, sequential child, kept; entity, lookup under DP) and the
+relationships it was generated through.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from privsynth._version import __version__
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
-from privsynth.pipeline.release import Release
+from privsynth.pipeline.release import Release, display_url
 from privsynth.progress import report
 from privsynth.provenance.card import DataCard, file_sha256, plain
 from privsynth.provenance.lineage import write_release_table
 from privsynth.relational.datasets import RelatedData
+from privsynth.relational.dp import DP_METHODS, PersonSynthesizer
 from privsynth.relational.evaluate import evaluate_related
 from privsynth.relational.metadata import RelatedMetadata
 from privsynth.relational.sources import infer_related, open_related
@@ -45,16 +54,28 @@ class RelatedRelease:
     """Synthetic related tables, the model that made them, the real tables (for the evaluation) and the metadata."""
 
     tables: dict[str, pd.DataFrame]
-    model: RelatedSynthesizer
-    real: dict[str, pd.DataFrame]
+    model: RelatedSynthesizer | PersonSynthesizer
+    real: dict[str, pd.DataFrame]  # empty for a DP release: its pipeline keeps no real rows
     metadata: RelatedMetadata
     source_name: str
     seed: int | None
     method_reason: str | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def differentially_private(self) -> bool:
+        return isinstance(self.model, PersonSynthesizer)
+
     def evaluate(self) -> dict[str, Any]:
-        """The cross-table metrics of the synthetic tables against the real ones (computed from the real rows)."""
+        """The cross-table metrics of the synthetic tables against the real ones (computed from the real rows);
+        refused for a DP release, whose pipeline keeps no real rows (evaluate off the DP path, on the custodian's
+        side, with :func:`privsynth.relational.evaluate.evaluate_related`)."""
+        if self.differentially_private:
+            raise ParameterError(
+                "a DP release is not evaluated against the real tables in its pipeline (the metrics would be exact "
+                "functions of the private rows); compute them on the custodian's side with "
+                "privsynth.relational.evaluate.evaluate_related"
+            )
         self.evaluation = {
             "relationships": evaluate_related(self.real, self.tables, self.metadata),
             "rows": {name: {"real": len(self.real[name]), "synthetic": len(t)} for name, t in self.tables.items()},
@@ -65,8 +86,8 @@ class RelatedRelease:
     def write(
         self, folder: str | Path, *, suffix: str = ".csv", overwrite: bool = False, inputs: tuple[str | Path, ...] = ()
     ) -> list[Path]:
-        """Write every table (``<table><suffix>``) with its card, ``related.yaml`` and the evaluation JSON into
-        ``folder`` (created if needed); refuses a folder that is, holds or lies inside an input."""
+        """Write every table (``<table><suffix>``) with its card, ``related.yaml`` and (non-DP only) the evaluation
+        JSON into ``folder`` (created if needed); refuses a folder that is, holds or lies inside an input."""
         folder = check_folder(folder, inputs)
         if suffix not in (".csv", ".parquet"):
             raise ParameterError(f"tables are written as .csv or .parquet, not {suffix!r}")
@@ -85,6 +106,8 @@ class RelatedRelease:
         for name, data in self.tables.items():
             path = folder / f"{name}{suffix}"
             written.append(self._write_table(name, data, path, overwrite, inputs))
+        if self.differentially_private:
+            return written
         if not self.evaluation:
             self.evaluate()
         evaluation = check_output(folder / EVALUATION_FILE, overwrite)
@@ -94,6 +117,8 @@ class RelatedRelease:
         return written
 
     def _timings(self) -> dict[str, dict[str, float]]:
+        if self.differentially_private:  # a DP fit's timings are a function of the private rows
+            return {name: {} for name in self.tables}
         fit, sample = self.model.timings_, getattr(self.model, "sample_timings_", {})
         return {name: {"fit": fit.get(name, 0.0), "sample": sample.get(name, 0.0)} for name in self.tables}
 
@@ -109,7 +134,7 @@ class RelatedRelease:
         self, name: str, data: pd.DataFrame, path: Path, overwrite: bool, inputs: tuple[str | Path, ...]
     ) -> Path:
         plan = self.model.plans_[name]
-        schema = _card_schema(self.model, name, self.real[name])
+        schema = _card_schema(self.model, name, self.real.get(name))
         if plan.kept:
             written = write_release_table(data, path, {"kept": True, "table": name}, overwrite, inputs)
             card = _kept_card(name, data, written, schema, self.source_name, self._related(name))
@@ -127,16 +152,38 @@ class RelatedRelease:
             timings=timings,
             method_chosen="user" if self.method_reason is None else "default",
             method_reason=self.method_reason,
+            record=self.model.record_ if isinstance(self.model, PersonSynthesizer) else None,
+            ledger_url=display_url(getattr(self.model, "ledger_", None)),
         )
         written = write_release_table(data, path, release.provenance, overwrite, inputs)
         card = release.card(written)
         card.generator["related"] = self._related(name)
+        if isinstance(self.model, PersonSynthesizer):
+            card.notes.append(_person_note(self.model, name))
+            if name in self.model.bounds_:
+                card.generator["related"]["contribution_bound"] = self.model.bounds_[name]
         card.notes.append(
             f"one of {len(self.tables)} related synthetic tables ({', '.join(self.tables)}); keys are new, and every "
             "foreign key names a row of the synthetic parent table"
         )
         card.write_beside(written)
         return written
+
+
+def _person_note(model: PersonSynthesizer, name: str) -> str:
+    """What the person-level guarantee covers, for a DP card."""
+    rel = model.plans_[name].relationship
+    entity = next(plan.name for plan in model.plans_.values() if plan.role == "entity")
+    used = (
+        ""
+        if rel is None
+        else f"; of a person's rows here, at most k={model.bounds_[name]} (the first by "
+        f"{rel.order_by or 'a seeded draw'}) were used"
+    )
+    return (
+        f"person-level DP: the privacy unit is one person, a row of '{entity}' and all of their rows in its child "
+        f"tables{used}; the privacy section's budget and spends cover every table of this release together"
+    )
 
 
 def check_folder(folder: str | Path, inputs: tuple[str | Path, ...]) -> Path:
@@ -167,11 +214,30 @@ def synthesize_related(
     params: dict[str, Any] | None = None,
     keep: tuple[str, ...] = (),
     method_reason: str | None = None,
+    epsilon: float | None = None,
+    delta: float | None = None,
+    ledger: Any = None,
+    dataset: str | None = None,
 ) -> RelatedRelease:
-    """Fit a :class:`RelatedSynthesizer` on ``data`` (a folder or DuckDB file of tables, or a bundled
-    :class:`RelatedData`) and sample a set of related tables; ``metadata`` is inferred when not given."""
+    """Fit a :class:`RelatedSynthesizer` (non-DP) or, for ``mst``, ``aim`` and ``privbayes``, a
+    :class:`~privsynth.relational.dp.PersonSynthesizer` (DP with the person as the unit, at ``epsilon`` and
+    ``delta``, recorded in ``ledger`` under ``dataset``) on ``data`` (a folder or DuckDB file of tables, or a bundled
+    :class:`RelatedData`) and sample a set of related tables. ``metadata`` is inferred when not given (non-DP
+    only). For a DP method, ``params`` holds the person-level options (``max_children``, ``bound_share``,
+    ``bound_quantile``, ``entity_share``, ``context``, ``previous``, ``entity``) and the marginal models'
+    hyperparameters (the rest); ``keep`` names the public lookup tables."""
     if isinstance(metadata, str | Path):
         metadata = RelatedMetadata.load(metadata)
+    if method in DP_METHODS:
+        return _synthesize_dp(
+            data, method, rows, metadata, seed, dict(params or {}), keep, epsilon, delta, ledger, dataset
+        )
+    given = [k for k, v in {"epsilon": epsilon, "delta": delta, "ledger": ledger, "dataset": dataset}.items() if v]
+    if given:
+        raise ParameterError(
+            f"{given[0]} applies to DP methods ({', '.join(DP_METHODS)}: person-level DP); '{method or 'the default'}' "
+            "is not one"
+        )
     if isinstance(data, RelatedData):
         real, name = dict(data.tables), "related"
         metadata = metadata or data.metadata
@@ -190,10 +256,52 @@ def synthesize_related(
     return RelatedRelease(tables, model, real, metadata, name, seed, method_reason)
 
 
-def _card_schema(model: RelatedSynthesizer, name: str, real: pd.DataFrame) -> Schema:
-    """The table's schema as a card shows it: keys generated (not excluded), the columns the plan left out."""
+_PERSON_OPTIONS = ("max_children", "bound_share", "bound_quantile", "entity_share", "context", "previous", "entity")
+
+
+def _synthesize_dp(
+    data: RelatedData | str | Path,
+    method: str,
+    rows: int | None,
+    metadata: RelatedMetadata | None,
+    seed: int | None,
+    params: dict[str, Any],
+    keep: tuple[str, ...],
+    epsilon: float | None,
+    delta: float | None,
+    ledger: Any,
+    dataset: str | None,
+) -> RelatedRelease:
+    """The DP path: declared metadata only, the person as the unit, no real rows kept for an evaluation."""
+    if isinstance(data, RelatedData):
+        metadata, name = metadata or data.metadata, "related"
+    else:
+        name = Path(data).stem
+        if metadata is None:
+            raise ParameterError(
+                "a DP release takes no structure from the data, and inferring keys and relationships reads the rows: "
+                f"give the reviewed metadata (`privsynth metadata infer {data} -o related.yaml`, review it, then "
+                "--metadata related.yaml)"
+            )
+    options = {key: params.pop(key) for key in _PERSON_OPTIONS if key in params}
+    for key in ("context", "previous"):
+        if isinstance(options.get(key), str):
+            options[key] = [c.strip() for c in str(options[key]).split(",") if c.strip()]
+    model = PersonSynthesizer(method, lookups=keep, params=params, **options)
+    model.fit(data, metadata, epsilon=epsilon, delta=delta, ledger=ledger, dataset=dataset or name)
+    tables = model.sample(rows, seed=seed)
+    return RelatedRelease(tables, model, {}, model.metadata_, name, seed, None)
+
+
+def _card_schema(model: RelatedSynthesizer | PersonSynthesizer, name: str, real: pd.DataFrame | None) -> Schema:
+    """The table's schema as a card shows it: keys generated (not excluded), the columns the plan left out (for a
+    DP release the declared structure the fit used, never one inferred from the rows)."""
     plan = model.plans_[name]
-    declared = model.metadata_.tables[name].schema or Schema.infer(real)
+    if isinstance(model, PersonSynthesizer):
+        declared = model.schemas_[name]
+    else:
+        assert real is not None
+        declared = model.metadata_.tables[name].schema or Schema.infer(real)
     excluded = {c.name for c in plan.excluded}
     columns = []
     for column in declared:
