@@ -5,6 +5,10 @@ visits per patient, increasing days, one budget whose spends add up to its rho i
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import pickle
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,10 +18,12 @@ import pytest
 
 from privsynth.data.schema import Kind, Schema
 from privsynth.errors import ParameterError
+from privsynth.pipeline.related import synthesize_related
 from privsynth.privacy.ledger import Ledger
 from privsynth.relational import RelatedData, RelatedMetadata, TableMeta, load_related
 from privsynth.relational.dp import PersonSynthesizer
 from privsynth.relational.metadata import Relationship
+from privsynth.relational.person import bound_contributions
 from privsynth.synth.mst import MST
 
 PATIENT = ["id", "time", "status", "sex", "stage", "bili"]
@@ -160,3 +166,69 @@ def test_marginal_sample_given_keeps_the_given_values_and_draws_the_exact_condit
             assert mine.get(value, 0.0) == pytest.approx(theirs.get(value, 0.0), abs=0.04)
     with pytest.raises(ParameterError, match="cannot condition on 'age'"):
         model.sample_given(pd.DataFrame({"age": [50.0]}))
+
+
+CANARY, VALUE = "zqxcanary", 8675309
+
+
+def _leaks(text: str, counts: list[int]) -> list[str]:
+    found = [needle for needle in (CANARY, str(VALUE)) if needle in text]
+    for count in counts:
+        if re.search(rf"(?<![\d.]){count}(?![\d.])", text) or re.search(rf"(?<![\d.]){count:,}(?![\d.])", text):
+            found.append(f"the exact row count {count}")
+    return found
+
+
+def test_a_person_level_related_release_holds_nothing_of_a_canary_patient(
+    pbc: RelatedData, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One more patient with 4 visits, holding a category no one else has (``sex``) and an extreme value
+    (``bili``) in both tables, in columns whose domains are learned under DP: the tables, the cards (JSON and
+    HTML), the metadata, the pickled model and the log hold neither, nor the exact row counts of the tables the
+    fits saw; the cards say person and k."""
+    caplog.set_level(logging.DEBUG, logger="privsynth")
+    tables = {name: frame.copy() for name, frame in pbc.tables.items()}
+    patient = tables["pbc"].iloc[[0]].assign(id=tables["pbc"]["id"].max() + 1, sex=CANARY, bili=VALUE)
+    visits = tables["pbcseq"][tables["pbcseq"]["id"] == 2].head(4)  # patient 2 has 4 visits or more
+    visits = visits.assign(id=patient["id"].iloc[0], sex=CANARY, bili=VALUE)
+    assert len(visits) == 4
+    tables = {"pbc": pd.concat([tables["pbc"], patient]), "pbcseq": pd.concat([tables["pbcseq"], visits])}
+    private = {"sex", "bili"}  # domains learned under DP here
+    metadata = dataclasses.replace(
+        pbc.metadata,
+        tables={
+            name: dataclasses.replace(
+                t,
+                schema=Schema(
+                    [
+                        dataclasses.replace(c, categories=None, bounds=None, public=False) if c.name in private else c
+                        for c in t.schema or []
+                    ]
+                ),
+            )
+            for name, t in pbc.metadata.tables.items()
+        },
+    )
+    counts = [len(tables["pbc"]), len(bound_contributions(tables["pbcseq"], "id", 4, "day")), len(tables["pbcseq"])]
+    release = synthesize_related(
+        RelatedData(tables, metadata),
+        "mst",
+        rows=300,
+        epsilon=0.5,
+        params={"max_children": 4, **FAST},
+        ledger=tmp_path / "l.db",
+        dataset="pbc-canary",
+        seed=0,
+    )
+    written = release.write(tmp_path / "out")
+    assert not (tmp_path / "out" / "related_evaluation.json").exists()
+    for file in written:  # synthetic values (days, ids) may equal a count by chance: counts are checked elsewhere
+        shown = [] if file.suffix == ".csv" else counts
+        assert _leaks(file.read_bytes().decode("latin-1"), shown) == [], file.name
+    assert _leaks(pickle.dumps(release.model).decode("latin-1"), counts) == []
+    assert _leaks(caplog.text, counts) == []
+    for name in ("pbc", "pbcseq"):
+        privacy = json.loads((tmp_path / "out" / f"{name}.card.json").read_text())["privacy"]
+        assert privacy["unit"] == "person" and privacy["contribution_bound"] == 4
+    with pytest.raises(ParameterError, match="not evaluated against the real tables"):
+        release.evaluate()

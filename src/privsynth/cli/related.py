@@ -184,7 +184,7 @@ def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str, writte
         shown = f"{role} (k={model.bounds_[name]})" if name in model.bounds_ else role
         table.add_row(name, shown, f"{len(frame):,}", f"{name}{suffix} (+ card)")
     console.print(table)
-    where = f"recorded in the ledger under dataset '{fit.dataset}'" if model.ledger_ is not None else "not recorded"
+    where = f"recorded in the ledger under dataset '{fit.dataset}'" if model.ledger_url_ is not None else "not recorded"
     chosen = "given" if model.max_children is not None else "chosen under DP"
     console.print(
         f"privacy: ({fit.epsilon:g}, {fit.delta:g})-DP with one person as the unit (k {chosen}), every spend {where}",

@@ -30,7 +30,7 @@ from privsynth._version import __version__
 from privsynth.data.output import check_output
 from privsynth.data.schema import Schema
 from privsynth.errors import OutputExistsError, ParameterError
-from privsynth.pipeline.release import Release, display_url
+from privsynth.pipeline.release import Release
 from privsynth.progress import report
 from privsynth.provenance.card import DataCard, file_sha256, plain
 from privsynth.provenance.lineage import write_release_table
@@ -153,7 +153,7 @@ class RelatedRelease:
             method_chosen="user" if self.method_reason is None else "default",
             method_reason=self.method_reason,
             record=self.model.record_ if isinstance(self.model, PersonSynthesizer) else None,
-            ledger_url=display_url(getattr(self.model, "ledger_", None)),
+            ledger_url=self.model.ledger_url_ if isinstance(self.model, PersonSynthesizer) else None,
         )
         written = write_release_table(data, path, release.provenance, overwrite, inputs)
         card = release.card(written)

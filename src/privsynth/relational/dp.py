@@ -62,6 +62,7 @@ from privsynth.data.sources import Source, load_source
 from privsynth.errors import BudgetExceeded, DataError, ParameterError, PrivsynthError
 from privsynth.privacy.accountant import check_contribution_bound
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
+from privsynth.privacy.database import display_url
 from privsynth.progress import report
 from privsynth.relational.checks import check_tables
 from privsynth.relational.datasets import RelatedData
@@ -256,11 +257,11 @@ class PersonSynthesizer:
         led = ledger_for(ledger)
         self.dataset_ = dataset.strip() if isinstance(dataset, str) and dataset.strip() else "related"
         _check_cap(led, self.dataset_, budget)
-        self.ledger_ = led
+        self.ledger_url_ = display_url(led.url) if led is not None else None  # shown on the cards, no password
         fits = dict(zip(weights, zip(shares, delta_shares, strict=True), strict=True))
         spends: list[dict[str, Any]] = []
         released: dict[str, Any] = {}
-        self.bounds_ = self._bounds(frames, children, fits.get("k"), spends, released)
+        self.bounds_ = self._bounds(frames, children, fits.get("k"), led, spends, released)
         report("fit related (DP)", 0, len(model_schemas))
         self.models_: dict[str, MarginalMethod] = {}
         self.model_columns_: dict[str, list[str]] = {}
@@ -324,6 +325,7 @@ class PersonSynthesizer:
         frames: Mapping[str, pd.DataFrame],
         children: list[PersonPlan],
         fit: tuple[Budget, float] | None,
+        ledger: Any,
         spends: list[dict[str, Any]],
         released: dict[str, Any],
     ) -> dict[str, int]:
@@ -336,9 +338,7 @@ class PersonSynthesizer:
         budget = Budget.from_rho(share.rho, part)
         purpose = f"{self.method} related fit: contribution bound k at rho={share.rho:.6g}"
         bounds: dict[str, int] = {}
-        with open_fit(
-            budget, self.ledger_ if self.ledger_ is not None else False, self.dataset_, purpose, unit=UNIT
-        ) as (
+        with open_fit(budget, ledger if ledger is not None else False, self.dataset_, purpose, unit=UNIT) as (
             accountant,
             _,
         ):
