@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -123,8 +124,8 @@ def run(setting: str, epsilon: float, train: RelatedData, holdout: RelatedData) 
         "cross_table": {
             k: round(v, 4) for k, v in evaluate_related(train.tables, synthetic, train.metadata)[REL].items()
         },
-        "person_level_tstr": {
-            "tstr_auc": round(tstr["synthetic"], 4),
+        "person_level_tstr": {  # None: the synthetic patients hold one class only (no AUC)
+            "tstr_auc": None if math.isnan(tstr["synthetic"]) else round(tstr["synthetic"], 4),
             "trtr_auc": round(tstr["real"], 4),
             "holdout_patients": int(tstr["holdout_parents"]),
         },
@@ -132,6 +133,11 @@ def run(setting: str, epsilon: float, train: RelatedData, holdout: RelatedData) 
         "rho_spent": model.record_.rho_spent,
         "cpu_seconds": {"fit": round(fitted - start, 1), "sample": round(sampled - fitted, 1)},
     }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.fmean(present), 4) if present else None
 
 
 def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,7 +157,8 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "cross_table_mean": {
                         m: round(statistics.fmean(r["cross_table"][m] for r in group), 4) for m in metrics
                     },
-                    "tstr_auc_mean": round(statistics.fmean(r["person_level_tstr"]["tstr_auc"] for r in group), 4),
+                    "tstr_auc_mean": _mean([r["person_level_tstr"]["tstr_auc"] for r in group]),
+                    "tstr_auc_undefined": sum(r["person_level_tstr"]["tstr_auc"] is None for r in group),
                     "cpu_seconds_mean": round(
                         statistics.fmean(r["cpu_seconds"]["fit"] + r["cpu_seconds"]["sample"] for r in group), 1
                     ),

@@ -256,7 +256,16 @@ def synthesize_related(
     return RelatedRelease(tables, model, real, metadata, name, seed, method_reason)
 
 
-_PERSON_OPTIONS = ("max_children", "bound_share", "bound_quantile", "entity_share", "context", "previous", "entity")
+_PERSON_OPTIONS = (
+    "max_children",
+    "bound_share",
+    "bound_quantile",
+    "max_bound",
+    "entity_share",
+    "context",
+    "previous",
+    "entity",
+)
 
 
 def _synthesize_dp(
