@@ -376,33 +376,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         command = [sys.executable, __file__, "--child", json.dumps(options)]
         load, start = Load(), time.perf_counter()
-        done = subprocess.run(  # the child's progress and per-query lines go to this process's stderr as they come
-            command,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "SCALE_SYNTHETIC": str(synthetic)},
-            check=False,
-        )
+        done = _watch(command, {**os.environ, "SCALE_SYNTHETIC": str(synthetic)}, args.timeout_minutes)
         wall, load_average = time.perf_counter() - start, load.stop()
     finally:
         server_peak = engine_rss.stop() if engine_rss is not None else None
         if stop is not None:
             stop()
-    if done.returncode != 0:
-        sys.exit(f"the run failed (exit {done.returncode}; its error is above)")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    common = {
+        "engine": args.engine,
+        "method": args.method,
+        "rows": args.rows,
+        "epsilon": args.epsilon,
+        "delta": DELTA,
+        "spark_master": args.spark_master or ("local[2]" if args.engine == "spark" else None),
+        "process_wall_seconds": round(wall, 1),
+        "load_average_1min": load_average,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "file_bytes": path.stat().st_size,
+        "schema": args.schema,
+        "max_minutes": args.max_minutes,
+    }
+    if done["stopped"]:  # how far it got: the progress and queries the child printed, the memory polled from here
+        return {**common, "finished": False, **{k: v for k, v in done.items() if k not in ("stdout", "returncode")}}
+    if done["returncode"] != 0:
+        sys.exit(f"the run failed (exit {done['returncode']}; its error is above)")
+    result: dict[str, Any] = json.loads(done["stdout"].strip().splitlines()[-1])
     result.update(
-        engine=args.engine,
-        method=args.method,
-        rows=args.rows,
-        epsilon=args.epsilon,
-        delta=DELTA,
-        spark_master=args.spark_master or ("local[2]" if args.engine == "spark" else None),
-        process_wall_seconds=round(wall, 1),
-        load_average_1min=load_average,
-        cores=os.cpu_count(),
-        platform=platform.platform(),
-        file_bytes=path.stat().st_size,
+        common,
+        finished=True,
         pandas_frame_bytes_estimate=pandas_size(path),
         fidelity_vs_200k_real_rows=score(path, synthetic),
     )
@@ -411,6 +413,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["server_peak_rss_bytes"] = server_peak
         result["server_log"] = _statements(log) if log is not None else None
     return result
+
+
+def _watch(command: list[str], env: dict[str, str], timeout_minutes: float | None) -> dict[str, Any]:
+    """Run the child, echoing its stderr (progress and per-query lines) and keeping those lines; poll the peak RSS
+    of the child and of its own children (the Spark JVM). After ``timeout_minutes`` the child and its children are
+    stopped (by their process ids) and the result says how far the fit got."""
+    import psutil
+
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[dict[str, Any]] = []
+
+    def echo() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            sys.stderr.write(line)
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    lines.append(entry)
+
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    me = psutil.Process(child.pid)
+    own = PeakRSS(lambda: [child.pid])
+    engine = PeakRSS(lambda: [p.pid for p in me.children(recursive=True)])
+    out = {"stopped": False}
+    try:
+        stdout, _ = child.communicate(timeout=None if timeout_minutes is None else timeout_minutes * 60)
+    except subprocess.TimeoutExpired:
+        cpu = {"privsynth_cpu_seconds": None, "engine_children_cpu_seconds": None}
+        with contextlib.suppress(psutil.Error):
+            times = me.cpu_times()
+            cpu = {
+                "privsynth_cpu_seconds": round(times.user + times.system, 1),
+                "engine_children_cpu_seconds": round(_children_cpu(child.pid), 1),
+            }
+        for process in [*me.children(recursive=True), me]:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        stdout, _ = child.communicate()
+        out = {"stopped": True, "stopped_after_minutes": timeout_minutes, **cpu}
+    reader.join(timeout=10)
+    return {
+        **out,
+        "stdout": stdout,
+        "returncode": child.returncode,
+        "polled_peak_rss_bytes": own.stop(),
+        "polled_engine_children_peak_rss_bytes": engine.stop(),
+        "progress": [e for e in lines if "step" in e],
+        "query_log": [e["query_done"] for e in lines if "query_done" in e],
+    }
 
 
 def plot(output: Path) -> None:
@@ -428,7 +481,7 @@ def plot(output: Path) -> None:
     for line in RESULTS.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            if r.get("schema", "storage") == "storage" and not r.get("max_minutes"):
+            if r.get("schema", "storage") == "storage" and not r.get("max_minutes") and r.get("finished", True):
                 latest[(r["method"], r["engine"], r["rows"])] = r  # later lines are later runs
     figure, (time_axis, cpu_axis, memory_axis) = plt.subplots(1, 3, figsize=(16, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -493,6 +546,9 @@ def main() -> None:
         help="no schema (the storage types; the default) or the bundled nassCDS table's inferred schema",
     )
     parser.add_argument("--max-minutes", type=float, help="AIM's max_minutes (default: no time limit)")
+    parser.add_argument(
+        "--timeout-minutes", type=float, help="stop the fit after this long and record how far it got (its progress)"
+    )
     parser.add_argument("--output", type=Path, help="write the result here (JSON) instead of appending to scale.jsonl")
     parser.add_argument("--plot", action="store_true", help="draw results/scale.png from results/scale.jsonl")
     args = parser.parse_args()
