@@ -518,21 +518,22 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
         "",
         "By family (every method and table of the family; epsilon 0 = non-DP):",
         "",
-        "| family | epsilon | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
-        "|---|---|---|---|---|---|---|",
+        "| family | epsilon | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff | 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (family, epsilon), group in both.groupby(["family", "epsilon"], sort=True):
         lines.append(
             f"| {family} | {'-' if epsilon == 0 else f'{epsilon:g}'} | {len(group)} | "
             f"{_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
-            f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} |"
+            f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} | "
+            f"{_interval(group['tvd_3way_diff'])} |"
         )
     lines += [
         "",
         "## Q3: under DP, where the budget is spread over more columns (whole - task TSTR, mean over tables)",
         "",
-        "| setting | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff |",
-        "|---|---|---|---|---|---|",
+        "| setting | pairs (table x method) | TSTR whole - task | 95% CI | wins | 3-way TVD diff | 95% CI |",
+        "|---|---|---|---|---|---|---|",
     ]
     added = both["columns_whole"] - both["columns_task"]
     dp = both[both["dp"]]
@@ -546,7 +547,8 @@ def _question_tables(wide: pd.DataFrame) -> list[str]:
         if len(group):
             lines.append(
                 f"| {label} | {len(group)} | {_signed(group['tstr_diff'].mean())} | {_interval(group['tstr_diff'])} | "
-                f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} |"
+                f"{int((group['tstr_diff'] > 0).sum())}/{len(group)} | {_signed(group['tvd_3way_diff'].mean())} | "
+                f"{_interval(group['tvd_3way_diff'])} |"
             )
     return [*lines, ""]
 
@@ -665,6 +667,15 @@ def _plots(wide: pd.DataFrame, folder: Path) -> list[Path]:
     axes[0].set_ylabel("TSTR whole - task")
     axes[0].set_title("TSTR")
     axes[1].boxplot([v["tvd_3way_diff"].dropna() for v in present.values()], tick_labels=list(present))
+    for i, values in enumerate(present.values(), start=1):
+        axes[1].errorbar(
+            i + 0.25,
+            values["tvd_3way_diff"].mean(),
+            yerr=_half_width(values["tvd_3way_diff"]),
+            fmt="o",
+            color="#e6550d",
+            capsize=3,
+        )
     axes[1].axhline(0, color="black", linewidth=0.8)
     axes[1].set_ylabel("3-way TVD whole - task (lower favours whole)")
     axes[1].set_title("3-way TVD on the task's columns")
