@@ -54,6 +54,13 @@ def test_grouping_sets_equal_one_group_by_each_on_duckdb(covid: pd.DataFrame) ->
     _check(frame_source(covid), frame_source(covid))
 
 
+def test_joint_counts_first_give_the_same_tables(covid: pd.DataFrame) -> None:
+    """``workload_joint_first`` (Spark's default): the batch's joint counts, then the grouping sets over them."""
+    source = frame_source(covid)
+    source.workload_joint_first = True
+    _check(source, frame_source(covid))
+
+
 def test_grouping_sets_equal_one_group_by_each_on_postgres(postgres_url: str, covid: pd.DataFrame) -> None:
     engine = sa.create_engine(postgres_url)
     covid.to_sql("covid_workload", engine, index=False, if_exists="replace")
@@ -84,9 +91,12 @@ def test_bad_workloads_are_refused(covid: pd.DataFrame) -> None:
 # ---- the DP preprocessing in a few scans -------------------------------------------------------------------------
 
 
-def test_value_counts_of_many_columns_equal_one_group_by_each(covid: pd.DataFrame) -> None:
-    """Raw-value histograms (DP key discovery's input) of 8 columns in two scans of 4, missing values as None."""
+@pytest.mark.parametrize("joint_first", [False, True])
+def test_value_counts_of_many_columns_equal_one_group_by_each(covid: pd.DataFrame, joint_first: bool) -> None:
+    """Raw-value histograms (DP key discovery's input) of 8 columns in two scans of 4, missing values as None;
+    the same with the joint counts first (Spark's way)."""
     source, reference = frame_source(covid), frame_source(covid)
+    source.workload_joint_first = joint_first
     columns = ["result", "payor_group", "clinic_name", "age", "ct_result", "gender", "day", "patient_class"]
     found = value_counts_many(source, columns, batch=4)
     assert source.queries == 2

@@ -64,6 +64,10 @@ class Source(ABC):
     workload_batch: int = 64
     """How many marginals :func:`privsynth.data.workload.counts_many` asks this engine for in one scan."""
 
+    workload_joint_first: bool = False
+    """Whether :func:`privsynth.data.workload.counts_many` groups a batch's binned columns jointly before its
+    grouping sets (for engines whose grouping sets copy every row once per set: Spark)."""
+
     declares_types: bool = True
     """Whether :meth:`storage_types` are declared by the storage (Parquet, a database, a typed frame) rather than
     guessed from the values (a CSV file)."""

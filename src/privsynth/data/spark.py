@@ -102,10 +102,13 @@ def spark_session(master: str | None = None) -> SparkSession:
 class SparkSource(Source):
     """Rows of a Spark DataFrame; ``counts`` run as Spark SQL on a temporary view of them."""
 
-    workload_batch = 16
-    """Spark's plan for ``GROUPING SETS`` copies every row once per set (``Expand``), so a batch costs in
-    proportion to its size: 91 nassCDS pairs on 1M rows took 199 s in one batch, 99 s in batches of 16, 165 s in
-    batches of 4 and 222 s one by one (local[2] on a loaded machine)."""
+    workload_joint_first = True
+    """Spark's plan for ``GROUPING SETS`` copies every row once per set (``Expand``): in batches of 16 sets over
+    the rows, 91 nassCDS pairs on 1M rows took 199 s in one batch, 99 s in batches of 16, 165 s in batches of 4 and
+    222 s one by one (local[2] on a loaded machine). Grouping the batch's binned columns jointly first makes the
+    copies of the joint's cells instead: the same 91 pairs in one query took 13.6 s of the JVM's CPU against
+    33.9 s in six batches of 16 over the rows (``benchmarks/results/spark_workload.json``), so Spark takes the
+    default batch of 64."""
 
     def __init__(self, frame: DataFrame, name: str, *, location: str, declares_types: bool = True) -> None:
         self._frame = frame

@@ -91,10 +91,11 @@ def value_counts_many(
         relation = source._relation()
         label = {c: f"c{i}" for i, c in enumerate(part)}
         inner = sa.select(*(relation.c[c].label(label[c]) for c in part)).select_from(relation).subquery("raw")
+        inner, count = _joint_first(source, inner)
         cells = [inner.c[label[c]] for c in part]
         flags = [sa.func.grouping(cell).label(f"g{i}") for i, cell in enumerate(cells)]
         grouping_sets = sa.func.grouping_sets(*(sa.tuple_(cell) for cell in cells))
-        query = sa.select(*cells, *flags, sa.func.count().label("n")).select_from(inner).group_by(grouping_sets)
+        query = sa.select(*cells, *flags, count.label("n")).select_from(inner).group_by(grouping_sets)
         found: dict[str, list[tuple[Any, int]]] = {c: [] for c in part}
         k = len(part)
         for row in source._run_counts(query):
@@ -114,6 +115,17 @@ def _checked_batch(source: Source, batch: int | None) -> int:
     return batch
 
 
+def _joint_first(source: Source, inner: sa.Subquery) -> tuple[sa.Subquery, Any]:
+    """The relation a batch's grouping sets read and the count they take: ``inner`` and ``count(*)``, or, where
+    the engine copies every row once per grouping set (:attr:`Source.workload_joint_first`: Spark), the joint
+    counts of ``inner``'s columns (one GROUP BY over the rows) and the sum of those counts, so that the copies
+    are of the joint's cells, at most as many as the rows and usually far fewer."""
+    if not source.workload_joint_first:
+        return inner, sa.func.count()
+    joint = sa.select(*inner.c, sa.func.count().label("n")).select_from(inner).group_by(*inner.c).subquery("joint")
+    return joint, sa.func.sum(joint.c["n"])
+
+
 def _one_scan(
     source: Source, sets: list[tuple[str, ...]], binnings: Mapping[str, Binning], outside: str
 ) -> dict[frozenset[str], np.ndarray]:
@@ -125,11 +137,11 @@ def _one_scan(
     relation = source._relation()
     label = {c: f"c{i}" for i, c in enumerate(columns)}
     binned = sa.select(*(binnings[c].sql(relation.c[c]).label(label[c]) for c in columns)).select_from(relation)
-    inner = binned.subquery("binned")
+    inner, count = _joint_first(source, binned.subquery("binned"))
     cells = [inner.c[label[c]] for c in columns]
     flags = [sa.func.grouping(cell).label(f"g{i}") for i, cell in enumerate(cells)]
     grouping_sets = sa.func.grouping_sets(*(sa.tuple_(*(inner.c[label[c]] for c in s)) for s in sets))
-    query = sa.select(*cells, *flags, sa.func.count().label("n")).select_from(inner).group_by(grouping_sets)
+    query = sa.select(*cells, *flags, count.label("n")).select_from(inner).group_by(grouping_sets)
     shapes = {frozenset(s): tuple(binnings[c].size for c in s) for s in sets}
     out = {key: np.zeros(shape, dtype=np.int64) for key, shape in shapes.items()}
     by_flags = {tuple(c not in s for c in columns): s for s in sets}
