@@ -232,3 +232,12 @@ def test_a_person_level_related_release_holds_nothing_of_a_canary_patient(
         assert privacy["unit"] == "person" and privacy["contribution_bound"] == 4
     with pytest.raises(ParameterError, match="not evaluated against the real tables"):
         release.evaluate()
+
+
+@pytest.mark.parametrize("method", ["aim", "privbayes"])
+def test_aim_and_privbayes_make_person_level_related_tables_too(method: str, pbc: RelatedData) -> None:
+    model = PersonSynthesizer(method, max_children=3, params=FAST).fit(pbc, epsilon=1.0, ledger=False)
+    out = model.sample(rows=80, seed=0)
+    assert set(out["pbcseq"]["id"]) <= set(out["pbc"]["id"]) and out["pbcseq"].groupby("id").size().max() <= 3
+    assert model.record_.method == method and model.record_.contribution_bound == 3
+    assert all("per person" in s["mechanism"] for s in model.record_.spends)

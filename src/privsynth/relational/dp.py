@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +269,6 @@ class PersonSynthesizer:
         self.bounds_ = self._bounds(frames, children, fits.get("k"), led, spends, released)
         report("fit related (DP)", 0, len(model_schemas))
         self.models_: dict[str, MarginalMethod] = {}
-        self.model_columns_: dict[str, list[str]] = {}
-        self.timings_: dict[str, float] = {}
         for i, name in enumerate(model_schemas):
             report("fit related (DP)", i, len(model_schemas), name)
             frame = self._training_frame(name, frames)
@@ -283,13 +280,10 @@ class PersonSynthesizer:
             eps = _epsilon_for(self.method, share.rho, part, fitted_schema.synthesized())
             model = create(self.method, **self.params, contribution_bound=k, unit=UNIT)
             assert isinstance(model, MarginalMethod)
-            start = time.process_time()
             model.fit(
                 frame, schema, epsilon=eps, delta=part, ledger=led if led is not None else False, dataset=self.dataset_
             )
-            self.timings_[name] = round(time.process_time() - start, 3)
             self.models_[name] = model
-            self.model_columns_[name] = list(frame.columns)
             spends += [{**spend, "purpose": f"{name}: {spend['purpose']}"} for spend in model.record_.spends]
             released[f"{name}.rows_estimate"] = model.record_.released.get("rows_estimate")
         report("fit related (DP)", len(model_schemas), len(model_schemas))
