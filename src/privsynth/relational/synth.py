@@ -9,7 +9,12 @@ integrity holds by construction. The roles a table can play:
   jointly with the patient's attributes. For a sequential child it also learns the first order value (``__start``:
   the day of the first visit) and the child's columns that never change within a parent (a visit's ``sex``, which
   is the patient's): those are generated once per parent and copied to every child, or copied from the parent's
-  column of the same name when the two always agree.
+  column of the same name when the two always agree. With ``counts="matched"`` (the default) the number of
+  children a synthetic parent row *generates* is then drawn again given that row's own columns, by predictive mean
+  matching (:class:`_CountModel`: a Poisson gradient-boosting regression of the real counts on the parent's
+  columns, and the count of one of the real parents whose predicted mean is nearest), because a tokenized network
+  on a few hundred parents does not learn that a patient followed for twelve years has more visits than one
+  followed for two.
 - **child** of a *driving* parent (the relationship with ``order_by``; otherwise the parent with the most rows): each
   synthetic parent row gets as many children as its count column says, and the child model draws each child given
   the parent's synthetic row (its columns as context, ``__parent.<column>``). For a sequential child the model also
@@ -69,6 +74,8 @@ _POS, _GAP = "__pos", "__gap"
 _REDRAWS = 5  # times a non-positive gap is redrawn before the smallest positive real gap is used
 _METHODS = ("deep", "copula")
 _FIRST_COPY = 0.9  # share of parents whose first child repeats their value, for the first child to copy it
+_COUNTS = ("matched", "joint")
+_DONORS = 5  # predictive mean matching: a synthetic parent's count is one of its 5 nearest real parents'
 _STEPS_PER_EPOCH = 10  # deep's batch size on a small table: a tenth of its rows (between 32 and 1,024)
 
 
@@ -152,6 +159,10 @@ class RelatedSynthesizer:
     drivers:
         For a child with several parents, the parent table whose rows generate it (default: the relationship with
         ``order_by``, else the parent with the most rows).
+    counts:
+        How the number of children a parent row generates is drawn: ``"matched"`` (default), by predictive mean
+        matching on the parent's synthetic columns (:class:`_CountModel`), or ``"joint"``, the parent model's own
+        count column.
     seed:
         Seeds every model's fit; the same data and seed give the same models.
     """
@@ -164,6 +175,7 @@ class RelatedSynthesizer:
         params: Mapping[str, Any] | None = None,
         keep: Sequence[str] = (),
         drivers: Mapping[str, str] | None = None,
+        counts: str = "matched",
         seed: int = 0,
     ) -> None:
         self.method = method
@@ -171,6 +183,7 @@ class RelatedSynthesizer:
         self.params = dict(params or {})
         self.keep = tuple(keep)
         self.drivers = dict(drivers or {})
+        self.counts = counts
         self.seed = seed
 
     # ---- fit ---------------------------------------------------------------------------------------------------
@@ -183,6 +196,8 @@ class RelatedSynthesizer:
         """Learn every table of ``tables`` (a :class:`RelatedData`, a mapping of table name to frame or source, or
         a folder / DuckDB file) related by ``metadata``; the data is checked against the metadata first."""
         self.method_ = self._check_method()
+        if self.counts not in _COUNTS:
+            raise ParameterError(f"counts must be {' or '.join(_COUNTS)}, not {self.counts!r}")
         frames, metadata = _frames(tables, metadata)
         unknown = [t for t in [*self.keep, *self.drivers] if t not in metadata.tables]
         if unknown:
@@ -206,6 +221,11 @@ class RelatedSynthesizer:
         }
         self.min_gap_ = {
             name: _smallest_gap(frames[name], plan.driver) for name, plan in self.plans_.items() if plan.sequential
+        }
+        self.count_models_ = {
+            _count_column(rel): _CountModel.fit(wide[rel.parent], self.plans_[rel.parent].data, _count_column(rel))
+            for plan in self.plans_.values()
+            if (rel := plan.driver) is not None and self.counts == "matched"
         }
         self.models_: dict[str, Synthesizer] = {}
         self.model_columns_: dict[str, list[str]] = {}
@@ -439,9 +459,13 @@ class RelatedSynthesizer:
         report("sample related", len(names), len(names))
         return out
 
-    def _counts(self, rel: Relationship, parent: pd.DataFrame) -> np.ndarray:
-        counts = pd.to_numeric(parent[_count_column(rel)], errors="coerce").fillna(0).to_numpy(dtype=float)
-        return np.clip(np.round(counts), 0, self.max_children_[_count_column(rel)]).astype(np.int64)
+    def _counts(self, rel: Relationship, parent: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        column = _count_column(rel)
+        matched = self.count_models_.get(column)
+        if matched is not None:
+            return matched.draw(parent, rng)
+        counts = pd.to_numeric(parent[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        return np.clip(np.round(counts), 0, self.max_children_[column]).astype(np.int64)
 
     def _children(
         self, plan: TablePlan, wide: Mapping[str, pd.DataFrame], out: Mapping[str, pd.DataFrame], seed: int
@@ -449,7 +473,8 @@ class RelatedSynthesizer:
         rel = plan.driver
         assert rel is not None
         parent = wide[rel.parent]
-        counts = self._counts(rel, parent)
+        counts = self._counts(rel, parent, np.random.default_rng([seed, 1]))
+        parent = parent.assign(**{_count_column(rel): counts})  # the children see the count they are drawn with
         owner = np.repeat(np.arange(len(parent)), counts)
         if len(owner) == 0:
             logger.warning("related: the synthetic %s rows have no %s children", rel.parent, plan.name)
@@ -574,6 +599,83 @@ class RelatedSynthesizer:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CountModel:
+    """A parent's number of children given its other columns, by predictive mean matching (Little, "Missing-data
+    adjustments in large surveys", JBES 1988; the default of R's ``mice``): a Poisson gradient-boosting regression
+    (shallow and slow-learning: a few hundred parents) predicts each parent's mean count from its columns, and a
+    synthetic parent takes the real count of one of the :data:`_DONORS` real parents whose predicted means are
+    nearest its own. Synthetic parents are not distributed exactly like the real ones, so those matched counts only
+    rank the parents: the counts given are as many draws from the real counts, the largest to the parent with the
+    largest matched count (ties at random). The counts thus follow the real distribution, and their relation to the
+    parent's columns is the regression's."""
+
+    features: list[str]
+    categories: dict[str, list[str]]
+    regression: Any
+    predicted: np.ndarray  # the real parents' predicted means, ascending
+    counts: np.ndarray  # their counts, in the same order
+
+    @classmethod
+    def fit(cls, parent: pd.DataFrame, features: list[str], column: str) -> _CountModel:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        categories = {
+            c: sorted(parent[c].dropna().astype(str).unique())
+            for c in features
+            if not pd.api.types.is_numeric_dtype(parent[c])
+        }
+        counts = pd.to_numeric(parent[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        model = cls(list(features), categories, None, np.zeros(0), np.zeros(0, dtype=np.int64))
+        x = model._matrix(parent)
+        if x.shape[1] and counts.any():
+            model.regression = HistGradientBoostingRegressor(
+                loss="poisson",
+                max_iter=50,
+                learning_rate=0.05,
+                min_samples_leaf=int(np.clip(len(x) // 8, 5, 40)),
+                random_state=0,
+            ).fit(x, counts)
+        order = np.argsort(model._predict(x), kind="stable")
+        model.predicted, model.counts = model._predict(x)[order], counts[order].astype(np.int64)
+        return model
+
+    def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        columns = []
+        for c in self.features:
+            if c in self.categories:
+                codes = pd.Categorical(frame[c].astype(str).where(frame[c].notna()), categories=self.categories[c])
+                columns.append(np.where(codes.codes < 0, np.nan, codes.codes).astype(float))
+            else:
+                columns.append(pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float))
+        return np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
+        if self.regression is None:
+            return np.zeros(len(x))
+        return np.asarray(self.regression.predict(x), dtype=float)
+
+    def draw(self, parent: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+        """One count per row of ``parent``: draws from the real counts, ranked by the count of a random one of the
+        row's nearest donors."""
+        wanted = self._predict(self._matrix(parent))
+        n = len(self.predicted)
+        k = min(_DONORS, n)
+        # The k nearest predictions lie within k places of where ``wanted`` would go in the sorted ones; every real
+        # parent within the k-th nearest distance is a donor (ties included), each as likely.
+        start = np.clip(np.searchsorted(self.predicted, wanted) - k, 0, max(0, n - 2 * k))
+        window = start[:, None] + np.arange(min(2 * k, n))[None, :]
+        radius = np.sort(np.abs(self.predicted[window] - wanted[:, None]), axis=1)[:, k - 1]
+        radius = radius * (1 + 1e-9) + 1e-12
+        low = np.searchsorted(self.predicted, wanted - radius, "left")
+        high = np.searchsorted(self.predicted, wanted + radius, "right")
+        chosen = np.minimum(low + (rng.random(len(wanted)) * (high - low)).astype(np.int64), n - 1)
+        rank = np.argsort(self.counts[chosen] + rng.random(len(wanted)), kind="stable")
+        out = np.empty(len(wanted), dtype=np.int64)
+        out[rank] = np.sort(rng.choice(self.counts, size=len(wanted)))
+        return out
 
 
 @dataclass(frozen=True)
