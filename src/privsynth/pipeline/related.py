@@ -95,7 +95,7 @@ class RelatedRelease:
         metadata = dataclasses.replace(
             self.metadata,
             tables={
-                name: dataclasses.replace(table, source=f"{name}{suffix}")
+                name: dataclasses.replace(table, source=f"{name}{suffix}")  # under DP: public domains only
                 for name, table in self.metadata.tables.items()
             },
             warnings=[],
@@ -117,7 +117,7 @@ class RelatedRelease:
         return written
 
     def _timings(self) -> dict[str, dict[str, float]]:
-        if self.differentially_private:  # a DP fit's timings are a function of the private rows
+        if isinstance(self.model, PersonSynthesizer):  # a DP fit's timings are a function of the private rows
             return {name: {} for name in self.tables}
         fit, sample = self.model.timings_, getattr(self.model, "sample_timings_", {})
         return {name: {"fit": fit.get(name, 0.0), "sample": sample.get(name, 0.0)} for name in self.tables}

@@ -236,10 +236,20 @@ class PersonSynthesizer:
         unknown = [t for t in [*self.lookups, *([self.entity] if self.entity else [])] if t not in metadata.tables]
         if unknown:
             raise ParameterError(f"table '{unknown[0]}' is not in the metadata; tables: {', '.join(metadata.tables)}")
-        self.metadata_ = metadata
         self._plan(metadata, None)
         public = declared_types | set(self.lookups)  # a lookup is public: its storage types are its structure
         schemas = {name: _table_schema(name, metadata, sources[name], public) for name in metadata.tables}
+        # Declared structure only from here on, with the domains not declared public left out (as every DP fit
+        # reads its schema): the model, its cards and the metadata it writes never carry a private domain.
+        schemas = {name: dp_schema(sources[name], schema)[0] for name, schema in schemas.items()}
+        metadata = dataclasses.replace(
+            metadata,
+            tables={
+                name: dataclasses.replace(table, schema=schemas[name] if table.schema is not None else None)
+                for name, table in metadata.tables.items()
+            },
+        )
+        self.metadata_ = metadata
         self.plans_ = self._plan(metadata, schemas)
         frames = {name: sources[name].to_pandas().reset_index(drop=True) for name in metadata.tables}
         try:
