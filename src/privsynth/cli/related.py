@@ -151,7 +151,7 @@ def generate_related(
         )
         written = release.write(folder, suffix=suffix, overwrite=overwrite, inputs=inputs)
     if release.differentially_private:
-        _print_dp_release(release, folder, suffix, written)
+        _print_dp_release(release, folder, suffix)
         return
     if metadata is None and not isinstance(source, RelatedData):
         err_console.print(
@@ -172,7 +172,7 @@ def generate_related(
     )
 
 
-def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str, written: list[Path]) -> None:
+def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str) -> None:
     """What a DP related release says on the terminal: tables, roles, rows, the budget and the unit; no timings
     and no metrics of the real tables (functions of the private rows)."""
     model = release.model
@@ -192,8 +192,8 @@ def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str, writte
         highlight=False,
     )
     console.print(
-        f"wrote {len(release.tables)} related synthetic tables ({fit.method}, person-level DP) to {folder}: "
-        f"{len(written)} files, metadata {METADATA_FILE}; no evaluation against the real tables is written "
+        f"wrote {len(release.tables)} related synthetic tables ({fit.method}, person-level DP) to {folder}, a DP "
+        f"card beside each and the metadata {METADATA_FILE}; no evaluation against the real tables is written "
         "(a DP release holds nothing computed from the rows without noise)",
         markup=False,
         highlight=False,
