@@ -66,8 +66,10 @@ def test_small_aim_fit_compiles_no_xla_program(nass: pd.DataFrame) -> None:
     assert compiled == []
 
 
-def test_default_rounds_are_the_papers_16_d_up_to_256() -> None:
-    assert [default_rounds(d) for d in (3, 14, 16, 17, 55, 74, 200)] == [48, 224, 256, 256, 256, 256, 400]
+def test_default_rounds_are_the_papers_16_d_up_to_256_then_fewer_per_column() -> None:
+    assert [default_rounds(d) for d in (3, 14, 16, 17, 30, 55, 74, 200)] == [48, 224, 256, 240, 136, 138, 185, 500]
+    # wide tables keep room for the 1-ways and the spanning tree (1.9 d + 1 rounds' budget) and some rounds
+    assert all(default_rounds(d) >= 2.5 * d for d in range(3, 300))
 
 
 def test_a_round_scores_at_most_max_candidates_drawn_without_the_data(mst: MST) -> None:

@@ -36,6 +36,7 @@ from privsynth.synth.marginal_method import (
     measure,
     whole_number,
 )
+from privsynth.synth.mst import _select_tree
 
 __all__ = ["AIM", "default_rounds"]
 
@@ -55,10 +56,35 @@ _MAX_DEFAULT_WORKLOAD = 1000
 2-way marginal and this many 3-way ones drawn with a fixed seed (the choice does not look at the data)."""
 
 _MAX_DEFAULT_ROUNDS = 256
-"""The default number of rounds is the paper's 16 d up to this many (16 columns); wider tables get this many
-(at least 2 d). With 16 d, a round's budget, and with it the selection's, shrinks as 1/d: on 55 columns at
-epsilon 1 a selection was close to a uniform draw among 2,500 candidates and the 1-way marginals' noise
-(0.9 of a round each) was larger than most of their cells."""
+"""The default number of rounds is the paper's 16 d up to this many (16 columns); wider tables get fewer, this
+many times 16 / d, but at least :data:`_WIDE_ROUNDS` d (see :func:`default_rounds`). With 16 d, a round's budget,
+and with it the selection's and every 1-way and tree edge's, shrinks as 1/d: on 55 columns at epsilon 1 a
+selection was close to a uniform draw among 2,500 candidates and the 1-way marginals' noise (0.9 of a round each)
+was larger than most of their cells."""
+
+_WIDE_ROUNDS = 2.5
+"""Rounds per column of a wide table (see :data:`_MAX_DEFAULT_ROUNDS`): the 1-way marginals (0.9 d rounds' budget)
+and the spanning tree (d - 1) take three quarters of the budget, the adaptive rounds the rest. loans (55 columns,
+epsilon 1, preprocessing share 0.2): 3-way TVD 0.321 with 2.3 d rounds, 0.349 with 256 (4.7 d)."""
+
+_TREE_MIN_ROUNDS = 2.5
+"""By default AIM starts from MST's tree when its rounds number at least this many per column (see ``tree``);
+the tree needs 1.9 d + 1 rounds' budget at the least (:func:`_tree_rounds`)."""
+
+_TREE_SELECT = 0.1
+"""Share of the tree's budget that selects its edges."""
+
+_ANNEAL = 4
+"""Factor on the round budget when a measurement barely moved the model (the paper's: sigma halves)."""
+
+_LARGE_MB = 1.0
+"""A model above this many MB is large: AIM's rounds go in batches of :data:`_BATCH` and estimate with fewer steps."""
+
+_BATCH = 8
+"""Rounds per estimate once the model is large (see ``AIM``)."""
+
+_LARGE_STEPS = 4
+"""Once the model is large, a batch's warm-started estimate runs ``iters`` / this many steps."""
 
 _MAX_CANDIDATES = 500
 """Candidates scored per round: all of them up to this many (every 2- and 3-way marginal of 14 columns is
@@ -74,11 +100,25 @@ class AIM(MarginalMethod):
     exponential mechanism, sensitivity the largest weight scored, rho_t / 10) and nine tenths on measuring it
     (the Gaussian mechanism, sensitivity 1, 0.9 rho_t; both sensitivities k times that with
     ``contribution_bound=k``, a person's up to k rows); the 1-way marginals are measured first at 0.9 rho_t
-    each. When a measurement barely moves the model, the round budget is quadrupled (sigma halves); when less
-    than two rounds' worth is left, one last round spends the rest, so the spends add up to the budget exactly
-    (zCDP composition). The model may grow to
-    ``max_model_size`` MB in proportion to the budget used; candidates that would make it larger are left out
-    of that round, and a warning says so when the full cap still kept candidates out at the end.
+    each. With ``tree`` (default: on when the rounds number at least 2.5 per column, which the default rounds
+    always do from 3 columns up, and every pair is a candidate), MST's spanning tree comes next, as d - 1 rounds'
+    budget: a tenth selects its d - 1 edges (one exponential-mechanism draw each, score the L1 distance between
+    the pair's exact 2-way marginal and the 1-way model's answer, sensitivity 1, the tenth split evenly), nine
+    tenths measure them (the Gaussian mechanism, sensitivity 1, split evenly); the rounds then start from a model
+    that already links every column (on 55 columns the rounds alone measured ~20 marginals before the budget ran
+    out, leaving most columns independent). When a measurement barely moves the model, the round budget is
+    quadrupled (sigma halves); when less than two rounds' worth is left, one last round spends the rest, so the
+    spends add up to the budget exactly (zCDP composition). Once the model is over :data:`_LARGE_MB`, rounds go in
+    batches of :data:`_BATCH`: each round of a batch still selects (against the batch's model, its own picks left
+    out) and measures with its own budget, as above, and the model is estimated once a batch with a quarter of the
+    steps; an estimate then costs seconds, and this is what bounds AIM's time at 10M rows. The model may grow to
+    ``max_model_size`` MB in proportion to the budget used (default 16; it was 80, and the estimate's working
+    memory is a multiple of the model's: #19's 10M-row fit reached 1.34 GB resident); candidates that would make
+    it larger are left out of that round, and a warning says so when the full cap still kept candidates out at the
+    end.
+    ``preprocessing_share`` is 0.2, as MST's: on wide tables each column's share of the domain budget is what
+    locates its bounds and categories, and the 1-way error it leaves carries into every marginal (loans, 55
+    columns, epsilon 1: 3-way TVD 0.40 with 0.1, 0.35 with 0.2; ``benchmarks/results/aim_wide.json``).
     ``compress`` (default on): as in MST, values whose 1-way measurement is below 3 sigma merge into one cell
     before the rounds start (post-processing). Not in the AIM paper: on small tables the first rounds' noise
     spreads spurious mass over rare values' cells and models trained on the rows learn it (covid_testing at
@@ -96,7 +136,8 @@ class AIM(MarginalMethod):
     ``max_candidates``: candidates scored per round (default :data:`_MAX_CANDIDATES`); with more candidates
     than that, each round scores that many drawn uniformly at random, a draw that does not look at the data,
     so the exponential mechanism's guarantee holds over the drawn set as over the whole; the work per round
-    stays the same on wide tables. The default ``rounds`` is 16 d up to :data:`_MAX_DEFAULT_ROUNDS`.
+    stays the same on wide tables. The default ``rounds``: :func:`default_rounds` (16 d up to 16 columns, fewer
+    per column beyond: :data:`_MAX_DEFAULT_ROUNDS`).
     ``max_minutes`` (default: none), as MOSTLY AI's ``max_training_time``: once the time spent plus the
     expected time of the final estimate reaches it, the rounds stop and the budget left measures every marginal
     measured so far once more (no selection, no new clique). The total spent is the same; only how it is split
@@ -117,18 +158,19 @@ class AIM(MarginalMethod):
         self,
         *,
         rounds: int | None = None,
-        max_model_size: float = 80.0,
+        max_model_size: float = 16.0,
         workload: Sequence[Sequence[str]] | Mapping[Sequence[str], float] | None = None,
         target: str | None = None,
         target_weight: float | None = None,
         compress: bool = True,
-        preprocessing_share: float = 0.1,
+        preprocessing_share: float = 0.2,
         bins: int = DEFAULT_BINS,
         numeric_bins: str = "quantile",
         iters: int = 1000,
         round_tol: float = _ROUND_TOL,
         max_minutes: float | None = None,
         max_candidates: int = _MAX_CANDIDATES,
+        tree: bool | None = None,
         contribution_bound: int = 1,
         unit: str = "row",
     ) -> None:
@@ -145,6 +187,7 @@ class AIM(MarginalMethod):
         self.rounds = None if rounds is None else whole_number("rounds", rounds, minimum=1)
         self.max_candidates = whole_number("max_candidates", max_candidates, minimum=1)
         self.max_model_size = check_positive("max_model_size", max_model_size)
+        self.tree = None if tree is None else bool(tree)
         if workload is None:
             self.workload: dict[Clique, float] | None = None
         else:
@@ -175,6 +218,13 @@ class AIM(MarginalMethod):
             raise ParameterError(
                 f"rounds={self.rounds} is below the number of columns ({len(columns)}): AIM measures every 1-way "
                 f"marginal at the first round's noise, so it needs at least {len(columns)} rounds"
+            )
+        rounds = self.rounds or default_rounds(len(columns))
+        if self.tree and len(columns) >= 3 and rounds < _tree_rounds(len(columns)):
+            raise ParameterError(
+                f"tree=True needs at least {math.ceil(_tree_rounds(len(columns)))} rounds on {len(columns)} columns "
+                f"(the 1-way marginals and the spanning tree's {len(columns) - 1} edges take 1.9 rounds' budget a "
+                f"column, and two rounds must be left), got rounds={rounds}: raise rounds or leave tree unset"
             )
         self._workload(columns)
 
@@ -212,47 +262,64 @@ class AIM(MarginalMethod):
             return answered[clique]
 
         draw = np.random.default_rng(0)  # which candidates a round scores: public randomness, not the data's
+        if self._tree_start(candidates, columns, rounds):
+            mark = len(accountant.charges)
+            start_budget = Budget.from_rho(floor_float(round_rho * (d - 1)), budget.delta)
+            measurements += _tree(columns, domain, measurements, answer, start_budget, accountant)
+            used += sum((Fraction(c.rho) for c in accountant.charges[mark:]), Fraction(0))
         model = _pgm.estimate(domain, measurements, _pgm.total_from(measurements), iters=self.iters)
         t, final, excluded, self.time_limited_ = 0, False, 0, False
         while not final:
-            left = rho - used
-            final = left < 2 * round_rho
-            if not final and self._out_of_time(start, model):
+            if self._out_of_time(start, model) and rho - used >= 2 * round_rho:
                 self.time_limited_ = True
                 break
-            t += 1
-            to_select, to_measure = Budget.from_rho(floor_float(left if final else round_rho), budget.delta).split(
-                [0.1, 0.9]
-            )
-            used += Fraction(to_select.rho) + Fraction(to_measure.rho)
-            report("aim", t, rounds, f"rho left {float(rho - used):.4f}")
-            limit = self.max_model_size * float(used / rho)
-            allowed, excluded = _round_candidates(candidates, model, limit, self.max_candidates, draw)
-            if excluded:
-                logger.debug("AIM round %d: model-size limit %.3g MB leaves out %d candidates", t, limit, excluded)
-            sigma = gaussian_sigma(to_measure.rho, accountant.sensitivity(1.0))
-            clique = _worst_approximated(allowed, answer, model, sigma, to_select, accountant, t)
-            measurements += measure([clique], answer, to_measure, accountant)
-            before = model.project(clique)
+            # A batch of rounds selects and measures against the same model, then estimates once: one round a
+            # batch while the model is small (an estimate costs little), _BATCH once it is not.
+            large = model.size_mb > _LARGE_MB
+            picked: list[tuple[Clique, np.ndarray, float]] = []
+            project = _Projections(model)  # a candidate's model answer, computed once a batch
+
+            while len(picked) < (_BATCH if large else 1) and not final:
+                left = rho - used
+                final = left < 2 * round_rho
+                t += 1
+                to_select, to_measure = Budget.from_rho(floor_float(left if final else round_rho), budget.delta).split(
+                    [0.1, 0.9]
+                )
+                used += Fraction(to_select.rho) + Fraction(to_measure.rho)
+                report("aim", t, rounds, f"rho left {float(rho - used):.4f}")
+                limit = self.max_model_size * float(used / rho)
+                taken = [p[0] for p in picked]
+                allowed, excluded = _round_candidates(candidates, model, limit, self.max_candidates, draw, taken)
+                if excluded:
+                    logger.debug("AIM round %d: model-size limit %.3g MB leaves out %d candidates", t, limit, excluded)
+                sigma = gaussian_sigma(to_measure.rho, accountant.sensitivity(1.0))
+                clique = _worst_approximated(allowed, answer, project, sigma, to_select, accountant, t)
+                measurements += measure([clique], answer, to_measure, accountant)
+                picked.append((clique, project(clique), sigma))
             model = _pgm.estimate(
                 domain,
                 measurements,
                 _pgm.total_from(measurements),
-                iters=self.iters,
+                iters=self.iters // _LARGE_STEPS if large else self.iters,
                 warm_start=model,
                 tol=self.round_tol,
             )
-            moved = float(np.abs(model.project(clique) - before).sum())
-            if not final and moved <= sigma * math.sqrt(2 / math.pi) * before.size:
-                round_rho *= 4
-                logger.debug("AIM round %d: %s barely moved the model; round budget x4", t, clique)
+            still = [c for c, before, sigma in picked if _barely_moved(model, c, before, sigma)]
+            if still and not final:
+                round_rho *= _ANNEAL
+                logger.debug("AIM round %d: %s barely moved the model; round budget x%d", t, still, _ANNEAL)
         if self.time_limited_:
             measurements += self._remeasure(
                 measurements, answer, Budget.from_rho(floor_float(rho - used), budget.delta), accountant, t
             )
         report("aim", t, t, "estimating the final model")
         model = _pgm.estimate(
-            domain, measurements, _pgm.total_from(measurements), iters=self.iters * 5 // 2, warm_start=model
+            domain,
+            measurements,
+            _pgm.total_from(measurements),
+            iters=self.iters if model.size_mb > _LARGE_MB else self.iters * 5 // 2,
+            warm_start=model,
         )
         if excluded:
             logger.warning(
@@ -289,6 +356,16 @@ class AIM(MarginalMethod):
         )
         report("aim", rounds, rounds, f"out of time: measuring {len(cliques)} marginals again with the budget left")
         return measure(cliques, answer, rest, accountant)
+
+    def _tree_start(self, candidates: Mapping[Clique, float], columns: list[str], rounds: int) -> bool:
+        """Whether the rounds start from MST's spanning tree: when asked (``tree``), or by default when the
+        table has more than two columns, every pair is a candidate and the rounds leave room for it."""
+        d = len(columns)
+        if d < 3 or any(pair not in candidates for pair in itertools.combinations(columns, 2)):
+            return False
+        if self.tree is not None:
+            return self.tree
+        return rounds >= _TREE_MIN_ROUNDS * d and rounds >= _tree_rounds(d)
 
     def _out_of_time(self, start: float, model: _pgm.Model) -> bool:
         """Whether a round now would end past ``max_minutes`` with the final estimate: that estimate runs
@@ -367,12 +444,24 @@ def _candidates(workload: Mapping[Clique, float], columns: list[str]) -> dict[Cl
 
 def default_rounds(columns: int) -> int:
     """AIM's default number of rounds for a table of ``columns`` columns: 16 per column (the paper's) up to
-    :data:`_MAX_DEFAULT_ROUNDS`, at least 2 per column."""
-    return max(min(16 * columns, _MAX_DEFAULT_ROUNDS), 2 * columns)
+    16 columns (:data:`_MAX_DEFAULT_ROUNDS`); beyond, 256 x 16 / d, at least :data:`_WIDE_ROUNDS` per column."""
+    if 16 * columns <= _MAX_DEFAULT_ROUNDS:
+        return 16 * columns
+    return max(math.ceil(_WIDE_ROUNDS * columns), _MAX_DEFAULT_ROUNDS * 16 // columns)
+
+
+def _tree_rounds(columns: int) -> float:
+    """Rounds' budget the start needs with the tree: the 1-ways (0.9 each), the d - 1 edges and two rounds."""
+    return 0.9 * columns + (columns - 1) + 2
 
 
 def _round_candidates(
-    candidates: Mapping[Clique, float], model: _pgm.Model, limit: float, most: int, draw: np.random.Generator
+    candidates: Mapping[Clique, float],
+    model: _pgm.Model,
+    limit: float,
+    most: int,
+    draw: np.random.Generator,
+    taken: Sequence[Clique] = (),
 ) -> tuple[dict[Clique, float], int]:
     """The candidates a round scores, and how many were left out for size.
 
@@ -381,8 +470,8 @@ def _round_candidates(
     order drawn from ``draw`` (independent of the data) until ``most`` are allowed, so a round's work does
     not grow with the number of candidates.
     """
-    cliques = list(model.potentials)
-    keys = list(candidates)
+    cliques = [*model.potentials, *taken]
+    keys = [c for c in candidates if c not in taken]
     order = range(len(keys)) if len(keys) <= most else draw.permutation(len(keys))
     allowed: dict[Clique, float] = {}
     excluded = 0
@@ -401,10 +490,47 @@ def _round_candidates(
     return allowed, excluded
 
 
+class _Projections:
+    """A model's marginals, each computed once: a batch's rounds score the same candidates against one model."""
+
+    def __init__(self, model: _pgm.Model) -> None:
+        self.model = model
+        self.cache: dict[Clique, np.ndarray] = {}
+
+    def __call__(self, clique: Clique) -> np.ndarray:
+        if clique not in self.cache:
+            self.cache[clique] = self.model.project(clique)
+        return self.cache[clique]
+
+
+def _barely_moved(model: _pgm.Model, clique: Clique, before: np.ndarray, sigma: float) -> bool:
+    """The paper's annealing test: measuring ``clique`` moved the model's answer by no more (L1) than the
+    expected L1 size of its noise, sqrt(2 / pi) sigma per cell (post-processing of noisy answers)."""
+    return float(np.abs(model.project(clique) - before).sum()) <= sigma * math.sqrt(2 / math.pi) * before.size
+
+
+def _tree(
+    columns: list[str],
+    domain: Mapping[str, int],
+    ones: list[NoisyMarginal],
+    answer: Callable[[Clique], np.ndarray],
+    budget: Budget,
+    accountant: Accountant,
+) -> list[NoisyMarginal]:
+    """MST's maximum spanning tree of 2-way marginals, selected and measured within ``budget``: a tenth selects
+    the d - 1 edges (one exponential-mechanism draw each, sensitivity 1, :func:`privsynth.synth.mst._select_tree`)
+    and nine tenths measure them (the Gaussian mechanism, sensitivity 1, split evenly), as d - 1 AIM rounds
+    would split it. Scores compare with the model of the noisy 1-way marginals only."""
+    to_select, to_measure = budget.split([_TREE_SELECT, 1 - _TREE_SELECT])
+    first = _pgm.independent(domain, [m for m in ones if len(m.clique) == 1], _pgm.total_from(ones))
+    tree = _select_tree(columns, answer, first, to_select, accountant)
+    return measure(tree, answer, to_measure, accountant)
+
+
 def _worst_approximated(
     candidates: Mapping[Clique, float],
     answer: Callable[[Clique], np.ndarray],
-    model: _pgm.Model,
+    project: Callable[[Clique], np.ndarray],
     sigma: float,
     budget: Budget,
     accountant: Accountant,
@@ -420,7 +546,7 @@ def _worst_approximated(
     for clique in keys:
         exact = answer(clique)
         bias = math.sqrt(2 / math.pi) * sigma * exact.size
-        scores.append(candidates[clique] * (float(np.abs(exact - model.project(clique)).sum()) - bias))
+        scores.append(candidates[clique] * (float(np.abs(exact - project(clique)).sum()) - bias))
     pick = exponential_mechanism(
         np.array(scores),
         sensitivity=float(max(candidates.values())),
