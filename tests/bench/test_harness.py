@@ -171,6 +171,8 @@ def test_a_dp_run_fits_through_the_pipeline_and_spends_from_no_ledger(tmp_path: 
         "bins": 16,
         "numeric_bins": "quantile",
         "iters": 2000,
+        "contribution_bound": 1,
+        "unit": "row",
     }
     assert mst["fit_seconds"] > 0 and mst["sample_seconds"] > 0
     assert 0 <= mst["metrics"]["fidelity.tvd_1way"] <= 1  # scored like any other run

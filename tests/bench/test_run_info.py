@@ -71,7 +71,8 @@ def test_bench_run_records_each_invocation_beside_its_results(tmp_path: Path) ->
 
 
 def _entries(document: dict[str, object]) -> list[object]:
-    runs = document.get("runs")
+    """A result's entries that may each carry their own run: ``runs`` (a list or a mapping) or ``rows``."""
+    runs = document.get("runs", document.get("rows"))
     return list(runs.values()) if isinstance(runs, dict) else list(runs) if isinstance(runs, list) else []
 
 

@@ -272,7 +272,9 @@ def test_a_server_restarted_mid_job_fails_the_job_once_and_runs_the_next(
         server.wait(30)
         server = serve(data_dir, port)
         job = wait_for(store, job_id, timeout=60)
-        assert job.status == "failed" and "exited" in (job.error or ""), job
+        # the restarted server finds the worker gone ("exited"), or, when the restart took longer than the
+        # heartbeat timeout (a loaded machine), its heartbeat stale: both fail the job once with a clear message
+        assert job.status == "failed" and ("exited" in (job.error or "") or "no heartbeat" in (job.error or "")), job
         columns = [c["name"] for c in dataset["schema"]["columns"]]
         quick = {"method": "aim", "epsilon": 1, "rows": 200, "params": quick_aim(columns)}
         second = httpx.post(
