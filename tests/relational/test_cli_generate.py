@@ -107,7 +107,7 @@ def test_generate_folder_with_bad_metadata_says_what_is_wrong(tmp_path: Path) ->
 def test_generate_bundled_pbc_with_person_level_dp_writes_tables_and_dp_cards_only(tmp_path: Path) -> None:
     out, ledger = tmp_path / "dp", tmp_path / "ledger.db"
     result = run_cli(
-        "generate", "pbc", "--method", "mst", "--epsilon", "1", "--param", "max_children=4", "--param", "iters=100",
+        "generate", "pbc", "--method", "mst", "--epsilon", "1", "--max-children", "4", "--param", "iters=100",
         "--rows", "100", "--ledger", str(ledger), "-o", str(out), "--seed", "0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -153,4 +153,11 @@ def test_generate_related_dp_refusals_say_what_to_do(tmp_path: Path) -> None:
         "generate", "pbc", "--method", "mst", "--epsilon", "1", "--param", "max_children=0", "-o", str(tmp_path / "o")
     )
     assert result.returncode == 2 and "max_children must be a whole number (an int) >= 1" in result.stderr
+    result = run_cli(
+        "generate", "pbc", "--method", "mst", "--epsilon", "1", "--max-children", "4", "--param", "max_children=4",
+        "-o", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert result.returncode == 2 and "give k once" in result.stderr
+    result = run_cli("generate", "nafld1", "--max-children", "4", "-o", str(tmp_path / "o.csv"))
+    assert result.returncode == 2 and "--max-children apply to related tables" in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -123,6 +123,14 @@ def generate(
         list[str] | None,
         typer.Option(help="Related tables: a public lookup TABLE to copy whole instead of synthesizing; repeatable."),
     ] = None,
+    max_children: Annotated[
+        int | None,
+        typer.Option(
+            help="Related tables under DP (--method mst|aim|privbayes): the most child rows one person may own (k; "
+            "the first k by the order column are kept). Default: chosen under DP from a share of the budget.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fit a synthesizer on DATA and write synthetic rows plus a data card (OUTPUT.card.json and .card.html).
@@ -140,11 +148,20 @@ def generate(
             params=parse_params(param or []),
             keep=keep or [],
             overwrite=overwrite,
-            dp_options={"epsilon": epsilon, "delta": delta, "ledger": ledger, "dataset": dataset},
+            dp_options={
+                "epsilon": epsilon,
+                "delta": delta,
+                "ledger": ledger,
+                "dataset": dataset,
+                "max_children": max_children,
+            },
         )
         return
-    if metadata is not None or keep:
-        raise ParameterError("--metadata and --keep apply to related tables: give a folder or a DuckDB file as DATA")
+    if metadata is not None or keep or max_children is not None:
+        raise ParameterError(
+            "--metadata, --keep and --max-children apply to related tables: give a folder, a DuckDB file or a "
+            "bundled related set (pbc, nycflights13) as DATA"
+        )
     check_output(output, overwrite, inputs=[data])
     if save_model is not None:
         check_output(save_model, overwrite, inputs=[data])
