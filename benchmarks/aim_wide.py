@@ -1,0 +1,247 @@
+"""Issue #22 item 2 (wide tables): AIM against MST on the wide tables and the three usual ones, before and after.
+
+Each cell fits one method (default parameters, epsilon 1 unless told, delta 1e-6, no ledger, nothing declared
+public but the dataset's documented label sets) on a bundled dataset's train split in a fresh process, samples as
+many rows with the cell's seed and scores 1/2/3-way TVD against the train split as ``benchmarks/aim_speed.py``
+does (categories as they are, numbers in 16 quantile bins of the real data, at most 1,000 triples, seeded), so
+the numbers compare with ``results/aim_speed.json``. CPU seconds are the fit's (``time.process_time``, all
+threads); the machine is shared, so they, not wall seconds, are the comparable figure (the load average is
+recorded beside them). The fit's noise is not seeded (OpenDP draws it), so the seed names a repetition.
+
+``--src`` runs the cells against another checkout's ``src`` folder (e.g. a ``git worktree`` of the commit before
+the change, or a copy of a variant being tried), in a subprocess with that folder first on ``PYTHONPATH``; without
+it, against this checkout. ``--label`` names the code state (default: its commit, "+ changes" when the checkout
+differs from it). Rows are merged into ``benchmarks/results/aim_wide.json`` by (label, dataset, method, options,
+epsilon, seed), each with its commit, and each invocation's commit, command, date and package versions under
+``runs``.
+
+    git worktree add --detach /tmp/aim-base HEAD
+    .venv/bin/python benchmarks/aim_wide.py --src /tmp/aim-base/src --methods aim    # the committed AIM
+    .venv/bin/python benchmarks/aim_wide.py                                           # AIM and MST here
+    .venv/bin/python benchmarks/aim_wide.py --datasets loans --methods aim --seeds 3
+    .venv/bin/python benchmarks/aim_wide.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUTPUT = HERE / "results" / "aim_wide.json"
+DELTA = 1e-6
+DATASETS = ["loans", "ames", "nassCDS", "covid_testing", "nafld1"]
+
+
+def cell(dataset: str, method: str, epsilon: float, seed: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Fit, sample and score one cell in this process (whichever privsynth is first on the path)."""
+    import numpy as np
+
+    import privsynth
+    from privsynth.data.datasets import bundled_schema, load_dataset
+    from privsynth.evaluate.fidelity import column_subsets, marginal_tvd
+    from privsynth.evaluate.prepared import prepare
+    from privsynth.synth import create
+
+    train = load_dataset(dataset, "train")
+    schema = bundled_schema(dataset, train)
+    model = create(method, **options)
+    cpu, wall = time.process_time(), time.perf_counter()
+    model.fit(train, schema, epsilon=epsilon, delta=DELTA, ledger=False)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    synthetic = model.sample(len(train), seed=seed)
+    data = prepare(train, synthetic, None, None, None, schema)
+    rng = np.random.default_rng(0)
+    tvd = {}
+    for k in (1, 2, 3):
+        combos = column_subsets(len(data.columns), k, 1000 if k == 3 else None, rng)
+        value = marginal_tvd(data, combos, rng, 2)[0]
+        tvd[f"tvd_{k}way"] = None if value is None else round(float(value), 4)
+    purposes = [s["purpose"] for s in model.spends_]  # type: ignore[attr-defined]
+    return {
+        "privsynth": str(Path(privsynth.__file__).resolve().parents[1]),
+        "columns": train.shape[1],
+        "rows": len(train),
+        "fit_cpu_s": round(cpu, 1),
+        "fit_wall_s": round(wall, 1),
+        "load_after": round(os.getloadavg()[0], 1),
+        "rounds": getattr(model, "rounds_", None),
+        "tree_edges": sum(p.startswith("select edge") for p in purposes),
+        "measurements": len(model.measurements_),  # type: ignore[attr-defined]
+        "model_mb": round(model.model_.size_mb, 3),  # type: ignore[attr-defined]
+        "rho": model.rho_,  # type: ignore[attr-defined]
+        "rho_spent": sum(s["rho"] for s in model.spends_),  # type: ignore[attr-defined]
+        **tvd,
+    }
+
+
+def run_cell(src: Path | None, args: list[str]) -> dict[str, Any]:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    load = os.getloadavg()[0]
+    out = subprocess.run(
+        [sys.executable, __file__, "--cell", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        return {
+            "status": "failed",
+            "error": out.stderr.strip().splitlines()[-1] if out.stderr else "exit",
+        }
+    return {
+        "status": "ok",
+        "load_before": round(load, 1),
+        **json.loads(out.stdout.strip().splitlines()[-1]),
+    }
+
+
+def commit_of(src: Path) -> tuple[str | None, bool]:
+    """The commit of the checkout holding ``src``, and whether its ``src`` differs from it."""
+    out = subprocess.run(
+        ["git", "-C", str(src), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        return None, True  # not a checkout: a copy of a variant
+    diff = subprocess.run(["git", "-C", str(src), "diff", "--quiet", "HEAD", "--", "."], check=False)
+    return out.stdout.strip() or None, diff.returncode != 0
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    import numpy as np
+
+    lines = [
+        "| dataset | method | label | options | runs | 1-way | 2-way | 3-way | CPU s | rounds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def key(r: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (r["dataset"], r["method"], r["label"], json.dumps(r.get("options", {})))
+
+    for dataset, method, label, options in sorted({key(r) for r in rows}):
+        ok = [r for r in rows if key(r) == (dataset, method, label, options) and r["status"] == "ok"]
+
+        def stat(metric: str, ok: list[dict[str, Any]] = ok, digits: int = 3) -> str:
+            values = [r[metric] for r in ok if r.get(metric) is not None]
+            if not values:
+                return "-"
+            return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values):.{digits}f}" if len(values) > 1 else "")
+
+        rounds = stat("rounds", digits=0) if method == "aim" else "-"
+        lines.append(
+            f"| {dataset} | {method} | {label} | {options} | {len(ok)} | {stat('tvd_1way')} | {stat('tvd_2way')} "
+            f"| {stat('tvd_3way')} | {stat('fit_cpu_s', digits=0)} | {rounds} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--methods", nargs="+", default=["aim", "mst"])
+    parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=None,
+        help="another checkout's src folder to run against",
+    )
+    parser.add_argument(
+        "--options",
+        default="{}",
+        help="JSON keyword arguments for the method, e.g. '{\"tree\": false}'",
+    )
+    parser.add_argument("--label", default=None, help="a name for this code state (default: its commit)")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--table", action="store_true")
+    parser.add_argument("--redo", action="store_true", help="run cells again that already have a result")
+    parser.add_argument("--cell", nargs=5, metavar=("DATASET", "METHOD", "EPSILON", "SEED", "OPTIONS"))
+    args = parser.parse_args()
+    if args.cell:
+        dataset, method, epsilon, seed, options = args.cell
+        print(json.dumps(cell(dataset, method, float(epsilon), int(seed), json.loads(options))))
+        return
+    result = json.loads(args.output.read_text()) if args.output.exists() else {"runs": [], "rows": []}
+    if args.table:
+        print(table(result["rows"]))
+        return
+    from privsynth.bench.run_info import run_metadata
+
+    run = run_metadata(sys.argv)
+    commit, dirty = commit_of(args.src or HERE.parent / "src")
+    run["cells_commit"], run["cells_dirty"] = commit, dirty
+    result["runs"].append(run)
+    result["run"] = run
+    options = json.loads(args.options)
+    label = args.label or f"{str(commit)[:8]}{' + changes' if dirty else ''}"
+    for epsilon in args.epsilons:
+        for seed in args.seeds:
+            for dataset in args.datasets:
+                for method in args.methods:
+                    key = {
+                        "label": label,
+                        "dataset": dataset,
+                        "method": method,
+                        "options": options,
+                        "epsilon": epsilon,
+                        "seed": seed,
+                    }
+                    done = json.loads(args.output.read_text())["rows"] if args.output.exists() else []
+                    if not args.redo and any({k: r.get(k) for k in key} == key and r["status"] == "ok" for r in done):
+                        continue  # finished before: --redo to run it again
+                    row = run_cell(
+                        args.src,
+                        [dataset, method, str(epsilon), str(seed), json.dumps(options)],
+                    )
+                    row = {
+                        **key,
+                        **row,
+                        "commit": commit,
+                        "dirty": dirty,
+                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                    result = json.loads(args.output.read_text()) if args.output.exists() else result
+                    result.setdefault("rows", []).append(row)
+                    result["run"] = run
+                    if run not in result.setdefault("runs", []):
+                        result["runs"].append(run)
+                    args.output.parent.mkdir(parents=True, exist_ok=True)
+                    args.output.write_text(json.dumps(result, indent=2) + "\n")
+                    print(
+                        json.dumps(
+                            {
+                                k: row.get(k)
+                                for k in (
+                                    "label",
+                                    "dataset",
+                                    "method",
+                                    "status",
+                                    "fit_cpu_s",
+                                    "rounds",
+                                    "tree_edges",
+                                    "tvd_1way",
+                                    "tvd_2way",
+                                    "tvd_3way",
+                                    "error",
+                                )
+                            }
+                        ),
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
