@@ -360,7 +360,8 @@ def _leaderboard(result: dict[str, Any], dataset: str) -> str:
     (lower is better), the TSTR AUC (higher is better; the floor's is TRTR) and the fit CPU seconds (lower is
     better); the best method (not the floor) in bold; half the seeds' range after a ± where there are several."""
     rows = [r for r in result["rows"] if r["dataset"] == dataset and r["status"] == "ok"]
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != FLOOR] + [FLOOR]
+    listed = list(dict.fromkeys(r["method"] for r in rows))
+    methods = [m for m in (PRIVSYNTH, *PEERS) if m in listed] + [m for m in listed if m not in (PRIVSYNTH, *PEERS)]
     columns = [m for m in METRICS if m != "integrity"]
     table: dict[str, dict[str, list[float]]] = {}
     for method in methods:

@@ -77,6 +77,7 @@ _FIRST_COPY = 0.9  # share of parents whose first child repeats their value, for
 _COUNTS = ("matched", "joint")
 _DONORS = 5  # predictive mean matching: a synthetic parent's count is one of its 5 nearest real parents'
 _STEPS_PER_EPOCH = 10  # deep's batch size on a small table: a tenth of its rows (between 32 and 1,024)
+_ROWS_PER_BIN = 128  # deep's numeric bins on a table of n rows: n / 128, between 12 and 48 (its single-table default)
 
 
 def _count_column(rel: Relationship) -> str:
@@ -263,8 +264,10 @@ class RelatedSynthesizer:
             params.setdefault("seed", self.seed)
             if self.epochs is not None:
                 params.setdefault("epochs", self.epochs)
-            # Related tables are often small (418 patients): ten steps an epoch, not one batch of every row.
+            # Related tables are often small (418 patients): ten steps an epoch, not one batch of every row, and
+            # coarser numeric bins, each with enough rows for the network to tie it to the other columns.
             params.setdefault("batch_size", int(np.clip(len(frame) // _STEPS_PER_EPOCH, 32, 1024)))
+            params.setdefault("bins", int(np.clip(len(frame) // _ROWS_PER_BIN, 12, 48)))
         model = create(self.method_, **params)
         logger.info("related: fitting %s on %s (%d rows x %d columns)", self.method_, table, *frame.shape)
         return model.fit(frame, schema, **fit_options)
