@@ -491,9 +491,10 @@ def plot(output: Path) -> None:
         color = colors[index % len(colors)]
         style = {"marker": "o", "color": color, "linestyle": "-" if method == "mst" else "--"}
         label = f"{method} / {engine}"
+        own = "privsynth + DuckDB" if engine == "duckdb" else "privsynth"  # DuckDB runs in privsynth's process
         time_axis.plot(xs, [r["fit_seconds"] for _, r in points], label=label, **style)
-        cpu_axis.plot(xs, [r["fit_cpu_seconds"] for _, r in points], label=f"{label}: privsynth", **style)
-        memory_axis.plot(xs, [r["peak_rss_bytes"] / 2**20 for _, r in points], label=f"{label}: privsynth", **style)
+        cpu_axis.plot(xs, [r["fit_cpu_seconds"] for _, r in points], label=f"{label}: {own}", **style)
+        memory_axis.plot(xs, [r["peak_rss_bytes"] / 2**20 for _, r in points], label=f"{label}: {own}", **style)
         engine_cpu = [(x, r.get("engine_children_fit_cpu_seconds")) for x, (_, r) in zip(xs, points, strict=True)]
         engine_cpu = [(x, c) for x, c in engine_cpu if c]
         if engine_cpu:
