@@ -77,7 +77,7 @@ _FIRST_COPY = 0.9  # share of parents whose first child repeats their value, for
 _COUNTS = ("matched", "joint")
 _DONORS = 5  # predictive mean matching: a synthetic parent's count is one of its 5 nearest real parents'
 _STEPS_PER_EPOCH = 10  # deep's batch size on a small table: a tenth of its rows (between 32 and 1,024)
-_ROWS_PER_BIN = 128  # deep's numeric bins on a table of n rows: n / 128, between 12 and 48 (its single-table default)
+_ROWS_PER_BIN = 32  # deep's numeric bins on a table of n rows: n / 32, between 12 and 48 (its single-table default)
 
 
 def _count_column(rel: Relationship) -> str:
