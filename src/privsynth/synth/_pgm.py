@@ -14,11 +14,13 @@ process, as mbi asks: in 32 bits its estimates stall on tables of more than abou
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import jax
 import numpy as np
@@ -368,7 +370,29 @@ def _descend_jax(
     # the kernel's 65,530 mappings and died with "LLVM compilation error: Cannot allocate memory". A structure
     # is not met again after its estimate (the next one adds a clique), so dropping the caches costs nothing.
     jax.clear_caches()  # type: ignore[no-untyped-call]
+    _release_heap()
     return potentials, blocks, float(state.loss)
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL("libc.so.6").malloc_trim)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+
+
+def _release_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    XLA compiles and runs each estimate on its own threads, and glibc keeps what they freed in per-thread arenas.
+    AIM on 1M rows in DuckDB (``benchmarks/results/aim_memory_1m.json``): 1,105 MiB resident at its last round
+    without the trim, 728 MiB with it; the peak (1,187 -> 1,154 MiB) is now the final estimate's compiled program
+    on the 13 MB model, which the trim does not reach. Trimming after each compiled estimate costs milliseconds."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _maximal(cliques: Sequence[Clique]) -> list[Clique]:
