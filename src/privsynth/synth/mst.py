@@ -34,7 +34,7 @@ class MST(MarginalMethod):
     1-way model misses each 2-way marginal (L1, sensitivity 1); a third measures the selected 2-way marginals.
     Every sensitivity here is per row; with ``contribution_bound=k`` (a person's up to k rows) each is k, the
     noise k times larger (see :class:`~privsynth.synth.marginal_method.MarginalMethod`).
-    ``preprocessing_share`` is 0.2 (AIM's 0.1): MST measures d + (d - 1) marginals once, so a larger share for
+    ``preprocessing_share`` is 0.2 (as AIM's since #22): MST measures d + (d - 1) marginals once, so a larger share for
     the domains costs each measurement little, and at epsilon 1 it lowered 3-way TVD on all three bundled tables
     (``benchmarks/results/rare_categories.json``). ``iters``: mirror-descent steps of the final estimate (the
     reference code's 5000 would triple the time for no visible change on the bundled tables). With two columns the
