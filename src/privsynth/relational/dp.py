@@ -68,6 +68,7 @@ from privsynth.relational.datasets import RelatedData
 from privsynth.relational.metadata import RelatedMetadata, Relationship
 from privsynth.relational.person import MAX_BOUND, bound_contributions, choose_contribution_bound
 from privsynth.relational.sources import open_related
+from privsynth.relational.synth import _GAP, _POS, _REDRAWS, _parent_column, _prev_column
 from privsynth.synth import create
 from privsynth.synth.dp import FitRecord, LedgerArg, dp_schema, ledger_for, open_fit, resolve_budget
 from privsynth.synth.marginal_method import MarginalMethod
@@ -78,20 +79,10 @@ logger = logging.getLogger(__name__)
 
 DP_METHODS = ("mst", "aim", "privbayes")
 UNIT = "person"
-_POS, _GAP = "__pos", "__gap"
-_REDRAWS = 5  # times a gap that is not positive is redrawn
 
 
 def _count_column(child: str) -> str:
     return f"__n:{child}"
-
-
-def _parent_column(column: str) -> str:
-    return f"__parent.{column}"
-
-
-def _prev_column(column: str) -> str:
-    return f"__prev.{column}"
 
 
 @dataclass
