@@ -11,7 +11,12 @@ with the commit, command, machine and versions under ``run``.
     .venv/bin/python benchmarks/privbayes.py                        # epsilon 1, one seed
     .venv/bin/python benchmarks/privbayes.py --epsilons 0.3 1 3 --seeds 3
     .venv/bin/python benchmarks/privbayes.py --theta-sweep 1 4      # also PrivBayes at each theta (same scorer)
+    .venv/bin/python benchmarks/privbayes.py --methods privbayes mst aim dpmm-privbayes --epsilons 0.3 1 3 \
+        --peer-datasets nassCDS                                     # peers (dpmm-privbayes) on nassCDS only
     .venv/bin/python benchmarks/privbayes.py --table                # the committed results as Markdown
+
+Without ``--theta-sweep`` the ``theta_sweep`` rows already in ``--output`` are kept, with the run they came from
+under ``theta_sweep_run``.
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["privbayes", "mst"])
     parser.add_argument("--epsilons", nargs="+", type=float, default=[1.0])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--peer-datasets", nargs="+", help="datasets the peer methods run on (default: all)")
     parser.add_argument("--rerun", nargs="*", default=[], help="methods whose finished runs are done again")
     parser.add_argument("--theta-sweep", nargs="*", type=float, default=[], help="PrivBayes thetas to compare")
     parser.add_argument("--work", type=Path, default=Path("/tmp/privbayes_bench"))
@@ -145,14 +151,17 @@ def main() -> None:
     if args.table:
         print(table(json.loads(args.output.read_text())))
         return
+    from privsynth.bench import peers
     from privsynth.bench.harness import run_bench
     from privsynth.bench.run_info import with_run
 
     rows: list[dict[str, Any]] = []
     for dataset in args.datasets:  # dataset by dataset, so a stopped run keeps what finished
+        wanted = args.peer_datasets is None or dataset in args.peer_datasets
+        methods = [m for m in args.methods if wanted or not peers.is_peer(m)]
         rows = run_bench(
             [dataset],
-            args.methods,
+            methods,
             epsilons=args.epsilons,
             seeds=args.seeds,
             out_dir=args.work,
@@ -160,8 +169,9 @@ def main() -> None:
             resume=True,
             rerun=args.rerun,
         )
-    document = {
-        "description": "PrivBayes (#21) beside privsynth MST run now and the committed MST/AIM means (bench_issue5)",
+    document: dict[str, Any] = {
+        "description": "PrivBayes (#21) beside privsynth MST/AIM and peers run now, and the committed MST/AIM means "
+        "(bench_issue5)",
         "delta": DELTA,
         "runs": [_summary(r) for r in rows if r["method"] in args.methods],
         "committed": _committed(args.epsilons),
@@ -172,6 +182,13 @@ def main() -> None:
             for theta in args.theta_sweep
         ],
     }
+    if not args.theta_sweep and args.output.exists():  # keep an earlier sweep, saying which run made it
+        earlier = json.loads(args.output.read_text())
+        if earlier.get("theta_sweep"):
+            document["theta_sweep"] = earlier["theta_sweep"]
+            document["theta_sweep_run"] = earlier.get("theta_sweep_run") or {
+                k: earlier.get("run", {}).get(k) for k in ("commit", "dirty", "command", "date")
+            }
     args.output.write_text(json.dumps(with_run(document, sys.argv), indent=2) + "\n", encoding="utf-8")
     print(table(document))
 
