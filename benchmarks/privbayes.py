@@ -38,7 +38,9 @@ DELTA = 1e-6
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     keep = ("dataset", "method", "epsilon", "seed", "status", "error", "fit_seconds", "cpu_seconds", "total_seconds")
-    return {**{k: row.get(k) for k in keep}, **{k: (row.get("metrics") or {}).get(k) for k in METRICS}}
+    details = row.get("details") or {}
+    peer = {"library": details["library"], "version": details.get("version")} if "library" in details else {}
+    return {**{k: row.get(k) for k in keep}, **peer, **{k: (row.get("metrics") or {}).get(k) for k in METRICS}}
 
 
 def _committed(epsilons: list[float]) -> list[dict[str, Any]]:
