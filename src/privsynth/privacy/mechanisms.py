@@ -319,10 +319,11 @@ def gaussian_threshold_mechanism(
     )
     logger.debug("threshold mechanism over %d keys with sigma=%.6g, threshold=%d", len(table), sigma, low)
     rng = seeded()
-    if rng is not None:
-        noisy = np.fromiter(table.values(), dtype=np.int64, count=len(table)) + discrete_gaussian(
-            rng, sigma, len(table)
+    if rng is not None:  # draws in key order: the same noise per key whatever order an engine returned the keys in
+        keys = sorted(table)
+        noisy = np.fromiter((table[key] for key in keys), dtype=np.int64, count=len(keys)) + discrete_gaussian(
+            rng, sigma, len(keys)
         )
-        return {key: int(value) for key, value in zip(table, noisy, strict=True) if value >= low}
+        return {key: int(value) for key, value in zip(keys, noisy, strict=True) if value >= low}
     released = measurement(table)
     return {str(key): int(value) for key, value in released.items()}
