@@ -124,23 +124,22 @@ class DuckDBSource(Source):
     def _sample(self, rows: int, seed: int) -> pd.DataFrame:
         """``rows`` rows drawn by DuckDB's reservoir sample (seeded; one pass, ``rows`` rows held)."""
         names = ", ".join(_quote(c) for c in self._columns)
-        sql = f"SELECT {names} FROM {self._view} USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({int(seed)})"
-        try:
-            with self._cursor() as cursor:
-                out: pd.DataFrame = cursor.sql(sql).to_arrow_table().to_pandas()  # the types chunks have
-                return out
-        except duckdb.Error as exc:
-            raise _read_error(self.name, exc) from None
+        return self._select(
+            f"SELECT {names} FROM {self._view} USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({int(seed)})"
+        )
 
     def _poisson_sample(self, rate: float, columns: list[str]) -> pd.DataFrame:
         """Each row kept by DuckDB with probability ``rate`` (``random() < rate``, one uniform per row from
         DuckDB's generator, which it seeds from the operating system: no seed is set)."""
         names = ", ".join(_quote(c) for c in columns)
-        sql = f"SELECT {names} FROM {self._view} WHERE random() < {float(rate)!r}"
         self.queries += 1
+        return self._select(f"SELECT {names} FROM {self._view} WHERE random() < {float(rate)!r}")
+
+    def _select(self, sql: str) -> pd.DataFrame:
+        """The rows ``sql`` selects, as a frame with the types chunks have; DuckDB's errors as a read error."""
         try:
             with self._cursor() as cursor:
-                out: pd.DataFrame = cursor.sql(sql).to_arrow_table().to_pandas()  # the types chunks have
+                out: pd.DataFrame = cursor.sql(sql).to_arrow_table().to_pandas()
                 return out
         except duckdb.Error as exc:
             raise _read_error(self.name, exc) from None
