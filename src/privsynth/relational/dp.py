@@ -484,24 +484,12 @@ class PersonSynthesizer:
     def _context_columns(self, entity: PersonPlan) -> list[str]:
         if self.context is None:
             return list(entity.data)
-        unknown = [c for c in self.context if c not in entity.data]
-        if unknown:
-            raise ParameterError(
-                f"context names '{unknown[0]}', which is not a modelled column of '{entity.name}' "
-                f"({', '.join(entity.data)})"
-            )
-        return list(self.context)
+        return _chosen("context", self.context, entity)
 
     def _previous_columns(self, plan: PersonPlan, schema: Schema) -> list[str]:
         if self.previous is None:
             return [c for c in plan.data if schema[c].kind in (Kind.CATEGORICAL, Kind.INTEGER)]
-        unknown = [c for c in self.previous if c not in plan.data]
-        if unknown:
-            raise ParameterError(
-                f"previous names '{unknown[0]}', which is not a modelled column of '{plan.name}' "
-                f"({', '.join(plan.data)})"
-            )
-        return list(self.previous)
+        return _chosen("previous", self.previous, plan)
 
     # ---- training frames and schemas ----------------------------------------------------------------------------
 
@@ -824,3 +812,13 @@ def _numbers(values: pd.Series, integer: bool) -> np.ndarray:
     """Drawn gaps back on the order column's scale (rounded for a whole-number order)."""
     numbers = _from_log_gap(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float))
     return np.round(numbers) if integer else numbers
+
+
+def _chosen(option: str, columns: list[str], plan: PersonPlan) -> list[str]:
+    """``columns`` (the ``option`` parameter), each a modelled column of ``plan``'s table, else a clear error."""
+    unknown = [c for c in columns if c not in plan.data]
+    if unknown:
+        raise ParameterError(
+            f"{option} names '{unknown[0]}', which is not a modelled column of '{plan.name}' ({', '.join(plan.data)})"
+        )
+    return list(columns)
