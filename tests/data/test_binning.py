@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from privsynth.data.binning import OUTSIDE, Binning, Categories, NumericBins, uniform_bins
 from privsynth.data.datasets import load_dataset
-from privsynth.data.sources import frame_source
+from privsynth.data.sources import frame_source, load_source
 from privsynth.errors import ParameterError
 
 
@@ -197,4 +198,53 @@ def test_many_numeric_bins_render_as_a_shallow_tree() -> None:
     bins = uniform_bins(0.0, 1024.0, 1024)
     frame = pd.DataFrame({"x": np.arange(1024, dtype=float) + 0.5})
     assert (frame_source(frame, "t").counts(["x"], [bins]) == 1).all()
-    assert str(bins.sql(sa.column("x"))).count("CASE") == 1024  # one CASE per tree node, depth log2(1024)
+    # one run of equal cells: its cell is computed, not looked up through 1,023 comparisons
+    assert str(bins.sql(sa.column("x"))).count("CASE") < 16
+
+
+def piecewise_edges() -> NumericBins:
+    """Edges as the spike search makes them: equal parts (``numpy.linspace``) of a few uneven cells, with
+    uneven single cells between, negative and fractional starts, and an integer run."""
+    parts = [
+        np.linspace(-7.3, -2.1, 41),
+        np.array([-1.0, 0.0]),
+        np.linspace(0.1, 45.3, 4001),
+        np.array([46.0, 50.0]),
+        np.linspace(60.0, 70.0, 11),
+        np.linspace(70.0, 70.0 + 1e-3, 9)[1:],
+    ]
+    return NumericBins(tuple(np.unique(np.concatenate(parts)).tolist()), null=True)
+
+
+def adversarial_values(bins: NumericBins, rng: np.random.Generator) -> pd.Series:
+    """Every edge, the floats just below and just above each, values spread over and outside the range, and
+    missing values: where an arithmetic cell could disagree with a comparison."""
+    edges = np.asarray(bins.edges, dtype=float)
+    spread = rng.uniform(edges[0] - 5, edges[-1] + 5, 5000)
+    values = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), spread])
+    return pd.concat([pd.Series(values), pd.Series([None, None], dtype="float64")], ignore_index=True)
+
+
+def test_runs_of_equal_cells_are_computed_exactly_as_compared() -> None:
+    bins = piecewise_edges()
+    sql = str(bins.sql(sa.column("x")))
+    assert sql.count("CASE") < 120  # the runs' arithmetic, not a tree over 4,060 cells
+    values = adversarial_values(bins, np.random.default_rng(0))
+    cells = _encoded_cells(values, bins)
+    np.testing.assert_array_equal(cells, _sql_cells(values, bins))  # DuckDB
+    integers = pd.Series(np.arange(-10, 80), dtype="int64")  # an integer column cast to doubles
+    np.testing.assert_array_equal(_encoded_cells(integers, bins), _sql_cells(integers, bins))
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_runs_of_equal_cells_agree_in_sqlalchemy_engines(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"sqlite:///{tmp_path / 'v.sqlite'}" if engine == "sqlite" else request.getfixturevalue("postgres_url")
+    bins = piecewise_edges()
+    values = adversarial_values(bins, np.random.default_rng(1))
+    connection = sa.create_engine(url)
+    pd.DataFrame({"x": values}).to_sql("binning_values", connection, index=False, if_exists="replace")
+    connection.dispose()
+    counts = load_source(url, table="binning_values").counts(["x"], [bins])
+    np.testing.assert_array_equal(_encoded_cells(values, bins), counts)

@@ -215,3 +215,17 @@ def test_spark_draws_a_poisson_sample(spark: Any) -> None:
     frame = frame.assign(row=np.arange(len(frame)))
     source = SparkSource(spark.createDataFrame(frame), "nassCDS", location="frame:test")
     check_poisson(source, frame)
+
+
+def test_runs_of_equal_cells_are_computed_in_spark_as_compared(spark: Any) -> None:
+    """The arithmetic cells of runs of equal-width bins (doubles and integers) agree with ``encode`` in Spark, at
+    every edge and the floats either side of it."""
+    from test_binning import adversarial_values, piecewise_edges
+
+    bins = piecewise_edges()
+    values = adversarial_values(bins, np.random.default_rng(2))
+    frame = pd.DataFrame({"x": values, "n": np.resize(np.arange(-10, 80), len(values))})
+    source = SparkSource(spark.createDataFrame(frame), "edges", location="frame:test")
+    for column in ("x", "n"):
+        codes = bins.encode(frame[column])
+        np.testing.assert_array_equal(np.bincount(codes, minlength=bins.size), source.counts([column], [bins]))

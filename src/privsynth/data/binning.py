@@ -105,18 +105,27 @@ class NumericBins:
         return self.bins if self.null else None
 
     def sql(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        """A balanced tree of ``CASE`` comparisons: log2(bins) comparisons per row instead of up to ``bins``."""
+        """A balanced tree of ``CASE`` comparisons over the cells, log2(cells) comparisons per row, in which a run
+        of equal-width cells (the parts a fine histogram or a spike search splits a cell into) is one leaf that
+        computes its cell by arithmetic (:func:`_run_cell`): the expression grows with the number of runs, not of
+        cells (Spark compiles a ``CASE`` of thousands of branches slowly, and past 64 kB of code not at all)."""
         if isinstance(self.edges[0], datetime.date | np.datetime64) and isinstance(column.type, sa.String):
             column = sa.cast(column, sa.DateTime())  # dates held as text compare as times, not as strings
         null_cell = self.bins if self.null else OUTSIDE
+        pieces = _pieces(self.edges)
+        number = sa.cast(column, sa.Double())
 
         def tree(low: int, high: int) -> sa.ColumnElement[Any]:
             if high - low == 1:
-                return sa.literal(low)
+                first, cells = pieces[low]
+                if cells == 1:
+                    return sa.literal(first)
+                return _run_cell(number, first, cells, float(self.edges[first]), float(self.edges[first + cells]))
             mid = (low + high) // 2
-            return sa.case((column < sa.literal(_plain(self.edges[mid])), tree(low, mid)), else_=tree(mid, high))
+            split = sa.literal(_plain(self.edges[pieces[mid][0]]))
+            return sa.case((column < split, tree(low, mid)), else_=tree(mid, high))
 
-        return sa.case((column.is_(None), null_cell), else_=tree(0, self.bins))
+        return sa.case((column.is_(None), null_cell), else_=tree(0, len(pieces)))
 
     def encode(self, values: pd.Series) -> np.ndarray:
         nulls = values.isna().to_numpy()
@@ -128,6 +137,61 @@ class NumericBins:
 
 
 Binning = Categories | NumericBins
+
+MIN_RUN_CELLS = 8
+"""Runs of at least this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`)."""
+
+
+def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
+    """The cells of ``edges`` as ``(first cell, cells)`` pieces: runs of at least :data:`MIN_RUN_CELLS` cells
+    whose inner edges are exactly ``start + k * step`` in floating point (``step = (stop - start) / cells``, as
+    :func:`numpy.linspace` makes them), and single cells. Dates and times are single cells."""
+    count = len(edges) - 1
+    if count < MIN_RUN_CELLS or not all(isinstance(e, float | int) for e in edges):
+        return [(i, 1) for i in range(count)]
+    values = np.asarray(edges, dtype=float)
+    widths = np.diff(values)
+    pieces: list[tuple[int, int]] = []
+    i = 0
+    while i < count:
+        end = i + 1  # the longest stretch of widths equal to cell i's up to rounding, then the exact check
+        while end < count and abs(widths[end] - widths[i]) <= 1e-9 * widths[i]:
+            end += 1
+        while end - i >= MIN_RUN_CELLS and not _exact_run(values, i, end):
+            end = i + (end - i) // 2
+        if end - i < MIN_RUN_CELLS:
+            end = i + 1
+        pieces.append((i, end - i))
+        i = end
+    return pieces
+
+
+def _exact_run(values: np.ndarray, first: int, end: int) -> bool:
+    """Whether the inner edges of cells ``first .. end - 1`` are ``start + k * step`` exactly."""
+    cells = end - first
+    step = (values[end] - values[first]) / cells
+    inner = np.arange(1, cells, dtype=float) * step + values[first]
+    return bool(np.array_equal(inner, values[first + 1 : end]))
+
+
+def _double(value: float) -> sa.ColumnElement[Any]:
+    return sa.cast(sa.literal(value), sa.Double())
+
+
+def _run_cell(
+    number: sa.ColumnElement[Any], first: int, cells: int, start: float, stop: float
+) -> sa.ColumnElement[Any]:
+    """The cell of ``number`` (a value the tree placed in ``[start, stop)``, or clipped into it) among ``cells``
+    equal cells from ``first``: ``(number - start) / step`` cast to an integer (truncated or rounded, as the
+    engine casts) is the cell or a neighbour, and one comparison each way with the edges ``start + k * step``,
+    computed in doubles as :func:`_exact_run` checked the stored edges are, makes it exact: the same cell as the
+    tree of comparisons and as :meth:`NumericBins.encode`."""
+    step = (stop - start) / cells
+    ratio = (number - _double(start)) / _double(step)
+    guess = sa.case((ratio < 0, 0), (ratio > cells - 1, cells - 1), else_=sa.cast(ratio, sa.Integer()))
+    down = sa.case((sa.and_(guess > 0, number < _double(start) + guess * _double(step)), 1), else_=0)
+    up = sa.case((sa.and_(guess < cells - 1, number >= _double(start) + (guess + 1) * _double(step)), 1), else_=0)
+    return guess - down + up + first
 
 
 def uniform_bins(low: float, high: float, bins: int, null: bool = False) -> NumericBins:

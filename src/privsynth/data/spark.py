@@ -53,6 +53,12 @@ class _SparkTypeCompiler(PGTypeCompiler):
     def visit_FLOAT(self, type_: Any, **kw: Any) -> str:  # noqa: N802
         return "DOUBLE"
 
+    def visit_double(self, type_: Any, **kw: Any) -> str:
+        return "DOUBLE"
+
+    def visit_DOUBLE_PRECISION(self, type_: Any, **kw: Any) -> str:  # noqa: N802
+        return "DOUBLE"
+
 
 class _SparkDialect(PGDialect):
     """PostgreSQL's SQL, which Spark reads with ``spark.sql.ansi.doubleQuotedIdentifiers`` on, with Spark's type
