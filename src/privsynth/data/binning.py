@@ -113,7 +113,7 @@ class NumericBins:
             column = sa.cast(column, sa.DateTime())  # dates held as text compare as times, not as strings
         null_cell = self.bins if self.null else OUTSIDE
         pieces = _pieces(self.edges)
-        number = sa.cast(column, sa.Double())
+        number: sa.ColumnElement[Any] = sa.cast(column, sa.Double())
 
         def tree(low: int, high: int) -> sa.ColumnElement[Any]:
             if high - low == 1:
