@@ -393,7 +393,7 @@ def _with_points(
     per_spike = max(2, SPIKE_PARTS // len(spikes))
     parts = []
     for i in spikes:
-        cut = np.linspace(shaped.fine[i], shaped.fine[i + 1], per_spike + 1)
+        cut = np.linspace(shaped.fine[i], _reach(shaped.fine, i, kind), per_spike + 1)
         parts.append(np.unique(np.round(cut)) if kind is Kind.INTEGER else cut)
     edges = np.unique(np.concatenate(parts))
     purpose = f"domain of '{column.name}': the value a spike's rows share ({len(spikes)} spike(s), noisy histogram)"
@@ -404,7 +404,7 @@ def _with_points(
         low, high = float(shaped.fine[i]), float(shaped.fine[i + 1])
         point, peak = None, 0.0
         if i in spikes:
-            inside = np.flatnonzero((edges[:-1] >= low) & (edges[1:] <= high))
+            inside = np.flatnonzero((edges[:-1] >= low) & (edges[1:] <= _reach(shaped.fine, i, kind)))
             heaviest = int(inside[np.argmax(noisy[inside])])
             peak = float(noisy[heaviest])
             noise = 3 * math.hypot(histogram.sigma, fine_sigma)
@@ -416,10 +416,20 @@ def _with_points(
             continue
         found += 1
         rest = float(weight) - min(max(peak, 0.0), float(weight))
-        left = rest / 2 if point > low else 0.0
+        left = rest if point >= high else rest / 2 if point > low else 0.0
         out_edges += [point, point, high]
         out_weights += [left, float(weight) - rest, rest - left]
     return (np.array(out_edges), np.clip(np.array(out_weights), 0.0, None)), found
+
+
+def _reach(fine: np.ndarray, i: int, kind: Kind) -> float:
+    """Where the parts of fine cell ``i`` end: its upper edge, or, for the domain's last cell (closed: it holds its
+    upper edge, a public upper bound such as a test's 'not detected' reading of 45.0), just above that edge, so
+    the value on it falls in the last part and not in the padding cell above."""
+    high = float(fine[i + 1])
+    if i < len(fine) - 2:
+        return high
+    return _exclusive_top(math.floor(high) if kind is Kind.INTEGER else high, kind)
 
 
 def _roundest(low: float, high: float, kind: Kind) -> float:
