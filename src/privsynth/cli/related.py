@@ -21,6 +21,7 @@ from privsynth.pipeline.related import (
     synthesize_related,
 )
 from privsynth.relational import RelatedData, RelatedMetadata, check_tables, load_related, open_related, related_names
+from privsynth.relational.datasets import RELATED_DATASETS, reviewed_metadata
 from privsynth.relational.dp import DP_METHODS, PersonSynthesizer
 from privsynth.relational.metadata import show_key
 from privsynth.relational.sources import infer_related
@@ -135,8 +136,9 @@ def generate_related(
     source: RelatedData | str = load_related(data) if data in related_names() and not Path(data).exists() else data
     inputs: tuple[str, ...] = () if isinstance(source, RelatedData) else (data,)
     check_folder(folder, inputs)
-    if dp and isinstance(source, RelatedData) and "dataset" not in options:
-        options["dataset"] = data  # a bundled set's budget is kept under its name
+    if dp and isinstance(source, RelatedData):
+        source, keep, params = _bundled_dp(data, source, metadata, keep, params)
+        options.setdefault("dataset", data)  # a bundled set's budget is kept under its name
     with progress_bar():
         release = synthesize_related(
             source,
@@ -172,6 +174,24 @@ def generate_related(
     )
 
 
+def _bundled_dp(
+    name: str, data: RelatedData, metadata: Path | None, keep: list[str], params: dict[str, Any]
+) -> tuple[RelatedData, list[str], dict[str, Any]]:
+    """A bundled set under DP: its reviewed schemas (declared structure, unless --metadata is given), its public
+    reference tables as lookups (unless --keep names others) and its privacy unit (unless --param unit=...)."""
+    info = RELATED_DATASETS[name]
+    if metadata is None:
+        data = RelatedData(data.tables, reviewed_metadata(name))
+    if info.public and not keep:
+        keep = list(info.public)
+        console.print(
+            f"lookups: {', '.join(keep)} (public reference tables: copied whole, not protected; --keep to choose)",
+            markup=False,
+            highlight=False,
+        )
+    return data, keep, {"unit": info.unit, **params}
+
+
 def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str) -> None:
     """What a DP related release says on the terminal: tables, roles, rows, the budget and the unit; no timings
     and no metrics of the real tables (functions of the private rows)."""
@@ -186,13 +206,14 @@ def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str) -> Non
     console.print(table)
     where = f"recorded in the ledger under dataset '{fit.dataset}'" if model.ledger_url_ is not None else "not recorded"
     chosen = "given" if model.max_children is not None else "chosen under DP"
+    bound = f" (k {chosen})" if model.bounds_ else ""
     console.print(
-        f"privacy: ({fit.epsilon:g}, {fit.delta:g})-DP with one person as the unit (k {chosen}), every spend {where}",
+        f"privacy: ({fit.epsilon:g}, {fit.delta:g})-DP with one {model.unit} as the unit{bound}, every spend {where}",
         markup=False,
         highlight=False,
     )
     console.print(
-        f"wrote {len(release.tables)} related synthetic tables ({fit.method}, person-level DP) to {folder}, a DP "
+        f"wrote {len(release.tables)} related synthetic tables ({fit.method}, {model.unit}-level DP) to {folder}, a DP "
         f"card beside each and the metadata {METADATA_FILE}; no evaluation against the real tables is written "
         "(a DP release holds nothing computed from the rows without noise)",
         markup=False,

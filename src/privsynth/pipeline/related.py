@@ -171,18 +171,30 @@ class RelatedRelease:
 
 
 def _person_note(model: PersonSynthesizer, name: str) -> str:
-    """What the person-level guarantee covers, for a DP card."""
+    """What the unit-level guarantee covers, for a DP card: the unit, the entity's rows and children, the bound k
+    on this table's rows per unit, and the lookups left unprotected."""
     rel = model.plans_[name].relationship
     entity = next(plan.name for plan in model.plans_.values() if plan.role == "entity")
+    unit = model.unit
     used = (
         ""
         if rel is None
-        else f"; of a person's rows here, at most k={model.bounds_[name]} (the first by "
+        else f"; of a {unit}'s rows here, at most k={model.bounds_[name]} (the first by "
         f"{rel.order_by or 'a seeded draw'}) were used"
     )
+    whose = (
+        f"a row of '{entity}' and all of their rows in its child tables"
+        if model.bounds_
+        else f"a row of '{entity}' (it has no child tables)"
+    )
+    public = (
+        f"; {', '.join(model.lookups)} are public reference tables (lookups), copied whole and not protected"
+        if model.lookups
+        else ""
+    )
     return (
-        f"person-level DP: the privacy unit is one person, a row of '{entity}' and all of their rows in its child "
-        f"tables{used}; the privacy section's budget and spends cover every table of this release together"
+        f"{unit}-level DP: the privacy unit is one {unit}, {whose}{used}{public}; the privacy section's budget and "
+        "spends cover every table of this release together"
     )
 
 
@@ -224,7 +236,7 @@ def synthesize_related(
     ``delta``, recorded in ``ledger`` under ``dataset``) on ``data`` (a folder or DuckDB file of tables, or a bundled
     :class:`RelatedData`) and sample a set of related tables. ``metadata`` is inferred when not given (non-DP
     only). For a DP method, ``params`` holds the person-level options (``max_children``, ``bound_share``,
-    ``bound_quantile``, ``entity_share``, ``context``, ``previous``, ``entity``) and the marginal models'
+    ``bound_quantile``, ``entity_share``, ``context``, ``previous``, ``entity``, ``unit``) and the marginal models'
     hyperparameters (the rest); ``keep`` names the public lookup tables."""
     if isinstance(metadata, str | Path):
         metadata = RelatedMetadata.load(metadata)
@@ -265,6 +277,7 @@ _PERSON_OPTIONS = (
     "context",
     "previous",
     "entity",
+    "unit",
 )
 
 
@@ -345,5 +358,6 @@ def _kept_card(
         privacy={"differentially_private": False, "note": "a copy of the real table, declared public (keep)"},
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         generation=0,
+        retention={"policy": "not applicable", "note": "a copy of a public table fits no model"},
         notes=[f"'{name}' is copied whole: it was declared a public lookup table (keep), not synthesized"],
     )

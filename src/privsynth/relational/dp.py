@@ -18,7 +18,14 @@ the position and the previous synthetic child (:meth:`privsynth.synth.marginal_m
 exact conditioning in the junction tree). Keys are new (1..n), so referential integrity holds by construction, and
 the order increases within a person (a drawn gap that is not positive is redrawn, then replaced by the median
 positive gap drawn at that position). Other tables are only allowed as declared public **lookups** (copied whole;
-a foreign key into one is a categorical column whose categories are the lookup's keys, public).
+a foreign key into one is a categorical column whose categories are the lookup's keys, public). A foreign key of
+several columns into a lookup (nycflights13: flights -> weather on origin and hour) is modelled column by column,
+and each synthetic row's key is then replaced by the lookup's key that agrees on its categorical columns and is
+nearest on its one number or date column (post-processing of synthetic rows and a public table); a key with more
+than one number or date column is refused. An entity without child tables (nycflights13's flights) needs no key:
+each of its rows is one unit (``unit="flight"``), so the release protects one row of it, the lookups being public
+inputs that are not protected (declare a table a lookup only when it is published independently of the
+protected rows).
 
 Privacy. The unit is one person: the entity row with the entity's key, and every child row that names it.
 Neighbouring datasets differ by one person: one entity row and all of their child rows. Before any fit, each child
@@ -59,7 +66,7 @@ import pandas as pd
 from privsynth.data.schema import Column, Kind, Schema
 from privsynth.data.sources import Source, load_source
 from privsynth.errors import BudgetExceeded, DataError, ParameterError, PrivsynthError
-from privsynth.privacy.accountant import check_contribution_bound
+from privsynth.privacy.accountant import check_contribution_bound, check_unit
 from privsynth.privacy.budget import Budget, check_positive, split_exactly
 from privsynth.privacy.database import display_url
 from privsynth.progress import report
@@ -89,7 +96,8 @@ def _count_column(child: str) -> str:
 class PersonPlan:
     """How one table is made: the entity (one row per person), a child of it (drawn per person), or a public
     lookup (copied); its new keys, its modelled columns, the entity columns and previous values it is drawn given,
-    and its foreign keys into lookups (modelled as public categories)."""
+    and its foreign keys into lookups (one column: modelled as public categories; several: ``matched``, each column
+    modelled, then matched to the nearest key of the lookup)."""
 
     name: str
     columns: list[str]
@@ -99,6 +107,7 @@ class PersonPlan:
     context: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
     lookup_keys: list[Relationship] = field(default_factory=list)
+    matched: list[Relationship] = field(default_factory=list)
     new_key: list[str] = field(default_factory=list)
     excluded: list[Column] = field(default_factory=list)
 
@@ -120,8 +129,10 @@ class PersonPlan:
             out["conditioned_on_parent_columns"] = list(self.context)
             if self.previous:
                 out["conditioned_on_previous_child"] = list(self.previous)
-        if self.lookup_keys:
-            out["lookups"] = [rel.describe() for rel in self.lookup_keys]
+        if self.lookup_keys or self.matched:
+            out["lookups"] = [rel.describe() for rel in [*self.lookup_keys, *self.matched]]
+        if self.matched:
+            out["matched_to_lookup_keys"] = [rel.describe() for rel in self.matched]
         if self.new_key:
             out["new_keys"] = list(self.new_key)
         return out
@@ -158,7 +169,10 @@ class PersonSynthesizer:
         nor a child of it must be one.
     entity:
         The table whose rows are the persons (default: the one table that is not a lookup and has no parent that
-        is not one).
+        is not one). Without child tables it needs no primary key: each of its rows is one unit.
+    unit:
+        The name of the privacy unit, one row of the entity with all of its children (``person``; ``flight`` for
+        nycflights13's flights), as the ledger and the cards say it.
     params:
         Hyperparameters of every marginal model (e.g. ``{"iters": 500}``).
     """
@@ -178,6 +192,7 @@ class PersonSynthesizer:
         previous: Sequence[str] | None = None,
         lookups: Sequence[str] = (),
         entity: str | None = None,
+        unit: str = UNIT,
         params: Mapping[str, Any] | None = None,
     ) -> None:
         if method not in DP_METHODS:
@@ -207,6 +222,7 @@ class PersonSynthesizer:
         self.previous = None if previous is None else list(previous)
         self.lookups = tuple(lookups)
         self.entity = entity
+        self.unit = check_unit(unit, 1)[0]
         self.params = params
 
     # ---- fit ---------------------------------------------------------------------------------------------------
@@ -279,7 +295,7 @@ class PersonSynthesizer:
             k = 1 if plan.relationship is None else self.bounds_[name]
             fitted_schema, _ = dp_schema(load_source(frame), schema)
             eps = _epsilon_for(self.method, share.rho, part, fitted_schema.synthesized())
-            model = create(self.method, **self.params, contribution_bound=k, unit=UNIT)
+            model = create(self.method, **self.params, contribution_bound=k, unit=self.unit)
             assert isinstance(model, MarginalMethod)
             model.fit(
                 frame, schema, epsilon=eps, delta=part, ledger=led if led is not None else False, dataset=self.dataset_
@@ -300,7 +316,7 @@ class PersonSynthesizer:
             spends=tuple(spends),
             released=released,
             assumptions=tuple(self._assumptions(declared_types)),
-            unit=UNIT,
+            unit=self.unit,
             contribution_bound=max(self.bounds_.values(), default=1),
         )
         self.budget_ = budget
@@ -311,9 +327,11 @@ class PersonSynthesizer:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
 
     def _weights(self, children: int) -> dict[str, float]:
-        """Each fit's share of the budget: k's (when chosen under DP), the entity's, the children's (evenly)."""
-        rest = 1.0 if self.max_children is not None else 1.0 - self.bound_share
-        out: dict[str, float] = {} if self.max_children is not None else {"k": self.bound_share}
+        """Each fit's share of the budget: k's (when chosen under DP for child tables), the entity's, the
+        children's (evenly)."""
+        chosen = self.max_children is None and children > 0  # k is chosen under DP only for child tables
+        rest = 1.0 - self.bound_share if chosen else 1.0
+        out: dict[str, float] = {"k": self.bound_share} if chosen else {}
         entity = self._entity_plan().name
         out[entity] = rest * (self.entity_share if children else 1.0)
         for plan in self.plans_.values():
@@ -339,7 +357,7 @@ class PersonSynthesizer:
         budget = Budget.from_rho(share.rho, part)
         purpose = f"{self.method} related fit: contribution bound k at rho={share.rho:.6g}"
         bounds: dict[str, int] = {}
-        with open_fit(budget, ledger if ledger is not None else False, self.dataset_, purpose, unit=UNIT) as (
+        with open_fit(budget, ledger if ledger is not None else False, self.dataset_, purpose, unit=self.unit) as (
             accountant,
             _,
         ):
@@ -366,7 +384,7 @@ class PersonSynthesizer:
     def _assumptions(self, declared_types: set[str]) -> list[str]:
         notes = []
         for name in self.metadata_.tables:
-            if self.metadata_.tables[name].schema is None:
+            if self.metadata_.tables[name].schema is None and name not in self.lookups:
                 origin = "the bundled set's types" if name in declared_types else "its storage types"
                 notes.append(
                     f"table '{name}': no reviewed schema in the metadata; structure from {origin}, every domain "
@@ -377,10 +395,19 @@ class PersonSynthesizer:
             if self.max_children is not None
             else f"k chosen under DP (noisy {self.bound_quantile:g} quantile of rows per person)"
         )
-        notes.append(
-            f"privacy unit: one person (a row of '{self._entity_plan().name}' and all of its children); each child "
-            f"table bounded to its first k rows per person ({k}) before the fits"
-        )
+        entity = self._entity_plan().name
+        if any(plan.relationship is not None for plan in self.plans_.values()):
+            notes.append(
+                f"privacy unit: one {self.unit} (a row of '{entity}' and all of its children); each child table "
+                f"bounded to its first k rows per {self.unit} ({k}) before the fits"
+            )
+        else:
+            notes.append(f"privacy unit: one {self.unit}, a row of '{entity}' (it has no child tables)")
+        if self.lookups:
+            notes.append(
+                f"tables {', '.join(self.lookups)} declared public reference tables (lookups): copied whole and not "
+                "protected; the guarantee covers the other tables given them"
+            )
         return notes
 
     # ---- planning ----------------------------------------------------------------------------------------------
@@ -396,10 +423,10 @@ class PersonSynthesizer:
         if entity in lookups:
             raise ParameterError(f"the entity '{entity}' cannot also be a lookup table")
         key = metadata.tables[entity].primary_key
-        if len(key) != 1:
+        if len(key) != 1 and [r for r in metadata.children(entity) if r.child not in lookups]:
             raise ParameterError(
-                f"the entity table '{entity}' needs a one-column primary key (the person's id) in the metadata; "
-                f"it has {list(key) or 'none'}"
+                f"the entity table '{entity}' has child tables, so it needs a one-column primary key (the "
+                f"{self.unit}'s id, which its children name) in the metadata; it has {list(key) or 'none'}"
             )
         above = [r.parent for r in metadata.parents(entity) if r.parent not in lookups]
         if above:
@@ -435,16 +462,14 @@ class PersonSynthesizer:
                     raise ParameterError(f"the foreign key {rel.describe()} must be one column (the person's id)")
                 plan.role = "sequential child" if rel.order_by is not None else "child"
                 plan.relationship = rel
-            plan.lookup_keys = [r for r in metadata.parents(name) if r.parent in lookups]
-            for rel in plan.lookup_keys:
-                if len(rel.child_key) != 1:
-                    raise ParameterError(
-                        f"the foreign key {rel.describe()} into lookup '{rel.parent}' has several columns; person-"
-                        "level DP models a lookup key as one categorical column (leave that lookup out)"
-                    )
+            into = [r for r in metadata.parents(name) if r.parent in lookups]
+            plan.lookup_keys = [r for r in into if len(r.child_key) == 1]
+            plan.matched = [r for r in into if len(r.child_key) > 1]
             if schemas is None:
                 continue
             schema = schemas[name]
+            for rel in plan.matched:
+                _check_matched(rel, schema)
             link = plan.relationship
             if link is not None and link.order_by is not None:
                 kind = schema[link.order_by].kind
@@ -453,7 +478,7 @@ class PersonSynthesizer:
                         f"the order column '{link.order_by}' of {link.describe()} must be a number or a date in "
                         f"the schema, not {kind.value}"
                     )
-            foreign = {c for r in metadata.parents(name) for c in r.child_key}
+            foreign = {c for r in [*parents, *plan.lookup_keys] for c in r.child_key}  # one-column lookup keys
             own_key = metadata.tables[name].primary_key
             if own_key and not set(own_key) & foreign:
                 plan.new_key = list(own_key)
@@ -501,7 +526,7 @@ class PersonSynthesizer:
         own = self.schemas_[name]
         columns = [_modelled(own[c]) for c in plan.data]
         for rel in plan.lookup_keys:
-            keys = self._lookup_keys(rel)
+            keys = self._lookup_keys(rel, own[rel.child_key[0]])
             columns.append(
                 Column(rel.child_key[0], Kind.CATEGORICAL, "object", nullable=True, categories=keys, public=True)
             )
@@ -518,8 +543,13 @@ class PersonSynthesizer:
             columns += [dataclasses.replace(_modelled(own[c]), name=_prev_column(c)) for c in plan.previous]
         return Schema(columns)
 
-    def _lookup_keys(self, rel: Relationship) -> list[Any]:
+    def _lookup_keys(self, rel: Relationship, declared: Column) -> list[Any]:
+        """A one-column foreign key's categories: the lookup's keys (public), narrowed to the column's declared
+        public categories when the schema gives them (nycflights13's origins: the three New York airports)."""
         values = self.lookups_[rel.parent][rel.parent_key[0]].dropna().unique().tolist()
+        if declared.public and declared.categories is not None:
+            allowed = {str(v) for v in declared.categories}
+            values = [v for v in values if str(v) in allowed]
         return sorted(values, key=str)
 
     def _training_frame(self, name: str, frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -528,10 +558,10 @@ class PersonSynthesizer:
         keys = [r.child_key[0] for r in plan.lookup_keys]
         if plan.relationship is None:
             frame = own[[*plan.data, *keys]].copy()
-            unit = self.metadata_.tables[name].primary_key[0]
             for child in self.plans_.values():
                 if child.relationship is None:
                     continue
+                unit = self.metadata_.tables[name].primary_key[0]  # one column when there are children (_plan)
                 kept = self._bounded(child, frames)
                 counts = kept.groupby(child.relationship.child_key[0]).size()
                 frame[_count_column(child.name)] = own[unit].map(counts).fillna(0).astype("int64").to_numpy()
@@ -580,14 +610,17 @@ class PersonSynthesizer:
         seeds = iter(np.random.SeedSequence(seed).generate_state(2 * len(self.plans_) + 2))
         out: dict[str, pd.DataFrame] = {}
         persons = self.models_[entity.name].sample(n, seed=int(next(seeds))).reset_index(drop=True)
-        key = self.metadata_.tables[entity.name].primary_key[0]
-        persons[key] = self._new_keys(entity.name, key, n)
+        for key in entity.new_key:
+            persons[key] = self._new_keys(entity.name, key, n)
         for name, plan in self.plans_.items():
             if plan.kept:
                 out[name] = self.lookups_[name].copy()
             elif plan.relationship is not None:
                 out[name] = self._children(plan, persons, int(next(seeds)))
         out[entity.name] = self._columns(entity, persons)
+        for name, plan in self.plans_.items():
+            for rel in plan.matched:
+                out[name] = _match_keys(out[name], rel, self.lookups_[rel.parent], self.schemas_[name])
         return {name: out[name] for name in self.metadata_.tables}
 
     def _children(self, plan: PersonPlan, persons: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -812,6 +845,84 @@ def _numbers(values: pd.Series, integer: bool) -> np.ndarray:
     """Drawn gaps back on the order column's scale (rounded for a whole-number order)."""
     numbers = _from_log_gap(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float))
     return np.round(numbers) if integer else numbers
+
+
+def _check_matched(rel: Relationship, schema: Schema) -> None:
+    """A several-column foreign key into a lookup is drawn column by column and then matched to the lookup's
+    nearest key (:func:`_match_keys`): every column must be synthesized, and at most one a number or a date (the
+    one matched by nearness; the others are matched exactly)."""
+    for column in rel.child_key:
+        if column not in schema.names or not schema[column].synthesize:
+            raise ParameterError(
+                f"the foreign key {rel.describe()} into lookup '{rel.parent}' needs its column '{column}' synthesized "
+                "(it is matched to the lookup's keys after sampling); include it in the schema, or leave that "
+                "relationship out of the metadata"
+            )
+    ordered = [c for c in rel.child_key if schema[c].kind in (Kind.INTEGER, Kind.FLOAT, Kind.DATETIME)]
+    if len(ordered) > 1:
+        raise ParameterError(
+            f"the foreign key {rel.describe()} into lookup '{rel.parent}' has {len(ordered)} number or date columns "
+            f"({', '.join(ordered)}); person-level DP matches a several-column key to the lookup's keys exactly on "
+            "its categorical columns and by nearness on at most one number or date: declare the others categorical "
+            "in the schema, or leave that relationship out of the metadata"
+        )
+
+
+def _match_keys(frame: pd.DataFrame, rel: Relationship, lookup: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Synthetic rows whose several-column foreign key names a row of the (public) lookup: each row's key is
+    replaced by the lookup's key that agrees on the categorical columns and is nearest on the number or date
+    column (nycflights13: a flight's origin and hour, the weather observation of that airport nearest that hour);
+    a row whose categorical columns agree with no key takes the nearest key of any. Post-processing of synthetic
+    rows and a public table: no private row is read."""
+    if frame.empty:
+        return frame
+    child, parent = list(rel.child_key), list(rel.parent_key)
+    ordered = [i for i, c in enumerate(child) if schema[c].kind in (Kind.INTEGER, Kind.FLOAT, Kind.DATETIME)]
+    exact = [i for i in range(len(child)) if i not in ordered]
+    keys = lookup[parent].dropna().drop_duplicates().reset_index(drop=True)
+    if keys.empty:
+        raise DataError(f"lookup '{rel.parent}' has no complete key {rel.describe()} to match synthetic rows to")
+    position = np.zeros(len(frame), dtype=np.int64)
+    if ordered:
+        rank = _key_numbers(keys[parent[ordered[0]]], schema[child[ordered[0]]])
+        wanted = np.nan_to_num(_key_numbers(frame[child[ordered[0]]], schema[child[ordered[0]]]), nan=0.0)
+    else:
+        rank, wanted = np.zeros(len(keys)), np.zeros(len(frame))
+    groups = pd.Series(np.arange(len(keys))).groupby(_labels(keys, [parent[i] for i in exact])).indices
+    everyone = np.arange(len(keys))
+    labels = _labels(frame, [child[i] for i in exact])
+    for label, rows in pd.Series(np.arange(len(frame))).groupby(labels).indices.items():
+        members = np.asarray(groups.get(label, everyone))
+        position[rows] = members[_nearest(rank[members], wanted[rows])]
+    out = frame.copy()
+    for c, p in zip(child, parent, strict=True):
+        out[c] = keys[p].to_numpy()[position]
+    return out
+
+
+def _labels(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One label per row joining the values of ``columns`` as text (the exactly matched parts of a key)."""
+    text = [[str(v) for v in frame[c].tolist()] for c in columns]
+    joined = ["\x1f".join(parts) for parts in zip(*text, strict=True)] if text else [""] * len(frame)
+    return np.asarray(joined, dtype=object)
+
+
+def _nearest(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each wanted number, the index into ``values`` of the nearest one (ties: the smaller)."""
+    order = np.argsort(values, kind="stable")
+    ranked = values[order]
+    right = np.clip(np.searchsorted(ranked, wanted), 0, len(ranked) - 1)
+    left = np.clip(right - 1, 0, len(ranked) - 1)
+    closer = np.abs(ranked[left] - wanted) <= np.abs(ranked[right] - wanted)
+    return np.asarray(order[np.where(closer, left, right)])
+
+
+def _key_numbers(values: pd.Series, column: Column) -> np.ndarray:
+    """Key values as numbers for nearness: dates (ISO strings or datetimes) as seconds, naive ones read as UTC."""
+    if column.kind is Kind.DATETIME:
+        stamps = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+        return np.asarray((stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype=float)
+    return np.asarray(pd.to_numeric(values, errors="coerce"), dtype=float)
 
 
 def _chosen(option: str, columns: list[str], plan: PersonPlan) -> list[str]:
