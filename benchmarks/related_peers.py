@@ -32,6 +32,7 @@ unless ``--force``. ``--leaderboard`` prints the Markdown leaderboard (mean over
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -264,6 +265,8 @@ def _privsynth_row(
         "git_status": tracked or "committed, unchanged",
     }
 
+    with contextlib.suppress(ImportError):  # the table model's library (torch) imported before the clock, as
+        import privsynth.synth.deep  # noqa: F401  # each peer imports its own
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         synthesizer = RelatedSynthesizer(seed=seed).fit(tables, metadata)

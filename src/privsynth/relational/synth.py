@@ -78,6 +78,7 @@ _COUNTS = ("matched", "joint")
 _DONORS = 5  # predictive mean matching: a synthetic parent's count is one of its 5 nearest real parents'
 _STEPS_PER_EPOCH = 10  # deep's batch size on a small table: a tenth of its rows (between 32 and 1,024)
 _ROWS_PER_BIN = 32  # deep's numeric bins on a table of n rows: n / 32, between 12 and 48 (its single-table default)
+_ONE_THREAD_ROWS = 10_000  # deep trains a smaller table on one torch thread (batches of at most 1,000 rows)
 
 
 def _count_column(rel: Relationship) -> str:
@@ -90,6 +91,10 @@ def _start_column(rel: Relationship) -> str:
 
 def _moved_column(rel: Relationship, column: str) -> str:
     return f"__c:{rel.child}.{column}"
+
+
+def _is_context(column: str) -> bool:
+    return column.startswith(("__parent.", "__prev.")) or column == _POS
 
 
 def _parent_column(column: str) -> str:
@@ -268,6 +273,11 @@ class RelatedSynthesizer:
             # coarser numeric bins, each with enough rows for the network to tie it to the other columns.
             params.setdefault("batch_size", int(np.clip(len(frame) // _STEPS_PER_EPOCH, 32, 1024)))
             params.setdefault("bins", int(np.clip(len(frame) // _ROWS_PER_BIN, 12, 48)))
+            # A child's parent columns, position and previous values are always given when it is drawn: the
+            # network learns only the child's own columns (and the gap) given them.
+            params.setdefault("context", [c for c in map(str, frame.columns) if _is_context(c)])
+            if len(frame) < _ONE_THREAD_ROWS:
+                params.setdefault("threads", 1)
         model = create(self.method_, **params)
         logger.info("related: fitting %s on %s (%d rows x %d columns)", self.method_, table, *frame.shape)
         return model.fit(frame, schema, **fit_options)
@@ -634,15 +644,17 @@ class _CountModel:
         model = cls(list(features), categories, None, np.zeros(0), np.zeros(0, dtype=np.int64))
         x = model._matrix(parent)
         if x.shape[1] and counts.any():
-            model.regression = HistGradientBoostingRegressor(
-                loss="poisson",
-                max_iter=50,
-                learning_rate=0.05,
-                min_samples_leaf=int(np.clip(len(x) // 8, 5, 40)),
-                random_state=0,
-            ).fit(x, counts)
-        order = np.argsort(model._predict(x), kind="stable")
-        model.predicted, model.counts = model._predict(x)[order], counts[order].astype(np.int64)
+            with _one_thread():
+                model.regression = HistGradientBoostingRegressor(
+                    loss="poisson",
+                    max_iter=50,
+                    learning_rate=0.05,
+                    min_samples_leaf=int(np.clip(len(x) // 8, 5, 40)),
+                    random_state=0,
+                ).fit(x, counts)
+        predicted = model._predict(x)
+        order = np.argsort(predicted, kind="stable")
+        model.predicted, model.counts = predicted[order], counts[order].astype(np.int64)
         return model
 
     def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
@@ -658,7 +670,8 @@ class _CountModel:
     def _predict(self, x: np.ndarray) -> np.ndarray:
         if self.regression is None:
             return np.zeros(len(x))
-        return np.asarray(self.regression.predict(x), dtype=float)
+        with _one_thread():
+            return np.asarray(self.regression.predict(x), dtype=float)
 
     def draw(self, parent: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
         """One count per row of ``parent``: draws from the real counts, ranked by the count of a random one of the
@@ -703,6 +716,14 @@ class _Seen:
         if self.categories is not None:
             bad |= values.notna() & ~values.astype(str).isin(self.categories)
         return values.where(~bad, self.fill) if bad.any() else values
+
+
+def _one_thread() -> Any:
+    """One OpenMP thread for the count regression: on a few hundred parents two threads spin more than they work
+    (pbc's fit took 0.4 to 1.7 s of CPU with two on a busy machine, 0.03 s with one)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def _frames(

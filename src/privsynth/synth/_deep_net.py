@@ -72,16 +72,22 @@ class AnyOrderNet(nn.Module):
         h = self.hidden(embedded, visible.unsqueeze(1), self.columns[column : column + 1])
         return self.heads[column](h[:, 0])  # type: ignore[no-any-return]
 
-    def forward(self, tokens: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, ranks: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Per-row negative log-likelihood of ``tokens`` when columns come in the order given by ``ranks``.
 
         ``ranks[r, i]`` is column ``i``'s position in row ``r``'s order; column ``j`` sees the columns of lower
-        rank. Returns a (rows,) tensor, the sum over columns of the cross-entropy.
+        rank. Returns a (rows,) tensor, the sum over columns (over the ``targets`` column indices when given: the
+        others are only seen, never predicted) of the cross-entropy.
         """
         embedded = self.embed(tokens)
         visible = (ranks.unsqueeze(1) < ranks.unsqueeze(2)).to(embedded.dtype)
-        h = self.hidden(embedded, visible, self.columns)
         loss = torch.zeros(tokens.shape[0], dtype=embedded.dtype)
+        if targets is not None:
+            h = self.hidden(embedded, visible[:, targets], targets)
+            for j, state in zip(targets.tolist(), torch.unbind(h, dim=1), strict=True):
+                loss = loss + nn.functional.cross_entropy(self.heads[j](state), tokens[:, j], reduction="none")
+            return loss
+        h = self.hidden(embedded, visible, self.columns)
         for j, (head, state) in enumerate(zip(self.heads, torch.unbind(h, dim=1), strict=True)):
             loss = loss + nn.functional.cross_entropy(head(state), tokens[:, j], reduction="none")
         return loss
@@ -129,13 +135,32 @@ def conditional_ranks(order: list[int], rows: int, generator: torch.Generator) -
     return key.argsort(dim=1).argsort(dim=1)
 
 
-def best_order(net: AnyOrderNet, validation: torch.Tensor, generator: torch.Generator, candidates: int) -> list[int]:
+def context_first(ranks: torch.Tensor, context: Sequence[int]) -> torch.Tensor:
+    """``ranks`` with the ``context`` columns (always given when sampling) before every other column."""
+    if not context:
+        return ranks
+    ranks = ranks.clone(memory_format=torch.contiguous_format)
+    ranks[:, list(context)] = -1
+    return ranks
+
+
+def best_order(
+    net: AnyOrderNet,
+    validation: torch.Tensor,
+    generator: torch.Generator,
+    candidates: int,
+    context: Sequence[int] = (),
+    targets: torch.Tensor | None = None,
+) -> list[int]:
     """The column order with the lowest validation loss among the given one and ``candidates`` random ones."""
     columns = validation.shape[1]
     orders = [list(range(columns))]
     for ranks in random_ranks(candidates, columns, generator):
         orders.append(torch.argsort(ranks).tolist())
-    losses = [mean_nll(net, validation, order_ranks(order, validation.shape[0])) for order in orders]
+    losses = [
+        mean_nll(net, validation, context_first(order_ranks(order, validation.shape[0]), context), targets=targets)
+        for order in orders
+    ]
     return orders[int(np.argmin(losses))]
 
 
@@ -150,13 +175,16 @@ class History:
     stopped: str = ""
 
 
-def mean_nll(net: AnyOrderNet, tokens: torch.Tensor, ranks: torch.Tensor, batch: int = 4096) -> float:
-    """Mean negative log-likelihood per row of ``tokens`` under ``ranks`` (no gradients, dropout off)."""
+def mean_nll(
+    net: AnyOrderNet, tokens: torch.Tensor, ranks: torch.Tensor, batch: int = 4096, targets: torch.Tensor | None = None
+) -> float:
+    """Mean negative log-likelihood per row of ``tokens`` under ``ranks`` (no gradients, dropout off), summed over
+    the ``targets`` columns when given."""
     net.eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, tokens.shape[0], batch):
-            total += float(net(tokens[start : start + batch], ranks[start : start + batch]).sum())
+            total += float(net(tokens[start : start + batch], ranks[start : start + batch], targets).sum())
     return total / max(1, tokens.shape[0])
 
 
@@ -174,6 +202,7 @@ def fit_early_stopping(
     max_seconds: float | None,
     generator: torch.Generator,
     task: str = "train",
+    context: Sequence[int] = (),
 ) -> tuple[History, list[int]]:
     """Adam with a cosine learning rate and early stopping on the validation loss; returns the sampling order too.
 
@@ -186,11 +215,15 @@ def fit_early_stopping(
     rate leaves the output layers jittering around their optimum, and the sampled 1-way marginals were then off
     by up to 0.05 on nassCDS (within 0.006 after annealing). The weights of the best validation epoch are kept.
     Reports progress per epoch: validation loss and the time left at the current pace.
+
+    ``context`` columns (indices) are always given when sampling: they come before the others in every order and
+    are never predicted (no loss, no hidden state), which saves their share of the work.
     """
-    optimizer = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    optimizer = Adam(list(net.parameters()), learning_rate)
     columns = train.shape[1]
     order = list(range(columns))
-    val_ranks = random_ranks(validation.shape[0], columns, generator)
+    targets = torch.tensor([j for j in range(columns) if j not in set(context)]) if context else None
+    val_ranks = context_first(random_ranks(validation.shape[0], columns, generator), context)
     history = History()
     best = math.inf
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -214,16 +247,16 @@ def fit_early_stopping(
                 ranks = random_ranks(rows.shape[0], columns, generator)
             else:
                 ranks = conditional_ranks(order, rows.shape[0], generator)
-            loss = net(rows, ranks).mean()
+            loss = net(rows, context_first(ranks, context), targets).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * rows.shape[0]
         history.train_loss.append(total / train.shape[0])
         if epoch == warmup:
-            order = best_order(net, validation, generator, candidates)
-            val_ranks = conditional_ranks(order, validation.shape[0], generator)
-        value = mean_nll(net, validation, val_ranks)
+            order = best_order(net, validation, generator, candidates, context, targets)
+            val_ranks = context_first(conditional_ranks(order, validation.shape[0], generator), context)
+        value = mean_nll(net, validation, val_ranks, targets=targets)
         history.validation_loss.append(value)
         if epoch >= warmup and value < best - 1e-4:
             best, history.best_epoch = value, epoch
@@ -244,13 +277,50 @@ def fit_early_stopping(
     if not history.stopped:
         history.stopped = f"epoch limit of {epochs}"
     if history.best_epoch == 0:  # the time limit came before the order was chosen
-        order = best_order(net, validation, generator, candidates)
+        order = best_order(net, validation, generator, candidates, context, targets)
     else:
         net.load_state_dict(best_state)
     net.eval()
     history.seconds = time.perf_counter() - start
     report(task, epochs, epochs, f"best validation loss {best:.3f} (epoch {history.best_epoch})")
     return history, order
+
+
+class Adam:
+    """Adam (Kingma and Ba, ICLR 2015) computed as ``torch.optim.Adam`` computes it on CPU at its defaults (betas 0.9
+    and 0.999, eps 1e-8, per-parameter step counts, parameters without a gradient skipped): the same operations in
+    the same order, so the same weights. Creating any ``torch.optim`` optimizer imports ``torch._dynamo``, which
+    took 1.2 s of CPU: more than training a model of a few hundred rows (a parent table of related tables)."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> None:
+        self.params = params
+        self.param_groups = [{"lr": lr}]
+        self.betas = betas
+        self.eps = 1e-8
+        self.state: dict[int, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        lr = self.param_groups[0]["lr"]
+        for i, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            if i not in self.state:
+                zeros = torch.zeros_like(param, memory_format=torch.preserve_format)
+                self.state[i] = (zeros, zeros.clone(), [0])
+            exp_avg, exp_avg_sq, count = self.state[i]
+            count[0] += 1
+            step = float(count[0])
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+            param.addcdiv_(exp_avg, denom, value=-(lr / (1 - beta1**step)))
 
 
 def sample_tokens(

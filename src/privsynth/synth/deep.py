@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
 
@@ -80,6 +81,13 @@ class _AnyOrderSynthesizer(Synthesizer):
     def _draw(self, n: int, given: Mapping[str, Sequence[Any]], rng: np.random.Generator) -> pd.DataFrame:
         """``n`` rows whose columns in ``given`` take the listed values (one per row); the rest are drawn."""
         names = [codec.column.name for codec in self.codecs_]
+        context: list[str] = list(getattr(self, "context_", ()))
+        missing = [c for c in context if c not in given]
+        if missing:
+            raise ParameterError(
+                f"'{missing[0]}' is a context column of this model (always given, never generated): draw rows with "
+                f"sample_given and a value for each of {', '.join(context)}"
+            )
         fixed: dict[int, np.ndarray] = {}
         exact: dict[int, pd.Series] = {}
         for name, values in given.items():
@@ -96,7 +104,7 @@ class _AnyOrderSynthesizer(Synthesizer):
             u = rng.random(len(probs))[:, None] * cumulative[:, -1:]
             return np.asarray(np.minimum((cumulative <= u).sum(axis=1), probs.shape[1] - 1), dtype=np.int64)
 
-        with torch_threads():
+        with _threads(getattr(self, "threads", None)):
             tokens = sample_tokens(self.net_, order, fixed, n, draw, allowed=[c.sampled() for c in self.codecs_])
         columns = {
             names[j]: exact[j] if j in exact else codec.decode(tokens[:, j], rng).reset_index(drop=True)
@@ -161,6 +169,15 @@ class _AnyOrderSynthesizer(Synthesizer):
         raise ParameterError(f"cannot {action} '{column}': the model has no such column ({names})")
 
 
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """:func:`privsynth.threads.torch_threads`, or ``count`` torch threads when given."""
+    with torch_threads():
+        if count is not None:
+            torch.set_num_threads(count)
+        yield
+
+
 def _largest_remainder(shares: np.ndarray, n: int) -> np.ndarray:
     """Whole counts proportional to ``shares`` that sum to ``n`` (Hamilton's method)."""
     exact = shares / shares.sum() * n
@@ -193,11 +210,19 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
         Share of rows held out for early stopping and for choosing the sampling order.
     max_seconds:
         Stop training after about this long (None: no limit); the best epoch so far is kept.
+    context:
+        Columns that are always given when sampling (``sample_given``; a child row's parent columns, say): they
+        come first in every training order and are never predicted, so the network spends nothing on them and
+        ``sample`` without them is refused.
+    threads:
+        Torch threads for training and sampling (None: :func:`privsynth.threads.threads`, up to 2, 1 on a busy
+        machine). On small tables (a few hundred rows a batch) a second thread spins more than it works.
     seed:
         Seeds the split, the initial weights and the training orders: same data and seed, same model.
     """
 
     name = "deep"
+    context_: list[str]
 
     def __init__(
         self,
@@ -213,6 +238,8 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
         patience: int = 6,
         validation: float = 0.1,
         max_seconds: float | None = None,
+        context: Sequence[str] = (),
+        threads: int | None = None,
         seed: int = 0,
     ) -> None:
         self.bins = bins
@@ -227,10 +254,18 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
         self.patience = patience
         self.validation = validation
         self.max_seconds = max_seconds
+        self.context = tuple(context)
+        self.threads = threads
         self.seed = seed
 
     def _fit(self, source: Source, schema: Schema, *, epsilon: float | None, delta: float | None, ledger: Any) -> None:
         self._check_params()
+        unknown = [c for c in self.context if c not in schema.names]
+        if unknown:
+            raise ParameterError(f"context column '{unknown[0]}' is not in the data ({', '.join(schema.names)})")
+        if len(set(self.context)) == len(schema.names):
+            raise ParameterError("every column is a context column: leave at least one for the model to generate")
+        self.context_ = list(dict.fromkeys(self.context))
         report("fit deep", 0, 3, "reading data")
         df = source.to_pandas(schema.names)
         if len(df) < 10:
@@ -245,7 +280,7 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
         held = max(1, round(self.validation * len(df)))
         validation, train = tokens[shuffled[:held]], tokens[shuffled[held:]]
         report("fit deep", 2, 3, "training")
-        with torch_threads(), torch.random.fork_rng(devices=[]):
+        with _threads(self.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             generator = torch.Generator().manual_seed(self.seed)
             self.net_ = AnyOrderNet([c.size for c in self.codecs_], self.hidden, self.depth, self.dropout)
@@ -261,6 +296,7 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
                 patience=self.patience,
                 max_seconds=self.max_seconds,
                 generator=generator,
+                context=[schema.names.index(c) for c in self.context_],
             )
         logger.info(
             "deep: %d epochs in %.1f s (%s); validation loss %.3f; sampling order %s",
@@ -283,6 +319,10 @@ class DeepSynthesizer(_AnyOrderSynthesizer):
             raise ParameterError(f"dropout must be in [0, 1), not {self.dropout!r}")
         if not self.learning_rate > 0:
             raise ParameterError(f"learning_rate must be > 0, not {self.learning_rate!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)):
+            raise ParameterError(f"threads must be a positive whole number or None, not {self.threads!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ParameterError(f"threads must be a positive whole number or None, not {self.threads!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ParameterError(f"max_seconds must be > 0 or None, not {self.max_seconds!r}")
 
