@@ -120,7 +120,11 @@ class NumericBins:
                 first, cells = pieces[low]
                 if cells == 1:
                     return sa.literal(first)
-                return _run_cell(number, first, cells, float(self.edges[first]), float(self.edges[first + cells]))
+                start = float(self.edges[first])
+                step = (float(self.edges[first + cells + 1]) - start) / (cells + 1)
+                cell = _run_cell(number, first, cells, start, step)
+                # only the first piece sees values below its start (clipped into cell 0); NaN sorts last
+                return sa.case((column < sa.literal(start), 0), else_=cell) if first == 0 else cell
             mid = (low + high) // 2
             split = sa.literal(_plain(self.edges[pieces[mid][0]]))
             return sa.case((column < split, tree(low, mid)), else_=tree(mid, high))
@@ -144,10 +148,11 @@ MIN_RUN_CELLS = 8
 
 def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
     """The cells of ``edges`` as ``(first cell, cells)`` pieces: runs of at least :data:`MIN_RUN_CELLS` cells
-    whose inner edges are exactly ``start + k * step`` in floating point (``step = (stop - start) / cells``, as
-    :func:`numpy.linspace` makes them), and single cells. Dates and times are single cells."""
+    whose edges, both ends included, are exactly ``start + k * step`` in floating point (``step`` from the
+    stretch's ends, as :func:`numpy.linspace` makes it), and single cells. The cell that closes a stretch is a
+    piece of its own, so a run's end is one of its computed edges. Dates and times are single cells."""
     count = len(edges) - 1
-    if count < MIN_RUN_CELLS or not all(isinstance(e, float | int) for e in edges):
+    if count <= MIN_RUN_CELLS or not all(isinstance(e, float | int) for e in edges):
         return [(i, 1) for i in range(count)]
     values = np.asarray(edges, dtype=float)
     widths = np.diff(values)
@@ -157,17 +162,19 @@ def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
         end = i + 1  # the longest stretch of widths equal to cell i's up to rounding, then the exact check
         while end < count and abs(widths[end] - widths[i]) <= 1e-9 * widths[i]:
             end += 1
-        while end - i >= MIN_RUN_CELLS and not _exact_run(values, i, end):
+        while end - i > MIN_RUN_CELLS and not _exact_run(values, i, end):
             end = i + (end - i) // 2
-        if end - i < MIN_RUN_CELLS:
-            end = i + 1
-        pieces.append((i, end - i))
-        i = end
+        if end - i > MIN_RUN_CELLS:
+            pieces.append((i, end - i - 1))
+            i = end - 1
+        pieces.append((i, 1))
+        i += 1
     return pieces
 
 
 def _exact_run(values: np.ndarray, first: int, end: int) -> bool:
-    """Whether the inner edges of cells ``first .. end - 1`` are ``start + k * step`` exactly."""
+    """Whether the inner edges of cells ``first .. end - 1`` are ``start + k * step`` exactly, ``step`` being
+    ``(edges[end] - edges[first]) / cells``."""
     cells = end - first
     step = (values[end] - values[first]) / cells
     inner = np.arange(1, cells, dtype=float) * step + values[first]
@@ -179,18 +186,17 @@ def _double(value: float) -> sa.ColumnElement[Any]:
 
 
 def _run_cell(
-    number: sa.ColumnElement[Any], first: int, cells: int, start: float, stop: float
+    number: sa.ColumnElement[Any], first: int, cells: int, start: float, step: float
 ) -> sa.ColumnElement[Any]:
-    """The cell of ``number`` (a value the tree placed in ``[start, stop)``, or clipped into it) among ``cells``
-    equal cells from ``first``: ``(number - start) / step`` cast to an integer (truncated or rounded, as the
-    engine casts) is the cell or a neighbour, and one comparison each way with the edges ``start + k * step``,
-    computed in doubles as :func:`_exact_run` checked the stored edges are, makes it exact: the same cell as the
-    tree of comparisons and as :meth:`NumericBins.encode`."""
-    step = (stop - start) / cells
-    ratio = (number - _double(start)) / _double(step)
-    guess = sa.case((ratio < 0, 0), (ratio > cells - 1, cells - 1), else_=sa.cast(ratio, sa.Integer()))
-    down = sa.case((sa.and_(guess > 0, number < _double(start) + guess * _double(step)), 1), else_=0)
-    up = sa.case((sa.and_(guess < cells - 1, number >= _double(start) + (guess + 1) * _double(step)), 1), else_=0)
+    """The cell of ``number`` among ``cells`` cells ``[start + k * step, start + (k + 1) * step)`` from cell
+    ``first``, for a value the tree placed in ``[start, start + cells * step)`` (every edge, the last included,
+    checked by :func:`_exact_run` to be what the engine computes in doubles). ``(number - start) / step`` cast to
+    an integer (truncated or rounded, as the engine casts) is the cell or the one above it, and one comparison
+    each way with the computed edges makes it exact: the cell of the tree of comparisons and of
+    :meth:`NumericBins.encode`."""
+    guess = sa.cast((number - _double(start)) / _double(step), sa.Integer())
+    down = sa.case((number < _double(start) + guess * _double(step), 1), else_=0)
+    up = sa.case((number >= _double(start) + (guess + 1) * _double(step), 1), else_=0)
     return guess - down + up + first
 
 
