@@ -276,9 +276,11 @@ def test_every_spend_is_in_the_ledger_with_the_column_named(
     ]
     for name in schema.names:
         mine = [e for e in entries if f"domain of '{name}'" in e.purpose]
-        # a numeric column: bounds, bins, then its spikes' values or its bins measured again; a categorical
-        # column: one pass of key discovery, or two when its first left rows unexplained
-        assert len(mine) in ((1, 2) if schema[name].kind is Kind.CATEGORICAL else (3,)), name
+        # a numeric column: bounds, bins, then its spikes' values or its bins measured again, and for a float
+        # column the grid its values are recorded on; a categorical column: one pass of key discovery, or two
+        # when its first left rows unexplained
+        kind = schema[name].kind
+        assert len(mine) in ((1, 2) if kind is Kind.CATEGORICAL else (4,) if kind is Kind.FLOAT else (3,)), name
     discovery = [e for e in entries if "categories" in e.purpose]
     assert all("gaussian_threshold(" in e.mechanism and "delta=" in e.mechanism for e in discovery)
     assert sum(Fraction(e.rho) for e in entries) <= Fraction(0.02)

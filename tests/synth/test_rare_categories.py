@@ -97,3 +97,27 @@ def test_a_spike_on_a_public_upper_bound_decodes_to_the_bound() -> None:
     assert (decoded == 45.0).sum() / covid["ct_result"].notna().sum() == pytest.approx(0.942, abs=0.01)
     assert decoded.max() == 45.0
     assert float(sum(Fraction(c.rho) for c in spender.charges)) == pytest.approx(1e-3, rel=1e-12)
+
+
+def test_values_recorded_to_a_decimal_decode_to_it_and_continuous_ones_stay_spread() -> None:
+    """covid_testing's col_rec_tat is recorded to one decimal (91% of rows; 9% are whole numbers), nafld1's bmi is
+    a ratio of measurements (any decimals). A bin's cells used to decode to any number inside it, so 0.3 and 0.35
+    were as likely, and the scorer's cut at 0.4 (a recorded value) split them wrongly; the noisy grid histogram
+    lets col_rec_tat decode to one decimal and leaves bmi spread. The grid costs its share of rho, no more."""
+    tat = load_dataset("covid_testing", "train")[["col_rec_tat"]]
+    bmi = load_dataset("nafld1", "train")[["bmi"]].dropna()
+    for frame, recorded in ((tat, True), (bmi, False)):
+        name = frame.columns[0]
+        schema = Schema([Column(name, Kind.FLOAT, "float64")])
+        spender = Accountant(Budget.from_epsilon_delta(10.0, 1e-6))
+        domain = learn_domains(load_source(frame), schema, spender, rho=1e-3)[name]
+        assert domain.grid is not None and domain.grid.unit == 0.01
+        assert sum("the grid its values are recorded on" in c.purpose for c in spender.charges) == 1
+        assert float(sum(Fraction(c.rho) for c in spender.charges)) == pytest.approx(1e-3, rel=1e-12)
+        decoded = domain.decode(domain.encode(frame[name]), np.random.default_rng(1)).to_numpy(dtype=float)
+        on_tenths = np.isclose(decoded * 10, np.round(decoded * 10), atol=1e-6).mean()
+        if recorded:
+            assert on_tenths > 0.85  # 0.1 when spread evenly, as before
+            assert np.isclose(decoded, np.round(decoded)).mean() == pytest.approx(0.089, abs=0.04)
+        else:
+            assert on_tenths < 0.2  # 0.1 when spread evenly

@@ -11,7 +11,9 @@ quantiles, never the minimum and maximum. A second noisy histogram, on up to :da
 where the first one found mass (one per value for integer ranges of up to :data:`MAX_INTEGER_CELLS` values), gives
 equal-mass bin edges from its cumulative sums and is kept as the within-bin structure that decoding samples from.
 Public bounds replace the first step's bounds, not its placement of the fine cells, and their noisy outside counts
-warn when the bounds exclude much of the data.
+warn when the bounds exclude much of the data. For a float column a last noisy histogram counts, per bin, the rows
+on a whole multiple of 100 or 10 times a unit (values recorded to an integer or one decimal) and the others, so
+decoding can draw recorded values instead of numbers spread evenly inside a bin (:class:`RecordedGrid`).
 
 Each histogram reads the data only through counts under a binning fixed by earlier noisy outputs (one scan per
 stage for all columns, :func:`learn_many_bins`) and has L2 sensitivity 1 (one record added or removed changes one
@@ -37,7 +39,7 @@ from privsynth.data.workload import counts_many
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import gaussian_sigma, split_exactly
 
-__all__ = ["LearnedBins", "learn_bins", "learn_many_bins", "numeric_binning"]
+__all__ = ["LearnedBins", "RecordedGrid", "learn_bins", "learn_many_bins", "numeric_binning"]
 
 BOUNDS_QUANTILE = 0.005
 """Learned bounds are the grid cells holding this noisy quantile and its mirror: 0.5% and 99.5%."""
@@ -46,6 +48,19 @@ STAGE_SHARES = (0.25, 0.65, 0.1)
 """A numeric column's share of rho, split between the coarse histogram (bounds), the fine one (bins) and the
 search for the exact value of each spike (:func:`_with_points`), or, without a spike, a second measurement of
 the fine histogram."""
+
+GRID_SHARE = 0.1
+"""A float column's share of rho spent on the grid its values are recorded on (:func:`_recorded_grid`); the rest
+is split by :data:`STAGE_SHARES`. Integer and datetime columns spend nothing on it."""
+
+MAX_GRID_CELLS = 16_384
+"""Most cells of the histogram that finds a float column's recorded grid: its unit is the smallest power of ten
+from 0.01 up whose cells of one unit cover the bins' range within this many."""
+
+GRID_SIGMAS = 2.0
+"""A bin's share of values spread evenly is taken as 0 (every value on the grid) or 1 (none) when its noisy
+estimate lies within this many standard errors of it; a bin whose noisy total is within three standard
+deviations of 0 decodes spread evenly, as without a grid."""
 
 SPIKE_PARTS = 4096
 """Parts the spike cells are split into to find the value each spike's rows share (a 0.4-wide cell into parts
@@ -96,14 +111,71 @@ _PLACEHOLDER = (0.0, float(pd.Timestamp("2000-01-01").value))  # where the one b
 
 
 @dataclass(frozen=True)
+class RecordedGrid:
+    """The grid a float column's values are recorded on, per bin: ``shares[b]`` is the probability that a value of
+    bin ``b`` lies on a whole multiple of ``100 * unit`` (an integer, when the unit is 0.01), on one of ``10 * unit``
+    only (one decimal), or anywhere (a number as fine as it comes), from a noisy histogram (post-processing).
+
+    :meth:`snap` draws a value inside a sub-bin ``[low, high)`` by those shares: uniformly among the sub-bin's
+    multiples of the drawn step, or uniformly in the sub-bin when it holds none or the draw is 'anywhere'.
+    """
+
+    unit: float
+    shares: np.ndarray
+
+    def snap(
+        self,
+        cells: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        rng: np.random.Generator,
+        cell: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """A value per row inside its sub-bin ``[low, high)`` (a point when ``low == high``), drawn by bin ``cells``'
+        shares; a row whose sub-bin holds no multiple of the drawn step takes one from its whole bin ``cell``
+        (``(low, high)`` of the bins) when that holds one, else tries the finer step."""
+        shares = self.shares[np.clip(cells, 0, len(self.shares) - 1)]
+        level = (rng.random(len(cells))[:, None] > np.cumsum(shares, axis=1)[:, :2]).sum(axis=1)
+        values = low + rng.random(len(cells)) * (high - low)
+        for coarse, factor in ((0, 100), (1, 10)):
+            step = self.unit * factor
+            decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+            for lo, hi in ((low, high), *([cell] if cell is not None else [])):
+                first = np.ceil(np.round(lo / step, 6))
+                count = np.ceil(np.round(hi / step, 6)) - first
+                if coarse == 1:  # multiples of 10 units that are not multiples of 100
+                    count -= np.ceil(np.round(hi / (10 * step), 6)) - np.ceil(np.round(lo / (10 * step), 6))
+                rows = np.flatnonzero((level == coarse) & (count >= 1) & (high > low))
+                j = np.floor(rng.random(len(rows)) * count[rows])
+                k = first[rows] + j if coarse == 0 else _nth_off_tens(first[rows], j)
+                values[rows] = np.round(k * step, decimals)
+                level[rows] = -1
+            level[level == coarse] = coarse + 1  # no multiple of this step inside: try the finer one
+        return np.asarray(values, dtype=float)
+
+
+def _nth_off_tens(first: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The ``j``-th (from 0) integer at or after ``first`` that is not a multiple of 10.
+
+    ``f(x) = x - floor(x / 10)`` counts such integers up to ``x`` (it stays flat on multiples of 10), so the
+    one wanted is the smallest ``x`` with ``f(x) = f(first - 1) + j + 1``: ``x = t + floor((t - 1) / 9)``.
+    """
+    before = first - 1
+    t = before - np.floor(before / 10) + j + 1
+    return np.asarray(t + np.floor((t - 1) / 9), dtype=float)
+
+
+@dataclass(frozen=True)
 class LearnedBins:
     """What learning a numeric column releases: its cells, the fine histogram ``(edges, weights)`` that decoding
-    samples a sub-bin from (None: uniform inside the cell), what it cost, and data-quality warnings."""
+    samples a sub-bin from (None: uniform inside the cell), what it cost, data-quality warnings, and for a float
+    column the grid its values are recorded on (None: none learned)."""
 
     binning: NumericBins
     within: tuple[np.ndarray, np.ndarray] | None
     cost: str
     warnings: tuple[str, ...]
+    grid: RecordedGrid | None = None
 
 
 @dataclass(frozen=True)
@@ -240,6 +312,9 @@ def _learning(
 ) -> _Steps:
     """The steps of :func:`learn_bins` for one column (see :data:`_Steps`)."""
     name, kind = column.name, column.kind
+    rho_grid = 0.0
+    if kind is Kind.FLOAT:
+        rho_grid, rho = split_exactly(rho, [GRID_SHARE, 1 - GRID_SHARE])
     rho_coarse, rho_fine, rho_point = split_exactly(rho, STAGE_SHARES)
     warnings: list[str] = []
     if bounds is not None and kind is Kind.INTEGER and bounds[1] - bounds[0] + 1 <= MAX_INTEGER_CELLS:
@@ -263,7 +338,7 @@ def _learning(
                 cell = int(np.searchsorted(edges, _PLACEHOLDER[kind is Kind.DATETIME], side="right")) - 1
                 low, top = float(edges[cell]), float(edges[cell + 1])
                 binning = numeric_binning(np.array([low, _closed_top(top, kind, None)]), column)
-                cost = f"{learned}; a placeholder bin (rho={rho_fine:.4g} left unspent)"
+                cost = f"{learned}; a placeholder bin (rho={rho_fine + rho_point + rho_grid:.4g} left unspent)"
                 return LearnedBins(binning, None, cost, (_empty_warning(name, coarse),))
             first, last = _quantile_cells(weights, BOUNDS_QUANTILE)
             warnings += _thin_mass_warning(name, coarse, weights)
@@ -293,7 +368,66 @@ def _learning(
                 f"{learned}; {shaped.shape} from rho={rho_fine + rho_point:.4g} on a noisy "
                 f"{len(measured) - 1}-cell histogram (measured twice)"
             )
-    return LearnedBins(numeric_binning(shaped.edges, column), shaped.within, cost, (*warnings, *shaped.warnings))
+    recorded = None
+    if rho_grid > 0:
+        recorded = yield from _recorded_grid(column, shaped.edges, rho_grid, accountant)
+        cost += f"; the grid its values are recorded on from rho={rho_grid:.4g} (unit {recorded.unit:g})"
+    binning = numeric_binning(shaped.edges, column)
+    return LearnedBins(binning, shaped.within, cost, (*warnings, *shaped.warnings), recorded)
+
+
+def _recorded_grid(
+    column: Column, edges: np.ndarray, rho: float, accountant: Accountant
+) -> Generator[NumericBins, np.ndarray, RecordedGrid]:
+    """The grid a float column's values are recorded on, per bin of ``edges``, from one noisy histogram.
+
+    The unit ``u`` is the smallest power of ten from 0.01 up whose cells ``[(k - 1/2) u, (k + 1/2) u)`` cover the
+    bins' range in at most :data:`MAX_GRID_CELLS` (equal cells: the engine computes each row's by arithmetic).
+    Their exact counts are summed, inside this mechanism, into three per bin: the rows nearest a multiple ``k``
+    of ``u`` with ``k`` a multiple of 100, of 10 only, or neither; those ``3 x bins`` sums are released with
+    Gaussian noise. Sensitivity: a record falls in at most one of them (none when outside the range), L2
+    sensitivity 1 (k for a unit of k records, calibrated by the accountant); cost ``rho``. The exact cell counts
+    never leave this function.
+
+    Each bin's shares are post-processing of its three noisy sums, read as a mixture: values spread evenly fall in
+    the three classes with probabilities 1/100, 9/100 and 90/100, values recorded on a grid in their own class only;
+    the share spread evenly is rounded to 0 or 1 when within :data:`GRID_SIGMAS` standard errors of it.
+    """
+    from privsynth.privacy.mechanisms import gaussian_mechanism
+
+    low, high = float(edges[0]), float(edges[-1])
+    unit = 0.01
+    while (high - low) / unit + 2 > MAX_GRID_CELLS:
+        unit *= 10
+    first, last = math.floor(low / unit), math.ceil(high / unit)
+    # a cell more each side catches (clipped) the values outside the range, which count in no class
+    cells = np.linspace((first - 1.5) * unit, (last + 1.5) * unit, last - first + 4)
+    exact = yield numeric_binning(cells, column)
+    multiples = np.arange(first, last + 1)
+    classes = np.where(multiples % 100 == 0, 0, np.where(multiples % 10 == 0, 1, 2))
+    inner = np.asarray(edges[1:-1], dtype=float)
+    bins = np.searchsorted(inner, multiples * unit, side="right")
+    table = np.zeros((len(edges) - 1, 3), dtype=np.int64)
+    np.add.at(table, (bins, classes), np.asarray(exact[1 : len(multiples) + 1], dtype=np.int64))
+    noisy = gaussian_mechanism(
+        table.ravel(),
+        sensitivity=1.0,
+        rho=rho,
+        accountant=accountant,
+        purpose=f"domain of '{column.name}': the grid its values are recorded on (noisy {table.size}-cell histogram)",
+    )
+    counts = np.asarray(noisy, dtype=float).reshape(table.shape)
+    sigma = gaussian_sigma(rho, accountant.sensitivity(1.0))
+    total = counts.sum(axis=1)
+    seen = total > 3 * sigma * math.sqrt(3)
+    observed = counts / np.where(seen, total, 1.0)[:, None]
+    spread = np.clip(observed[:, 2] / 0.9, 0.0, 1.0)  # values spread evenly fall in the last class 9 times in 10
+    error = GRID_SIGMAS * sigma / (0.9 * np.where(seen, total, 1.0))
+    spread = np.where(~seen | (spread > 1 - error), 1.0, np.where(spread < error, 0.0, spread))
+    grid = np.clip(observed[:, :2] - np.outer(spread, [0.01, 0.09]), 0.0, None)
+    grid = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1e-12) * (1 - spread)[:, None]
+    shares = np.column_stack([grid, 1 - grid.sum(axis=1)])
+    return RecordedGrid(unit=unit, shares=shares)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from privsynth.errors import BudgetExceeded, ParameterError
 from privsynth.privacy.accountant import Accountant
 from privsynth.privacy.budget import check_positive, fits_within, gaussian_sigma, split_exactly
 from privsynth.progress import report
-from privsynth.synth.bounds import LearnedBins, learn_many_bins, numeric_binning
+from privsynth.synth.bounds import LearnedBins, RecordedGrid, learn_many_bins, numeric_binning
 from privsynth.synth.discovery import (
     MAX_CATEGORIES,
     MIN_CATEGORY_SHARE,
@@ -88,7 +88,8 @@ class ColumnDomain:
     categories merged into the ``other`` cell (rare ones); the other cell decodes to one of them, drawn by
     ``other_weights`` (their noisy counts) when given, else uniformly, or to a missing value when there are
     none (its members were never released). ``warnings`` are the data-quality messages raised while building
-    the domain, for a release's data card.
+    the domain, for a release's data card. ``grid`` (float columns whose bins were learned) is the grid the values
+    are recorded on, per cell: decoding draws a recorded value inside the sub-bin rather than any number in it.
     """
 
     column: Column
@@ -98,6 +99,7 @@ class ColumnDomain:
     cost: str = "public"  # "public" or a sentence on how it was learned and what it cost
     other_weights: tuple[float, ...] = ()
     warnings: tuple[str, ...] = ()
+    grid: RecordedGrid | None = None
 
     @property
     def name(self) -> str:
@@ -172,7 +174,10 @@ class ColumnDomain:
         low, high = edges[index], edges[index + 1]
         if self.within is not None:
             low, high = _pick_sub_bins(index, edges, self.within, rng)
-        values = low + rng.random(len(cells)) * (high - low)
+        if self.grid is not None and self.column.kind is Kind.FLOAT:
+            values = self.grid.snap(index, low, high, rng, (edges[index], edges[index + 1]))
+        else:
+            values = low + rng.random(len(cells)) * (high - low)
         if self.column.kind is Kind.INTEGER:
             values = _integers_inside(low, high, values, rng, last=high == edges[-1])
         values = np.clip(values, edges[0], edges[-1])
@@ -303,7 +308,9 @@ def learn_domains(
     ``rho``). A numeric column spends a quarter of its share on its bounds (or, inside public bounds, on where
     its mass lies) and three quarters on its ``bins`` quantile bins (a learned integer range of at most ``bins``
     values gets one cell per value instead); an integer column with public bounds of at most
-    :data:`~privsynth.synth.bounds.MAX_INTEGER_CELLS` values spends all of it on one histogram. A column without
+    :data:`~privsynth.synth.bounds.MAX_INTEGER_CELLS` values spends all of it on one histogram; a float column
+    first sets :data:`~privsynth.synth.bounds.GRID_SHARE` of its share aside for the grid its values are recorded
+    on (integers, one decimal, or finer: per bin, one noisy histogram). A column without
     data above the noise gets a placeholder bin and leaves its second part unspent. A categorical column spends
     its share, and ``delta`` (default: what the accountant's budget sets aside, ``approx_delta``, still
     unspent) divided equally among such columns, on DP key discovery.
@@ -387,7 +394,14 @@ def _of_keys(column: Column, keys: DiscoveredKeys) -> ColumnDomain:
 
 def _of_bins(column: Column, learned: LearnedBins) -> ColumnDomain:
     """The domain of a numeric column from its DP bounds and quantile bins."""
-    return ColumnDomain(column, learned.binning, within=learned.within, cost=learned.cost, warnings=learned.warnings)
+    return ColumnDomain(
+        column,
+        learned.binning,
+        within=learned.within,
+        cost=learned.cost,
+        warnings=learned.warnings,
+        grid=learned.grid,
+    )
 
 
 def domain_column(domain: ColumnDomain) -> Column:
