@@ -16,20 +16,28 @@ and a seed, the rungs are:
   estimation weights) with every measurement replaced by the exact count, the model estimated again: what the
   graphical model over those cliques cannot represent. ``d_eps1e4`` (optional) fits again at epsilon 1e4 on the
   true bins (selection nearly exact too: the structure the budget would choose if it were free).
-- ``e_floor``: the train split at random (the seed) into two disjoint halves, one scored against the other.
+- ``e_floor``: the train split at random (the seed) into two disjoint halves, one scored against the other (the
+  floor the issue and ``aim_wide.py`` use); ``e_resample``: as many rows drawn from the train split with
+  replacement, scored against it (a model that is exactly the train rows' distribution; the halves' two samples
+  of n/2 rows have four times its sampling variance, so ``d`` may fall below ``e_floor``).
 
 Scoring is ``benchmarks/aim_wide.py``'s ``score`` (1/2/3-way TVD, categories as they are, numbers in 16 quantile
 bins of the real rows, at most 1,000 triples, seeded); each row also keeps the mean 3-way TVD of the triples that
 hold each column, and for covid_testing every triple's TVD, so the worst triples can be named. Differences
 between rungs attribute the 3-way error: a - b domains, b - c binning, c - d measurement noise, d - e structure
-and model approximation. CPU seconds are the process's; the load average is recorded beside them.
+and model approximation (shares of the gap a - e_floor). CPU seconds are the process's; the load average is
+recorded beside them. Rows carry the ``src`` and commit the cell ran (``PYTHONPATH`` may point at a worktree).
+
+``--label NAME --rungs a_shipped`` runs a code state (e.g. a fix, from a worktree) as shipped; ``changes`` in the
+results compares each label's rows with the ladder's ``a_shipped`` ones (before -> after).
 
 Each (dataset, method, seed) runs in a fresh process; rows are merged into ``benchmarks/results/error_budget.json``
 by (dataset, method, epsilon, seed, rung), with the run's commit, command and package versions under ``runs``.
 
     .venv/bin/python benchmarks/error_budget.py --datasets covid_testing --methods mst aim --seeds 0 1 2
     .venv/bin/python benchmarks/error_budget.py --datasets covid_testing --rungs c_true_bins_same_rho d_eps1e4
-    .venv/bin/python benchmarks/error_budget.py --table
+    PYTHONPATH=/tmp/fix/src .venv/bin/python benchmarks/error_budget.py --label grid --rungs a_shipped
+    .venv/bin/python benchmarks/error_budget.py --table        # --summarize also rewrites the summary
 """
 
 from __future__ import annotations
@@ -183,6 +191,16 @@ def epsilon_for_rho(rho: float) -> float:
     return high
 
 
+def source_of_privsynth() -> dict[str, Any]:
+    """Which privsynth the cell ran (``PYTHONPATH`` may put another checkout's ``src`` first), and its commit."""
+    import privsynth
+
+    src = Path(privsynth.__file__).resolve().parents[1]
+    out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "-C", str(src), "diff", "--quiet", "HEAD", "--", "."], check=False).returncode
+    return {"privsynth_src": str(src), "src_commit": out.stdout.strip() or None, "src_dirty": dirty != 0}
+
+
 def cell(dataset: str, method: str, epsilon: float, seed: int, rungs: list[str]) -> list[dict[str, Any]]:
     """Fit, sample and score each rung for one (dataset, method, seed) in this process."""
     from unittest import mock
@@ -195,6 +213,7 @@ def cell(dataset: str, method: str, epsilon: float, seed: int, rungs: list[str])
     schema = bundled_schema(dataset, train)
     public = public_schema(schema, train)
     rows: list[dict[str, Any]] = []
+    src = source_of_privsynth()
     fitted: dict[str, Any] = {}
 
     def fit(rung: str, fit_schema: Any, eps: float, patched: bool) -> Any:
@@ -248,6 +267,7 @@ def cell(dataset: str, method: str, epsilon: float, seed: int, rungs: list[str])
                 "rounds": getattr(model, "rounds_", None),
                 "rho_preprocessing": sum(s["rho"] for s in spends if s["purpose"].startswith("domain of")),
                 "rho": getattr(model, "rho_", None),
+                **src,
                 **extra,
                 **scored(dataset, train, synthetic, schema),
             }
@@ -323,7 +343,7 @@ def column_excess(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> d
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """Per (dataset, method): each rung's mean TVDs, the share of the gap (a - floor) each step explains, the
     columns whose triples are furthest above the floor, and (when kept) the worst triples."""
-    rows = [r for r in result["rows"] if r.get("status") == "ok"]
+    rows = [r for r in result["rows"] if r.get("status") == "ok" and r.get("label", "ladder") == "ladder"]
     out: dict[str, Any] = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         floors = [r for r in rows if r["dataset"] == dataset and r["rung"] == "e_floor"]
@@ -373,6 +393,29 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def changes(result: dict[str, Any]) -> dict[str, Any]:
+    """Each code state's ``a_shipped`` rows (``--label``) against the ladder's, per (dataset, method): mean
+    1/2/3-way TVD over the seeds, and each seed's 3-way TVD."""
+    rows = [r for r in result["rows"] if r.get("status") == "ok" and r["rung"] == "a_shipped"]
+    out: dict[str, Any] = {}
+    for label in sorted({r["label"] for r in rows} - {"ladder"}):
+        for dataset, method in sorted({(r["dataset"], r["method"]) for r in rows if r["label"] == label}):
+            entry = {}
+            for name in ("ladder", label):
+                got = sorted(
+                    (r for r in rows if (r["label"], r["dataset"], r["method"]) == (name, dataset, method)),
+                    key=lambda r: r["seed"],
+                )
+                entry["before" if name == "ladder" else "after"] = {
+                    "runs": len(got),
+                    "src_commit": sorted({str(r.get("src_commit")) for r in got}),
+                    **{m: round(mean(got, m) or 0.0, 4) for m in ("tvd_1way", "tvd_2way", "tvd_3way")},
+                    "tvd_3way_by_seed": [r["tvd_3way"] for r in got],
+                }
+            out[f"{label}: {dataset}/{method}"] = entry
+    return out
+
+
 def table(result: dict[str, Any]) -> str:
     lines = [
         "| dataset | method | a shipped | b domains public | c true bins | d no noise | e floor | resample | gap a-e | "
@@ -412,6 +455,7 @@ def main() -> None:
     parser.add_argument("--label", default="ladder", help="a name for this code state (kept on each row)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--summarize", action="store_true", help="recompute the summary kept in the results file")
     parser.add_argument("--redo", action="store_true", help="run cells again that already have a result")
     parser.add_argument("--cell", nargs=5, metavar=("DATASET", "METHOD", "EPSILON", "SEED", "RUNGS"))
     parser.add_argument("--floor-cell", nargs=2, metavar=("DATASET", "SEED"))
@@ -424,8 +468,17 @@ def main() -> None:
         print(json.dumps(floor(args.floor_cell[0], int(args.floor_cell[1]))))
         return
     result = json.loads(args.output.read_text()) if args.output.exists() else {"runs": [], "rows": []}
-    if args.table:
+    if args.summarize:
+        result["summary"], result["changes"] = summary(result), changes(result)
+        args.output.write_text(json.dumps(result, indent=1) + "\n")
+    if args.table or args.summarize:
         print(table(result))
+        for key, entry in changes(result).items():
+            b, a = entry["before"], entry["after"]
+            print(
+                f"{key}: 1/2/3-way {b['tvd_1way']:.3f}/{b['tvd_2way']:.3f}/{b['tvd_3way']:.3f} ({b['runs']}) -> "
+                f"{a['tvd_1way']:.3f}/{a['tvd_2way']:.3f}/{a['tvd_3way']:.3f} ({a['runs']})"
+            )
         return
     from privsynth.bench.run_info import run_metadata
 
@@ -442,6 +495,7 @@ def main() -> None:
         if run not in stored["runs"]:
             stored["runs"].append(run)
         stored["summary"] = summary(stored)
+        stored["changes"] = changes(stored)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(stored, indent=1) + "\n")
 
