@@ -28,6 +28,7 @@ def test_the_visit_model_predicts_only_the_visit_columns_given_their_context(pbc
     assert "__gap" not in context and "bili" not in context
     assert patients.context_ == []  # the patients are drawn on their own
     assert visits.threads == patients.threads == 1  # 1,624 and 334 rows: one torch thread
+    assert (visits.epochs, visits.patience, patients.patience) == (2, 2, 3)  # children: no early stopping
     with pytest.raises(ParameterError, match=r"'__parent\.time' is a context column of this model"):
         visits.sample(5, seed=0)
     tables = model.sample(seed=0)
