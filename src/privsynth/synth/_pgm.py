@@ -353,9 +353,12 @@ def _descend_jax(
         alpha=2.0 / (loss.lipschitz * total),
         loss=np.float64(0.0),
     )
+    # One compilation per estimate, with XLA's compiler options (see _COMPILER_OPTIONS); mbi's jitted function
+    # would compile the same program with the defaults.
+    steps = _ESTIMATOR._multi_step.lower(_ESTIMATOR, state, loss, float(total)).compile(dict(_COMPILER_OPTIONS))
     previous, stalls, blocks = math.inf, 0, 0
     for _ in range(math.ceil(iters / estimation.CALLBACK_EVERY)):
-        state = _ESTIMATOR._multi_step(state, loss, float(total))
+        state = steps(state, loss, float(total))
         blocks += 1
         if tol is not None:
             current = float(state.loss)
@@ -403,6 +406,11 @@ def _maximal(cliques: Sequence[Clique]) -> list[Clique]:
             found = [other for other in found if not set(other) < set(clique)] + [clique]
     return found
 
+
+_COMPILER_OPTIONS: Mapping[str, bool] = {"xla_cpu_use_fusion_emitters": False}
+"""XLA options for a compiled estimate: XLA's newer CPU fusion emitters took 420 MB of memory to compile the
+steps of AIM's 13 MB model (1M rows of nassCDS), the older ones 136 MB, and their programs run as fast; the
+compilation was the peak of AIM's memory at 10M rows (``benchmarks/results/aim_memory_1m.json``)."""
 
 _ESTIMATOR = estimation.MirrorDescent()
 _PATIENCE = 2  # blocks in a row without progress before ``tol`` stops the descent (mbi's default patience)
