@@ -329,6 +329,18 @@ def worst_triples(rows: list[dict[str, Any]], floors: list[dict[str, Any]], top:
     return sorted(out, key=lambda t: -t["excess"])[:top]
 
 
+def without_column(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean 3-way TVD over the triples that leave each column out (averaged over the seeds): how far the
+    table's 3-way TVD would fall if that column's triples were as good as the rest."""
+    kept = [r["tvd_3way_by_triple"] for r in rows if "tvd_3way_by_triple" in r]
+    names = list(rows[0]["tvd_3way_by_column"])
+    out = {}
+    for name in names:
+        values = [v for k in kept for t, v in k.items() if name not in t.split(" x ")]
+        out[name] = round(sum(values) / len(values), 4)
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
 def column_excess(rows: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, float]:
     """Each column's mean 3-way TVD over the triples holding it, less the floor's, averaged over the seeds."""
     names = rows[0]["tvd_3way_by_column"]
@@ -374,9 +386,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 gap = rungs["a_shipped"]["tvd_3way"] - rungs["e_floor"]["tvd_3way"]
             shares = {}
             for name, high, low in steps:
-                if high in rungs and low in rungs and gap:
+                if high in rungs and low in rungs and gap is not None:
                     step = rungs[high]["tvd_3way"] - rungs[low]["tvd_3way"]
-                    shares[name] = {"tvd_3way": round(step, 4), "share_of_gap": round(step / gap, 3)}
+                    # a share only when the gap is clearly above the floor's seed-to-seed spread
+                    share = round(step / gap, 3) if gap > 0.01 else None
+                    shares[name] = {"tvd_3way": round(step, 4), "share_of_gap": share}
             entry: dict[str, Any] = {
                 "rungs": rungs,
                 "gap_3way": None if gap is None else round(gap, 4),
@@ -389,6 +403,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                     worst = worst_triples(got, floors)
                     if worst:
                         entry.setdefault("worst_triples", {})[rung] = worst
+                        entry.setdefault("tvd_3way_without_column", {})[rung] = without_column(got)
             out[f"{dataset}/{method}"] = entry
     return out
 
@@ -431,7 +446,9 @@ def table(result: dict[str, Any]) -> str:
 
         def share(step: str, entry: dict[str, Any] = entry) -> str:
             s = entry["steps"].get(step)
-            return f"{s['tvd_3way']:+.3f} ({s['share_of_gap']:.0%})" if s else "-"
+            if not s:
+                return "-"
+            return f"{s['tvd_3way']:+.3f}" + (f" ({s['share_of_gap']:.0%})" if s["share_of_gap"] is not None else "")
 
         gap = "-" if entry["gap_3way"] is None else f"{entry['gap_3way']:.3f}"
         lines.append(
@@ -475,10 +492,13 @@ def main() -> None:
         print(table(result))
         for key, entry in changes(result).items():
             b, a = entry["before"], entry["after"]
-            print(
-                f"{key}: 1/2/3-way {b['tvd_1way']:.3f}/{b['tvd_2way']:.3f}/{b['tvd_3way']:.3f} ({b['runs']}) -> "
-                f"{a['tvd_1way']:.3f}/{a['tvd_2way']:.3f}/{a['tvd_3way']:.3f} ({a['runs']})"
-            )
+
+            def tvds(side: dict[str, Any]) -> str:
+                if not side["runs"]:
+                    return "- (0)"
+                return f"{side['tvd_1way']:.3f}/{side['tvd_2way']:.3f}/{side['tvd_3way']:.3f} ({side['runs']})"
+
+            print(f"{key}: 1/2/3-way {tvds(b)} -> {tvds(a)}")
         return
     from privsynth.bench.run_info import run_metadata
 
