@@ -39,8 +39,14 @@ def canary(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
     return path, len(data), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def leaks(text: str, rows: int, sha: str) -> list[str]:
+def leaks(text: str, rows: int, sha: str, released: int | None = None) -> list[str]:
+    """The canary's category and value, the file's hash and the exact row count found in ``text``. The count is
+    not looked for when ``released``, the fit's noisy row estimate (rounded as the card shows it), equals it:
+    AIM's estimate pools every noisy measurement's total, so on 20,975 rows it lands within a few rows of the
+    truth and rounds onto it in some runs: a DP output that coincides, not a leak."""
     found = [needle for needle in (CATEGORY, str(VALUE), sha) if needle in text]
+    if released == rows:
+        return found
     if re.search(rf"(?<![\d.]){rows}(?![\d.])", text) or re.search(rf"(?<![\d.]){rows:,}(?![\d.])", text):
         found.append(f"the exact row count {rows}")
     return found
@@ -85,10 +91,12 @@ def test_a_marginal_release_holds_nothing_of_the_canary(
     )
     written = release.write(tmp_path / "out.csv")
     release.save_model(tmp_path / "m.model")
-    for file in (written, card_path(written), card_html_path(written), tmp_path / "m.model"):
-        assert leaks(file.read_bytes().decode("latin-1"), rows, sha) == [], file.name
-    assert leaks(caplog.text, rows, sha) == []
     model = release.model
+    released = round(float(model.rows_estimate_))
+    assert float(model.rows_estimate_) != rows  # noisy: never the count itself, only (rarely) rounding onto it
+    for file in (written, card_path(written), card_html_path(written), tmp_path / "m.model"):
+        assert leaks(file.read_bytes().decode("latin-1"), rows, sha, released) == [], file.name
+    assert leaks(caplog.text, rows, sha, released) == []
     assert not any(c.categories and CATEGORY in map(str, c.categories) for c in model.schema_)
     with pytest.raises(ParameterError) as category:
         model.sample(10, conditions={"occRole": "nothere"}, seed=0)
