@@ -206,12 +206,12 @@ def piecewise_edges() -> NumericBins:
     """Edges as the spike search makes them: equal parts (``numpy.linspace``) of a few uneven cells, with
     uneven single cells between, negative and fractional starts, and an integer run."""
     parts = [
-        np.linspace(-7.3, -2.1, 41),
+        np.linspace(-7.3, -2.1, 101),
         np.array([-1.0, 0.0]),
         np.linspace(0.1, 45.3, 4001),
         np.array([46.0, 50.0]),
         np.linspace(60.0, 70.0, 11),
-        np.linspace(70.0, 70.0 + 1e-3, 9)[1:],
+        np.linspace(70.0, 70.0 + 1e-3, 129)[1:],
     ]
     return NumericBins(tuple(np.unique(np.concatenate(parts)).tolist()), null=True)
 

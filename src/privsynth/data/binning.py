@@ -142,8 +142,11 @@ class NumericBins:
 
 Binning = Categories | NumericBins
 
-MIN_RUN_CELLS = 8
-"""Runs of at least this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`)."""
+MIN_RUN_CELLS = 64
+"""Runs of more than this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`). Long runs
+only: on Spark a run's leaf (a cast, two comparisons) cost a quarter of a tree's comparisons per row in
+``benchmarks/spark_binning.py`` (runs of 64), but MST's fine histograms at 100M rows, whose float columns split
+into dozens of runs of 19-50 cells, cost the JVM more CPU than the tree did (not yet explained)."""
 
 
 def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
@@ -156,11 +159,12 @@ def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
         return [(i, 1) for i in range(count)]
     values = np.asarray(edges, dtype=float)
     widths = np.diff(values)
+    rounding = 8 * float(np.spacing(np.abs(values).max()))  # widths of far-from-zero cells differ by a few ulps
     pieces: list[tuple[int, int]] = []
     i = 0
     while i < count:
         end = i + 1  # the longest stretch of widths equal to cell i's up to rounding, then the exact check
-        while end < count and abs(widths[end] - widths[i]) <= 1e-9 * widths[i]:
+        while end < count and abs(widths[end] - widths[i]) <= 1e-9 * widths[i] + rounding:
             end += 1
         while end - i > MIN_RUN_CELLS and not _exact_run(values, i, end):
             end = i + (end - i) // 2
