@@ -392,8 +392,8 @@ def _release_heap() -> None:
 
     XLA compiles and runs each estimate on its own threads, and glibc keeps what they freed in per-thread arenas.
     AIM on 1M rows in DuckDB (``benchmarks/results/aim_memory_1m.json``): 1,105 MiB resident at its last round
-    without the trim, 728 MiB with it; the peak (1,187 -> 1,154 MiB) is now the final estimate's compiled program
-    on the 13 MB model, which the trim does not reach. Trimming after each compiled estimate costs milliseconds."""
+    without the trim, 728 MiB with it (the peak, the compilation of the 13 MB model's steps, is what
+    :data:`_COMPILER_OPTIONS` lowers). Trimming after each compiled estimate costs milliseconds."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
