@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from cli_support import run_cli
 from privsynth.provenance.card import card_schema
@@ -161,3 +162,26 @@ def test_generate_related_dp_refusals_say_what_to_do(tmp_path: Path) -> None:
     result = run_cli("generate", "nafld1", "--max-children", "4", "-o", str(tmp_path / "o.csv"))
     assert result.returncode == 2 and "--max-children apply to related tables" in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_generate_reads_related_tables_from_a_database_url(tmp_path: Path) -> None:
+    """A database of several tables (here SQLite; PostgreSQL is read the same way, see test_metadata.py) is related
+    tables when no --table is given: its metadata inferred, the tables written to the output folder."""
+    tables, _ = load_related("pbc")
+    url = f"sqlite:///{tmp_path / 'clinic.sqlite'}"
+    engine = sa.create_engine(url)
+    for name, frame in tables.items():
+        frame.to_sql(name, engine, index=False)
+    engine.dispose()
+    out = tmp_path / "synthetic"
+    result = run_cli("generate", url, "--method", "copula", "--rows", "40", "-o", str(out), "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 2 related synthetic tables (copula)" in result.stdout and "integrity 1.000" in result.stdout
+    metadata = RelatedMetadata.load(out / "related.yaml")
+    assert [r.describe() for r in metadata.relationships] == ["pbcseq.id -> pbc.id"]
+    patients, visits = pd.read_csv(out / "pbc.csv"), pd.read_csv(out / "pbcseq.csv")
+    assert len(patients) == 40 and set(visits["id"]) <= set(patients["id"])
+    single = run_cli(
+        "generate", url, "--table", "pbc", "--method", "copula", "--rows", "5", "-o", str(tmp_path / "one.csv")
+    )
+    assert single.returncode == 0, single.stderr  # with --table it is one table, as before

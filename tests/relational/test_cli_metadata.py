@@ -51,4 +51,4 @@ def test_metadata_infer_on_a_file_that_is_not_a_folder_is_one_line(tmp_path: Pat
     path.write_text("a,b\n1,2\n")
     result = run_cli("metadata", "infer", str(path), "-o", str(tmp_path / "r.yaml"))
     assert result.returncode == 1
-    assert "is neither a folder nor a DuckDB file" in result.stderr
+    assert "is neither a folder, a DuckDB file (.duckdb) nor a database URL" in result.stderr

@@ -8,9 +8,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from privsynth.data.schema import Schema
-from privsynth.errors import DataError, SchemaError
+from privsynth.errors import DataError, SchemaError, SourceError
 from privsynth.relational import (
     RelatedMetadata,
     Relationship,
@@ -184,8 +185,34 @@ def test_open_related_reads_a_folder_and_a_duckdb_file(
     sources = open_related(database)
     assert sorted(sources) == ["pbc", "pbcseq"]
     assert _relations(infer_metadata(sources)) == _relations(metadata)
-    with pytest.raises(DataError, match=r"is neither a folder nor a DuckDB file"):
+    with pytest.raises(DataError, match=r"is neither a folder, a DuckDB file \(.duckdb\) nor a database URL"):
         open_related(tmp_path / "pbc.csv")
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_open_related_reads_every_table_of_a_database(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest, pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]
+) -> None:
+    """A SQLAlchemy URL: every table of the database, counts pushed down to it; keys inferred as from files."""
+    tables, metadata = pbc
+    url = f"sqlite:///{tmp_path / 'pbc.sqlite'}" if engine == "sqlite" else request.getfixturevalue("postgres_url")
+    connection = sa.create_engine(url)
+    for name, frame in tables.items():
+        frame.to_sql(name, connection, index=False, if_exists="replace")
+    connection.dispose()
+    sources = open_related(url)
+    assert {"pbc", "pbcseq"} <= set(sources)
+    related = {name: sources[name] for name in ("pbc", "pbcseq")}
+    assert {n: s.num_rows() for n, s in related.items()} == {"pbc": 418, "pbcseq": 1945}
+    check_tables(metadata, related)
+    assert _relations(infer_metadata(related)) == _relations(metadata)
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    sa.create_engine(empty).connect().close()
+    with pytest.raises(DataError, match=r"database 'sqlite:///.*empty.sqlite' holds no table"):
+        open_related(empty)
+    with pytest.raises(SourceError, match=r"cannot be read") as refused:
+        open_related("postgresql+psycopg://someone:secret@127.0.0.1:1/none")
+    assert "secret" not in str(refused.value)  # the password is never printed
 
 
 def test_keys_of_types_that_cannot_match_are_an_error(pbc: tuple[dict[str, pd.DataFrame], RelatedMetadata]) -> None:

@@ -38,7 +38,7 @@ from privsynth.relational.datasets import RelatedData
 from privsynth.relational.dp import DP_METHODS, PersonSynthesizer
 from privsynth.relational.evaluate import evaluate_related
 from privsynth.relational.metadata import RelatedMetadata
-from privsynth.relational.sources import infer_related, open_related
+from privsynth.relational.sources import infer_related, open_related, related_name
 from privsynth.relational.synth import RelatedSynthesizer
 
 __all__ = ["EVALUATION_FILE", "METADATA_FILE", "RelatedRelease", "check_folder", "synthesize_related"]
@@ -255,7 +255,7 @@ def synthesize_related(
         metadata = metadata or data.metadata
     else:
         real = {t: source.to_pandas() for t, source in open_related(data).items()}
-        name = Path(data).stem
+        name = related_name(data)
         if metadata is None:
             report("infer metadata", 0, 1)
             metadata = infer_related(data)
@@ -298,7 +298,7 @@ def _synthesize_dp(
     if isinstance(data, RelatedData):
         metadata, name = metadata or data.metadata, "related"
     else:
-        name = Path(data).stem
+        name = related_name(data)
         if metadata is None:
             raise ParameterError(
                 "a DP release takes no structure from the data, and inferring keys and relationships reads the rows: "

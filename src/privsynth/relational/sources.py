@@ -1,8 +1,9 @@
-"""Open related tables: a folder of CSV/Parquet files (one table per file, named by its stem) or a DuckDB file with
-several tables, as a mapping of table name -> privsynth :class:`~privsynth.data.sources.Source`.
+"""Open related tables: a folder of CSV/Parquet files (one table per file, named by its stem), a DuckDB file with
+several tables, or a SQL database (a SQLAlchemy URL: every table of its default schema), as a mapping of table
+name -> privsynth :class:`~privsynth.data.sources.Source`.
 
-Each table is opened by :func:`privsynth.data.sources.load_source`, so counts stay pushed down to DuckDB as for one
-table.
+Each table is opened by :func:`privsynth.data.sources.load_source`, so counts stay pushed down to DuckDB or the
+database as for one table.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import sqlalchemy as sa
 
 from privsynth.data.source_base import first_line
 from privsynth.data.sources import CSV_SUFFIXES, DUCKDB_SUFFIXES, PARQUET_SUFFIXES, Source, load_source
@@ -17,7 +19,20 @@ from privsynth.errors import DataError, SourceError
 from privsynth.relational.infer import infer_metadata
 from privsynth.relational.metadata import RelatedMetadata
 
-__all__ = ["infer_related", "open_related", "table_files"]
+__all__ = ["infer_related", "is_database_url", "open_related", "related_name", "table_files"]
+
+
+def is_database_url(location: str | Path) -> bool:
+    """Whether ``location`` is a SQLAlchemy database URL (``postgresql+psycopg://...``, ``sqlite:///...``)."""
+    return isinstance(location, str) and "://" in location
+
+
+def related_name(location: str | Path) -> str:
+    """A short name for the tables at ``location``: a folder's or file's stem, a database's name."""
+    if is_database_url(location):
+        url = sa.engine.make_url(str(location))
+        return Path(url.database).stem if url.database else url.get_backend_name()
+    return Path(location).stem
 
 
 def _suffix(path: Path) -> str:
@@ -44,7 +59,9 @@ def table_files(folder: Path) -> dict[str, Path]:
 
 
 def open_related(location: str | Path) -> dict[str, Source]:
-    """The tables at ``location``: a folder of CSV/Parquet files or a DuckDB file, by table name."""
+    """The tables at ``location``: a folder of CSV/Parquet files, a DuckDB file or a database URL, by table name."""
+    if is_database_url(location):
+        return {name: load_source(str(location), table=name) for name in _database_tables(str(location))}
     path = Path(location).expanduser()
     if not path.exists():
         raise DataError(f"'{path}' does not exist; give a folder of CSV/Parquet files or a DuckDB file")
@@ -55,15 +72,20 @@ def open_related(location: str | Path) -> dict[str, Source]:
         return {name: load_source(file) for name, file in files.items()}
     if _suffix(path) in DUCKDB_SUFFIXES:
         return {name: load_source(path, table=name) for name in _duckdb_tables(path)}
-    raise DataError(f"'{path}' is neither a folder nor a DuckDB file (.duckdb); related tables need several tables")
+    raise DataError(
+        f"'{path}' is neither a folder, a DuckDB file (.duckdb) nor a database URL; related tables need several tables"
+    )
 
 
 def infer_related(location: str | Path, schemas: bool = True) -> RelatedMetadata:
     """Metadata proposed for the tables at ``location`` (:func:`infer_metadata`), each table's ``source`` set to its
     file name (relative to the folder, where the metadata file is meant to sit) or its table in the DuckDB file."""
-    path = Path(location).expanduser()
-    metadata = infer_metadata(open_related(path), schemas=schemas)
-    files = table_files(path) if path.is_dir() else {}
+    if is_database_url(location):
+        metadata, files = infer_metadata(open_related(location), schemas=schemas), {}
+    else:
+        path = Path(location).expanduser()
+        metadata = infer_metadata(open_related(path), schemas=schemas)
+        files = table_files(path) if path.is_dir() else {}
     for name, table in metadata.tables.items():
         table.source = files[name].name if name in files else name
     return metadata
@@ -77,4 +99,22 @@ def _duckdb_tables(path: Path) -> list[str]:
         raise SourceError(f"DuckDB file '{path}' cannot be read: {first_line(exc)}") from None
     if not names:
         raise DataError(f"DuckDB file '{path}' holds no table")
+    return names
+
+
+def _database_tables(url: str) -> list[str]:
+    """The tables of the database's default schema, by name (its password never printed)."""
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise SourceError(f"database URL '{shown}' cannot be used: {first_line(exc)}") from None
+    try:
+        names = sorted(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceError(f"database '{shown}' cannot be read: {first_line(exc)}") from None
+    finally:
+        engine.dispose()
+    if not names:
+        raise DataError(f"database '{shown}' holds no table")
     return names
