@@ -145,8 +145,9 @@ Binning = Categories | NumericBins
 MIN_RUN_CELLS = 64
 """Runs of more than this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`). Long runs
 only: on Spark a run's leaf (a cast, two comparisons) cost a quarter of a tree's comparisons per row in
-``benchmarks/spark_binning.py`` (runs of 64), but MST's fine histograms at 100M rows, whose float columns split
-into dozens of runs of 19-50 cells, cost the JVM more CPU than the tree did (not yet explained)."""
+``benchmarks/spark_binning.py`` (runs of 64); short runs (a float column's fine histogram splits into dozens of
+19-50 cells) were not measured apart, and an MST fit at 100M rows with a first, heavier leaf (its guess written
+fifteen times) on them cost the JVM more CPU than the tree did."""
 
 
 def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
