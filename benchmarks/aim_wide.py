@@ -57,13 +57,10 @@ def score(real: Any, synthetic: Any, schema: Any) -> dict[str, float | None]:
     return tvd
 
 
-def real_halves(dataset: str, seed: int) -> dict[str, Any]:
-    """The floor: train split at random (``seed``) into two disjoint halves, the second scored against the first
-    as if it were synthetic. Both halves have half the rows a synthetic cell has, so this floor is the metrics'
-    sampling noise at n/2 rows, a little above what two samples of n rows would show."""
+def split_halves(dataset: str, seed: int) -> tuple[Any, Any, Any, Any]:
+    """The dataset's train split, its bundled schema, and two disjoint random halves of it (``seed``)."""
     import numpy as np
 
-    import privsynth
     from privsynth.data.datasets import bundled_schema, load_dataset
 
     train = load_dataset(dataset, "train")
@@ -72,6 +69,17 @@ def real_halves(dataset: str, seed: int) -> dict[str, Any]:
     half = len(train) // 2
     first = train.iloc[order[:half]].reset_index(drop=True)
     second = train.iloc[order[half : 2 * half]].reset_index(drop=True)
+    return train, schema, first, second
+
+
+def real_halves(dataset: str, seed: int) -> dict[str, Any]:
+    """The floor: train split at random (``seed``) into two disjoint halves, the second scored against the first
+    as if it were synthetic. Both halves have half the rows a synthetic cell has, so this floor is the metrics'
+    sampling noise at n/2 rows, a little above what two samples of n rows would show."""
+    import privsynth
+
+    train, schema, first, second = split_halves(dataset, seed)
+    half = len(first)
     return {
         "privsynth": str(Path(privsynth.__file__).resolve().parents[1]),
         "columns": train.shape[1],

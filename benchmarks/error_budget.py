@@ -282,15 +282,10 @@ def floor(dataset: str, seed: int) -> list[dict[str, Any]]:
     score, the lowest this scorer allows at n rows (one sample of n rows, against the halves' two of n/2: a quarter of
     their sampling variance)."""
     import numpy as np
+    from aim_wide import split_halves
 
-    from privsynth.data.datasets import bundled_schema, load_dataset
-
-    train = load_dataset(dataset, "train")
-    schema = bundled_schema(dataset, train)
-    order = np.random.default_rng(seed).permutation(len(train))
-    half = len(train) // 2
-    first = train.iloc[order[:half]].reset_index(drop=True)
-    second = train.iloc[order[half : 2 * half]].reset_index(drop=True)
+    train, schema, first, second = split_halves(dataset, seed)
+    half = len(first)
     resampled = train.iloc[np.random.default_rng(seed).integers(0, len(train), len(train))].reset_index(drop=True)
     return [
         {"rung": "e_floor", "rows": half, **scored(dataset, first, second, schema)},

@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from privsynth.data.spark import spark_source
 from privsynth.data.workload import counts_many
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from spark_workload import jvm_cpu  # noqa: E402 (the benchmarks folder is not a package)
 
 
 def piecewise(low: float, high: float, parts: int) -> NumericBins:
@@ -36,16 +39,6 @@ def piecewise(low: float, high: float, parts: int) -> NumericBins:
     wide = np.linspace(low, high, 9)
     pieces = [np.linspace(a, b, parts + 1)[:-1] for a, b in itertools.pairwise(wide)]
     return NumericBins(tuple(np.unique(np.concatenate([*pieces, [high]])).tolist()), null=True)
-
-
-def jvm_cpu() -> float:
-    import psutil
-
-    total = 0.0
-    for process in psutil.Process(os.getpid()).children(recursive=True):
-        times = process.cpu_times()
-        total += times.user + times.system
-    return total
 
 
 def main() -> None:
