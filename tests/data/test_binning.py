@@ -195,10 +195,10 @@ def test_dates_held_as_text_are_binned_as_times() -> None:
 
 
 def test_many_numeric_bins_render_as_a_shallow_tree() -> None:
-    bins = uniform_bins(0.0, 1024.0, 1024)
-    frame = pd.DataFrame({"x": np.arange(1024, dtype=float) + 0.5})
+    bins = uniform_bins(0.0, 4096.0, 4096)
+    frame = pd.DataFrame({"x": np.arange(4096, dtype=float) + 0.5})
     assert (frame_source(frame, "t").counts(["x"], [bins]) == 1).all()
-    # one run of equal cells: its cell is computed, not looked up through 1,023 comparisons
+    # one run of equal cells: its cell is computed, not looked up through 4,095 comparisons
     assert str(bins.sql(sa.column("x"))).count("CASE") < 16
 
 
@@ -206,12 +206,12 @@ def piecewise_edges() -> NumericBins:
     """Edges as the spike search makes them: equal parts (``numpy.linspace``) of a few uneven cells, with
     uneven single cells between, negative and fractional starts, and an integer run."""
     parts = [
-        np.linspace(-7.3, -2.1, 101),
+        np.linspace(-7.3, -2.1, 2001),
         np.array([-1.0, 0.0]),
         np.linspace(0.1, 45.3, 4001),
         np.array([46.0, 50.0]),
         np.linspace(60.0, 70.0, 11),
-        np.linspace(70.0, 70.0 + 1e-3, 129)[1:],
+        np.linspace(70.0, 70.0 + 1e-3, 2049)[1:],
     ]
     return NumericBins(tuple(np.unique(np.concatenate(parts)).tolist()), null=True)
 
@@ -228,7 +228,7 @@ def adversarial_values(bins: NumericBins, rng: np.random.Generator) -> pd.Series
 def test_runs_of_equal_cells_are_computed_exactly_as_compared() -> None:
     bins = piecewise_edges()
     sql = str(bins.sql(sa.column("x")))
-    assert sql.count("CASE") < 120  # the runs' arithmetic, not a tree over 4,060 cells
+    assert sql.count("CASE") < 120  # the runs' arithmetic, not a tree over 8,000 cells
     values = adversarial_values(bins, np.random.default_rng(0))
     cells = _encoded_cells(values, bins)
     np.testing.assert_array_equal(cells, _sql_cells(values, bins))  # DuckDB

@@ -123,7 +123,14 @@ def _same(one: ColumnDomain, two: ColumnDomain) -> bool:
         and two.within is not None
         and all(np.array_equal(a, b) for a, b in zip(one.within, two.within, strict=True))
     )
-    return within and dataclasses.replace(one, within=None) == dataclasses.replace(two, within=None)
+    grid = (one.grid is None and two.grid is None) or (
+        one.grid is not None
+        and two.grid is not None
+        and one.grid.unit == two.grid.unit
+        and np.array_equal(one.grid.shares, two.grid.shares)
+    )
+    plain = dataclasses.replace(one, within=None, grid=None) == dataclasses.replace(two, within=None, grid=None)
+    return within and grid and plain
 
 
 def _check_preprocessing_scans(df: pd.DataFrame, open_source: Callable[[], Source]) -> None:
@@ -132,13 +139,13 @@ def _check_preprocessing_scans(df: pd.DataFrame, open_source: Callable[[], Sourc
     one, many = _learned(per_column, df, seed=0), _learned(batched, df, seed=0)
     assert list(one) == list(many)
     assert all(_same(one[c], many[c]) for c in one), [c for c in one if not _same(one[c], many[c])]
-    # One query per column and stage (nassCDS: 24, covid_testing: 24-26) against four: key discovery in one scan,
-    # then the three stages of the numeric columns' bounds and bins.
-    assert batched.queries == 4 < len(one) + 8 <= per_column.queries, (per_column.queries, batched.queries)
+    # One query per column and stage (nassCDS: 25, covid_testing: 25-27) against five: key discovery in one scan,
+    # then the numeric columns' stages: bounds, bins, spikes (or the bins again), the float columns' recorded grid.
+    assert batched.queries == 5 < len(one) + 8 <= per_column.queries, (per_column.queries, batched.queries)
 
 
 @pytest.mark.parametrize("name", ["nassCDS", "covid_testing"])
-def test_dp_preprocessing_reads_all_columns_in_four_scans_on_duckdb(name: str) -> None:
+def test_dp_preprocessing_reads_all_columns_in_five_scans_on_duckdb(name: str) -> None:
     """The same seeded noise gives the same domains whether counts come one column at a time or in one scan per
     stage: the batching changes how counts are fetched, not the mechanisms or their rho."""
     df = load_dataset(name, "train")
@@ -146,7 +153,7 @@ def test_dp_preprocessing_reads_all_columns_in_four_scans_on_duckdb(name: str) -
 
 
 @pytest.mark.parametrize("name", ["nassCDS", "covid_testing"])
-def test_dp_preprocessing_reads_all_columns_in_four_scans_on_postgres(postgres_url: str, name: str) -> None:
+def test_dp_preprocessing_reads_all_columns_in_five_scans_on_postgres(postgres_url: str, name: str) -> None:
     df = load_dataset(name, "train")
     engine = sa.create_engine(postgres_url)
     df.to_sql(f"scans_{name.lower()}", engine, index=False, if_exists="replace")

@@ -142,12 +142,13 @@ class NumericBins:
 
 Binning = Categories | NumericBins
 
-MIN_RUN_CELLS = 64
-"""Runs of more than this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`). Long runs
-only: on Spark a run's leaf (a cast, two comparisons) cost a quarter of a tree's comparisons per row in
-``benchmarks/spark_binning.py`` (runs of 64); short runs (a float column's fine histogram splits into dozens of
-19-50 cells) were not measured apart, and an MST fit at 100M rows with a first, heavier leaf (its guess written
-fifteen times) on them cost the JVM more CPU than the tree did."""
+MIN_RUN_CELLS = 1024
+"""Runs of more than this many equal-width cells are binned by arithmetic in SQL (:func:`_run_cell`), where a tree
+of comparisons would be too large to send (the recorded-grid histogram's up to 16,384 cells a float column, the
+spike search's 4,096 parts). Shorter runs stay a tree: in MST's and AIM's fine-histogram query on Spark at 100M
+rows, arithmetic leaves for runs of 74-598 cells cost the JVM 402 s of CPU against 73 s for the tree (the query's
+generated code is too large to compile, and the interpreted arithmetic is slower than interpreted comparisons),
+although alone, compiled, they cost a quarter of the tree (``benchmarks/spark_binning.py``, runs of 64)."""
 
 
 def _pieces(edges: tuple[Any, ...]) -> list[tuple[int, int]]:
