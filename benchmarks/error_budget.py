@@ -509,6 +509,7 @@ def main() -> None:
         ] + new
         if run not in stored["runs"]:
             stored["runs"].append(run)
+        stored["run"] = run  # the latest invocation; every one is under runs, each row names its commit
         stored["summary"] = summary(stored)
         stored["changes"] = changes(stored)
         args.output.parent.mkdir(parents=True, exist_ok=True)
