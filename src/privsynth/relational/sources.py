@@ -15,11 +15,12 @@ import sqlalchemy as sa
 
 from privsynth.data.source_base import first_line
 from privsynth.data.sources import CSV_SUFFIXES, DUCKDB_SUFFIXES, PARQUET_SUFFIXES, Source, load_source
+from privsynth.data.sql_source import database_tables
 from privsynth.errors import DataError, SourceError
 from privsynth.relational.infer import infer_metadata
 from privsynth.relational.metadata import RelatedMetadata
 
-__all__ = ["infer_related", "is_database_url", "open_related", "related_name", "table_files"]
+__all__ = ["infer_related", "is_database_url", "open_related", "related_name", "table_files", "table_names"]
 
 
 def is_database_url(location: str | Path) -> bool:
@@ -58,10 +59,22 @@ def table_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def table_names(location: str | Path) -> list[str]:
+    """The names of the tables in a DuckDB file or a database (listed, not opened), or in a folder."""
+    if is_database_url(location):
+        names = database_tables(str(location))
+        if not names:
+            shown = sa.engine.make_url(str(location)).render_as_string(hide_password=True)
+            raise DataError(f"database '{shown}' holds no table")
+        return names
+    path = Path(location).expanduser()
+    return list(table_files(path)) if path.is_dir() else _duckdb_tables(path)
+
+
 def open_related(location: str | Path) -> dict[str, Source]:
     """The tables at ``location``: a folder of CSV/Parquet files, a DuckDB file or a database URL, by table name."""
     if is_database_url(location):
-        return {name: load_source(str(location), table=name) for name in _database_tables(str(location))}
+        return {name: load_source(str(location), table=name) for name in table_names(location)}
     path = Path(location).expanduser()
     if not path.exists():
         raise DataError(f"'{path}' does not exist; give a folder of CSV/Parquet files or a DuckDB file")
@@ -80,12 +93,9 @@ def open_related(location: str | Path) -> dict[str, Source]:
 def infer_related(location: str | Path, schemas: bool = True) -> RelatedMetadata:
     """Metadata proposed for the tables at ``location`` (:func:`infer_metadata`), each table's ``source`` set to its
     file name (relative to the folder, where the metadata file is meant to sit) or its table in the DuckDB file."""
-    if is_database_url(location):
-        metadata, files = infer_metadata(open_related(location), schemas=schemas), {}
-    else:
-        path = Path(location).expanduser()
-        metadata = infer_metadata(open_related(path), schemas=schemas)
-        files = table_files(path) if path.is_dir() else {}
+    metadata = infer_metadata(open_related(location), schemas=schemas)
+    path = None if is_database_url(location) else Path(location).expanduser()
+    files = table_files(path) if path is not None and path.is_dir() else {}
     for name, table in metadata.tables.items():
         table.source = files[name].name if name in files else name
     return metadata
@@ -99,22 +109,4 @@ def _duckdb_tables(path: Path) -> list[str]:
         raise SourceError(f"DuckDB file '{path}' cannot be read: {first_line(exc)}") from None
     if not names:
         raise DataError(f"DuckDB file '{path}' holds no table")
-    return names
-
-
-def _database_tables(url: str) -> list[str]:
-    """The tables of the database's default schema, by name (its password never printed)."""
-    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-    try:
-        engine = sa.create_engine(url)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise SourceError(f"database URL '{shown}' cannot be used: {first_line(exc)}") from None
-    try:
-        names = sorted(sa.inspect(engine).get_table_names())
-    except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"database '{shown}' cannot be read: {first_line(exc)}") from None
-    finally:
-        engine.dispose()
-    if not names:
-        raise DataError(f"database '{shown}' holds no table")
     return names
