@@ -155,6 +155,25 @@ def test_decoding_within_bins_reproduces_a_skewed_shape(
     assert spread(within) < 0.7 * spread(uniform)  # measured over 30 runs: ratio 0.38 on average, 0.45 at worst
 
 
+def test_ages_near_zero_are_kept_and_spikes_decode_in_their_own_cell(covid: pd.DataFrame) -> None:
+    # covid_testing's ages: 6.9% of rows are 0.0-0.4 (five geometric cells of 130-200 rows, each under the coarse
+    # histogram's noise), and whole years are spikes that open bins of their own (1.0, 2.0, ...).
+    schema = Schema.infer(covid).select(["age"])
+    source, real = load_source(covid), covid["age"].to_numpy(float)
+    for _ in range(3):
+        domain = learn_domains(source, schema, accountant(), rho=0.001)["age"]
+        edges = edges_of(domain)
+        assert edges[0] == 0.0  # the lower bound reaches down to 0 (it was 0.5 or 1.0: 6.9-15% of rows clipped)
+        assert np.mean((real >= edges[0]) & (real <= edges[-1])) > 0.97
+        cells = domain.encode(covid["age"])
+        decoded = domain.decode(cells, np.random.default_rng(0))
+        # Every decoded value stays in its cell: a spike on a cell's upper edge belongs to the next cell (half
+        # the rows of [0.5, 1) decoded to 1.0 before)
+        assert np.array_equal(domain.encode(decoded), cells)
+        young = (real > 0.45) & (real < 0.95)
+        assert abs(np.mean((decoded > 0.45) & (decoded < 0.95)) - np.mean(young)) < 0.005
+
+
 def test_fine_histogram_noise_has_the_claimed_scale(nass: pd.DataFrame, nass_source: Source) -> None:
     # Public bounds of 6 years with 4 bins: one noisy histogram with a cell per year, whose counts (about 3,500,
     # far above the threshold) come back untouched as the within-bin weights.

@@ -209,11 +209,19 @@ def _to_number(value: Any, kind: Kind) -> float:
 def _pick_sub_bins(
     index: np.ndarray, edges: np.ndarray, within: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each coarse cell, a fine sub-bin drawn by its (noisy, clipped at 0) weight; uniform when all are 0."""
+    """For each coarse cell, a fine sub-bin drawn by its (noisy, clipped at 0) weight; uniform when all are 0.
+
+    A point sub-bin ``[p, p]`` (a spike's value) on a cell's upper edge belongs to the next cell, as ``p`` itself
+    does (cells are ``[low, high)``, the last one closed): a spike always opens a bin of its own, so counting it in
+    the bin below too decoded part of that bin's rows to the spike (covid_testing's ``age``: half the rows of
+    ``[0.5, 1)`` became 1.0 and as many of ``[1, 2)`` became 2.0, 0.035 of the column moved)."""
     fine_edges, weights = (np.asarray(a, dtype=float) for a in within)
     low, high = edges[index].copy(), edges[index + 1].copy()
+    last = len(edges) - 2
+    points = fine_edges[1:] == fine_edges[:-1]
     for cell in np.unique(index):
-        inside = np.flatnonzero((fine_edges[:-1] >= edges[cell]) & (fine_edges[1:] <= edges[cell + 1]))
+        on_top = points & (fine_edges[:-1] >= edges[cell + 1]) if cell < last else np.zeros(len(points), dtype=bool)
+        inside = np.flatnonzero((fine_edges[:-1] >= edges[cell]) & (fine_edges[1:] <= edges[cell + 1]) & ~on_top)
         if len(inside) == 0:
             continue
         w = np.clip(weights[inside], 0.0, None)
