@@ -99,6 +99,15 @@ too small for the bounds to be reliable."""
 CONSTANT_SHARE = 0.99
 """Warn that a numeric column is (nearly) constant when one fine cell holds this share of its noisy mass."""
 
+TAIL_SIGMAS = 2.0
+"""Learned bounds widen, one coarse cell at a time outward (at most :data:`MAX_TAIL_CELLS`), while the next cell's
+noisy count is above this many noise standard deviations: a tail under the strict bounds cut but clearly there
+(loans' ``installment``: 6% of rows above 1,024 and 6% under 128 were clipped at eps 1 over 55 columns).
+Post-processing of the coarse histogram; a bound never crosses 0."""
+
+MAX_TAIL_CELLS = 4
+"""Most coarse cells a learned bound widens by (:data:`TAIL_SIGMAS`)."""
+
 ZERO_REACH = 64.0
 """A learned lower bound that is positive and below this fraction of the upper one reaches down to 0: values
 near 0 spread over many geometric cells (ages 0.0, 0.1, ..., 0.4 in five cells of 130-200 rows each) and none
@@ -349,6 +358,7 @@ def _learning(
                 return LearnedBins(binning, None, cost, (_empty_warning(name, coarse),))
             first, last = _quantile_cells(weights, BOUNDS_QUANTILE)
             warnings += _thin_mass_warning(name, coarse, weights)
+            first, last = _widen(coarse, edges, first, last)
             edges, weights = _reach_zero(edges, weights, first, last, kind)
             low, top = float(edges[0]), float(edges[-1])
         sigma = gaussian_sigma(rho_fine, accountant.sensitivity(1.0))
@@ -581,6 +591,23 @@ def _roundest(low: float, high: float, kind: Kind) -> float:
         if low <= candidate < high:
             return float(round(candidate, max(decimals, 0)))
     return low
+
+
+def _widen(coarse: _Histogram, edges: np.ndarray, first: int, last: int) -> tuple[int, int]:
+    """The cells ``first`` to ``last`` widened outward while the next cell's noisy count exceeds
+    :data:`TAIL_SIGMAS` sigma (at most :data:`MAX_TAIL_CELLS` each side, never across the edge at 0)."""
+    cut = TAIL_SIGMAS * coarse.sigma
+    floor = int(np.searchsorted(edges, 0.0)) if edges[first] >= 0 else 0
+    ceiling = int(np.searchsorted(edges, 0.0)) - 1 if edges[last + 1] <= 0 else len(coarse.noisy) - 1
+    for _ in range(MAX_TAIL_CELLS):
+        if first - 1 < floor or coarse.noisy[first - 1] <= cut:
+            break
+        first -= 1
+    for _ in range(MAX_TAIL_CELLS):
+        if last + 1 > ceiling or coarse.noisy[last + 1] <= cut:
+            break
+        last += 1
+    return first, last
 
 
 def _reach_zero(
