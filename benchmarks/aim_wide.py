@@ -339,6 +339,12 @@ def main() -> None:
         default=None,
         help=f"write the issue #22 grid of the rows labelled LABEL to {GRID.relative_to(HERE.parent)}",
     )
+    parser.add_argument(
+        "--grid-file",
+        type=Path,
+        default=GRID,
+        help=f"where --grid-md writes (default {GRID.relative_to(HERE.parent)}; an earlier grid keeps its own file)",
+    )
     parser.add_argument("--redo", action="store_true", help="run cells again that already have a result")
     parser.add_argument("--cell", nargs=5, metavar=("DATASET", "METHOD", "EPSILON", "SEED", "OPTIONS"))
     args = parser.parse_args()
@@ -354,8 +360,8 @@ def main() -> None:
         print(table(result["rows"]))
         return
     if args.grid_md:
-        GRID.write_text(grid_markdown(result, args.grid_md, args.output.resolve()))
-        print(f"wrote {GRID}")
+        args.grid_file.write_text(grid_markdown(result, args.grid_md, args.output.resolve()))
+        print(f"wrote {args.grid_file}")
         return
     from privsynth.bench.run_info import run_metadata
 
