@@ -8,6 +8,8 @@ and a seed, the rungs are:
 - ``b_public_domains``: every category list and numeric range declared public (the train split's own: what the
   peers get for free). Numeric columns still spend the preprocessing share on their DP quantile bins inside the
   public bounds (integer ranges of at most 16 values are exact cells, free).
+  ``b_public_categories`` (optional): only the category lists public (the issue's "categorical domains
+  declared public"); numeric columns learn their bounds and bins as shipped.
 - ``c_true_bins``: public domains and, instead of the DP bins, the scorer's own 16 quantile bins of the real
   values (``learn_domains`` replaced in this process only; not private): nothing is spent on preprocessing, so
   the whole budget measures marginals. ``c_true_bins_same_rho`` (optional) is the same at the rho ``b`` had left
@@ -57,12 +59,13 @@ sys.path.insert(0, str(HERE))
 OUTPUT = HERE / "results" / "error_budget.json"
 DELTA = 1e-6
 LADDER = ("a_shipped", "b_public_domains", "c_true_bins", "d_no_noise")
-OPTIONAL = ("c_true_bins_same_rho", "d_eps1e4")
+OPTIONAL = ("b_public_categories", "c_true_bins_same_rho", "d_eps1e4")
 TRIPLES_KEPT = ("covid_testing",)
 
 
-def public_schema(schema: Any, train: Any) -> Any:
-    """Every synthesized column's domain declared public: the train split's category list or range."""
+def public_schema(schema: Any, train: Any, numeric: bool = True) -> Any:
+    """Every synthesized column's domain declared public: the train split's category list or range (categories
+    only when not ``numeric``)."""
     import dataclasses
 
     from privsynth.data.schema import Kind
@@ -73,7 +76,7 @@ def public_schema(schema: Any, train: Any) -> Any:
             c = dataclasses.replace(
                 c, categories=sorted(train[c.name].dropna().unique().tolist(), key=str), public=True
             )
-        elif c.synthesize and not c.public and c.kind.numeric:
+        elif numeric and c.synthesize and not c.public and c.kind.numeric:
             values = train[c.name].dropna()
             low, high = values.min(), values.max()
             if c.kind is Kind.INTEGER:
@@ -238,6 +241,8 @@ def cell(dataset: str, method: str, epsilon: float, seed: int, rungs: list[str])
             model, fit_cpu = fit(rung, schema, epsilon, False)
         elif rung == "b_public_domains":
             model, fit_cpu = fit(rung, public, epsilon, False)
+        elif rung == "b_public_categories":
+            model, fit_cpu = fit(rung, public_schema(schema, train, numeric=False), epsilon, False)
         elif rung == "c_true_bins":
             model, fit_cpu = fit(rung, public, epsilon, True)
         elif rung == "c_true_bins_same_rho":

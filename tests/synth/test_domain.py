@@ -191,6 +191,19 @@ def test_bounds_widen_over_a_thin_tail_on_a_small_share() -> None:
     assert all(np.mean(c) > 0.9 for c in coverage.values()), coverage
 
 
+def test_public_bounds_at_an_outlier_keep_the_recorded_grid(covid: pd.DataFrame) -> None:
+    # col_rec_tat is recorded to one decimal, 0-7 hours for 15 rows in 16, with a maximum of 61,370: bounds declared
+    # at the extremes made the recorded grid's unit 10 for every bin (the range over 16,384 cells of 0.01), so
+    # values decoded as numbers spread evenly (scorer 1-way 0.075 -> 0.034 over 6 MST fits at eps 1)
+    values = covid["col_rec_tat"]
+    column = dataclasses.replace(Schema.infer(covid)["col_rec_tat"], bounds=(0.0, float(values.max())), public=True)
+    domain = learn_domains(load_source(covid), Schema([column]), accountant(), rho=0.001)["col_rec_tat"]
+    assert domain.grid is not None and domain.grid.unit == 0.01
+    decoded = domain.decode(domain.encode(values), np.random.default_rng(0)).to_numpy(float)
+    on_tenths = np.isclose(decoded * 10, np.round(decoded * 10), atol=1e-6)
+    assert on_tenths.mean() > 0.9  # real: every value; spread evenly: about 1 in 10
+
+
 def test_fine_histogram_noise_has_the_claimed_scale(nass: pd.DataFrame, nass_source: Source) -> None:
     # Public bounds of 6 years with 4 bins: one noisy histogram with a cell per year, whose counts (about 3,500,
     # far above the threshold) come back untouched as the within-bin weights.

@@ -7,7 +7,9 @@ NeurIPS 2020 (the noise).
 
 A noisy histogram over a fixed geometric grid (sign times powers of sqrt 2 from 2^-16 to 2^48; calendar years
 1800-2200 for datetimes) shows where the mass is; the bounds are the grid cells holding its noisy 0.5% and 99.5%
-quantiles, never the minimum and maximum. A second noisy histogram, on up to :data:`MAX_FINE_CELLS` cells placed
+quantiles, never the minimum and maximum, widened outward over a tail whose next cells are clearly above the noise
+though under the strict cut (:data:`TAIL_SIGMAS`), and reaching down to 0 when the lower bound is a small fraction
+of the upper (:data:`ZERO_REACH`). A second noisy histogram, on up to :data:`MAX_FINE_CELLS` cells placed
 where the first one found mass (one per value for integer ranges of up to :data:`MAX_INTEGER_CELLS` values), gives
 equal-mass bin edges from its cumulative sums and is kept as the within-bin structure that decoding samples from.
 Public bounds replace the first step's bounds, not its placement of the fine cells, and their noisy outside counts
@@ -399,7 +401,9 @@ def _recorded_grid(
     """The grid a float column's values are recorded on, per bin of ``edges``, from one noisy histogram.
 
     The unit ``u`` is the smallest power of ten from 0.01 up whose cells ``[(k - 1/2) u, (k + 1/2) u)`` cover the
-    bins' range in at most :data:`MAX_GRID_CELLS` (equal cells: the engine computes each row's by arithmetic).
+    inner bins' range (all but the two end bins, which may stretch to an outlier) in at most
+    :data:`MAX_GRID_CELLS` (equal cells: the engine computes each row's by arithmetic); the cells left cover
+    the end bins as far as they reach, evenly each side.
     Their exact counts are summed, inside this mechanism, into three per bin: the rows nearest a multiple ``k``
     of ``u`` with ``k`` a multiple of 100, of 10 only, or neither; those ``3 x bins`` sums are released with
     Gaussian noise. Sensitivity: a record falls in at most one of them (none when outside the range), L2
@@ -413,9 +417,14 @@ def _recorded_grid(
     from privsynth.privacy.mechanisms import gaussian_mechanism
 
     low, high = float(edges[0]), float(edges[-1])
+    inner_low, inner_high = (float(edges[1]), float(edges[-2])) if len(edges) > 3 else (low, high)
     unit = 0.01
-    while (high - low) / unit + 2 > MAX_GRID_CELLS:
+    while (inner_high - inner_low) / unit + 2 > MAX_GRID_CELLS:
         unit *= 10
+    # The end bins are covered as far as the cells left allow: a wide end bin (public bounds at an outlier,
+    # covid_testing's col_rec_tat up to 61,370) would otherwise coarsen the unit for every bin (to 10).
+    spare = (MAX_GRID_CELLS - 2 - (inner_high - inner_low) / unit) * unit / 2
+    low, high = max(low, inner_low - spare), min(high, inner_high + spare)
     first, last = math.floor(low / unit), math.ceil(high / unit)
     # a cell more each side catches (clipped) the values outside the range, which count in no class
     cells = np.linspace((first - 1.5) * unit, (last + 1.5) * unit, last - first + 4)
