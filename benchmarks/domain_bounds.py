@@ -28,6 +28,7 @@ from privsynth.data.sources import frame_source
 from privsynth.privacy.accountant import Accountant
 from privsynth.synth.dp import resolve_budget
 from privsynth.synth.marginal import MST
+from privsynth.synth.marginal_method import default_preprocessing_share
 
 RESULTS = Path(__file__).resolve().parent / "results" / "domain_bounds.txt"
 SETTINGS = {
@@ -45,10 +46,10 @@ Tables = dict[str, tuple[pd.DataFrame, pd.DataFrame]]
 
 
 def clipped(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataFrame:
-    share = MST().preprocessing_share
     rows = []
     for name, (train, _) in tables.items():
         schema = bundled_schema(name, train).synthesized()
+        share = MST().preprocessing_share or default_preprocessing_share(len(domain.needs_budget(schema)))
         for epsilon in epsilons:
             for seed in range(seeds):
                 budget = resolve_budget("mst", epsilon, 1e-6, schema)

@@ -167,7 +167,7 @@ def test_a_dp_run_fits_through_the_pipeline_and_spends_from_no_ledger(tmp_path: 
     assert mst["status"] == "ok", mst["error"]
     assert (mst["method"], mst["dp"], mst["epsilon"], mst["delta"], mst["rows"]) == ("mst", True, 1.0, 1e-6, 400)
     assert mst["details"]["params"] == {
-        "preprocessing_share": 0.2,
+        "preprocessing_share": None,
         "bins": 16,
         "numeric_bins": "quantile",
         "iters": 2000,

@@ -246,13 +246,22 @@ def test_learns_private_domains_and_pays_for_them(nass: pd.DataFrame) -> None:
     assert model.rho_ == budget.rho
     paid = [s for s in model.spends_ if s["purpose"].startswith("domain of")]
     assert {s["purpose"].split("'")[1] for s in paid} == set(COLUMNS)
-    share = model.preprocessing_share
+    share = model.preprocessing_share_
+    assert share == 0.2  # 14 columns to learn: the narrow-table default
     assert 0.9 * share * model.rho_ < float(sum(Fraction(s["rho"]) for s in paid)) <= share * model.rho_ * (1 + 1e-9)
     assert sum(s["delta"] for s in model.spends_) <= 1e-7
     assert float(spent(model)) == pytest.approx(model.rho_, rel=1e-9) and spent(model) <= Fraction(model.rho_)
     synthetic = model.sample(5000, seed=0)
     assert synthetic.dtypes.to_dict() == nass.dtypes.to_dict()
     assert synthetic["dead"].isin(["alive", "dead"]).all()
+
+
+def test_the_default_preprocessing_share_grows_with_the_columns_to_learn() -> None:
+    from privsynth.synth.marginal_method import default_preprocessing_share
+
+    shares = [default_preprocessing_share(d) for d in (1, 16, 20, 32, 40, 55, 200)]
+    assert shares == pytest.approx([0.2, 0.2, 0.25, 0.4, 0.5, 0.5, 0.5])
+    assert MST(preprocessing_share=0.3).preprocessing_share == 0.3  # the user's share is kept as given
 
 
 def test_aim_model_size_cap_binds_with_a_message(nass: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:

@@ -116,9 +116,11 @@ class AIM(MarginalMethod):
     memory is a multiple of the model's: #19's 10M-row fit reached 1.34 GB resident); candidates that would make
     it larger are left out of that round, and a warning says so when the full cap still kept candidates out at the
     end.
-    ``preprocessing_share`` is 0.2, as MST's: on wide tables each column's share of the domain budget is what
+    ``preprocessing_share`` is MST's default: on wide tables each column's share of the domain budget is what
     locates its bounds and categories, and the 1-way error it leaves carries into every marginal (loans, 55
-    columns, epsilon 1: 3-way TVD 0.40 with 0.1, 0.35 with 0.2; ``benchmarks/results/aim_wide.json``).
+    columns, epsilon 1: 3-way TVD 0.40 with 0.1, 0.35 with 0.2; ``benchmarks/results/aim_wide.json``), so it
+    grows with the number of columns to learn beyond 16
+    (:func:`~privsynth.synth.marginal_method.default_preprocessing_share`).
     ``compress`` (default on): as in MST, values whose 1-way measurement is below 3 sigma merge into one cell
     before the rounds start (post-processing). Not in the AIM paper: on small tables the first rounds' noise
     spreads spurious mass over rare values' cells and models trained on the rows learn it (covid_testing at
@@ -163,7 +165,7 @@ class AIM(MarginalMethod):
         target: str | None = None,
         target_weight: float | None = None,
         compress: bool = True,
-        preprocessing_share: float = 0.2,
+        preprocessing_share: float | None = None,
         bins: int = DEFAULT_BINS,
         numeric_bins: str = "quantile",
         iters: int = 1000,

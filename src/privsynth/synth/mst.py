@@ -34,11 +34,13 @@ class MST(MarginalMethod):
     1-way model misses each 2-way marginal (L1, sensitivity 1); a third measures the selected 2-way marginals.
     Every sensitivity here is per row; with ``contribution_bound=k`` (a person's up to k rows) each is k, the
     noise k times larger (see :class:`~privsynth.synth.marginal_method.MarginalMethod`).
-    ``preprocessing_share`` is 0.2 (as AIM's since #22): MST measures d + (d - 1) marginals once, so a larger share for
-    the domains costs each measurement little, and at epsilon 1 it lowered 3-way TVD on all three bundled tables
-    (``benchmarks/results/rare_categories.json``). ``iters``: mirror-descent steps of the final estimate (the
-    reference code's 5000 would triple the time for no visible change on the bundled tables). With two columns the
-    tree is forced and its budget is shared by the two measurements; with one, the 1-way marginal gets it all.
+    ``preprocessing_share`` (default: 0.2 up to 16 columns to learn, more on wider tables, as AIM's;
+    :func:`~privsynth.synth.marginal_method.default_preprocessing_share`): MST measures d + (d - 1) marginals once,
+    so a larger share for the domains costs each measurement little, and at epsilon 1 0.2 lowered 3-way TVD on
+    all three narrow bundled tables (``benchmarks/results/rare_categories.json``). ``iters``: mirror-descent
+    steps of the final estimate (the reference code's 5000 would triple the time for no visible change on the
+    bundled tables). With two columns the tree is forced and its budget is shared by the two measurements; with
+    one, the 1-way marginal gets it all.
     """
 
     name = "mst"
@@ -46,7 +48,7 @@ class MST(MarginalMethod):
     def __init__(
         self,
         *,
-        preprocessing_share: float = 0.2,
+        preprocessing_share: float | None = None,
         bins: int = DEFAULT_BINS,
         numeric_bins: str = "quantile",
         iters: int = 2000,
