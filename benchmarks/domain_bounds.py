@@ -1,12 +1,12 @@
 """How much of each numeric column of the bundled tables falls outside its DP-learned bounds (clipped values),
 and what MST's 2-/3-way TVD and TSTR make of each setting.
 
-Learns the domains the way MST and AIM do (10% of the budget, delta 1e-6) at epsilon 0.3 and 1, ``--seeds`` times,
-under the current settings of ``privsynth.synth.domain`` and two alternatives tried in session 8: a looser
-false-cell rate for the bounds histogram (1e-4), and a grid in powers of 2 with half of a column's share on its
-bounds and pooled blocks of up to 8 cells (half the values clipped, worse TVD, better TSTR on nassCDS); neither
-was adopted (see the closing note of #5). Writes, per setting, the share of values outside the bounds and the
-bounds' width relative to the real range per column, their means, and MST's scores.
+Learns the domains the way MST and AIM do (their default preprocessing share, delta 1e-6; 10% when this was run in
+session 8) at epsilon 0.3 and 1, ``--seeds`` times, under the current settings of ``privsynth.synth.domain`` and two
+alternatives tried in session 8: a looser false-cell rate for the bounds histogram (1e-4), and a grid in powers of 2
+with half of a column's share on its bounds and pooled blocks of up to 8 cells (half the values clipped, worse TVD,
+better TSTR on nassCDS); neither was adopted (see the closing note of #5). Writes, per setting, the share of values
+outside the bounds and the bounds' width relative to the real range per column, their means, and MST's scores.
 
     .venv/bin/python benchmarks/domain_bounds.py            # writes benchmarks/results/domain_bounds.txt
                                                             # and domain_bounds.txt.run.json (how it was run)
@@ -27,7 +27,6 @@ from privsynth.data.datasets import bundled_schema, dataset_names, load_dataset
 from privsynth.data.sources import frame_source
 from privsynth.privacy.accountant import Accountant
 from privsynth.synth.dp import resolve_budget
-from privsynth.synth.marginal import MST
 from privsynth.synth.marginal_method import default_preprocessing_share
 
 RESULTS = Path(__file__).resolve().parent / "results" / "domain_bounds.txt"
@@ -49,7 +48,7 @@ def clipped(tables: Tables, seeds: int, epsilons: tuple[float, ...]) -> pd.DataF
     rows = []
     for name, (train, _) in tables.items():
         schema = bundled_schema(name, train).synthesized()
-        share = MST().preprocessing_share or default_preprocessing_share(len(domain.needs_budget(schema)))
+        share = default_preprocessing_share(len(domain.needs_budget(schema)))  # MST's default
         for epsilon in epsilons:
             for seed in range(seeds):
                 budget = resolve_budget("mst", epsilon, 1e-6, schema)

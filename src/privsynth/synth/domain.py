@@ -220,7 +220,7 @@ def _pick_sub_bins(
     last = len(edges) - 2
     points = fine_edges[1:] == fine_edges[:-1]
     for cell in np.unique(index):
-        on_top = points & (fine_edges[:-1] >= edges[cell + 1]) if cell < last else np.zeros(len(points), dtype=bool)
+        on_top = points & (fine_edges[:-1] >= edges[cell + 1]) & (cell < last)
         inside = np.flatnonzero((fine_edges[:-1] >= edges[cell]) & (fine_edges[1:] <= edges[cell + 1]) & ~on_top)
         if len(inside) == 0:
             continue
